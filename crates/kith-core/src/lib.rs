@@ -1,0 +1,23 @@
+//! kith-core: the vocabulary every other kith crate shares, and the deterministic state
+//! machines that the replicated log drives.
+//!
+//! Owns:
+//! - [`command`]: what a client can ask the cluster to do ([`Command`]) and what applying it
+//!   returns ([`Response`]).
+//! - [`kv`]: the key-value state machine — revisions, compare-and-set — written against the
+//!   [`kv::KvTable`] trait so that storage can back it with any engine.
+//! - [`limits`]: input bounds and validation shared by the API and the state machine.
+//!
+//! Refuses: I/O, clocks, randomness, async. Applying the same commands in the same order must
+//! give the same state on every replica; anything that could differ between machines stays
+//! out of this crate.
+
+pub mod command;
+pub mod kv;
+pub mod limits;
+
+pub use command::{Command, Response};
+pub use kv::{KvEntry, KvTable};
+
+/// Identifies a node for the whole life of the cluster (the Raft paper's server id).
+pub type NodeId = u64;
