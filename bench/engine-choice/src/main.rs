@@ -129,7 +129,8 @@ fn run_redb(dir: &Path) -> Run {
             let tx = db.begin_write().unwrap();
             {
                 let mut t = tx.open_table(LOG).unwrap();
-                t.retain_in(key(keys.start)..key(keys.end), |_, _| false).unwrap();
+                t.retain_in(key(keys.start)..key(keys.end), |_, _| false)
+                    .unwrap();
             }
             tx.commit().unwrap();
         },
@@ -138,7 +139,9 @@ fn run_redb(dir: &Path) -> Run {
 
 fn run_fjall(dir: &Path) -> Run {
     let db = Database::builder(dir.join("fjall")).open().unwrap();
-    let ks = db.keyspace("raft_log", KeyspaceCreateOptions::default).unwrap();
+    let ks = db
+        .keyspace("raft_log", KeyspaceCreateOptions::default)
+        .unwrap();
     drive(
         |keys| {
             if keys.end - keys.start == 1 {
@@ -172,6 +175,9 @@ fn run_fjall(dir: &Path) -> Run {
     )
 }
 
+/// Picks one number out of a run (used to build the summary table).
+type Metric = fn(&Run) -> f64;
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     xs[xs.len() / 2]
@@ -189,7 +195,7 @@ fn main() {
         ] {
             let dir = tempfile::tempdir_in(&root).unwrap(); // removed on drop
             let run = runner(dir.path());
-            eprintln!(
+            println!(
                 "round {round} {name:5}: {:7.0} commits/s p50 {:.2}ms p99 {:.2}ms | group {:8.0} e/s | read {:9.0} e/s | purge {:.1}ms",
                 run.single_cps, run.p50_ms, run.p99_ms, run.group_eps, run.read_eps, run.purge_ms
             );
@@ -197,8 +203,8 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir(&root); // only succeeds if empty
-    let med = |v: &[Run], f: fn(&Run) -> f64| median(v.iter().map(f).collect());
-    let rows: [(&str, fn(&Run) -> f64, bool); 6] = [
+    let med = |v: &[Run], f: Metric| median(v.iter().map(f).collect());
+    let rows: [(&str, Metric, bool); 6] = [
         ("1/commit: commits/s", |x| x.single_cps, true),
         ("1/commit: p50 latency (ms)", |x| x.p50_ms, false),
         ("1/commit: p99 latency (ms)", |x| x.p99_ms, false),
@@ -206,12 +212,30 @@ fn main() {
         ("range read 10k: entries/s", |x| x.read_eps, true),
         ("purge 17k prefix: ms", |x| x.purge_ms, false),
     ];
-    println!("\nmedian of {ROUNDS} alternating rounds; {TOTAL} entries of {VALUE_LEN} B, u64 BE keys\n");
+    println!(
+        "\nmedian of {ROUNDS} alternating rounds; {TOTAL} entries of {VALUE_LEN} B, u64 BE keys\n"
+    );
     println!("| measurement | redb | fjall | fjall/redb | better |");
     println!("|---|---:|---:|---:|---|");
     for (label, get, higher_better) in rows {
         let (a, b) = (med(&r, get), med(&f, get));
-        let better = if (b > a) == higher_better { "fjall" } else { "redb" };
-        println!("| {label} | {a:.2} | {b:.2} | {:.2}x | {better} |", b / a);
+        let better = if (b > a) == higher_better {
+            "fjall"
+        } else {
+            "redb"
+        };
+        let fmt = |x: f64| {
+            if x >= 100.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.2}")
+            }
+        };
+        println!(
+            "| {label} | {} | {} | {:.2}x | {better} |",
+            fmt(a),
+            fmt(b),
+            b / a
+        );
     }
 }

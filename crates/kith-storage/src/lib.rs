@@ -1,1 +1,49 @@
-//! placeholder
+//! kith-storage: everything kith keeps on disk, on the redb embedded engine.
+//!
+//! Owns:
+//! - [`LogStore`]: the Raft log, the vote and the committed index (`raft-log.redb`). Every
+//!   append, truncate, purge and vote is fsynced before openraft is told it is done.
+//! - [`StateMachineStore`]: the applied key-value state and the applied log id, written in
+//!   the same redb transaction as each batch of applied entries (`state.redb`), plus the
+//!   latest snapshot (`snapshot.bin`, replaced atomically).
+//! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
+//!   read paths; it never blocks writers (redb is MVCC).
+//!
+//! Refuses: networking, clocks, deciding what a command means (that is `kith-core`), and
+//! knowing about HTTP. Only this crate knows redb exists.
+//!
+//! Two files rather than one so that log appends and state-machine applies, which openraft
+//! runs concurrently, do not queue behind each other on redb's single writer.
+
+mod codec;
+mod error;
+mod log_store;
+mod state_machine;
+
+use std::io::Cursor;
+use std::path::Path;
+
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use state_machine::{StateMachineStore, StateReader};
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for kith: log entries carry [`kith_core::Command`]s and
+    /// applying one yields a [`kith_core::Response`].
+    pub TypeConfig:
+        D = kith_core::Command,
+        R = kith_core::Response,
+        NodeId = kith_core::NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Opens (or creates) a node's stores under `dir`.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
+    let log = LogStore::open(&dir.join("raft-log.redb"))?;
+    let sm = StateMachineStore::open(dir)?;
+    Ok((log, sm))
+}
