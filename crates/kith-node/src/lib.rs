@@ -1,1 +1,31 @@
-//! placeholder
+//! kith-node: one running kith node — openraft wired to kith's storage and peer transport.
+//!
+//! Owns:
+//! - [`config`]: the node's settings and their defaults (timeouts, limits, snapshot policy).
+//! - [`network`]: the client half of the peer transport — Raft RPCs and forwarded requests to
+//!   other nodes' `/internal/…` routes, postcard bodies on pooled keep-alive connections,
+//!   dialled from the node's own listen address.
+//! - [`protocol`]: the message types carried on that transport.
+//! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
+//!   this node is not it), linearizable and stale reads, health, cluster view, membership.
+//!
+//! Refuses: HTTP routing and JSON (that is `kith-api`), and deciding what a command means
+//! (that is `kith-core`).
+//!
+//! ```text
+//!  client ──HTTP──▶ any node ──(follower? forward)──▶ leader: Raft::client_write
+//!                                                        │ append + fsync (LogStore)
+//!                                                        │ replicate ──▶ followers: append + fsync
+//!                                                        ▼ quorum acked ⇒ committed
+//!                                                      apply (StateMachineStore) ──▶ Response
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod network;
+pub mod node;
+pub mod protocol;
+
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use node::{Consistency, Health, MemberStatus, Node};

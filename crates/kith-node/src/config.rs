@@ -1,0 +1,53 @@
+//! A node's settings. Every bound kith enforces at run time is a field here with a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kith_core::NodeId;
+
+/// Settings for one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// The address the HTTP server binds; peers reach this node here.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Largest value a put may carry.
+    pub value_bytes_max: usize,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms_min: u64,
+    pub election_timeout_ms_max: u64,
+    /// Build a snapshot (and compact the log) after this many applied entries.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the latest snapshot, so slightly lagging followers can
+    /// catch up from the log instead of a snapshot.
+    pub snapshot_logs_keep: u64,
+    /// How long a write or linearizable read waits for a quorum before answering 503.
+    pub request_timeout: Duration,
+    /// How long a request waits for a leader to be known before answering 503.
+    pub leader_wait: Duration,
+    /// Timeout for one peer RPC that carries no deadline of its own.
+    pub peer_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults suited to a LAN or loopback cluster (etcd uses 100 ms heartbeats and a 1 s
+    /// election timeout; kith randomises the election timeout in [min, max]).
+    pub fn new(id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> Self {
+        NodeConfig {
+            id,
+            listen,
+            data_dir,
+            value_bytes_max: kith_core::limits::VALUE_BYTES_MAX_DEFAULT,
+            heartbeat_interval_ms: 100,
+            election_timeout_ms_min: 700,
+            election_timeout_ms_max: 1400,
+            snapshot_logs_since_last: 10_000,
+            snapshot_logs_keep: 1_000,
+            request_timeout: Duration::from_secs(5),
+            leader_wait: Duration::from_secs(3),
+            peer_timeout: Duration::from_secs(5),
+        }
+    }
+}

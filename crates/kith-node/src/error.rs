@@ -1,0 +1,44 @@
+//! The node's error type. Retryable conditions are kept apart from fatal ones so the API can
+//! tell a client whether to try again.
+
+use kith_core::limits::InvalidInput;
+use kith_core::NodeId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No leader is known (election in progress, or no quorum). Retryable.
+    #[error("no leader is available; the cluster may be electing one or have lost its quorum")]
+    NoLeader,
+    /// The request did not complete within the node's bound. For a write the outcome is
+    /// unknown: it may still commit. Retryable.
+    #[error("timed out after {ms} ms waiting for {what}")]
+    Timeout { what: &'static str, ms: u64 },
+    /// The leader could not be reached to forward a request. Retryable.
+    #[error("could not reach the leader (node {leader_id}): {message}")]
+    LeaderUnreachable { leader_id: NodeId, message: String },
+    /// The request is malformed or out of bounds; nothing was changed.
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
+    /// A membership change was refused.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// The node is shutting down or its Raft core stopped.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// Local storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] kith_storage::StoreError),
+    /// Anything else that should not happen; the message says what.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    /// Whether a client may retry the same request.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            NodeError::NoLeader | NodeError::Timeout { .. } | NodeError::LeaderUnreachable { .. }
+        )
+    }
+}

@@ -1,0 +1,488 @@
+//! [`Node`]: the running node as the HTTP layer sees it.
+//!
+//! Any node accepts any request. A write on a follower is forwarded to the leader over the
+//! peer transport ([`ForwardRequest::Write`]); the client never sees a redirect. A
+//! linearizable read on a follower asks the leader for a read index
+//! ([`ForwardRequest::ReadIndex`]: the leader confirms with a quorum that it is still leader),
+//! waits until its own state machine has applied that index, and then reads locally — so read
+//! load spreads over the cluster. A stale read is served from local state at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
+};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::time::timeout;
+
+use crate::network::{PeerTransport, TransportError};
+use crate::protocol::{ForwardError, ForwardRequest, ForwardResponse};
+use crate::{NodeConfig, NodeError};
+use kith_core::{Command, KvEntry, NodeId, Response};
+use kith_storage::{LogStore, StateReader, TypeConfig};
+
+/// Entries per AppendEntries RPC; bounds a peer request to about this many values.
+pub const APPEND_ENTRIES_MAX: u64 = 64;
+/// Attempts to find and reach the leader for one request.
+const LEADER_ATTEMPTS_MAX: u32 = 5;
+/// How long adding a member may take, catch-up included.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Timeout for asking another member for its status.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Read consistency, as in etcd: linearizable (default) or stale (local, possibly behind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Stale,
+}
+
+/// What `/v1/health` reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Health {
+    pub node_id: NodeId,
+    pub role: String,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    /// True when the node knows a leader and belongs to the cluster, i.e. can serve.
+    pub ready: bool,
+}
+
+/// One member in `/v1/cluster`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+    pub reachable: bool,
+    /// The member's own report, when it answered.
+    pub role: Option<String>,
+    pub term: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Highest log index the leader knows this member has (leader's view).
+    pub match_index: Option<u64>,
+    /// Entries this member is behind the leader's log.
+    pub lag: Option<u64>,
+}
+
+/// A running node. Shared by the HTTP handlers behind an `Arc`.
+pub struct Node {
+    pub config: NodeConfig,
+    raft: Raft<TypeConfig>,
+    log: LogStore,
+    state: StateReader,
+    transport: PeerTransport,
+}
+
+impl Node {
+    /// Opens the data directory and starts the Raft core. The node recovers its vote, log
+    /// and applied state from disk; a fresh node waits to be initialized or joined.
+    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        let (log, sm) = kith_storage::open(&config.data_dir)?;
+        let state = sm.reader();
+        let raft_config = openraft::Config {
+            cluster_name: "kith".into(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min: config.election_timeout_ms_min,
+            election_timeout_max: config.election_timeout_ms_max,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: config.snapshot_logs_keep,
+            max_payload_entries: APPEND_ENTRIES_MAX,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
+        let transport = PeerTransport::new(config.listen, config.peer_timeout)
+            .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
+        let raft = Raft::new(
+            config.id,
+            Arc::new(raft_config),
+            transport.clone(),
+            log.clone(),
+            sm,
+        )
+        .await
+        .map_err(|e| NodeError::Internal(format!("raft start: {e}")))?;
+        Ok(Arc::new(Node {
+            config,
+            raft,
+            log,
+            state,
+            transport,
+        }))
+    }
+
+    /// The openraft handle, for the peer RPC routes.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// Bootstraps a fresh cluster with `members` as its voters. Safe to call on every
+    /// initial member with the same set, and on restart: an already-initialized node
+    /// ignores it.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, BasicNode>) -> Result<(), NodeError> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(NodeError::Internal(format!("initialize: {e}"))),
+        }
+    }
+
+    /// Stops the Raft core; in-flight requests fail with `ShuttingDown`.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        let m = self.raft.metrics().borrow().clone();
+        let member = m.membership_config.membership().get_node(&self.config.id).is_some();
+        Health {
+            node_id: self.config.id,
+            role: role_name(m.state).into(),
+            leader_id: m.current_leader,
+            term: m.current_term,
+            commit_index: self.log.committed_index(),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
+        }
+    }
+
+    /// Proposes `command` and waits until it is committed by a quorum and applied.
+    pub async fn write(&self, command: Command) -> Result<Response, NodeError> {
+        match self
+            .on_leader(ForwardRequest::Write(command), self.config.request_timeout)
+            .await?
+        {
+            ForwardResponse::Written(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads a key with the requested consistency.
+    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Option<KvEntry>, NodeError> {
+        self.read_barrier(consistency).await?;
+        Ok(self.state.get(key)?)
+    }
+
+    /// Lists keys by prefix with the requested consistency. Returns the keys, whether more
+    /// matched than `limit`, and the store revision of the read.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<(Vec<(String, KvEntry)>, bool, u64), NodeError> {
+        self.read_barrier(consistency).await?;
+        Ok(self.state.list(prefix, limit)?)
+    }
+
+    /// For a linearizable read: obtain the leader's read index and wait until this node has
+    /// applied it (ReadIndex). Every write acknowledged before the read started has an index
+    /// at or below the read index, so the local read sees it.
+    async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
+        if consistency == Consistency::Stale {
+            return Ok(());
+        }
+        let index = match self
+            .on_leader(ForwardRequest::ReadIndex, self.config.request_timeout)
+            .await?
+        {
+            ForwardResponse::ReadIndex(i) => i,
+            other => return Err(unexpected(other)),
+        };
+        self.raft
+            .wait(Some(self.config.request_timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map_err(|_| NodeError::Timeout {
+                what: "this node to apply the read index",
+                ms: self.config.request_timeout.as_millis() as u64,
+            })?;
+        Ok(())
+    }
+
+    /// Adds node `id` at `addr`: as a learner first, then as a voter once it has caught up.
+    pub async fn add_member(&self, id: NodeId, addr: String) -> Result<(), NodeError> {
+        self.on_leader(ForwardRequest::AddMember { id, addr }, MEMBERSHIP_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    /// Removes node `id` from the cluster; it stops counting toward the quorum.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), NodeError> {
+        self.on_leader(ForwardRequest::RemoveMember { id }, MEMBERSHIP_TIMEOUT)
+            .await
+            .map(drop)
+    }
+
+    /// Every member with its own report (when reachable) and the leader's replication view.
+    pub async fn cluster(&self) -> Vec<MemberStatus> {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let replication: BTreeMap<NodeId, Option<u64>> = match timeout(
+            STATUS_TIMEOUT * 2,
+            self.on_leader(ForwardRequest::Replication, STATUS_TIMEOUT),
+        )
+        .await
+        {
+            Ok(Ok(ForwardResponse::Replication(r))) => r.into_iter().collect(),
+            _ => BTreeMap::new(),
+        };
+        let leader_last = replication
+            .values()
+            .flatten()
+            .max()
+            .copied()
+            .unwrap_or_default();
+        let members: Vec<(NodeId, String)> = membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let reports = futures::future::join_all(members.iter().map(|(id, addr)| async move {
+            if *id == self.config.id {
+                Some(self.health())
+            } else {
+                self.transport
+                    .get_json::<Health>(addr, "/v1/health", STATUS_TIMEOUT)
+                    .await
+                    .ok()
+            }
+        }))
+        .await;
+        members
+            .into_iter()
+            .zip(reports)
+            .map(|((id, addr), report)| {
+                let match_index = replication.get(&id).copied().flatten();
+                MemberStatus {
+                    id,
+                    addr,
+                    voter: voters.contains(&id),
+                    reachable: report.is_some(),
+                    role: report.as_ref().map(|h| h.role.clone()),
+                    term: report.as_ref().map(|h| h.term),
+                    commit_index: report.as_ref().map(|h| h.commit_index),
+                    applied_index: report.as_ref().map(|h| h.applied_index),
+                    match_index,
+                    lag: match_index.map(|i| leader_last.saturating_sub(i)),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs `request` on the leader: here if this node leads, otherwise over the peer
+    /// transport. Follows leader changes a bounded number of times.
+    async fn on_leader(
+        &self,
+        request: ForwardRequest,
+        request_timeout: Duration,
+    ) -> Result<ForwardResponse, NodeError> {
+        let mut last_error = NodeError::NoLeader;
+        for _ in 0..LEADER_ATTEMPTS_MAX {
+            let leader = self.wait_for_leader(None).await?;
+            let outcome = if leader == self.config.id {
+                self.serve_forwarded(request.clone()).await
+            } else {
+                let Some(addr) = self.member_addr(leader) else {
+                    return Err(NodeError::NoLeader);
+                };
+                match self
+                    .transport
+                    .forward(&addr, &request, request_timeout + Duration::from_secs(1))
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    // Not delivered: safe to retry once the cluster names a new leader.
+                    Err(e @ TransportError::Connect { .. }) => {
+                        last_error = NodeError::LeaderUnreachable {
+                            leader_id: leader,
+                            message: e.to_string(),
+                        };
+                        self.wait_for_leader(Some(leader)).await?;
+                        continue;
+                    }
+                    // Possibly delivered: the outcome is unknown, never retry a write here.
+                    Err(TransportError::Timeout { .. }) => {
+                        return Err(NodeError::Timeout {
+                            what: "the leader",
+                            ms: request_timeout.as_millis() as u64,
+                        })
+                    }
+                    Err(e) => {
+                        return Err(NodeError::LeaderUnreachable {
+                            leader_id: leader,
+                            message: e.to_string(),
+                        })
+                    }
+                }
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(ForwardError::NotLeader { .. }) => {
+                    last_error = NodeError::NoLeader;
+                    self.wait_for_leader(Some(leader)).await?;
+                }
+                Err(ForwardError::Timeout { ms, .. }) => {
+                    return Err(NodeError::Timeout {
+                        what: "a quorum to commit",
+                        ms,
+                    })
+                }
+                Err(ForwardError::NoQuorum) => return Err(NodeError::NoLeader),
+                Err(ForwardError::Membership(m)) => return Err(NodeError::Membership(m)),
+                Err(ForwardError::Internal(m)) => return Err(NodeError::Internal(m)),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Waits (bounded by `leader_wait`) until a leader is known — one other than `not`, when
+    /// given, so a caller that found the old leader gone waits for its successor.
+    async fn wait_for_leader(&self, not: Option<NodeId>) -> Result<NodeId, NodeError> {
+        let wait = self.raft.wait(Some(self.config.leader_wait));
+        let metrics = wait
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_leader != not,
+                "leader known",
+            )
+            .await
+            .map_err(|_| NodeError::NoLeader)?;
+        metrics.current_leader.ok_or(NodeError::NoLeader)
+    }
+
+    fn member_addr(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Serves a request that needs the leader, on this node. Answers `NotLeader` when this
+    /// node is not (or no longer) the leader.
+    pub async fn serve_forwarded(
+        &self,
+        request: ForwardRequest,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let limit = self.config.request_timeout;
+        let timed_out = |what: &str, d: Duration| ForwardError::Timeout {
+            what: what.into(),
+            ms: d.as_millis() as u64,
+        };
+        match request {
+            ForwardRequest::Write(command) => {
+                match timeout(limit, self.raft.client_write(command)).await {
+                    Err(_) => Err(timed_out("commit", limit)),
+                    Ok(Ok(r)) => Ok(ForwardResponse::Written(r.data)),
+                    Ok(Err(e)) => Err(write_error(e)),
+                }
+            }
+            ForwardRequest::ReadIndex => match timeout(limit, self.raft.ensure_linearizable()).await
+            {
+                Err(_) => Err(timed_out("read index", limit)),
+                Ok(Ok(log_id)) => Ok(ForwardResponse::ReadIndex(log_id.map_or(0, |l| l.index))),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    Err(ForwardError::NotLeader {
+                        leader_id: f.leader_id,
+                    })
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                    Err(ForwardError::NoQuorum)
+                }
+                Ok(Err(e)) => Err(ForwardError::Internal(e.to_string())),
+            },
+            ForwardRequest::AddMember { id, addr } => {
+                let node = BasicNode::new(addr);
+                match timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(id, node, true)).await {
+                    Err(_) => return Err(timed_out("the new member to catch up", MEMBERSHIP_TIMEOUT)),
+                    Ok(Err(e)) => return Err(write_error(e)),
+                    Ok(Ok(_)) => {}
+                }
+                let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+                match timeout(limit, self.raft.change_membership(change, false)).await {
+                    Err(_) => Err(timed_out("membership change", limit)),
+                    Ok(Err(e)) => Err(write_error(e)),
+                    Ok(Ok(_)) => Ok(ForwardResponse::MembershipChanged),
+                }
+            }
+            ForwardRequest::RemoveMember { id } => {
+                let membership = self.raft.metrics().borrow().membership_config.clone();
+                let membership = membership.membership();
+                if membership.get_node(&id).is_none() {
+                    return Err(ForwardError::Membership(format!("node {id} is not a member")));
+                }
+                let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+                let change = if voters.contains(&id) {
+                    if voters.len() == 1 {
+                        return Err(ForwardError::Membership(
+                            "cannot remove the last voter".into(),
+                        ));
+                    }
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                // retain = false: a removed voter leaves the cluster instead of staying on
+                // as a learner.
+                match timeout(limit, self.raft.change_membership(change, false)).await {
+                    Err(_) => Err(timed_out("membership change", limit)),
+                    Ok(Err(e)) => Err(write_error(e)),
+                    Ok(Ok(_)) => Ok(ForwardResponse::MembershipChanged),
+                }
+            }
+            ForwardRequest::Replication => {
+                let m = self.raft.metrics().borrow().clone();
+                match (m.state, m.replication) {
+                    (ServerState::Leader, Some(r)) => Ok(ForwardResponse::Replication(
+                        r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect(),
+                    )),
+                    _ => Err(ForwardError::NotLeader {
+                        leader_id: m.current_leader,
+                    }),
+                }
+            }
+        }
+    }
+}
+
+fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
+            leader_id: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(_) => {
+                ForwardError::Membership(format!("another change is in progress: {c}"))
+            }
+            other => ForwardError::Membership(other.to_string()),
+        },
+        RaftError::Fatal(f) => ForwardError::Internal(f.to_string()),
+    }
+}
+
+fn unexpected(r: ForwardResponse) -> NodeError {
+    NodeError::Internal(format!("unexpected answer from the leader: {r:?}"))
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}

@@ -1,0 +1,51 @@
+//! Messages on the peer transport besides openraft's own RPCs: requests a node forwards to
+//! the leader. Encoded with postcard; both sides run the same binary version.
+
+use serde::{Deserialize, Serialize};
+
+use kith_core::{Command, NodeId, Response};
+
+/// Peer routes, relative to a node's base URL.
+pub mod route {
+    pub const APPEND: &str = "/internal/raft/append";
+    pub const VOTE: &str = "/internal/raft/vote";
+    pub const SNAPSHOT: &str = "/internal/raft/snapshot";
+    pub const FORWARD: &str = "/internal/forward";
+}
+
+/// A request a follower forwards to the leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    /// Propose a command.
+    Write(Command),
+    /// Confirm leadership with a quorum and return the index a linearizable read must wait
+    /// for (ReadIndex, Raft thesis §6.4).
+    ReadIndex,
+    /// Add a node as learner, wait for it to catch up, then make it a voter.
+    AddMember { id: NodeId, addr: String },
+    /// Remove a node from the voters and from the cluster.
+    RemoveMember { id: NodeId },
+    /// The leader's replication progress: matched log index per member.
+    Replication,
+}
+
+/// The leader's answer to a [`ForwardRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardResponse {
+    Written(Response),
+    ReadIndex(u64),
+    MembershipChanged,
+    Replication(Vec<(NodeId, Option<u64>)>),
+}
+
+/// Why the leader could not serve a forwarded request. `NotLeader` makes the sender look
+/// for the leader again; the others are final for this request.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardError {
+    NotLeader { leader_id: Option<NodeId> },
+    Timeout { what: String, ms: u64 },
+    /// The leader could not confirm it still has a quorum.
+    NoQuorum,
+    Membership(String),
+    Internal(String),
+}
