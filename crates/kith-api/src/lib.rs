@@ -1,1 +1,37 @@
-//! placeholder
+//! kith-api: the node's one HTTP port.
+//!
+//! Owns:
+//! - [`routes`]: the public `/v1/…` JSON API (kv, health, cluster, membership);
+//! - [`internal`]: the `/internal/…` peer routes (Raft RPCs and forwarded requests, postcard
+//!   bodies) — the server half of `kith_node::network`;
+//! - [`error`]: every error a client can see, mapped to an HTTP status in one `match`.
+//!
+//! Refuses: consensus, storage and forwarding decisions (that is `kith-node`). Nothing here
+//! changes state except by calling [`kith_node::Node`].
+
+pub mod error;
+pub mod internal;
+pub mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use kith_node::Node;
+use tokio::net::TcpListener;
+
+/// The complete router: public API and peer routes.
+pub fn router(node: Arc<Node>) -> Router {
+    routes::router(node.clone()).merge(internal::router(node))
+}
+
+/// Serves `node` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,82 @@
+//! Client-visible errors: `{"error":{"code","message"}}` with a fitting status. The mapping
+//! from every internal condition to a status lives in [`ApiError::from`] for `NodeError`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kith_node::NodeError;
+use serde_json::json;
+
+/// An error answer. `code` is a stable machine-readable word; `message` is for people.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        let status = match &e {
+            NodeError::NoLeader
+            | NodeError::Timeout { .. }
+            | NodeError::LeaderUnreachable { .. }
+            | NodeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            NodeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            NodeError::Membership(_) => StatusCode::CONFLICT,
+            NodeError::Storage(_) | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let code = match &e {
+            NodeError::NoLeader => "no_leader",
+            NodeError::Timeout { .. } => "timeout",
+            NodeError::LeaderUnreachable { .. } => "leader_unreachable",
+            NodeError::ShuttingDown => "shutting_down",
+            NodeError::InvalidInput(_) => "invalid_input",
+            NodeError::Membership(_) => "membership",
+            NodeError::Storage(_) => "storage",
+            NodeError::Internal(_) => "internal",
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl From<kith_core::limits::InvalidInput> for ApiError {
+    fn from(e: kith_core::limits::InvalidInput) -> Self {
+        let status = match e {
+            kith_core::limits::InvalidInput::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, "invalid_input", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Leader elections settle within about one election timeout.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

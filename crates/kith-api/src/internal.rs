@@ -1,0 +1,73 @@
+//! The `/internal/…` peer routes: openraft RPCs and requests forwarded to the leader.
+//!
+//! Bodies are postcard both ways; answers are `Result`s encoded as-is so the sender sees the
+//! receiver's Raft error exactly. These routes are for other kith nodes only.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::{de::DeserializeOwned, Serialize};
+
+use kith_node::network::POSTCARD;
+use kith_node::node::APPEND_ENTRIES_MAX;
+use kith_node::protocol::route;
+use kith_node::Node;
+
+pub fn router(node: Arc<Node>) -> Router {
+    // An AppendEntries batch holds at most APPEND_ENTRIES_MAX entries of at most one value
+    // each; snapshot chunks are smaller than that.
+    let body_limit = (APPEND_ENTRIES_MAX as usize + 2) * node.config.value_bytes_max + (4 << 20);
+    Router::new()
+        .route(route::APPEND, post(append))
+        .route(route::VOTE, post(vote))
+        .route(route::SNAPSHOT, post(snapshot))
+        .route(route::FORWARD, post(forward))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    postcard::from_bytes(body).map_err(|e| {
+        (StatusCode::BAD_REQUEST, format!("undecodable peer message: {e}")).into_response()
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match postcard::to_allocvec(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, POSTCARD)], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(request) => encode(&node.raft().append_entries(request).await),
+        Err(r) => r,
+    }
+}
+
+async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(request) => encode(&node.raft().vote(request).await),
+        Err(r) => r,
+    }
+}
+
+async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(request) => encode(&node.raft().install_snapshot(request).await),
+        Err(r) => r,
+    }
+}
+
+async fn forward(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    match decode(&body) {
+        Ok(request) => encode(&node.serve_forwarded(request).await),
+        Err(r) => r,
+    }
+}

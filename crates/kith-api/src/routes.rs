@@ -1,0 +1,294 @@
+//! The public `/v1/…` routes.
+//!
+//! Every handler validates its input completely before calling the node, so a refused
+//! request changes nothing.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use kith_core::limits::{validate_key, validate_value, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+use kith_core::{Command, NodeId, Response as Applied};
+use kith_node::{Consistency, Node};
+
+type Shared = State<Arc<Node>>;
+
+pub fn router(node: Arc<Node>) -> Router {
+    // Bodies one byte over the bound are still read so the error can name the limit.
+    let body_limit = node.config.value_bytes_max + 1;
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/members", post(add_member))
+        .route("/v1/cluster/members/{id}", delete(remove_member))
+        .route("/v1/kv", get(list))
+        .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
+}
+
+/// `Query<T>` whose rejection is a JSON 400.
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Q(v))
+            .map_err(|e| ApiError::bad_request(format!("malformed query: {}", e.body_text())))
+    }
+}
+
+fn body(result: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    result.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, code, e.body_text())
+    })
+}
+
+fn key_from_path(path: Result<Path<String>, axum::extract::rejection::PathRejection>) -> Result<String, ApiError> {
+    let Path(key) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    validate_key(&key)?;
+    Ok(key)
+}
+
+fn parse_consistency(value: Option<&str>) -> Result<Consistency, ApiError> {
+    match value {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("stale") => Ok(Consistency::Stale),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency must be 'linearizable' or 'stale', not '{other}'"
+        ))),
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+async fn health(State(node): Shared) -> Response {
+    let h = node.health();
+    let status = if h.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(h)).into_response()
+}
+
+async fn cluster(State(node): Shared) -> Response {
+    let h = node.health();
+    let members = node.cluster().await;
+    Json(json!({
+        "node_id": h.node_id,
+        "leader_id": h.leader_id,
+        "term": h.term,
+        "commit_index": h.commit_index,
+        "members": members,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    id: NodeId,
+    addr: String,
+}
+
+async fn add_member(
+    State(node): Shared,
+    request: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = request.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if request.id == 0 {
+        return Err(ApiError::bad_request("node id must be a positive integer"));
+    }
+    validate_addr(&request.addr)?;
+    node.add_member(request.id, request.addr).await?;
+    Ok(Json(json!({"added": request.id})).into_response())
+}
+
+/// A peer address must be `HOST:PORT`, as `kith serve --listen` takes it.
+fn validate_addr(addr: &str) -> Result<(), ApiError> {
+    let ok = addr.len() <= 255
+        && addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "addr must be HOST:PORT, got '{addr}'"
+        )))
+    }
+}
+
+async fn remove_member(
+    State(node): Shared,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id: NodeId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("node id must be an integer, got '{id}'")))?;
+    node.remove_member(id).await?;
+    Ok(Json(json!({"removed": id})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    consistency: Option<String>,
+}
+
+async fn get_key(
+    State(node): Shared,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Q(query): Q<ReadQuery>,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(path)?;
+    let consistency = parse_consistency(query.consistency.as_deref())?;
+    let Some(entry) = node.get(&key, consistency).await? else {
+        return Err(ApiError::not_found(format!("key '{key}' not found")));
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert("kith-revision", entry.mod_revision.into());
+    headers.insert("kith-create-revision", entry.create_revision.into());
+    headers.insert("kith-version", entry.version.into());
+    Ok((headers, entry.value).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteQuery {
+    if_revision: Option<u64>,
+}
+
+async fn put_key(
+    State(node): Shared,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Q(query): Q<WriteQuery>,
+    value: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(path)?;
+    let value = body(value)?;
+    validate_value(&value, node.config.value_bytes_max)?;
+    let applied = node
+        .write(Command::Put {
+            key,
+            value: value.to_vec(),
+            if_revision: query.if_revision,
+        })
+        .await?;
+    write_answer(applied)
+}
+
+async fn delete_key(
+    State(node): Shared,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    Q(query): Q<WriteQuery>,
+) -> Result<Response, ApiError> {
+    let key = key_from_path(path)?;
+    let applied = node
+        .write(Command::Delete {
+            key,
+            if_revision: query.if_revision,
+        })
+        .await?;
+    write_answer(applied)
+}
+
+fn write_answer(applied: Applied) -> Result<Response, ApiError> {
+    match applied {
+        Applied::Put { revision } => Ok(Json(json!({"revision": revision})).into_response()),
+        Applied::Delete { revision, deleted } => {
+            Ok(Json(json!({"revision": revision, "deleted": deleted})).into_response())
+        }
+        Applied::RevisionMismatch { current } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "revision_mismatch",
+            format!("the key's current revision is {current}; nothing was changed"),
+        )),
+        Applied::None => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a write produced no result",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    limit: Option<usize>,
+    consistency: Option<String>,
+}
+
+async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, ApiError> {
+    let consistency = parse_consistency(query.consistency.as_deref())?;
+    let limit = query.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {LIST_LIMIT_MAX}"
+        )));
+    }
+    if query.prefix.len() > kith_core::limits::KEY_BYTES_MAX {
+        return Err(ApiError::bad_request("prefix is longer than the longest key"));
+    }
+    let (entries, more, revision) = node.list(&query.prefix, limit, consistency).await?;
+    let items: Vec<_> = entries
+        .into_iter()
+        .map(|(key, e)| {
+            let mut item = json!({
+                "key": key,
+                "revision": e.mod_revision,
+                "create_revision": e.create_revision,
+                "version": e.version,
+            });
+            match String::from_utf8(e.value) {
+                Ok(text) => item["value"] = json!(text),
+                Err(bytes) => {
+                    item["value_base64"] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(bytes.as_bytes()))
+                }
+            }
+            item
+        })
+        .collect();
+    Ok(Json(json!({"revision": revision, "more": more, "items": items})).into_response())
+}
