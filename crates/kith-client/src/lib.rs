@@ -1,1 +1,375 @@
-//! placeholder
+//! kith-client: a typed HTTP client for a kith cluster.
+//!
+//! Takes several endpoints and fails over between them: a request whose connection cannot
+//! be made goes to the next endpoint. Reads and other idempotent requests are also retried
+//! on the next endpoint when a node answers 503 (no leader, timeout). A write is retried
+//! only when it certainly did not happen (connection refused, or `no_leader`), never after a
+//! timeout, whose outcome is unknown. Attempts and backoff are bounded.
+//!
+//! Refuses: knowing cluster internals; it speaks only the public `/v1` API.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Rounds over the endpoint list before giving up.
+const ROUNDS_MAX: usize = 3;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The cluster answered with an error.
+    #[error("{status}: {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// No endpoint could serve the request.
+    #[error("no endpoint could serve the request; last error: {0}")]
+    Unavailable(String),
+    #[error("invalid endpoint '{0}': expected http://HOST:PORT")]
+    BadEndpoint(String),
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The API error code, when the cluster answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Read consistency for [`Client::get`] and [`Client::list`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Stale,
+}
+
+impl Consistency {
+    fn as_query(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Stale => "stale",
+        }
+    }
+}
+
+/// A value read from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvValue {
+    pub value: Vec<u8>,
+    pub revision: u64,
+}
+
+/// Whether a request may be repeated after an ambiguous failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads: retry on any retryable failure.
+    Idempotent,
+    /// Writes: retry only when the request certainly did not take effect.
+    OnlyIfNotApplied,
+}
+
+pub struct Client {
+    endpoints: Vec<String>,
+    http: reqwest::Client,
+    /// Index of the endpoint to try first; advanced past endpoints that fail.
+    preferred: AtomicUsize,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+impl Client {
+    /// A client for `endpoints` (`http://HOST:PORT`, trailing slash optional).
+    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.as_ref().trim().trim_end_matches('/').to_owned())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint(String::new()));
+        }
+        for e in &endpoints {
+            if !e.starts_with("http://") || e.len() <= "http://".len() {
+                return Err(ClientError::BadEndpoint(e.clone()));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        Ok(Client {
+            endpoints,
+            http,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+        retry: Retry,
+    ) -> Result<reqwest::Response, ClientError> {
+        let n = self.endpoints.len();
+        let mut backoff = BACKOFF_START;
+        let mut last = String::from("no attempt made");
+        for attempt in 0..n * ROUNDS_MAX {
+            let index = (self.preferred.load(Ordering::Relaxed) + attempt) % n;
+            let url = format!("{}{}", self.endpoints[index], path_and_query);
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(b) = &body {
+                request = request.body(b.clone());
+            }
+            match request.send().await {
+                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    let status = response.status().as_u16();
+                    let error = decode_error(status, response).await;
+                    let not_applied = error.code() == Some("no_leader");
+                    if retry == Retry::Idempotent || not_applied {
+                        last = error.to_string();
+                    } else {
+                        return Err(error);
+                    }
+                }
+                Ok(response) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(e) if e.is_connect() => last = format!("{url}: {e}"),
+                Err(e) if retry == Retry::Idempotent => last = format!("{url}: {e}"),
+                Err(e) => return Err(ClientError::Unavailable(format!("{url}: {e}"))),
+            }
+            // Move on to the next endpoint; back off once a whole round has failed.
+            if (attempt + 1) % n == 0 {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        Err(ClientError::Unavailable(last))
+    }
+
+    async fn json(response: reqwest::Response) -> Result<Value, ClientError> {
+        let status = response.status();
+        if !status.is_success() {
+            return Err(decode_error(status.as_u16(), response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Sets `key`; returns the new revision. `if_revision` makes it a compare-and-set
+    /// (`Some(0)`: only if absent).
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        if_revision: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let mut path = format!("/v1/kv/{}", encode_key(key));
+        if let Some(r) = if_revision {
+            path.push_str(&format!("?if_revision={r}"));
+        }
+        let retry = if if_revision.is_some() {
+            // A compare-and-set applied twice fails the second time, so it is safe to retry.
+            Retry::Idempotent
+        } else {
+            Retry::OnlyIfNotApplied
+        };
+        let v = Self::json(self.send(Method::PUT, &path, Some(value.to_vec()), retry).await?).await?;
+        v["revision"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Decode(v.to_string()))
+    }
+
+    /// Reads `key`; `None` when absent.
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<KvValue>, ClientError> {
+        let path = format!(
+            "/v1/kv/{}?consistency={}",
+            encode_key(key),
+            consistency.as_query()
+        );
+        let response = self.send(Method::GET, &path, None, Retry::Idempotent).await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(decode_error(status.as_u16(), response).await);
+        }
+        let revision = response
+            .headers()
+            .get("kith-revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ClientError::Decode("missing kith-revision header".into()))?;
+        let value = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?
+            .to_vec();
+        Ok(Some(KvValue { value, revision }))
+    }
+
+    /// Deletes `key`; returns the store revision and whether the key existed.
+    pub async fn delete(&self, key: &str, if_revision: Option<u64>) -> Result<(u64, bool), ClientError> {
+        let mut path = format!("/v1/kv/{}", encode_key(key));
+        if let Some(r) = if_revision {
+            path.push_str(&format!("?if_revision={r}"));
+        }
+        // Deleting twice leaves the same state, so a retry is harmless.
+        let v = Self::json(self.send(Method::DELETE, &path, None, Retry::Idempotent).await?).await?;
+        match (v["revision"].as_u64(), v["deleted"].as_bool()) {
+            (Some(r), Some(d)) => Ok((r, d)),
+            _ => Err(ClientError::Decode(v.to_string())),
+        }
+    }
+
+    /// Lists keys under `prefix` (the JSON document of `GET /v1/kv`).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+        consistency: Consistency,
+    ) -> Result<Value, ClientError> {
+        let path = format!(
+            "/v1/kv?prefix={}&limit={limit}&consistency={}",
+            encode_query(prefix),
+            consistency.as_query()
+        );
+        Self::json(self.send(Method::GET, &path, None, Retry::Idempotent).await?).await
+    }
+
+    /// `GET /v1/cluster` from the first endpoint that answers.
+    pub async fn cluster(&self) -> Result<Value, ClientError> {
+        Self::json(self.send(Method::GET, "/v1/cluster", None, Retry::Idempotent).await?).await
+    }
+
+    /// `GET /v1/health` of one specific endpoint (no failover: the answer is about that node).
+    pub async fn health_of(&self, endpoint: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/health", endpoint.trim_end_matches('/'));
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unavailable(format!("{url}: {e}")))?;
+        let status = response.status();
+        // 503 still carries the node's report.
+        response
+            .json()
+            .await
+            .map_err(|e| ClientError::Decode(format!("{status}: {e}")))
+    }
+
+    /// Adds node `id` reachable at `addr` (HOST:PORT) as a voter.
+    pub async fn add_member(&self, id: u64, addr: &str) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({"id": id, "addr": addr}))
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let response = self
+            .send(Method::POST, "/v1/cluster/members", Some(body), Retry::Idempotent)
+            .await?;
+        Self::json(response).await.map(drop)
+    }
+
+    /// Removes node `id` from the cluster.
+    pub async fn remove_member(&self, id: u64) -> Result<(), ClientError> {
+        let path = format!("/v1/cluster/members/{id}");
+        Self::json(self.send(Method::DELETE, &path, None, Retry::Idempotent).await?)
+            .await
+            .map(drop)
+    }
+}
+
+async fn decode_error(status: u16, response: reqwest::Response) -> ClientError {
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => ClientError::Api {
+            status,
+            code: b.error.code,
+            message: b.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "unknown".into(),
+            message: text,
+        },
+    }
+}
+
+/// Percent-encodes a key for the URL path, keeping `/` so keys read naturally.
+pub fn encode_key(key: &str) -> String {
+    encode(key, true)
+}
+
+fn encode_query(value: &str) -> String {
+    encode(value, false)
+}
+
+fn encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        if unreserved || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_percent_encoded_but_keep_slashes() {
+        assert_eq!(encode_key("a/b c?d"), "a/b%20c%3Fd");
+        assert_eq!(encode_query("a/b&c"), "a%2Fb%26c");
+        assert_eq!(encode_key("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn endpoints_must_be_http_urls() {
+        assert!(Client::new(&["http://127.0.0.1:7001/"]).is_ok());
+        assert!(matches!(
+            Client::new(&["127.0.0.1:7001"]),
+            Err(ClientError::BadEndpoint(_))
+        ));
+        assert!(Client::new::<&str>(&[]).is_err());
+    }
+}

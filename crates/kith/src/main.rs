@@ -1,1 +1,63 @@
-fn main() {}
+//! `kith`: the one binary. `serve` runs a node, `dev` runs a local cluster, and the other
+//! subcommands are clients of a running cluster.
+//!
+//! Modules: [`serve`] (one node), [`dev`] (the local-cluster supervisor), [`commands`] (the
+//! client subcommands and their table/json output).
+
+mod commands;
+mod dev;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Endpoints of the cluster `kith dev` starts by default.
+pub const DEV_ENDPOINTS: &str = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003";
+
+#[derive(Parser)]
+#[command(
+    name = "kith",
+    version,
+    about = "One small binary per computer; together they behave like one dependable machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run one node.
+    Serve(serve::ServeArgs),
+    /// Start a local cluster of child processes on 127.0.0.1; Ctrl-C stops it.
+    Dev(dev::DevArgs),
+    /// Key-value store: put, get, del, ls.
+    Kv(commands::KvArgs),
+    /// Cluster membership and status.
+    Cluster(commands::ClusterArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kith: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Top::Serve(args) => serve::run(args).await,
+            Top::Dev(args) => dev::run(args).await,
+            Top::Kv(args) => commands::kv(args).await,
+            Top::Cluster(args) => commands::cluster(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kith: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

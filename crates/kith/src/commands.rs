@@ -1,0 +1,272 @@
+//! The client subcommands: `kith kv …` and `kith cluster …`.
+//!
+//! Output is a readable table by default or JSON with `--output json`, like etcdctl's `-w`.
+//! Errors go to stderr with a non-zero exit.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use kith_client::{Client, Consistency};
+
+#[derive(Args)]
+pub struct Common {
+    /// Cluster endpoints, comma-separated; the client fails over between them.
+    #[arg(long, global = true, env = "KITH_ENDPOINTS", default_value = crate::DEV_ENDPOINTS)]
+    endpoints: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+impl Common {
+    fn client(&self) -> anyhow::Result<Client> {
+        let endpoints: Vec<&str> = self.endpoints.split(',').map(str::trim).collect();
+        Ok(Client::new(&endpoints)?)
+    }
+}
+
+#[derive(Args)]
+pub struct KvArgs {
+    #[command(subcommand)]
+    command: KvCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Set KEY to VALUE.
+    Put {
+        key: String,
+        value: String,
+        /// Only if the key's revision is N (0: only if absent).
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
+    /// Print KEY's value.
+    Get {
+        key: String,
+        /// Serve from the contacted node's local state (may be behind).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete KEY.
+    Del {
+        key: String,
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
+    /// List keys starting with PREFIX.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        stale: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Show every member, its role, indexes and lag.
+    Status,
+    /// Add node ID listening at ADDR (HOST:PORT); it joins as learner and is promoted.
+    Add { id: u64, addr: String },
+    /// Remove node ID from the cluster.
+    Remove { id: u64 },
+}
+
+fn consistency(stale: bool) -> Consistency {
+    if stale {
+        Consistency::Stale
+    } else {
+        Consistency::Linearizable
+    }
+}
+
+pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
+    let client = args.common.client()?;
+    let json_out = args.common.output == Output::Json;
+    match args.command {
+        KvCommand::Put {
+            key,
+            value,
+            if_revision,
+        } => {
+            let revision = client.put(&key, value.as_bytes(), if_revision).await?;
+            if json_out {
+                println!("{}", json!({"key": key, "revision": revision}));
+            } else {
+                println!("OK revision {revision}");
+            }
+        }
+        KvCommand::Get { key, stale } => {
+            let Some(found) = client.get(&key, consistency(stale)).await? else {
+                bail!("key '{key}' not found");
+            };
+            if json_out {
+                let text = String::from_utf8_lossy(&found.value);
+                println!("{}", json!({"key": key, "value": text, "revision": found.revision}));
+            } else {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                out.write_all(&found.value)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        KvCommand::Del { key, if_revision } => {
+            let (revision, deleted) = client.delete(&key, if_revision).await?;
+            if json_out {
+                println!("{}", json!({"key": key, "revision": revision, "deleted": deleted}));
+            } else if deleted {
+                println!("deleted, revision {revision}");
+            } else {
+                println!("no such key");
+            }
+        }
+        KvCommand::Ls {
+            prefix,
+            limit,
+            stale,
+        } => {
+            let list = client.list(&prefix, limit, consistency(stale)).await?;
+            if json_out {
+                println!("{list}");
+            } else {
+                print_list(&list);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_list(list: &Value) {
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<[String; 3]> = items
+        .iter()
+        .map(|i| {
+            let value = i["value"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("base64:{}", i["value_base64"].as_str().unwrap_or("")));
+            [
+                i["key"].as_str().unwrap_or("").to_owned(),
+                i["revision"].to_string(),
+                truncate(&value, 60),
+            ]
+        })
+        .collect();
+    print_table(&["KEY", "REVISION", "VALUE"], &rows);
+    if list["more"].as_bool() == Some(true) {
+        println!("(more keys match; raise --limit)");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let client = args.common.client()?;
+    let json_out = args.common.output == Output::Json;
+    match args.command {
+        ClusterCommand::Status => {
+            let status = client.cluster().await?;
+            if json_out {
+                println!("{status}");
+                return Ok(());
+            }
+            let members = status["members"]
+                .as_array()
+                .context("cluster answer has no members")?;
+            let opt = |v: &Value| {
+                if v.is_null() {
+                    "-".to_owned()
+                } else {
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                }
+            };
+            let rows: Vec<[String; 8]> = members
+                .iter()
+                .map(|m| {
+                    [
+                        m["id"].to_string(),
+                        opt(&m["addr"]),
+                        if m["voter"].as_bool() == Some(true) { "voter" } else { "learner" }.into(),
+                        if m["reachable"].as_bool() == Some(true) { opt(&m["role"]) } else { "unreachable".into() },
+                        opt(&m["term"]),
+                        opt(&m["commit_index"]),
+                        opt(&m["applied_index"]),
+                        opt(&m["lag"]),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG"],
+                &rows,
+            );
+        }
+        ClusterCommand::Add { id, addr } => {
+            if id == 0 {
+                bail!("node ids start at 1");
+            }
+            client.add_member(id, &addr).await?;
+            if json_out {
+                println!("{}", json!({"added": id}));
+            } else {
+                println!("node {id} added");
+            }
+        }
+        ClusterCommand::Remove { id } => {
+            client.remove_member(id).await?;
+            if json_out {
+                println!("{}", json!({"removed": id}));
+            } else {
+                println!("node {id} removed");
+            }
+        }
+    }
+    Ok(())
+}

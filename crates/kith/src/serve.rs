@@ -1,0 +1,197 @@
+//! `kith serve`: run one node until SIGTERM or Ctrl-C.
+//!
+//! Startup order matters: the HTTP port is bound before the cluster is bootstrapped or
+//! joined, so peers can reach this node as soon as it takes part in an election.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use openraft::BasicNode;
+use tokio::signal::unix::{signal, SignalKind};
+
+use kith_core::NodeId;
+use kith_node::{Node, NodeConfig};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// This node's id: a positive integer, unique in the cluster for all time.
+    #[arg(long)]
+    id: NodeId,
+    /// Address to listen on (HOST:PORT); peers reach this node here.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Data directory (created if missing).
+    #[arg(long)]
+    data: PathBuf,
+    /// Bootstrap a new cluster with these voters: `1=HOST:PORT,2=HOST:PORT,…`.
+    #[arg(long, conflicts_with = "join")]
+    peers: Option<String>,
+    /// Join a running cluster through any member's URL (`http://HOST:PORT`).
+    #[arg(long)]
+    join: Option<String>,
+    /// Largest value a put may carry, in bytes.
+    #[arg(long, default_value_t = kith_core::limits::VALUE_BYTES_MAX_DEFAULT)]
+    value_bytes_max: usize,
+    /// Snapshot and compact the log after this many applied entries.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_threshold: u64,
+    /// Log entries to keep behind a snapshot.
+    #[arg(long, default_value_t = 1_000)]
+    snapshot_keep: u64,
+    /// Exit when the parent process exits (used by `kith dev` so no child outlives it).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+pub fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<NodeId, BasicNode>> {
+    let mut peers = BTreeMap::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .with_context(|| format!("peer '{part}' is not ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .parse()
+            .with_context(|| format!("peer id '{id}' is not a positive integer"))?;
+        if id == 0 {
+            bail!("peer ids start at 1");
+        }
+        addr.parse::<SocketAddr>()
+            .with_context(|| format!("peer address '{addr}' is not IP:PORT"))?;
+        if peers.insert(id, BasicNode::new(addr)).is_some() {
+            bail!("peer id {id} is listed twice");
+        }
+    }
+    if peers.is_empty() {
+        bail!("--peers lists no peers");
+    }
+    Ok(peers)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    if args.id == 0 {
+        bail!("--id must be a positive integer");
+    }
+    let peers = args.peers.as_deref().map(parse_peers).transpose()?;
+    if let Some(peers) = &peers {
+        match peers.get(&args.id) {
+            None => bail!("--peers does not list this node's id {}", args.id),
+            Some(n) if n.addr != args.listen.to_string() => bail!(
+                "--peers gives node {} the address {}, but --listen is {}",
+                args.id,
+                n.addr,
+                args.listen
+            ),
+            Some(_) => {}
+        }
+    }
+    let mut config = NodeConfig::new(args.id, args.listen, args.data.clone());
+    config.value_bytes_max = args.value_bytes_max;
+    config.snapshot_logs_since_last = args.snapshot_threshold;
+    config.snapshot_logs_keep = args.snapshot_keep;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let node = Node::start(config).await.context("cannot start the node")?;
+    tracing::info!(id = args.id, listen = %args.listen, data = %args.data.display(), "node started");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(kith_api::serve(node.clone(), listener, async move {
+        let _ = server_stop.wait_for(|stop| *stop).await;
+    }));
+
+    if let Some(peers) = peers {
+        node.initialize(peers).await?;
+    }
+    if let Some(url) = &args.join {
+        join(&node, url, args.id, &args.listen.to_string()).await?;
+    }
+
+    wait_for_stop(args.exit_with_parent).await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    node.shutdown().await;
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err(e).context("http server"),
+        Ok(Err(e)) => Err(e).context("http server task"),
+        Err(_) => bail!("http server did not stop within 10 s"),
+    }
+}
+
+/// Asks the cluster at `url` to add this node, unless it already is a member (a restart).
+async fn join(node: &Node, url: &str, id: NodeId, addr: &str) -> anyhow::Result<()> {
+    let already = node
+        .raft()
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&id)
+        .is_some();
+    if already {
+        tracing::info!("already a member; not joining again");
+        return Ok(());
+    }
+    let client = kith_client::Client::new(&[url])?;
+    // The leader adds us as a learner, waits until we have caught up, then promotes us.
+    const ATTEMPTS_MAX: u32 = 30;
+    let mut last = None;
+    for _ in 0..ATTEMPTS_MAX {
+        match client.add_member(id, addr).await {
+            Ok(()) => {
+                tracing::info!(%url, "joined the cluster");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!("join through {url} failed: {e}; retrying");
+                last = Some(e);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    bail!(
+        "could not join through {url}: {}",
+        last.map_or_else(String::new, |e| e.to_string())
+    )
+}
+
+/// Resolves on SIGTERM, SIGINT, or — with `exit_with_parent` — when the parent process
+/// has gone (this process was re-parented).
+async fn wait_for_stop(exit_with_parent: bool) {
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let parent = std::os::unix::process::parent_id();
+    let orphaned = async move {
+        if !exit_with_parent {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = orphaned => tracing::warn!("parent process exited"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
