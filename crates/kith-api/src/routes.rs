@@ -54,15 +54,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
     }
 }
 
-fn body(result: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+fn body(result: Result<Bytes, BytesRejection>, bytes_max: usize) -> Result<Bytes, ApiError> {
     result.map_err(|e| {
         let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "too_large"
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                status,
+                "too_large",
+                format!("the body is larger than the limit of {bytes_max} bytes"),
+            )
         } else {
-            "bad_body"
-        };
-        ApiError::new(status, code, e.body_text())
+            ApiError::new(status, "bad_body", e.body_text())
+        }
     })
 }
 
@@ -204,7 +207,7 @@ async fn put_key(
     value: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
-    let value = body(value)?;
+    let value = body(value, node.config.value_bytes_max)?;
     validate_value(&value, node.config.value_bytes_max)?;
     let applied = node
         .write(Command::Put {

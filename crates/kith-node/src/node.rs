@@ -50,6 +50,10 @@ pub struct Health {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
+    /// Last log index covered by this node's latest snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to here have been compacted away.
+    pub purged_index: Option<u64>,
     /// True when the node knows a leader and belongs to the cluster, i.e. can serve.
     pub ready: bool,
 }
@@ -154,6 +158,8 @@ impl Node {
             commit_index: self.log.committed_index(),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             last_log_index: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
             ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
         }
     }

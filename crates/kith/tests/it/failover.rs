@@ -1,0 +1,109 @@
+//! Leader crash, whole-cluster restart: nothing acknowledged is lost.
+
+use std::time::{Duration, Instant};
+
+use kith_client::Consistency;
+
+use crate::harness::TestCluster;
+
+const ELECTION_WITHIN: Duration = Duration::from_secs(3);
+const STARTUP_WITHIN: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_crash_keeps_every_acknowledged_write_and_the_node_catches_up() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
+
+    // 200 keys, written through every node in turn (followers forward to the leader).
+    let clients = [cluster.client(1), cluster.client(2), cluster.client(3)];
+    for i in 0..200u32 {
+        let key = format!("key/{i:03}");
+        clients[i as usize % 3]
+            .put(&key, format!("value-{i}").as_bytes(), None)
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+    }
+
+    cluster.kill(leader);
+    let killed_at = Instant::now();
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let new_leader = cluster.wait_for_leader(&survivors, ELECTION_WITHIN).await;
+    let elected_after = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    assert!(elected_after <= ELECTION_WITHIN, "new leader after {elected_after:?}");
+
+    // Every acknowledged key is there, read linearizably from each survivor.
+    for i in 0..200u32 {
+        let key = format!("key/{i:03}");
+        let reader = cluster.client(survivors[i as usize % 2]);
+        let got = reader
+            .get(&key, Consistency::Linearizable)
+            .await
+            .unwrap_or_else(|e| panic!("get {key}: {e}"))
+            .unwrap_or_else(|| panic!("{key} lost after the leader crashed"));
+        assert_eq!(got.value, format!("value-{i}").as_bytes());
+    }
+
+    // Writes succeed again, through either survivor.
+    for id in &survivors {
+        cluster
+            .client(*id)
+            .put("after-crash", format!("from-{id}").as_bytes(), None)
+            .await
+            .expect("write after failover");
+    }
+    let last = format!("from-{}", survivors[1]);
+
+    // The killed node restarts from its directory and catches up.
+    cluster.spawn(leader);
+    cluster
+        .wait_for_value(leader, "after-crash", last.as_bytes(), STARTUP_WITHIN)
+        .await;
+    let got = cluster
+        .client(leader)
+        .get("key/199", Consistency::Stale)
+        .await
+        .expect("stale read on the restarted node")
+        .expect("key/199 present on the restarted node");
+    assert_eq!(got.value, b"value-199");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restart_loses_no_acknowledged_write() {
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
+    let client = cluster.client_over(&[1, 2, 3]);
+    let mut revisions = Vec::new();
+    for i in 0..50u32 {
+        revisions.push(
+            client
+                .put(&format!("k{i}"), format!("v{i}").as_bytes(), None)
+                .await
+                .expect("put"),
+        );
+    }
+    client.delete("k0", None).await.expect("delete");
+
+    for id in [1, 2, 3] {
+        cluster.kill(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.spawn(id);
+    }
+    cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
+
+    let client = cluster.client_over(&[1, 2, 3]);
+    assert_eq!(client.get("k0", Consistency::Linearizable).await.expect("get"), None);
+    for i in 1..50u32 {
+        let got = client
+            .get(&format!("k{i}"), Consistency::Linearizable)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("k{i} lost in the restart"));
+        assert_eq!(got.value, format!("v{i}").as_bytes());
+        assert_eq!(got.revision, revisions[i as usize]);
+    }
+    // Revisions continue from where they were, not from zero.
+    let next = client.put("after", b"x", None).await.expect("put after restart");
+    assert_eq!(next, revisions[49] + 2);
+}

@@ -1,0 +1,208 @@
+//! A test cluster of real `kith serve` processes on 127.0.0.1 ephemeral ports, each with
+//! its own temporary data directory. Every wait polls a condition against a deadline.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kith_client::{Client, Consistency};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::time::Instant;
+
+pub struct TestNode {
+    pub id: u64,
+    pub addr: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    /// Arguments that say how this node enters the cluster (`--peers …` or `--join …`).
+    entry_args: Vec<String>,
+}
+
+pub struct TestCluster {
+    _tmp: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+    extra_args: Vec<String>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestCluster {
+    /// Starts `n` nodes that bootstrap one cluster with `--peers`.
+    pub fn start(n: u64, extra_args: &[&str]) -> Self {
+        let tmp = tempfile::TempDir::new().expect("temp dir");
+        let nodes: Vec<(u64, String)> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let peers: Vec<String> = nodes.iter().map(|(id, a)| format!("{id}={a}")).collect();
+        let peers = peers.join(",");
+        let mut cluster = TestCluster {
+            nodes: Vec::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::Client::builder().no_proxy().build().expect("http client"),
+            _tmp: tmp,
+        };
+        for (id, addr) in nodes {
+            cluster.add_node(id, addr, vec!["--peers".into(), peers.clone()]);
+        }
+        cluster
+    }
+
+    /// Starts a new node `id` that joins through `via`'s URL.
+    pub fn start_joining(&mut self, id: u64, via: u64) {
+        let url = self.url(via);
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.add_node(id, addr, vec!["--join".into(), url]);
+    }
+
+    fn add_node(&mut self, id: u64, addr: String, entry_args: Vec<String>) {
+        let dir = self._tmp.path().join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir).expect("node dir");
+        self.nodes.push(TestNode {
+            id,
+            addr,
+            dir,
+            child: None,
+            entry_args,
+        });
+        self.spawn(id);
+    }
+
+    fn node(&self, id: u64) -> &TestNode {
+        self.nodes.iter().find(|n| n.id == id).expect("known node id")
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut TestNode {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("known node id")
+    }
+
+    /// (Re)starts node `id` from its data directory.
+    pub fn spawn(&mut self, id: u64) {
+        let extra = self.extra_args.clone();
+        let node = self.node_mut(id);
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("kith.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kith"))
+            .args(["serve", "--id", &id.to_string(), "--listen", &node.addr])
+            .arg("--data")
+            .arg(node.dir.join("data"))
+            .args(&node.entry_args)
+            .args(&extra)
+            .env("RUST_LOG", "info,openraft=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kith serve");
+        node.child = Some(child);
+    }
+
+    /// SIGKILLs node `id` (no chance to flush anything) and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        let node = self.node_mut(id);
+        let mut child = node.child.take().expect("node is running");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.node(id).addr)
+    }
+
+    /// A client that talks to node `id` only.
+    pub fn client(&self, id: u64) -> Client {
+        Client::new(&[self.url(id)]).expect("client")
+    }
+
+    /// A client over the given nodes, failing over between them.
+    pub fn client_over(&self, ids: &[u64]) -> Client {
+        let urls: Vec<String> = ids.iter().map(|id| self.url(*id)).collect();
+        Client::new(&urls).expect("client")
+    }
+
+    pub async fn health(&self, id: u64) -> Option<Value> {
+        let r = self
+            .http
+            .get(format!("{}/v1/health", self.url(id)))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// Waits until one of `among` reports itself leader and every other live one in
+    /// `among` agrees; returns the leader's id.
+    pub async fn wait_for_leader(&self, among: &[u64], within: Duration) -> u64 {
+        wait_until("a leader", within, || async {
+            let mut leader = None;
+            for id in among {
+                let h = self.health(*id).await?;
+                if h["role"] == "leader" {
+                    leader = Some(*id);
+                }
+            }
+            let leader = leader?;
+            for id in among {
+                let h = self.health(*id).await?;
+                if h["leader_id"].as_u64() != Some(leader) {
+                    return None;
+                }
+            }
+            Some(leader)
+        })
+        .await
+    }
+
+    /// Waits until a stale read of `key` on node `id` returns `value`.
+    pub async fn wait_for_value(&self, id: u64, key: &str, value: &[u8], within: Duration) {
+        let client = self.client(id);
+        wait_until(&format!("node {id} to have {key}"), within, || async {
+            match client.get(key, Consistency::Stale).await {
+                Ok(Some(v)) if v.value == value => Some(()),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// A raw HTTP client for status-code checks.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
