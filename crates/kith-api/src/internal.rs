@@ -31,10 +31,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    postcard::from_bytes(body).map_err(|e| {
-        (StatusCode::BAD_REQUEST, format!("undecodable peer message: {e}")).into_response()
-    })
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(body).map_err(|e| format!("undecodable peer message: {e}"))
+}
+
+fn refuse(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, message).into_response()
 }
 
 fn encode<T: Serialize>(value: &T) -> Response {
@@ -47,27 +49,27 @@ fn encode<T: Serialize>(value: &T) -> Response {
 async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(request) => encode(&node.raft().append_entries(request).await),
-        Err(r) => r,
+        Err(m) => refuse(m),
     }
 }
 
 async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(request) => encode(&node.raft().vote(request).await),
-        Err(r) => r,
+        Err(m) => refuse(m),
     }
 }
 
 async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(request) => encode(&node.raft().install_snapshot(request).await),
-        Err(r) => r,
+        Err(m) => refuse(m),
     }
 }
 
 async fn forward(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(request) => encode(&node.serve_forwarded(request).await),
-        Err(r) => r,
+        Err(m) => refuse(m),
     }
 }

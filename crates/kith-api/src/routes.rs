@@ -34,7 +34,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/cluster/members", post(add_member))
         .route("/v1/cluster/members/{id}", delete(remove_member))
         .route("/v1/kv", get(list))
-        .route("/v1/kv/{*key}", get(get_key).put(put_key).delete(delete_key))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -69,7 +72,9 @@ fn body(result: Result<Bytes, BytesRejection>, bytes_max: usize) -> Result<Bytes
     })
 }
 
-fn key_from_path(path: Result<Path<String>, axum::extract::rejection::PathRejection>) -> Result<String, ApiError> {
+fn key_from_path(
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
     let Path(key) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_key(&key)?;
     Ok(key)
@@ -143,9 +148,9 @@ async fn add_member(
 /// A peer address must be `HOST:PORT`, as `kith serve --listen` takes it.
 fn validate_addr(addr: &str) -> Result<(), ApiError> {
     let ok = addr.len() <= 255
-        && addr
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        && addr.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
     if ok {
         Ok(())
     } else {
@@ -271,7 +276,9 @@ async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, A
         )));
     }
     if query.prefix.len() > kith_core::limits::KEY_BYTES_MAX {
-        return Err(ApiError::bad_request("prefix is longer than the longest key"));
+        return Err(ApiError::bad_request(
+            "prefix is longer than the longest key",
+        ));
     }
     let (entries, more, revision) = node.list(&query.prefix, limit, consistency).await?;
     let items: Vec<_> = entries

@@ -19,7 +19,10 @@ use serde_json::Value;
 const ROUNDS_MAX: usize = 3;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Adding a member waits for it to catch up, so requests may take this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
+const OCTETS: &str = "application/octet-stream";
+const JSON: &str = "application/json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -135,7 +138,7 @@ impl Client {
         &self,
         method: Method,
         path_and_query: &str,
-        body: Option<Vec<u8>>,
+        body: Option<(Vec<u8>, &'static str)>,
         retry: Retry,
     ) -> Result<reqwest::Response, ClientError> {
         let n = self.endpoints.len();
@@ -145,8 +148,10 @@ impl Client {
             let index = (self.preferred.load(Ordering::Relaxed) + attempt) % n;
             let url = format!("{}{}", self.endpoints[index], path_and_query);
             let mut request = self.http.request(method.clone(), &url);
-            if let Some(b) = &body {
-                request = request.body(b.clone());
+            if let Some((bytes, content_type)) = &body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, *content_type)
+                    .body(bytes.clone());
             }
             match request.send().await {
                 Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
@@ -205,7 +210,11 @@ impl Client {
         } else {
             Retry::OnlyIfNotApplied
         };
-        let v = Self::json(self.send(Method::PUT, &path, Some(value.to_vec()), retry).await?).await?;
+        let v = Self::json(
+            self.send(Method::PUT, &path, Some((value.to_vec(), OCTETS)), retry)
+                .await?,
+        )
+        .await?;
         v["revision"]
             .as_u64()
             .ok_or_else(|| ClientError::Decode(v.to_string()))
@@ -222,7 +231,9 @@ impl Client {
             encode_key(key),
             consistency.as_query()
         );
-        let response = self.send(Method::GET, &path, None, Retry::Idempotent).await?;
+        let response = self
+            .send(Method::GET, &path, None, Retry::Idempotent)
+            .await?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -245,13 +256,21 @@ impl Client {
     }
 
     /// Deletes `key`; returns the store revision and whether the key existed.
-    pub async fn delete(&self, key: &str, if_revision: Option<u64>) -> Result<(u64, bool), ClientError> {
+    pub async fn delete(
+        &self,
+        key: &str,
+        if_revision: Option<u64>,
+    ) -> Result<(u64, bool), ClientError> {
         let mut path = format!("/v1/kv/{}", encode_key(key));
         if let Some(r) = if_revision {
             path.push_str(&format!("?if_revision={r}"));
         }
         // Deleting twice leaves the same state, so a retry is harmless.
-        let v = Self::json(self.send(Method::DELETE, &path, None, Retry::Idempotent).await?).await?;
+        let v = Self::json(
+            self.send(Method::DELETE, &path, None, Retry::Idempotent)
+                .await?,
+        )
+        .await?;
         match (v["revision"].as_u64(), v["deleted"].as_bool()) {
             (Some(r), Some(d)) => Ok((r, d)),
             _ => Err(ClientError::Decode(v.to_string())),
@@ -270,12 +289,20 @@ impl Client {
             encode_query(prefix),
             consistency.as_query()
         );
-        Self::json(self.send(Method::GET, &path, None, Retry::Idempotent).await?).await
+        Self::json(
+            self.send(Method::GET, &path, None, Retry::Idempotent)
+                .await?,
+        )
+        .await
     }
 
     /// `GET /v1/cluster` from the first endpoint that answers.
     pub async fn cluster(&self) -> Result<Value, ClientError> {
-        Self::json(self.send(Method::GET, "/v1/cluster", None, Retry::Idempotent).await?).await
+        Self::json(
+            self.send(Method::GET, "/v1/cluster", None, Retry::Idempotent)
+                .await?,
+        )
+        .await
     }
 
     /// `GET /v1/health` of one specific endpoint (no failover: the answer is about that node).
@@ -300,7 +327,12 @@ impl Client {
         let body = serde_json::to_vec(&serde_json::json!({"id": id, "addr": addr}))
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         let response = self
-            .send(Method::POST, "/v1/cluster/members", Some(body), Retry::Idempotent)
+            .send(
+                Method::POST,
+                "/v1/cluster/members",
+                Some((body, JSON)),
+                Retry::Idempotent,
+            )
             .await?;
         Self::json(response).await.map(drop)
     }
@@ -308,9 +340,12 @@ impl Client {
     /// Removes node `id` from the cluster.
     pub async fn remove_member(&self, id: u64) -> Result<(), ClientError> {
         let path = format!("/v1/cluster/members/{id}");
-        Self::json(self.send(Method::DELETE, &path, None, Retry::Idempotent).await?)
-            .await
-            .map(drop)
+        Self::json(
+            self.send(Method::DELETE, &path, None, Retry::Idempotent)
+                .await?,
+        )
+        .await
+        .map(drop)
     }
 }
 

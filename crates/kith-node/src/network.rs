@@ -113,7 +113,8 @@ impl PeerTransport {
         request: &ForwardRequest,
         timeout: Duration,
     ) -> Result<Result<ForwardResponse, ForwardError>, TransportError> {
-        self.call(addr, route::FORWARD, request, Some(timeout)).await
+        self.call(addr, route::FORWARD, request, Some(timeout))
+            .await
     }
 
     /// A GET of a JSON document, for gathering other members' status.

@@ -149,7 +149,11 @@ impl Node {
 
     pub fn health(&self) -> Health {
         let m = self.raft.metrics().borrow().clone();
-        let member = m.membership_config.membership().get_node(&self.config.id).is_some();
+        let member = m
+            .membership_config
+            .membership()
+            .get_node(&self.config.id)
+            .is_some();
         Health {
             node_id: self.config.id,
             role: role_name(m.state).into(),
@@ -176,7 +180,11 @@ impl Node {
     }
 
     /// Reads a key with the requested consistency.
-    pub async fn get(&self, key: &str, consistency: Consistency) -> Result<Option<KvEntry>, NodeError> {
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<KvEntry>, NodeError> {
         self.read_barrier(consistency).await?;
         Ok(self.state.get(key)?)
     }
@@ -302,7 +310,10 @@ impl Node {
                 self.serve_forwarded(request.clone()).await
             } else {
                 let Some(addr) = self.member_addr(leader) else {
-                    return Err(NodeError::NoLeader);
+                    // The leader this node last heard from has been removed from the cluster
+                    // (it steps down once its removal commits): wait for its successor.
+                    self.wait_for_leader(Some(leader)).await?;
+                    continue;
                 };
                 match self
                     .transport
@@ -396,24 +407,27 @@ impl Node {
                     Ok(Err(e)) => Err(write_error(e)),
                 }
             }
-            ForwardRequest::ReadIndex => match timeout(limit, self.raft.ensure_linearizable()).await
-            {
-                Err(_) => Err(timed_out("read index", limit)),
-                Ok(Ok(log_id)) => Ok(ForwardResponse::ReadIndex(log_id.map_or(0, |l| l.index))),
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                    Err(ForwardError::NotLeader {
-                        leader_id: f.leader_id,
-                    })
+            ForwardRequest::ReadIndex => {
+                match timeout(limit, self.raft.ensure_linearizable()).await {
+                    Err(_) => Err(timed_out("read index", limit)),
+                    Ok(Ok(log_id)) => Ok(ForwardResponse::ReadIndex(log_id.map_or(0, |l| l.index))),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                        Err(ForwardError::NotLeader {
+                            leader_id: f.leader_id,
+                        })
+                    }
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                        Err(ForwardError::NoQuorum)
+                    }
+                    Ok(Err(e)) => Err(ForwardError::Internal(e.to_string())),
                 }
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                    Err(ForwardError::NoQuorum)
-                }
-                Ok(Err(e)) => Err(ForwardError::Internal(e.to_string())),
-            },
+            }
             ForwardRequest::AddMember { id, addr } => {
                 let node = BasicNode::new(addr);
                 match timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(id, node, true)).await {
-                    Err(_) => return Err(timed_out("the new member to catch up", MEMBERSHIP_TIMEOUT)),
+                    Err(_) => {
+                        return Err(timed_out("the new member to catch up", MEMBERSHIP_TIMEOUT))
+                    }
                     Ok(Err(e)) => return Err(write_error(e)),
                     Ok(Ok(_)) => {}
                 }
@@ -428,7 +442,9 @@ impl Node {
                 let membership = self.raft.metrics().borrow().membership_config.clone();
                 let membership = membership.membership();
                 if membership.get_node(&id).is_none() {
-                    return Err(ForwardError::Membership(format!("node {id} is not a member")));
+                    return Err(ForwardError::Membership(format!(
+                        "node {id} is not a member"
+                    )));
                 }
                 let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
                 let change = if voters.contains(&id) {

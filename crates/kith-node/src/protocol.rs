@@ -42,8 +42,13 @@ pub enum ForwardResponse {
 /// for the leader again; the others are final for this request.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardError {
-    NotLeader { leader_id: Option<NodeId> },
-    Timeout { what: String, ms: u64 },
+    NotLeader {
+        leader_id: Option<NodeId>,
+    },
+    Timeout {
+        what: String,
+        ms: u64,
+    },
     /// The leader could not confirm it still has a quorum.
     NoQuorum,
     Membership(String),

@@ -105,7 +105,11 @@ impl LogStore {
         Ok(())
     }
 
-    fn read_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+    fn read_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(LOG)?;
         let mut out = Vec::new();
@@ -174,7 +178,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
         if let Some(c) = committed {
-            self.inner.committed_index.fetch_max(c.index, Ordering::Relaxed);
+            self.inner
+                .committed_index
+                .fetch_max(c.index, Ordering::Relaxed);
         }
         self.meta_put(KEY_COMMITTED, &committed, Durability::None)
             .map_err(write_err)

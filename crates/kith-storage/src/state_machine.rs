@@ -249,7 +249,8 @@ impl SnapshotBuilder {
         let meta_table = txn.open_table(META)?;
         let last_applied: Option<LogId<NodeId>> =
             meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
-        let last_membership: Membership = meta_get(&meta_table, KEY_MEMBERSHIP)?.unwrap_or_default();
+        let last_membership: Membership =
+            meta_get(&meta_table, KEY_MEMBERSHIP)?.unwrap_or_default();
         let revision: u64 = meta_get(&meta_table, KEY_REVISION)?.unwrap_or(0);
         let kv_table = txn.open_table(KV)?;
         let mut entries = Vec::new();
@@ -324,8 +325,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
-        let stored = load_snapshot_file(&self.dir)
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let stored =
+            load_snapshot_file(&self.dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(stored.map(|s| Snapshot {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),

@@ -122,7 +122,10 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
             };
             if json_out {
                 let text = String::from_utf8_lossy(&found.value);
-                println!("{}", json!({"key": key, "value": text, "revision": found.revision}));
+                println!(
+                    "{}",
+                    json!({"key": key, "value": text, "revision": found.revision})
+                );
             } else {
                 use std::io::Write;
                 let mut out = std::io::stdout();
@@ -133,7 +136,10 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
         KvCommand::Del { key, if_revision } => {
             let (revision, deleted) = client.delete(&key, if_revision).await?;
             if json_out {
-                println!("{}", json!({"key": key, "revision": revision, "deleted": deleted}));
+                println!(
+                    "{}",
+                    json!({"key": key, "revision": revision, "deleted": deleted})
+                );
             } else if deleted {
                 println!("deleted, revision {revision}");
             } else {
@@ -234,8 +240,17 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                     [
                         m["id"].to_string(),
                         opt(&m["addr"]),
-                        if m["voter"].as_bool() == Some(true) { "voter" } else { "learner" }.into(),
-                        if m["reachable"].as_bool() == Some(true) { opt(&m["role"]) } else { "unreachable".into() },
+                        if m["voter"].as_bool() == Some(true) {
+                            "voter"
+                        } else {
+                            "learner"
+                        }
+                        .into(),
+                        if m["reachable"].as_bool() == Some(true) {
+                            opt(&m["role"])
+                        } else {
+                            "unreachable".into()
+                        },
                         opt(&m["term"]),
                         opt(&m["commit_index"]),
                         opt(&m["applied_index"]),
@@ -244,7 +259,9 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                 })
                 .collect();
             print_table(
-                &["ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG"],
+                &[
+                    "ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
+                ],
                 &rows,
             );
         }

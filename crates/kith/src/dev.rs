@@ -50,7 +50,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         bail!("--nodes must be between 1 and {NODES_MAX}");
     }
     if args.base_port.checked_add(args.nodes - 1).is_none() || args.base_port < 1024 {
-        bail!("--base-port must leave room for {} ports at or above 1024", args.nodes);
+        bail!(
+            "--base-port must leave room for {} ports at or above 1024",
+            args.nodes
+        );
     }
     let data = args
         .data
@@ -62,7 +65,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let exe = std::env::current_exe().context("cannot find the kith binary")?;
     let addr = |i: u16| format!("127.0.0.1:{}", args.base_port + i - 1);
-    let peers: Vec<String> = (1..=args.nodes).map(|i| format!("{i}={}", addr(i))).collect();
+    let peers: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("{i}={}", addr(i)))
+        .collect();
     let peers = peers.join(",");
 
     let mut nodes = Vec::new();
@@ -107,8 +112,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     println!("kith dev: {} nodes, data in {}", args.nodes, data.display());
     for n in &nodes {
-        let role = if n.id as u64 == leader { " (leader)" } else { "" };
-        println!("  node {}: {}{role}   log: {}", n.id, n.url, n.log.display());
+        let role = if n.id as u64 == leader {
+            " (leader)"
+        } else {
+            ""
+        };
+        println!(
+            "  node {}: {}{role}   log: {}",
+            n.id,
+            n.url,
+            n.log.display()
+        );
     }
     println!("  health:   curl {}/v1/health", nodes[0].url);
     println!("  try:      kith kv put hello world && kith kv get hello");
@@ -147,7 +161,10 @@ async fn wait_for_leader(nodes: &mut [DevNode]) -> anyhow::Result<u64> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bail!("no leader was elected within {} s", STARTUP_TIMEOUT.as_secs())
+    bail!(
+        "no leader was elected within {} s",
+        STARTUP_TIMEOUT.as_secs()
+    )
 }
 
 /// Reports children that exit on their own; resolves only when all have exited.
@@ -157,7 +174,11 @@ async fn watch_children(nodes: &mut [DevNode]) {
         for (i, n) in nodes.iter_mut().enumerate() {
             if !reported[i] {
                 if let Ok(Some(status)) = n.child.try_wait() {
-                    println!("kith dev: node {} exited ({status}); see {}", n.id, n.log.display());
+                    println!(
+                        "kith dev: node {} exited ({status}); see {}",
+                        n.id,
+                        n.log.display()
+                    );
                     reported[i] = true;
                 }
             }

@@ -150,6 +150,9 @@ async fn join(node: &Node, url: &str, id: NodeId, addr: &str) -> anyhow::Result<
                 tracing::info!(%url, "joined the cluster");
                 return Ok(());
             }
+            Err(e @ kith_client::ClientError::Api { status: 400, .. }) => {
+                bail!("the cluster refused to add this node: {e}")
+            }
             Err(e) => {
                 tracing::warn!("join through {url} failed: {e}; retrying");
                 last = Some(e);

@@ -53,7 +53,12 @@ async fn snapshot_installs_into_an_empty_store() {
     sm.apply(vec![put(1, 1, "x/1", "one"), put(1, 2, "x/2", "two")])
         .await
         .unwrap();
-    let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
 
     let dst = tempfile::TempDir::new().unwrap();
     let (_, mut other) = kith_storage::open(dst.path()).unwrap();

@@ -11,8 +11,13 @@ use crate::harness::TestCluster;
 async fn status_and_code(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();
     let body: Value = response.json().await.expect("error body is JSON");
-    let code = body["error"]["code"].as_str().expect("error.code").to_owned();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code")
+        .to_owned();
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
     (status, code)
 }
 
@@ -25,7 +30,8 @@ async fn bad_requests_are_refused_and_change_nothing() {
 
     let cases: Vec<(reqwest::RequestBuilder, StatusCode)> = vec![
         (
-            http.put(format!("{base}/v1/kv/{}", "k".repeat(4097))).body("v"),
+            http.put(format!("{base}/v1/kv/{}", "k".repeat(4097)))
+                .body("v"),
             StatusCode::BAD_REQUEST,
         ),
         (
@@ -33,20 +39,30 @@ async fn bad_requests_are_refused_and_change_nothing() {
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
         (
-            http.put(format!("{base}/v1/kv/k?if_revision=abc")).body("v"),
+            http.put(format!("{base}/v1/kv/k?if_revision=abc"))
+                .body("v"),
             StatusCode::BAD_REQUEST,
         ),
         (
             http.put(format!("{base}/v1/kv/k?unknown=1")).body("v"),
             StatusCode::BAD_REQUEST,
         ),
-        (http.put(format!("{base}/v1/kv/")).body("v"), StatusCode::NOT_FOUND),
+        (
+            http.put(format!("{base}/v1/kv/")).body("v"),
+            StatusCode::NOT_FOUND,
+        ),
         (
             http.get(format!("{base}/v1/kv/k?consistency=eventual")),
             StatusCode::BAD_REQUEST,
         ),
-        (http.get(format!("{base}/v1/kv?limit=0")), StatusCode::BAD_REQUEST),
-        (http.get(format!("{base}/v1/kv?limit=x")), StatusCode::BAD_REQUEST),
+        (
+            http.get(format!("{base}/v1/kv?limit=0")),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            http.get(format!("{base}/v1/kv?limit=x")),
+            StatusCode::BAD_REQUEST,
+        ),
         (
             http.post(format!("{base}/v1/cluster/members"))
                 .json(&serde_json::json!({"id": 9, "addr": "nowhere"})),
@@ -78,7 +94,10 @@ async fn bad_requests_are_refused_and_change_nothing() {
         .await
         .expect("cas");
     let (status, code) = status_and_code(conflict).await;
-    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "revision_mismatch"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "revision_mismatch")
+    );
 
     let list: Value = http
         .get(format!("{base}/v1/kv"))
@@ -88,7 +107,10 @@ async fn bad_requests_are_refused_and_change_nothing() {
         .json()
         .await
         .expect("list json");
-    assert_eq!(list["revision"], 1, "only the one valid put changed the store");
+    assert_eq!(
+        list["revision"], 1,
+        "only the one valid put changed the store"
+    );
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(list["items"][0]["value"].as_str().map(str::len), Some(1000));
 }
@@ -96,7 +118,9 @@ async fn bad_requests_are_refused_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_without_quorum_answers_503_in_bounded_time() {
     let mut cluster = TestCluster::start(3, &[]);
-    cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(20)).await;
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
     cluster
         .client_over(&[1, 2, 3])
         .put("k", b"before", None)
@@ -116,7 +140,11 @@ async fn node_without_quorum_answers_503_in_bounded_time() {
         .expect("the node answers");
     let (status, _) = status_and_code(write).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
 
     let read = cluster
         .http()

@@ -30,7 +30,10 @@ async fn leader_crash_keeps_every_acknowledged_write_and_the_node_catches_up() {
     let new_leader = cluster.wait_for_leader(&survivors, ELECTION_WITHIN).await;
     let elected_after = killed_at.elapsed();
     assert_ne!(new_leader, leader);
-    assert!(elected_after <= ELECTION_WITHIN, "new leader after {elected_after:?}");
+    assert!(
+        elected_after <= ELECTION_WITHIN,
+        "new leader after {elected_after:?}"
+    );
 
     // Every acknowledged key is there, read linearizably from each survivor.
     for i in 0..200u32 {
@@ -93,7 +96,13 @@ async fn whole_cluster_restart_loses_no_acknowledged_write() {
     cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
 
     let client = cluster.client_over(&[1, 2, 3]);
-    assert_eq!(client.get("k0", Consistency::Linearizable).await.expect("get"), None);
+    assert_eq!(
+        client
+            .get("k0", Consistency::Linearizable)
+            .await
+            .expect("get"),
+        None
+    );
     for i in 1..50u32 {
         let got = client
             .get(&format!("k{i}"), Consistency::Linearizable)
@@ -104,6 +113,9 @@ async fn whole_cluster_restart_loses_no_acknowledged_write() {
         assert_eq!(got.revision, revisions[i as usize]);
     }
     // Revisions continue from where they were, not from zero.
-    let next = client.put("after", b"x", None).await.expect("put after restart");
+    let next = client
+        .put("after", b"x", None)
+        .await
+        .expect("put after restart");
     assert_eq!(next, revisions[49] + 2);
 }

@@ -42,7 +42,10 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -59,7 +62,10 @@ impl TestCluster {
         let mut cluster = TestCluster {
             nodes: Vec::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            http: reqwest::Client::builder().no_proxy().build().expect("http client"),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client"),
             _tmp: tmp,
         };
         for (id, addr) in nodes {
@@ -89,11 +95,17 @@ impl TestCluster {
     }
 
     fn node(&self, id: u64) -> &TestNode {
-        self.nodes.iter().find(|n| n.id == id).expect("known node id")
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .expect("known node id")
     }
 
     fn node_mut(&mut self, id: u64) -> &mut TestNode {
-        self.nodes.iter_mut().find(|n| n.id == id).expect("known node id")
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .expect("known node id")
     }
 
     /// (Re)starts node `id` from its data directory.
@@ -112,7 +124,11 @@ impl TestCluster {
             .arg(node.dir.join("data"))
             .args(&node.entry_args)
             .args(&extra)
-            .env("RUST_LOG", "info,openraft=info")
+            .env(
+                "RUST_LOG",
+                std::env::var("KITH_TEST_LOG").unwrap_or_else(|_| "info,openraft=info".into()),
+            )
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -196,8 +212,22 @@ impl TestCluster {
     }
 }
 
+/// Lines of each node's log shown when a test fails.
+const LOG_TAIL_LINES: usize = 400;
+
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let log = std::fs::read_to_string(node.dir.join("kith.log")).unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+                eprintln!("---- node {} log (last {} lines) ----", node.id, tail.len());
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();

@@ -9,23 +9,31 @@ use crate::harness::{wait_until, TestCluster};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joined_node_votes_and_serves_and_removed_nodes_stop_counting() {
     let mut cluster = TestCluster::start(3, &[]);
-    cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(20)).await;
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
     let client = cluster.client_over(&[1, 2, 3]);
     client.put("before-join", b"1", None).await.expect("put");
 
     cluster.start_joining(4, 2);
-    wait_until("node 4 to become a voter", Duration::from_secs(30), || async {
-        let status = client.cluster().await.ok()?;
-        let members = status["members"].as_array()?;
-        members
-            .iter()
-            .any(|m| m["id"] == 4 && m["voter"] == true)
-            .then_some(())
-    })
+    wait_until(
+        "node 4 to become a voter",
+        Duration::from_secs(30),
+        || async {
+            let status = client.cluster().await.ok()?;
+            let members = status["members"].as_array()?;
+            members
+                .iter()
+                .any(|m| m["id"] == 4 && m["voter"] == true)
+                .then_some(())
+        },
+    )
     .await;
 
     // The new member serves reads: its own state (stale) and linearizable ones.
-    cluster.wait_for_value(4, "before-join", b"1", Duration::from_secs(10)).await;
+    cluster
+        .wait_for_value(4, "before-join", b"1", Duration::from_secs(10))
+        .await;
     client.put("after-join", b"2", None).await.expect("put");
     let got = cluster
         .client(4)

@@ -8,16 +8,18 @@ use crate::harness::{wait_until, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_node_catches_up_from_a_snapshot() {
-    let mut cluster = TestCluster::start(
-        3,
-        &["--snapshot-threshold", "20", "--snapshot-keep", "0"],
-    );
-    let leader = cluster.wait_for_leader(&[1, 2, 3], Duration::from_secs(20)).await;
+    let mut cluster =
+        TestCluster::start(3, &["--snapshot-threshold", "20", "--snapshot-keep", "0"]);
+    let leader = cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
     let lagging = if leader == 3 { 2 } else { 3 };
     let up: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != lagging).collect();
     let client = cluster.client_over(&up);
     client.put("early", b"e", None).await.expect("put");
-    cluster.wait_for_value(lagging, "early", b"e", Duration::from_secs(10)).await;
+    cluster
+        .wait_for_value(lagging, "early", b"e", Duration::from_secs(10))
+        .await;
     cluster.kill(lagging);
 
     for i in 0..120u32 {
@@ -27,15 +29,24 @@ async fn lagging_node_catches_up_from_a_snapshot() {
             .expect("put while a node is down");
     }
     // Wait until the leader has compacted away entries the lagging node never received.
-    wait_until("the leader to purge its log", Duration::from_secs(20), || async {
-        let h = cluster.health(leader).await?;
-        (h["purged_index"].as_u64()? > 50).then_some(())
-    })
+    wait_until(
+        "the leader to purge its log",
+        Duration::from_secs(20),
+        || async {
+            let h = cluster.health(leader).await?;
+            (h["purged_index"].as_u64()? > 50).then_some(())
+        },
+    )
     .await;
 
     cluster.spawn(lagging);
-    cluster.wait_for_value(lagging, "s/119", b"119", Duration::from_secs(30)).await;
-    let h = cluster.health(lagging).await.expect("health of the caught-up node");
+    cluster
+        .wait_for_value(lagging, "s/119", b"119", Duration::from_secs(30))
+        .await;
+    let h = cluster
+        .health(lagging)
+        .await
+        .expect("health of the caught-up node");
     assert!(
         h["snapshot_index"].as_u64().unwrap_or(0) > 50,
         "node {lagging} should have installed a snapshot: {h}"
