@@ -18,6 +18,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::Instant;
 
 const NODES_MAX: u16 = 9;
+
+/// Prints a line, ignoring a closed stdout: the supervisor must keep stopping its children
+/// cleanly even when whoever read its output has gone away.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -110,30 +119,30 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     };
 
-    println!("kith dev: {} nodes, data in {}", args.nodes, data.display());
+    say!("kith dev: {} nodes, data in {}", args.nodes, data.display());
     for n in &nodes {
         let role = if n.id as u64 == leader {
             " (leader)"
         } else {
             ""
         };
-        println!(
+        say!(
             "  node {}: {}{role}   log: {}",
             n.id,
             n.url,
             n.log.display()
         );
     }
-    println!("  health:   curl {}/v1/health", nodes[0].url);
-    println!("  try:      kith kv put hello world && kith kv get hello");
-    println!("Ctrl-C stops the cluster.");
+    say!("  health:   curl {}/v1/health", nodes[0].url);
+    say!("  try:      kith kv put hello world && kith kv get hello");
+    say!("Ctrl-C stops the cluster.");
 
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
         _ = watch_children(&mut nodes) => {}
     }
-    println!("kith dev: stopping");
+    say!("kith dev: stopping");
     stop_all(&mut nodes).await;
     Ok(())
 }
@@ -174,7 +183,7 @@ async fn watch_children(nodes: &mut [DevNode]) {
         for (i, n) in nodes.iter_mut().enumerate() {
             if !reported[i] {
                 if let Ok(Some(status)) = n.child.try_wait() {
-                    println!(
+                    say!(
                         "kith dev: node {} exited ({status}); see {}",
                         n.id,
                         n.log.display()
@@ -201,7 +210,7 @@ async fn stop_all(nodes: &mut [DevNode]) {
     for n in nodes.iter_mut() {
         let left = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, n.child.wait()).await.is_err() {
-            eprintln!("kith dev: node {} did not stop in time; killing it", n.id);
+            say!("kith dev: node {} did not stop in time; killing it", n.id);
             let _ = n.child.kill().await;
         }
     }

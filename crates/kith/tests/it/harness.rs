@@ -145,6 +145,18 @@ impl TestCluster {
         child.wait().expect("reap");
     }
 
+    /// Sends SIGTERM to node `id` and waits (bounded) for it to exit; returns its status.
+    pub async fn terminate(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
+        let node = self.node_mut(id);
+        let mut child = node.child.take().expect("node is running");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+        wait_until(&format!("node {id} to exit"), within, || {
+            let status = child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await
+    }
+
     pub fn url(&self, id: u64) -> String {
         format!("http://{}", self.node(id).addr)
     }

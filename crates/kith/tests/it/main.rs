@@ -3,5 +3,6 @@
 mod bad_input;
 mod failover;
 mod harness;
+mod lifecycle;
 mod membership;
 mod snapshot;

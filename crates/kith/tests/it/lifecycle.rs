@@ -1,0 +1,150 @@
+//! Process lifecycle: `kith serve` stops cleanly on SIGTERM; `kith dev` leaves no child
+//! behind, whether it is asked to stop or killed outright.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::{wait_until, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exits_cleanly_on_sigterm_and_restarts_with_its_data() {
+    let mut cluster = TestCluster::start(1, &[]);
+    cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
+    let revision = cluster.client(1).put("k", b"v", None).await.expect("put");
+    let status = cluster.terminate(1, Duration::from_secs(15)).await;
+    assert!(status.success(), "kith serve exited with {status}");
+    cluster.spawn(1);
+    cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
+    let got = cluster
+        .client(1)
+        .get("k", kith_client::Consistency::Linearizable)
+        .await
+        .expect("get")
+        .expect("k survives a clean restart");
+    assert_eq!(got.revision, revision);
+}
+
+/// Three consecutive free ports on 127.0.0.1, for `kith dev --base-port`.
+fn free_port_run() -> u16 {
+    for _ in 0..100 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if base > 65000 {
+            continue;
+        }
+        let all_free = (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no run of three free ports found");
+}
+
+/// Pids of the live (non-zombie) children of `parent`, read from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, …
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent && state != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Starts `kith dev` and returns it once it has printed that the cluster is up.
+fn start_dev(data: &std::path::Path) -> (Child, Vec<u32>) {
+    let base = free_port_run();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
+        .arg("--data")
+        .arg(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn kith dev");
+    let stdout = dev.stdout.take().expect("stdout");
+    // Reading blocks; `kith dev` bounds its own startup (30 s) and exits on failure, which
+    // ends this loop too.
+    let mut printed = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read dev output");
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("Ctrl-C stops the cluster") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains("(leader)"),
+        "kith dev did not report a leader:\n{printed}"
+    );
+    let children = children_of(dev.id());
+    assert_eq!(
+        children.len(),
+        3,
+        "kith dev should run three nodes: {children:?}"
+    );
+    (dev, children)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_stops_every_node_on_sigterm() {
+    let tmp = tempfile::TempDir::new().expect("temp dir");
+    let (mut dev, children) = start_dev(tmp.path());
+    kill(Pid::from_raw(dev.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_until("kith dev to exit", Duration::from_secs(20), || {
+        let s = dev.try_wait().expect("try_wait");
+        async move { s }
+    })
+    .await;
+    assert!(status.success(), "kith dev exited with {status}");
+    for pid in children {
+        assert!(!alive(pid), "node process {pid} outlived kith dev");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_nodes_exit_when_the_supervisor_is_killed() {
+    let tmp = tempfile::TempDir::new().expect("temp dir");
+    let (mut dev, children) = start_dev(tmp.path());
+    kill(Pid::from_raw(dev.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+    dev.wait().expect("reap kith dev");
+    for pid in children {
+        wait_until(
+            &format!("orphaned node {pid} to exit"),
+            Duration::from_secs(20),
+            || async move { (!alive(pid)).then_some(()) },
+        )
+        .await;
+    }
+}
