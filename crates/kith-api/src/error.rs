@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Extra machine-readable fields merged into the `error` object.
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
@@ -20,7 +22,16 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            details: None,
         }
+    }
+
+    /// Adds a machine-readable field to the error object.
+    pub fn with(mut self, field: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details
+            .get_or_insert_with(Default::default)
+            .insert(field.to_owned(), value.into());
+        self
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -69,7 +80,11 @@ impl From<kith_core::limits::InvalidInput> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let (Some(details), Some(object)) = (self.details, error.as_object_mut()) {
+            object.extend(details);
+        }
+        let body = json!({ "error": error });
         let mut response = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             // Leader elections settle within about one election timeout.

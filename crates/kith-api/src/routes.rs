@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use kith_core::limits::{validate_key, validate_value, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
+use kith_core::limits::{
+    validate_key, validate_ttl_s, validate_value, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+};
 use kith_core::{Command, NodeId, Response as Applied};
 use kith_node::{Consistency, Node};
 
@@ -34,6 +36,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/cluster/members", post(add_member))
         .route("/v1/cluster/members/{id}", delete(remove_member))
         .route("/v1/kv", get(list))
+        .route("/v1/watch", get(crate::watch::watch))
+        .route("/v1/ledger", get(ledger))
         .route(
             "/v1/kv/{*key}",
             get(get_key).put(put_key).delete(delete_key),
@@ -196,6 +200,9 @@ async fn get_key(
     headers.insert("kith-revision", entry.mod_revision.into());
     headers.insert("kith-create-revision", entry.create_revision.into());
     headers.insert("kith-version", entry.version.into());
+    if let Some(at) = entry.expires_at_ms {
+        headers.insert("kith-expires-at-ms", at.into());
+    }
     Ok((headers, entry.value).into_response())
 }
 
@@ -205,20 +212,32 @@ struct WriteQuery {
     if_revision: Option<u64>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutQuery {
+    if_revision: Option<u64>,
+    /// Seconds until the key expires.
+    ttl: Option<u64>,
+}
+
 async fn put_key(
     State(node): Shared,
     path: Result<Path<String>, axum::extract::rejection::PathRejection>,
-    Q(query): Q<WriteQuery>,
+    Q(query): Q<PutQuery>,
     value: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
     let value = body(value, node.config.value_bytes_max)?;
     validate_value(&value, node.config.value_bytes_max)?;
+    if let Some(ttl) = query.ttl {
+        validate_ttl_s(ttl)?;
+    }
     let applied = node
         .write(Command::Put {
             key,
             value: value.to_vec(),
             if_revision: query.if_revision,
+            ttl_ms: query.ttl.map(|s| s * 1000),
         })
         .await?;
     write_answer(applied)
@@ -290,6 +309,9 @@ async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, A
                 "create_revision": e.create_revision,
                 "version": e.version,
             });
+            if let Some(at) = e.expires_at_ms {
+                item["expires_at_ms"] = json!(at);
+            }
             match String::from_utf8(e.value) {
                 Ok(text) => item["value"] = json!(text),
                 Err(bytes) => {
@@ -301,4 +323,50 @@ async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, A
         })
         .collect();
     Ok(Json(json!({"revision": revision, "more": more, "items": items})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerQuery {
+    index: Option<u64>,
+}
+
+/// `GET /v1/ledger[?index=N]`: this node's ledger head, or its hash at `index` while that is
+/// still retained. Always this node's own view — comparing nodes is the point.
+async fn ledger(State(node): Shared, Q(query): Q<LedgerQuery>) -> Result<Response, ApiError> {
+    let state = node.state();
+    let storage = |e: kith_storage::StoreError| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+    };
+    let head = state.ledger_head().map_err(storage)?;
+    let node_id = node.config.id;
+    let Some(index) = query.index else {
+        return Ok(Json(json!({
+            "node_id": node_id,
+            "index": head.index,
+            "hash": kith_core::ledger::to_hex(&head.hash),
+        }))
+        .into_response());
+    };
+    if index > head.index {
+        return Err(ApiError::not_found(format!(
+            "index {index} is not applied on node {node_id} yet (head is {})",
+            head.index
+        ))
+        .with("head_index", head.index));
+    }
+    match state.ledger_at(index).map_err(storage)? {
+        (Some(hash), _) => Ok(Json(json!({
+            "node_id": node_id,
+            "index": index,
+            "hash": kith_core::ledger::to_hex(&hash),
+        }))
+        .into_response()),
+        (None, oldest) => Err(ApiError::new(
+            StatusCode::GONE,
+            "not_retained",
+            format!("node {node_id} no longer keeps the ledger hash at index {index}"),
+        )
+        .with("oldest_index", oldest)),
+    }
 }

@@ -5,21 +5,38 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A state change proposed to the cluster. Only the leader appends commands to the log.
+/// What the leader appends to the log: a command stamped with the leader's clock.
+///
+/// `now_ms` is the only notion of time a state machine ever sees (TTL expiry, leases). It is
+/// read once, on the leader, when the command is proposed; every replica applies the same
+/// value, so every replica expires the same keys at the same revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Milliseconds since the Unix epoch on the proposing leader's clock.
+    pub now_ms: u64,
+    pub command: Command,
+}
+
+/// A state change proposed to the cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Set `key` to `value`. With `if_revision`, only if the key's current modification
-    /// revision equals it (`0` means "the key must not exist").
+    /// revision equals it (`0` means "the key must not exist"). With `ttl_ms`, the key is
+    /// deleted once the cluster's clock passes `now_ms + ttl_ms`.
     Put {
         key: String,
         value: Vec<u8>,
         if_revision: Option<u64>,
+        ttl_ms: Option<u64>,
     },
     /// Remove `key`. With `if_revision`, only if its modification revision equals it.
     Delete {
         key: String,
         if_revision: Option<u64>,
     },
+    /// Carries nothing but the leader's clock: keys whose time has come expire. The leader
+    /// proposes it when a key is due and no other write would carry the time.
+    Expire,
 }
 
 impl Command {
@@ -28,6 +45,7 @@ impl Command {
         match self {
             Command::Put { .. } => "put",
             Command::Delete { .. } => "delete",
+            Command::Expire => "expire",
         }
     }
 }
@@ -35,7 +53,8 @@ impl Command {
 /// The outcome of applying one log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// The entry carried no command (a leader's blank entry or a membership change).
+    /// The entry carried no client-visible result (a blank entry, a membership change, an
+    /// expiry tick).
     None,
     /// A put took effect at `revision`.
     Put { revision: u64 },

@@ -1,13 +1,23 @@
-//! The key-value state machine: revisions and compare-and-set, independent of storage.
+//! The key-value state machine: revisions, compare-and-set, TTL expiry and the change
+//! events that watches stream — independent of storage.
 //!
 //! Revisions work as in etcd: the store has one revision counter that grows by one for every
-//! command that changes something. Each key remembers the revision that created it, the
-//! revision that last modified it, and how many times it was written since creation.
-//! A compare-and-set that does not match changes nothing and does not advance the counter.
+//! change. Each key remembers the revision that created it, the revision that last modified
+//! it, and how many times it was written since creation. A compare-and-set that does not
+//! match changes nothing and does not advance the counter.
+//!
+//! Time: the store's clock (`KvMeta::now_ms`) is the largest `now_ms` any applied proposal
+//! carried, so it never goes backwards, even when a new leader's clock is behind the old
+//! one's. Before a proposal's command is applied, every key whose expiry is at or before
+//! that clock is deleted, oldest expiry first, each at a revision of its own.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Command, Response};
+use crate::{Command, Proposal, Response};
+
+/// Most keys one applied proposal expires; the rest expire with the next one. Bounds the
+/// work (and the transaction size) of a single apply.
+pub const EXPIRE_PER_APPLY_MAX: usize = 1000;
 
 /// One stored key's value and bookkeeping.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,193 +29,358 @@ pub struct KvEntry {
     pub mod_revision: u64,
     /// Writes since creation; 1 after the first put.
     pub version: u64,
+    /// When the key expires, on the store's clock (ms since the Unix epoch).
+    pub expires_at_ms: Option<u64>,
 }
 
-/// The storage a [`apply`] call reads and writes. Implemented by the durable store on the
-/// storage engine, and by `BTreeMap` for tests.
+/// What happened to a key at one revision — the unit a watch delivers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEvent {
+    pub revision: u64,
+    pub key: String,
+    pub kind: EventKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The key now holds `value`.
+    Put {
+        value: Vec<u8>,
+        create_revision: u64,
+        version: u64,
+    },
+    /// The key was deleted by a client.
+    Delete,
+    /// The key's TTL ran out.
+    Expire,
+}
+
+/// The state machine's counters, persisted with the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvMeta {
+    /// The store revision: the number of changes so far.
+    pub revision: u64,
+    /// The store's clock: the largest `now_ms` applied so far.
+    pub now_ms: u64,
+}
+
+/// The storage [`apply`] reads and writes: the keys, an index of expiry times, and the
+/// event history. Implemented by the durable store, and by [`MemTable`] for tests.
 pub trait KvTable {
     type Error;
     fn get(&mut self, key: &str) -> Result<Option<KvEntry>, Self::Error>;
     fn put(&mut self, key: &str, entry: &KvEntry) -> Result<(), Self::Error>;
     fn remove(&mut self, key: &str) -> Result<(), Self::Error>;
+    fn expiry_add(&mut self, at_ms: u64, key: &str) -> Result<(), Self::Error>;
+    fn expiry_remove(&mut self, at_ms: u64, key: &str) -> Result<(), Self::Error>;
+    /// Up to `limit` (expiry, key) pairs with expiry ≤ `now_ms`, earliest first, ties by key.
+    fn expiry_due(&mut self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, Self::Error>;
+    fn record(&mut self, event: &KvEvent) -> Result<(), Self::Error>;
 }
 
-impl KvTable for std::collections::BTreeMap<String, KvEntry> {
-    type Error = std::convert::Infallible;
-    fn get(&mut self, key: &str) -> Result<Option<KvEntry>, Self::Error> {
-        Ok(std::collections::BTreeMap::get(self, key).cloned())
-    }
-    fn put(&mut self, key: &str, entry: &KvEntry) -> Result<(), Self::Error> {
-        self.insert(key.to_owned(), entry.clone());
-        Ok(())
-    }
-    fn remove(&mut self, key: &str) -> Result<(), Self::Error> {
-        std::collections::BTreeMap::remove(self, key);
-        Ok(())
-    }
-}
-
-/// Applies one command to `table`, advancing `revision` when the command changes state.
+/// Applies one proposal to `table`: first the expiries its clock makes due, then its command.
 ///
-/// Deterministic: the result depends only on the command, the table and the revision.
+/// Deterministic: the result depends only on the proposal, the table and `meta`.
 pub fn apply<T: KvTable>(
     table: &mut T,
-    revision: &mut u64,
-    command: &Command,
+    meta: &mut KvMeta,
+    proposal: &Proposal,
 ) -> Result<Response, T::Error> {
-    match command {
+    meta.now_ms = meta.now_ms.max(proposal.now_ms);
+    expire_due(table, meta)?;
+    match &proposal.command {
         Command::Put {
             key,
             value,
             if_revision,
+            ttl_ms,
         } => {
             let current = table.get(key)?;
             let current_rev = current.as_ref().map_or(0, |e| e.mod_revision);
-            if let Some(expected) = if_revision {
-                if *expected != current_rev {
-                    return Ok(Response::RevisionMismatch {
-                        current: current_rev,
-                    });
-                }
+            if if_revision.is_some_and(|expected| expected != current_rev) {
+                return Ok(Response::RevisionMismatch {
+                    current: current_rev,
+                });
             }
-            let next = *revision + 1;
-            let entry = match current {
-                Some(prev) => KvEntry {
-                    value: value.clone(),
-                    create_revision: prev.create_revision,
-                    mod_revision: next,
-                    version: prev.version + 1,
-                },
-                None => KvEntry {
-                    value: value.clone(),
-                    create_revision: next,
-                    mod_revision: next,
-                    version: 1,
-                },
+            if let Some(at) = current.as_ref().and_then(|e| e.expires_at_ms) {
+                table.expiry_remove(at, key)?;
+            }
+            let revision = meta.revision + 1;
+            let expires_at_ms = ttl_ms.map(|ttl| meta.now_ms.saturating_add(ttl));
+            let (create_revision, version) = match &current {
+                Some(prev) => (prev.create_revision, prev.version + 1),
+                None => (revision, 1),
+            };
+            let entry = KvEntry {
+                value: value.clone(),
+                create_revision,
+                mod_revision: revision,
+                version,
+                expires_at_ms,
             };
             table.put(key, &entry)?;
-            *revision = next;
-            Ok(Response::Put { revision: next })
+            if let Some(at) = expires_at_ms {
+                table.expiry_add(at, key)?;
+            }
+            table.record(&KvEvent {
+                revision,
+                key: key.clone(),
+                kind: EventKind::Put {
+                    value: value.clone(),
+                    create_revision,
+                    version,
+                },
+            })?;
+            meta.revision = revision;
+            Ok(Response::Put { revision })
         }
         Command::Delete { key, if_revision } => {
             let current = table.get(key)?;
             let current_rev = current.as_ref().map_or(0, |e| e.mod_revision);
-            if let Some(expected) = if_revision {
-                if *expected != current_rev {
-                    return Ok(Response::RevisionMismatch {
-                        current: current_rev,
-                    });
-                }
-            }
-            if current.is_none() {
-                return Ok(Response::Delete {
-                    revision: *revision,
-                    deleted: false,
+            if if_revision.is_some_and(|expected| expected != current_rev) {
+                return Ok(Response::RevisionMismatch {
+                    current: current_rev,
                 });
             }
-            table.remove(key)?;
-            *revision += 1;
+            let Some(current) = current else {
+                return Ok(Response::Delete {
+                    revision: meta.revision,
+                    deleted: false,
+                });
+            };
+            delete(table, meta, key, current.expires_at_ms, EventKind::Delete)?;
             Ok(Response::Delete {
-                revision: *revision,
+                revision: meta.revision,
                 deleted: true,
             })
         }
+        Command::Expire => Ok(Response::None),
+    }
+}
+
+fn expire_due<T: KvTable>(table: &mut T, meta: &mut KvMeta) -> Result<(), T::Error> {
+    for (at, key) in table.expiry_due(meta.now_ms, EXPIRE_PER_APPLY_MAX)? {
+        delete(table, meta, &key, Some(at), EventKind::Expire)?;
+    }
+    Ok(())
+}
+
+fn delete<T: KvTable>(
+    table: &mut T,
+    meta: &mut KvMeta,
+    key: &str,
+    expires_at_ms: Option<u64>,
+    kind: EventKind,
+) -> Result<(), T::Error> {
+    if let Some(at) = expires_at_ms {
+        table.expiry_remove(at, key)?;
+    }
+    table.remove(key)?;
+    meta.revision += 1;
+    table.record(&KvEvent {
+        revision: meta.revision,
+        key: key.to_owned(),
+        kind,
+    })
+}
+
+/// An in-memory [`KvTable`], for tests and for checking storage implementations against.
+#[derive(Debug, Default)]
+pub struct MemTable {
+    pub keys: std::collections::BTreeMap<String, KvEntry>,
+    pub expiry: std::collections::BTreeSet<(u64, String)>,
+    pub events: Vec<KvEvent>,
+}
+
+impl KvTable for MemTable {
+    type Error = std::convert::Infallible;
+    fn get(&mut self, key: &str) -> Result<Option<KvEntry>, Self::Error> {
+        Ok(self.keys.get(key).cloned())
+    }
+    fn put(&mut self, key: &str, entry: &KvEntry) -> Result<(), Self::Error> {
+        self.keys.insert(key.to_owned(), entry.clone());
+        Ok(())
+    }
+    fn remove(&mut self, key: &str) -> Result<(), Self::Error> {
+        self.keys.remove(key);
+        Ok(())
+    }
+    fn expiry_add(&mut self, at_ms: u64, key: &str) -> Result<(), Self::Error> {
+        self.expiry.insert((at_ms, key.to_owned()));
+        Ok(())
+    }
+    fn expiry_remove(&mut self, at_ms: u64, key: &str) -> Result<(), Self::Error> {
+        self.expiry.remove(&(at_ms, key.to_owned()));
+        Ok(())
+    }
+    fn expiry_due(&mut self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, Self::Error> {
+        Ok(self
+            .expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+    fn record(&mut self, event: &KvEvent) -> Result<(), Self::Error> {
+        self.events.push(event.clone());
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
-    fn put(key: &str, value: &str, if_revision: Option<u64>) -> Command {
-        Command::Put {
-            key: key.into(),
-            value: value.into(),
-            if_revision,
-        }
+    fn at(now_ms: u64, command: Command) -> Proposal {
+        Proposal { now_ms, command }
+    }
+
+    fn put(key: &str, value: &str, if_revision: Option<u64>) -> Proposal {
+        put_ttl(0, key, value, if_revision, None)
+    }
+
+    fn put_ttl(
+        now: u64,
+        key: &str,
+        value: &str,
+        if_rev: Option<u64>,
+        ttl: Option<u64>,
+    ) -> Proposal {
+        at(
+            now,
+            Command::Put {
+                key: key.into(),
+                value: value.into(),
+                if_revision: if_rev,
+                ttl_ms: ttl,
+            },
+        )
+    }
+
+    fn del(key: &str, if_revision: Option<u64>) -> Proposal {
+        at(
+            0,
+            Command::Delete {
+                key: key.into(),
+                if_revision,
+            },
+        )
     }
 
     #[test]
     fn revisions_advance_only_on_change() {
-        let mut t = BTreeMap::new();
-        let mut rev = 0;
+        let (mut t, mut m) = (MemTable::default(), KvMeta::default());
         assert_eq!(
-            apply(&mut t, &mut rev, &put("a", "1", None)),
+            apply(&mut t, &mut m, &put("a", "1", None)),
             Ok(Response::Put { revision: 1 })
         );
         assert_eq!(
-            apply(&mut t, &mut rev, &put("a", "2", None)),
+            apply(&mut t, &mut m, &put("a", "2", None)),
             Ok(Response::Put { revision: 2 })
         );
-        let a = t.get("a").expect("a was written");
+        let a = &t.keys["a"];
         assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
-        let del_missing = Command::Delete {
-            key: "zzz".into(),
-            if_revision: None,
-        };
         assert_eq!(
-            apply(&mut t, &mut rev, &del_missing),
+            apply(&mut t, &mut m, &del("zzz", None)),
             Ok(Response::Delete {
                 revision: 2,
                 deleted: false
             })
         );
-        assert_eq!(rev, 2);
+        assert_eq!(m.revision, 2);
+        assert_eq!(t.events.len(), 2, "one event per change, none for a no-op");
     }
 
     #[test]
     fn compare_and_set_refuses_stale_revision_and_changes_nothing() {
-        let mut t = BTreeMap::new();
-        let mut rev = 0;
-        apply(&mut t, &mut rev, &put("k", "v1", Some(0))).unwrap();
+        let (mut t, mut m) = (MemTable::default(), KvMeta::default());
+        apply(&mut t, &mut m, &put("k", "v1", Some(0))).unwrap();
         assert_eq!(
-            apply(&mut t, &mut rev, &put("k", "v2", Some(0))),
+            apply(&mut t, &mut m, &put("k", "v2", Some(0))),
             Ok(Response::RevisionMismatch { current: 1 })
         );
-        assert_eq!(t["k"].value, b"v1");
-        assert_eq!(rev, 1);
+        assert_eq!(t.keys["k"].value, b"v1");
+        assert_eq!(m.revision, 1);
         assert_eq!(
-            apply(&mut t, &mut rev, &put("k", "v2", Some(1))),
+            apply(&mut t, &mut m, &put("k", "v2", Some(1))),
             Ok(Response::Put { revision: 2 })
         );
-        let stale_delete = Command::Delete {
-            key: "k".into(),
-            if_revision: Some(1),
-        };
         assert_eq!(
-            apply(&mut t, &mut rev, &stale_delete),
+            apply(&mut t, &mut m, &del("k", Some(1))),
             Ok(Response::RevisionMismatch { current: 2 })
         );
-        assert!(t.contains_key("k"));
+        assert!(t.keys.contains_key("k"));
+        assert_eq!(t.events.len(), 2);
     }
 
     #[test]
     fn delete_then_recreate_resets_version() {
-        let mut t = BTreeMap::new();
-        let mut rev = 0;
-        apply(&mut t, &mut rev, &put("k", "a", None)).unwrap();
-        let del = Command::Delete {
-            key: "k".into(),
-            if_revision: None,
-        };
+        let (mut t, mut m) = (MemTable::default(), KvMeta::default());
+        apply(&mut t, &mut m, &put("k", "a", None)).unwrap();
         assert_eq!(
-            apply(&mut t, &mut rev, &del),
+            apply(&mut t, &mut m, &del("k", None)),
             Ok(Response::Delete {
                 revision: 2,
                 deleted: true
             })
         );
-        apply(&mut t, &mut rev, &put("k", "b", None)).unwrap();
-        assert_eq!(t["k"].create_revision, 3);
-        assert_eq!(t["k"].version, 1);
+        apply(&mut t, &mut m, &put("k", "b", None)).unwrap();
+        assert_eq!(t.keys["k"].create_revision, 3);
+        assert_eq!(t.keys["k"].version, 1);
+        assert_eq!(t.events[1].kind, EventKind::Delete);
     }
 
     #[test]
-    fn commands_round_trip_through_postcard() {
-        let cmd = put("key", "value", Some(7));
-        let bytes = postcard::to_allocvec(&cmd).unwrap();
-        assert_eq!(postcard::from_bytes::<Command>(&bytes).unwrap(), cmd);
+    fn keys_expire_by_the_proposals_clock_each_at_its_own_revision() {
+        let (mut t, mut m) = (MemTable::default(), KvMeta::default());
+        apply(&mut t, &mut m, &put_ttl(1_000, "b", "1", None, Some(500))).unwrap();
+        apply(&mut t, &mut m, &put_ttl(1_000, "a", "1", None, Some(500))).unwrap();
+        apply(&mut t, &mut m, &put_ttl(1_000, "forever", "1", None, None)).unwrap();
+        // Not yet due.
+        apply(&mut t, &mut m, &at(1_499, Command::Expire)).unwrap();
+        assert_eq!(t.keys.len(), 3);
+        // Due: both expire, ties broken by key, before the proposal's own command.
+        let r = apply(&mut t, &mut m, &put_ttl(1_500, "c", "1", None, None)).unwrap();
+        assert_eq!(r, Response::Put { revision: 6 });
+        assert_eq!(t.keys.keys().collect::<Vec<_>>(), vec!["c", "forever"]);
+        let expired: Vec<(u64, &str)> = t
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Expire)
+            .map(|e| (e.revision, e.key.as_str()))
+            .collect();
+        assert_eq!(expired, vec![(4, "a"), (5, "b")]);
+        assert!(t.expiry.is_empty());
+    }
+
+    #[test]
+    fn the_store_clock_never_goes_backwards() {
+        let (mut t, mut m) = (MemTable::default(), KvMeta::default());
+        apply(&mut t, &mut m, &at(5_000, Command::Expire)).unwrap();
+        // A new leader whose clock is behind: the key's TTL counts from the store's clock.
+        apply(&mut t, &mut m, &put_ttl(4_000, "k", "v", None, Some(100))).unwrap();
+        assert_eq!(m.now_ms, 5_000);
+        assert_eq!(t.keys["k"].expires_at_ms, Some(5_100));
+    }
+
+    #[test]
+    fn overwriting_a_key_replaces_its_expiry() {
+        let (mut t, mut m) = (MemTable::default(), KvMeta::default());
+        apply(&mut t, &mut m, &put_ttl(0, "k", "v", None, Some(100))).unwrap();
+        apply(&mut t, &mut m, &put_ttl(50, "k", "v2", None, None)).unwrap();
+        apply(&mut t, &mut m, &at(1_000, Command::Expire)).unwrap();
+        assert_eq!(
+            t.keys["k"].value, b"v2",
+            "a put without ttl makes the key permanent"
+        );
+        assert!(t.expiry.is_empty());
+    }
+
+    #[test]
+    fn proposals_round_trip_through_postcard() {
+        let p = put_ttl(7, "key", "value", Some(7), Some(9));
+        let bytes = postcard::to_allocvec(&p).unwrap();
+        assert_eq!(postcard::from_bytes::<Proposal>(&bytes).unwrap(), p);
     }
 }

@@ -4,8 +4,9 @@
 //! Owns:
 //! - [`command`]: what a client can ask the cluster to do ([`Command`]) and what applying it
 //!   returns ([`Response`]).
-//! - [`kv`]: the key-value state machine — revisions, compare-and-set — written against the
-//!   [`kv::KvTable`] trait so that storage can back it with any engine.
+//! - [`kv`]: the key-value state machine — revisions, compare-and-set, TTL expiry, change
+//!   events — written against the [`kv::KvTable`] trait so storage can back it with any engine.
+//! - [`ledger`]: the hash chain over applied entries that lets replicas prove they agree.
 //! - [`limits`]: input bounds and validation shared by the API and the state machine.
 //!
 //! Refuses: I/O, clocks, randomness, async. Applying the same commands in the same order must
@@ -14,10 +15,11 @@
 
 pub mod command;
 pub mod kv;
+pub mod ledger;
 pub mod limits;
 
-pub use command::{Command, Response};
-pub use kv::{KvEntry, KvTable};
+pub use command::{Command, Proposal, Response};
+pub use kv::{EventKind, KvEntry, KvEvent, KvMeta, KvTable};
 
 /// Identifies a node for the whole life of the cluster (the Raft paper's server id).
 pub type NodeId = u64;

@@ -9,6 +9,8 @@ pub const VALUE_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 pub const LIST_LIMIT_MAX: usize = 10_000;
 /// Keys a list request returns when it names no limit.
 pub const LIST_LIMIT_DEFAULT: usize = 1_000;
+/// Longest TTL a key may have, in seconds (one year).
+pub const TTL_S_MAX: u64 = 365 * 24 * 3600;
 
 /// Why a key or value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +23,19 @@ pub enum InvalidInput {
     KeyControlChar,
     #[error("value is {len} bytes; the limit is {max}")]
     ValueTooLarge { len: usize, max: usize },
+    #[error("ttl must be between 1 and {max} seconds, got {got}")]
+    TtlOutOfRange { got: u64, max: u64 },
+}
+
+/// Checks a TTL in seconds: at least one second, at most [`TTL_S_MAX`].
+pub fn validate_ttl_s(ttl_s: u64) -> Result<(), InvalidInput> {
+    if ttl_s == 0 || ttl_s > TTL_S_MAX {
+        return Err(InvalidInput::TtlOutOfRange {
+            got: ttl_s,
+            max: TTL_S_MAX,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a key: non-empty, at most [`KEY_BYTES_MAX`] bytes, no control characters (they

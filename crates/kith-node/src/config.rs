@@ -29,6 +29,16 @@ pub struct NodeConfig {
     pub leader_wait: Duration,
     /// Timeout for one peer RPC that carries no deadline of its own.
     pub peer_timeout: Duration,
+    /// Change events kept for watches (older revisions answer 410).
+    pub events_kept: u64,
+    /// Ledger hashes kept for lookups by index.
+    pub ledger_kept: u64,
+    /// How often the leader checks for keys whose TTL has run out.
+    pub expiry_check_interval: Duration,
+    /// Concurrent watch streams one node serves.
+    pub watchers_max: usize,
+    /// A watcher further behind the store than this many revisions is cut off.
+    pub watch_lag_max: u64,
 }
 
 impl NodeConfig {
@@ -48,6 +58,11 @@ impl NodeConfig {
             request_timeout: Duration::from_secs(5),
             leader_wait: Duration::from_secs(3),
             peer_timeout: Duration::from_secs(5),
+            events_kept: 100_000,
+            ledger_kept: 10_000,
+            expiry_check_interval: Duration::from_millis(200),
+            watchers_max: 1024,
+            watch_lag_max: 50_000,
         }
     }
 }

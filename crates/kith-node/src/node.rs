@@ -21,8 +21,9 @@ use tokio::time::timeout;
 use crate::network::{PeerTransport, TransportError};
 use crate::protocol::{ForwardError, ForwardRequest, ForwardResponse};
 use crate::{NodeConfig, NodeError};
-use kith_core::{Command, KvEntry, NodeId, Response};
-use kith_storage::{LogStore, StateReader, TypeConfig};
+use kith_core::ledger::to_hex;
+use kith_core::{Command, KvEntry, NodeId, Proposal, Response};
+use kith_storage::{LogStore, StateReader, StoreConfig, TypeConfig};
 
 /// Entries per AppendEntries RPC; bounds a peer request to about this many values.
 pub const APPEND_ENTRIES_MAX: u64 = 64;
@@ -54,6 +55,11 @@ pub struct Health {
     pub snapshot_index: Option<u64>,
     /// Log entries up to here have been compacted away.
     pub purged_index: Option<u64>,
+    /// The kv store's revision on this node.
+    pub revision: u64,
+    /// The ledger head on this node: index of the last applied entry and the chain's hash.
+    pub ledger_index: u64,
+    pub ledger_hash: String,
     /// True when the node knows a leader and belongs to the cluster, i.e. can serve.
     pub ready: bool,
 }
@@ -70,6 +76,8 @@ pub struct MemberStatus {
     pub term: Option<u64>,
     pub commit_index: Option<u64>,
     pub applied_index: Option<u64>,
+    pub ledger_index: Option<u64>,
+    pub ledger_hash: Option<String>,
     /// Highest log index the leader knows this member has (leader's view).
     pub match_index: Option<u64>,
     /// Entries this member is behind the leader's log.
@@ -83,13 +91,29 @@ pub struct Node {
     log: LogStore,
     state: StateReader,
     transport: PeerTransport,
+    /// The TTL expiry driver; aborted by [`Node::shutdown`].
+    expiry_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Bounds concurrent watch streams (`watchers_max`).
+    pub watchers: Arc<tokio::sync::Semaphore>,
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock. Read only on the leader, to
+/// stamp proposals; state machines never call it.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Node {
     /// Opens the data directory and starts the Raft core. The node recovers its vote, log
     /// and applied state from disk; a fresh node waits to be initialized or joined.
     pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
-        let (log, sm) = kith_storage::open(&config.data_dir)?;
+        let store_config = StoreConfig {
+            events_kept: config.events_kept,
+            ledger_kept: config.ledger_kept,
+        };
+        let (log, sm) = kith_storage::open(&config.data_dir, store_config)?;
         let state = sm.reader();
         let raft_config = openraft::Config {
             cluster_name: "kith".into(),
@@ -115,13 +139,26 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Internal(format!("raft start: {e}")))?;
+        let expiry = tokio::spawn(drive_expiry(
+            raft.clone(),
+            state.clone(),
+            config.expiry_check_interval,
+            config.request_timeout,
+        ));
         Ok(Arc::new(Node {
+            watchers: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
             config,
             raft,
             log,
             state,
             transport,
+            expiry_task: std::sync::Mutex::new(Some(expiry)),
         }))
+    }
+
+    /// The applied state, for watches and the ledger.
+    pub fn state(&self) -> &StateReader {
+        &self.state
     }
 
     /// The openraft handle, for the peer RPC routes.
@@ -142,6 +179,9 @@ impl Node {
 
     /// Stops the Raft core; in-flight requests fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
+        if let Some(task) = self.expiry_task.lock().expect("expiry task lock").take() {
+            task.abort();
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -154,6 +194,8 @@ impl Node {
             .membership()
             .get_node(&self.config.id)
             .is_some();
+        let head = self.state.ledger_head().unwrap_or_default();
+        let revision = self.state.kv_meta().map_or(0, |k| k.revision);
         Health {
             node_id: self.config.id,
             role: role_name(m.state).into(),
@@ -164,6 +206,9 @@ impl Node {
             last_log_index: m.last_log_index.unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
+            revision,
+            ledger_index: head.index,
+            ledger_hash: to_hex(&head.hash),
             ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
         }
     }
@@ -289,6 +334,8 @@ impl Node {
                     term: report.as_ref().map(|h| h.term),
                     commit_index: report.as_ref().map(|h| h.commit_index),
                     applied_index: report.as_ref().map(|h| h.applied_index),
+                    ledger_index: report.as_ref().map(|h| h.ledger_index),
+                    ledger_hash: report.as_ref().map(|h| h.ledger_hash.clone()),
                     match_index,
                     lag: match_index.map(|i| leader_last.saturating_sub(i)),
                 }
@@ -401,7 +448,12 @@ impl Node {
         };
         match request {
             ForwardRequest::Write(command) => {
-                match timeout(limit, self.raft.client_write(command)).await {
+                // The leader's clock, read once here, is the time every replica applies.
+                let proposal = Proposal {
+                    now_ms: wall_clock_ms(),
+                    command,
+                };
+                match timeout(limit, self.raft.client_write(proposal)).await {
                     Err(_) => Err(timed_out("commit", limit)),
                     Ok(Ok(r)) => Ok(ForwardResponse::Written(r.data)),
                     Ok(Err(e)) => Err(write_error(e)),
@@ -506,5 +558,38 @@ fn role_name(state: ServerState) -> &'static str {
         ServerState::Candidate => "candidate",
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// On the leader, proposes [`Command::Expire`] whenever a key's TTL has run out, so keys
+/// expire even when no other write carries the leader's clock. Every node runs this loop;
+/// only the current leader proposes. Runs until aborted.
+async fn drive_expiry(
+    raft: openraft::Raft<TypeConfig>,
+    state: StateReader,
+    interval: Duration,
+    request_timeout: Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if raft.metrics().borrow().state != ServerState::Leader {
+            continue;
+        }
+        let now_ms = wall_clock_ms();
+        let due = matches!(state.next_expiry_ms(), Ok(Some(at)) if at <= now_ms);
+        if !due {
+            continue;
+        }
+        let proposal = Proposal {
+            now_ms,
+            command: Command::Expire,
+        };
+        match timeout(request_timeout, raft.client_write(proposal)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!("expiry proposal refused: {e}"),
+            Err(_) => tracing::warn!("expiry proposal timed out"),
+        }
     }
 }

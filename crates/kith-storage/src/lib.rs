@@ -3,9 +3,10 @@
 //! Owns:
 //! - [`LogStore`]: the Raft log, the vote and the committed index (`raft-log.redb`). Every
 //!   append, truncate, purge and vote is fsynced before openraft is told it is done.
-//! - [`StateMachineStore`]: the applied key-value state and the applied log id, written in
-//!   the same redb transaction as each batch of applied entries (`state.redb`), plus the
-//!   latest snapshot (`snapshot.bin`, replaced atomically).
+//! - [`StateMachineStore`]: the applied key-value state, its expiry index, the recent change
+//!   events (for watches), the ledger (hash chain) and the applied log id, all written in one
+//!   redb transaction per batch of applied entries (`state.redb`), plus the latest snapshot
+//!   (`snapshot.bin`, replaced atomically).
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
 //!   read paths; it never blocks writers (redb is MVCC).
 //!
@@ -25,13 +26,13 @@ use std::path::Path;
 
 pub use error::StoreError;
 pub use log_store::LogStore;
-pub use state_machine::{StateMachineStore, StateReader};
+pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};
 
 openraft::declare_raft_types!(
-    /// openraft's type configuration for kith: log entries carry [`kith_core::Command`]s and
-    /// applying one yields a [`kith_core::Response`].
+    /// openraft's type configuration for kith: log entries carry [`kith_core::Proposal`]s
+    /// and applying one yields a [`kith_core::Response`].
     pub TypeConfig:
-        D = kith_core::Command,
+        D = kith_core::Proposal,
         R = kith_core::Response,
         NodeId = kith_core::NodeId,
         Node = openraft::BasicNode,
@@ -41,9 +42,9 @@ openraft::declare_raft_types!(
 );
 
 /// Opens (or creates) a node's stores under `dir`.
-pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+pub fn open(dir: &Path, config: StoreConfig) -> Result<(LogStore, StateMachineStore), StoreError> {
     std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
     let log = LogStore::open(&dir.join("raft-log.redb"))?;
-    let sm = StateMachineStore::open(dir)?;
+    let sm = StateMachineStore::open(dir, config)?;
     Ok((log, sm))
 }

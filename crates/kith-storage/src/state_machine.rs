@@ -1,16 +1,25 @@
 //! The applied state (openraft's `RaftStateMachine`) and snapshots, on redb.
 //!
 //! Layout of `state.redb`:
-//! - table `kv`: key → postcard-encoded [`KvEntry`];
-//! - table `meta`: `last_applied` (log id), `membership` (stored membership), `revision`.
+//! - `kv`: key → postcard [`KvEntry`];
+//! - `expiry`: (expires_at_ms, key) → () — the TTL index, earliest first;
+//! - `events`: revision → postcard [`KvEvent`] — the recent change history watches read;
+//! - `ledger`: log index → 32-byte hash — the recent part of the hash chain;
+//! - `meta`: `last_applied`, `membership`, `kv_meta` (revision and clock), `ledger_head`,
+//!   `events_compacted` (every event at or below it is gone).
 //!
 //! Invariants:
 //! - Each batch of entries openraft hands to [`apply`](RaftStateMachine::apply) is applied in
-//!   one redb write transaction together with the new `last_applied`, so after a crash the
-//!   state and the applied index always agree; openraft re-applies anything after it.
+//!   one redb write transaction together with the new `last_applied`, ledger head and
+//!   counters, so after a crash they always agree; openraft re-applies anything after.
 //! - `last_applied` only grows (asserted), except when a snapshot replaces the state.
+//! - The ledger links: each applied entry's hash is computed from the hash of the entry
+//!   applied before it (or the snapshot's head), in the same transaction.
+//! - History is bounded: at most `events_kept` events and `ledger_kept` hashes are retained.
 //! - A snapshot is a consistent read of one redb transaction; the latest one is kept in
-//!   `snapshot.bin`, written to a temporary file, fsynced and renamed into place.
+//!   `snapshot.bin`, written to a temporary file, fsynced and renamed into place. It carries
+//!   the keys, counters and ledger head, not the event history: a node that installs one
+//!   starts its history at the snapshot's revision.
 //!
 //! Snapshots are built in memory (the whole key space postcard-encoded): fine for the data
 //! sizes kith's kv store targets; a streaming format is the upgrade path for larger stores.
@@ -26,40 +35,79 @@ use openraft::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
 use crate::{StoreError, TypeConfig};
-use kith_core::{kv, KvEntry, KvTable, NodeId, Response};
+use kith_core::ledger::{self, Hash};
+use kith_core::{kv, KvEntry, KvEvent, KvMeta, KvTable, NodeId, Response};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const KEY_LAST_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
-const KEY_REVISION: &str = "revision";
+const KEY_KV_META: &str = "kv_meta";
+const KEY_LEDGER_HEAD: &str = "ledger_head";
+const KEY_EVENTS_COMPACTED: &str = "events_compacted";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
 
+/// Bounds on the history the state machine keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    /// Change events kept for watches; older revisions answer "compacted".
+    pub events_kept: u64,
+    /// Ledger hashes kept for `GET /v1/ledger?index=N`.
+    pub ledger_kept: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            events_kept: 100_000,
+            ledger_kept: 10_000,
+        }
+    }
+}
+
+/// The newest link of the ledger: the hash after applying the entry at `index`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerHead {
+    pub index: u64,
+    pub hash: Hash,
+}
+
 /// The state machine as openraft drives it. Owned by openraft's core task.
 pub struct StateMachineStore {
     db: Arc<Database>,
     dir: PathBuf,
+    config: StoreConfig,
+    /// Publishes the store revision after every committed apply; watchers wait on it.
+    revision_tx: Arc<watch::Sender<u64>>,
     /// Counts snapshots built by this process, to make snapshot ids unique.
     snapshot_seq: u64,
+    /// Test-only fault: the log index whose bytes this node alters before hashing.
+    corrupt_ledger_at: Option<u64>,
 }
 
-/// Read-only view of the applied state for the node's read paths.
+/// Read-only view of the applied state for the node's read paths. Cheap to clone.
 #[derive(Clone)]
 pub struct StateReader {
     db: Arc<Database>,
+    revision_tx: Arc<watch::Sender<u64>>,
 }
 
 /// The payload of a snapshot: the full key space at `last_applied`.
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
-    revision: u64,
+    kv_meta: KvMeta,
+    ledger_head: LedgerHead,
     entries: Vec<(String, KvEntry)>,
 }
 
@@ -70,26 +118,52 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// Backs [`KvTable`] with an open redb table inside a write transaction.
+/// Backs [`KvTable`] with open redb tables inside one write transaction.
 struct RedbKv<'t> {
-    table: Table<'t, &'static str, &'static [u8]>,
+    kv: Table<'t, &'static str, &'static [u8]>,
+    expiry: Table<'t, (u64, &'static str), ()>,
+    events: Table<'t, u64, &'static [u8]>,
 }
 
 impl KvTable for RedbKv<'_> {
     type Error = StoreError;
     fn get(&mut self, key: &str) -> Result<Option<KvEntry>, StoreError> {
-        match self.table.get(key)? {
+        match self.kv.get(key)? {
             Some(v) => Ok(Some(decode(v.value())?)),
             None => Ok(None),
         }
     }
     fn put(&mut self, key: &str, entry: &KvEntry) -> Result<(), StoreError> {
-        let bytes = encode(entry)?;
-        self.table.insert(key, bytes.as_slice())?;
+        self.kv.insert(key, encode(entry)?.as_slice())?;
         Ok(())
     }
     fn remove(&mut self, key: &str) -> Result<(), StoreError> {
-        self.table.remove(key)?;
+        self.kv.remove(key)?;
+        Ok(())
+    }
+    fn expiry_add(&mut self, at_ms: u64, key: &str) -> Result<(), StoreError> {
+        self.expiry.insert((at_ms, key), ())?;
+        Ok(())
+    }
+    fn expiry_remove(&mut self, at_ms: u64, key: &str) -> Result<(), StoreError> {
+        self.expiry.remove((at_ms, key))?;
+        Ok(())
+    }
+    fn expiry_due(&mut self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut due = Vec::new();
+        for item in self.expiry.iter()? {
+            let (k, _) = item?;
+            let (at, key) = k.value();
+            if at > now_ms || due.len() == limit {
+                break;
+            }
+            due.push((at, key.to_owned()));
+        }
+        Ok(due)
+    }
+    fn record(&mut self, event: &KvEvent) -> Result<(), StoreError> {
+        self.events
+            .insert(event.revision, encode(event)?.as_slice())?;
         Ok(())
     }
 }
@@ -104,6 +178,15 @@ fn meta_get<T: for<'de> Deserialize<'de>>(
     }
 }
 
+fn meta_put<T: Serialize>(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    table.insert(key, encode(value)?.as_slice())?;
+    Ok(())
+}
+
 fn sm_read_err(e: StoreError) -> StorageError<NodeId> {
     StorageIOError::read_state_machine(&e).into()
 }
@@ -113,16 +196,24 @@ fn sm_write_err(e: StoreError) -> StorageError<NodeId> {
 }
 
 impl StateMachineStore {
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let db = Database::create(dir.join("state.redb"))?;
         let txn = db.begin_write()?;
         txn.open_table(KV)?;
+        txn.open_table(EXPIRY)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(LEDGER)?;
         txn.open_table(META)?;
         txn.commit()?;
+        let db = Arc::new(db);
+        let revision = read_kv_meta(&db)?.revision;
         Ok(StateMachineStore {
-            db: Arc::new(db),
+            db,
             dir: dir.to_path_buf(),
+            config,
+            revision_tx: Arc::new(watch::Sender::new(revision)),
             snapshot_seq: 0,
+            corrupt_ledger_at: corrupt_ledger_at(),
         })
     }
 
@@ -130,6 +221,7 @@ impl StateMachineStore {
     pub fn reader(&self) -> StateReader {
         StateReader {
             db: self.db.clone(),
+            revision_tx: self.revision_tx.clone(),
         }
     }
 
@@ -147,14 +239,18 @@ impl StateMachineStore {
     ) -> Result<Vec<Response>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut responses = Vec::new();
-        {
+        let kv_meta = {
             let mut meta = txn.open_table(META)?;
             let mut last_applied: Option<LogId<NodeId>> =
                 meta_get(&meta, KEY_LAST_APPLIED)?.flatten();
-            let mut revision: u64 = meta_get(&meta, KEY_REVISION)?.unwrap_or(0);
+            let mut kv_meta: KvMeta = meta_get(&meta, KEY_KV_META)?.unwrap_or_default();
+            let mut head: LedgerHead = meta_get(&meta, KEY_LEDGER_HEAD)?.unwrap_or_default();
             let mut membership: Option<Membership> = None;
-            let mut kv_table = RedbKv {
-                table: txn.open_table(KV)?,
+            let mut ledger_table = txn.open_table(LEDGER)?;
+            let mut table = RedbKv {
+                kv: txn.open_table(KV)?,
+                expiry: txn.open_table(EXPIRY)?,
+                events: txn.open_table(EVENTS)?,
             };
             for entry in entries {
                 assert!(
@@ -164,23 +260,51 @@ impl StateMachineStore {
                     last_applied
                 );
                 last_applied = Some(entry.log_id);
+                let mut bytes = encode(&entry)?;
+                if self.corrupt_ledger_at == Some(entry.log_id.index) {
+                    bytes.push(0xff);
+                }
+                head = LedgerHead {
+                    index: entry.log_id.index,
+                    hash: ledger::chain(
+                        &head.hash,
+                        entry.log_id.index,
+                        entry.log_id.leader_id.term,
+                        &bytes,
+                    ),
+                };
+                ledger_table.insert(head.index, head.hash.as_slice())?;
                 let response = match entry.payload {
                     EntryPayload::Blank => Response::None,
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
                         Response::None
                     }
-                    EntryPayload::Normal(cmd) => kv::apply(&mut kv_table, &mut revision, &cmd)?,
+                    EntryPayload::Normal(proposal) => {
+                        kv::apply(&mut table, &mut kv_meta, &proposal)?
+                    }
                 };
                 responses.push(response);
             }
-            meta.insert(KEY_LAST_APPLIED, encode(&last_applied)?.as_slice())?;
-            meta.insert(KEY_REVISION, encode(&revision)?.as_slice())?;
-            if let Some(m) = membership {
-                meta.insert(KEY_MEMBERSHIP, encode(&m)?.as_slice())?;
+            // Bounded history: drop the oldest hashes and events.
+            let ledger_cutoff = head.index.saturating_sub(self.config.ledger_kept);
+            ledger_table.retain_in(..=ledger_cutoff, |_, _| false)?;
+            let events_cutoff = kv_meta.revision.saturating_sub(self.config.events_kept);
+            let compacted: u64 = meta_get(&meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0);
+            if events_cutoff > compacted {
+                table.events.retain_in(..=events_cutoff, |_, _| false)?;
+                meta_put(&mut meta, KEY_EVENTS_COMPACTED, &events_cutoff)?;
             }
-        }
+            meta_put(&mut meta, KEY_LAST_APPLIED, &last_applied)?;
+            meta_put(&mut meta, KEY_KV_META, &kv_meta)?;
+            meta_put(&mut meta, KEY_LEDGER_HEAD, &head)?;
+            if let Some(m) = membership {
+                meta_put(&mut meta, KEY_MEMBERSHIP, &m)?;
+            }
+            kv_meta
+        };
         txn.commit()?;
+        self.revision_tx.send_replace(kv_meta.revision);
         Ok(responses)
     }
 
@@ -193,16 +317,29 @@ impl StateMachineStore {
         let txn = self.db.begin_write()?;
         {
             let mut kv_table = txn.open_table(KV)?;
+            let mut expiry = txn.open_table(EXPIRY)?;
             kv_table.retain(|_, _| false)?;
+            expiry.retain(|_, _| false)?;
             for (key, entry) in &body.entries {
                 kv_table.insert(key.as_str(), encode(entry)?.as_slice())?;
+                if let Some(at) = entry.expires_at_ms {
+                    expiry.insert((at, key.as_str()), ())?;
+                }
             }
+            // The history before the snapshot is not carried: it starts here.
+            txn.open_table(EVENTS)?.retain(|_, _| false)?;
+            let mut ledger_table = txn.open_table(LEDGER)?;
+            ledger_table.retain(|_, _| false)?;
+            ledger_table.insert(body.ledger_head.index, body.ledger_head.hash.as_slice())?;
             let mut m = txn.open_table(META)?;
-            m.insert(KEY_LAST_APPLIED, encode(&meta.last_log_id)?.as_slice())?;
-            m.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?.as_slice())?;
-            m.insert(KEY_REVISION, encode(&body.revision)?.as_slice())?;
+            meta_put(&mut m, KEY_LAST_APPLIED, &meta.last_log_id)?;
+            meta_put(&mut m, KEY_MEMBERSHIP, &meta.last_membership)?;
+            meta_put(&mut m, KEY_KV_META, &body.kv_meta)?;
+            meta_put(&mut m, KEY_LEDGER_HEAD, &body.ledger_head)?;
+            meta_put(&mut m, KEY_EVENTS_COMPACTED, &body.kv_meta.revision)?;
         }
         txn.commit()?;
+        self.revision_tx.send_replace(body.kv_meta.revision);
         save_snapshot_file(
             &self.dir,
             &StoredSnapshot {
@@ -211,6 +348,24 @@ impl StateMachineStore {
             },
         )
     }
+}
+
+#[cfg(feature = "test-hooks")]
+fn corrupt_ledger_at() -> Option<u64> {
+    std::env::var("KITH_TEST_CORRUPT_LEDGER_INDEX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn corrupt_ledger_at() -> Option<u64> {
+    None
+}
+
+fn read_kv_meta(db: &Database) -> Result<KvMeta, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    Ok(meta_get(&meta, KEY_KV_META)?.unwrap_or_default())
 }
 
 /// Writes `snapshot.bin` crash-safely: temp file, fsync, rename, fsync the directory.
@@ -251,14 +406,19 @@ impl SnapshotBuilder {
             meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
         let last_membership: Membership =
             meta_get(&meta_table, KEY_MEMBERSHIP)?.unwrap_or_default();
-        let revision: u64 = meta_get(&meta_table, KEY_REVISION)?.unwrap_or(0);
+        let kv_meta: KvMeta = meta_get(&meta_table, KEY_KV_META)?.unwrap_or_default();
+        let ledger_head: LedgerHead = meta_get(&meta_table, KEY_LEDGER_HEAD)?.unwrap_or_default();
         let kv_table = txn.open_table(KV)?;
         let mut entries = Vec::new();
         for item in kv_table.iter()? {
             let (k, v) = item?;
             entries.push((k.value().to_owned(), decode(v.value())?));
         }
-        let data = encode(&SnapshotBody { revision, entries })?;
+        let data = encode(&SnapshotBody {
+            kv_meta,
+            ledger_head,
+            entries,
+        })?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
             None => format!("0-0-{}", self.seq),
@@ -337,6 +497,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 /// One key as returned by a list.
 pub type ListedKey = (String, KvEntry);
 
+/// A page of watch history: matching events, and where the scan stopped.
+pub struct EventPage {
+    pub events: Vec<KvEvent>,
+    /// The next revision to scan from.
+    pub next_revision: u64,
+}
+
 impl StateReader {
     /// The key's entry, as of the latest applied state.
     pub fn get(&self, key: &str) -> Result<Option<KvEntry>, StoreError> {
@@ -358,7 +525,7 @@ impl StateReader {
     ) -> Result<(Vec<ListedKey>, bool, u64), StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let revision: u64 = meta_get(&meta, KEY_REVISION)?.unwrap_or(0);
+        let kv_meta: KvMeta = meta_get(&meta, KEY_KV_META)?.unwrap_or_default();
         let table = txn.open_table(KV)?;
         let mut out = Vec::new();
         let mut more = false;
@@ -374,13 +541,78 @@ impl StateReader {
             }
             out.push((key.to_owned(), decode(v.value())?));
         }
-        Ok((out, more, revision))
+        Ok((out, more, kv_meta.revision))
     }
 
-    /// The store revision of the latest applied state.
-    pub fn revision(&self) -> Result<u64, StoreError> {
+    /// The store's revision and clock as of the latest applied state.
+    pub fn kv_meta(&self) -> Result<KvMeta, StoreError> {
+        read_kv_meta(&self.db)
+    }
+
+    /// The earliest pending expiry time, if any key has a TTL.
+    pub fn next_expiry_ms(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EXPIRY)?;
+        let first = table.first()?.map(|(k, _)| k.value().0);
+        Ok(first)
+    }
+
+    /// Every event at or below this revision is gone from this node's history.
+    pub fn events_compacted(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        Ok(meta_get(&meta, KEY_REVISION)?.unwrap_or(0))
+        Ok(meta_get(&meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0))
+    }
+
+    /// Scans at most `scan_max` events from revision `from` on and returns those whose key
+    /// starts with `prefix`, in revision order.
+    pub fn events(
+        &self,
+        from: u64,
+        prefix: &str,
+        scan_max: usize,
+    ) -> Result<EventPage, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut events = Vec::new();
+        let mut next_revision = from;
+        for item in table.range(from..)?.take(scan_max) {
+            let (k, v) = item?;
+            next_revision = k.value() + 1;
+            let event: KvEvent = decode(v.value())?;
+            if event.key.starts_with(prefix) {
+                events.push(event);
+            }
+        }
+        Ok(EventPage {
+            events,
+            next_revision,
+        })
+    }
+
+    /// A receiver that sees the store revision after every apply.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision_tx.subscribe()
+    }
+
+    /// The ledger's newest link.
+    pub fn ledger_head(&self) -> Result<LedgerHead, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta_get(&meta, KEY_LEDGER_HEAD)?.unwrap_or_default())
+    }
+
+    /// The ledger hash at `index`, while it is retained; also the oldest retained index.
+    pub fn ledger_at(&self, index: u64) -> Result<(Option<Hash>, Option<u64>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEDGER)?;
+        let hash = match table.get(index)? {
+            Some(v) => Some(v.value().try_into().map_err(|_| {
+                StoreError::Io(std::io::Error::other("ledger hash is not 32 bytes"))
+            })?),
+            None => None,
+        };
+        let oldest = table.first()?.map(|(k, _)| k.value());
+        Ok((hash, oldest))
     }
 }

@@ -13,7 +13,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbBuil
         &self,
     ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<kith_core::NodeId>> {
         let dir = TempDir::new().expect("create temp dir");
-        let (log, sm) = kith_storage::open(dir.path()).expect("open stores");
+        let (log, sm) = kith_storage::open(dir.path(), Default::default()).expect("open stores");
         Ok((dir, log, sm))
     }
 }

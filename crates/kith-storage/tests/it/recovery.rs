@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use kith_core::{Command, Response};
+use kith_core::{Command, Proposal, Response};
 use kith_storage::TypeConfig;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Vote};
@@ -14,10 +14,14 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Command::Put {
-            key: key.into(),
-            value: value.into(),
-            if_revision: None,
+        payload: EntryPayload::Normal(Proposal {
+            now_ms: 1_000,
+            command: Command::Put {
+                key: key.into(),
+                value: value.into(),
+                if_revision: None,
+                ttl_ms: None,
+            },
         }),
     }
 }
@@ -26,7 +30,7 @@ fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
 async fn vote_log_and_state_survive_reopen() {
     let dir = tempfile::TempDir::new().unwrap();
     {
-        let (mut log, mut sm) = kith_storage::open(dir.path()).unwrap();
+        let (mut log, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
         log.save_vote(&Vote::new(3, 2)).await.unwrap();
         let responses = sm
             .apply(vec![put(3, 1, "a", "1"), put(3, 2, "b", "2")])
@@ -37,19 +41,65 @@ async fn vote_log_and_state_survive_reopen() {
             vec![Response::Put { revision: 1 }, Response::Put { revision: 2 }]
         );
     }
-    let (mut log, mut sm) = kith_storage::open(dir.path()).unwrap();
+    let (mut log, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(3, 2)));
     let reader = sm.reader();
     assert_eq!(reader.get("b").unwrap().unwrap().value, b"2");
-    assert_eq!(reader.revision().unwrap(), 2);
+    assert_eq!(reader.kv_meta().unwrap().revision, 2);
+    assert_eq!(reader.ledger_head().unwrap().index, 2);
+    let page = reader.events(1, "", 10).unwrap();
+    assert_eq!(page.events.len(), 2);
+    assert_eq!(page.next_revision, 3);
+}
+
+#[tokio::test]
+async fn identical_histories_have_identical_ledgers_and_bounded_history() {
+    let config = kith_storage::StoreConfig {
+        events_kept: 5,
+        ledger_kept: 4,
+    };
+    let (a, b) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
+    let (_, mut sm_b) = kith_storage::open(b.path(), config).unwrap();
+    let entries: Vec<_> = (1..=10).map(|i| put(1, i, &format!("k{i}"), "v")).collect();
+    sm_a.apply(entries.clone()).await.unwrap();
+    sm_b.apply(entries[..5].to_vec()).await.unwrap();
+    sm_b.apply(entries[5..].to_vec()).await.unwrap();
+    let (ra, rb) = (sm_a.reader(), sm_b.reader());
+    assert_eq!(ra.ledger_head().unwrap(), rb.ledger_head().unwrap());
+    assert_eq!(ra.ledger_at(8).unwrap().0, rb.ledger_at(8).unwrap().0);
+    // Only the newest 4 hashes and 5 events are kept.
+    assert_eq!(ra.ledger_at(6).unwrap(), (None, Some(7)));
+    assert_eq!(ra.events_compacted().unwrap(), 5);
+    assert_eq!(ra.events(0, "", 100).unwrap().events.len(), 5);
+
+    // A different entry at one index gives a different head from there on.
+    let (c, mut other) = {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (_, sm) = kith_storage::open(dir.path(), config).unwrap();
+        (dir, sm)
+    };
+    let mut diverged = entries.clone();
+    diverged[6] = put(1, 7, "k7", "different");
+    other.apply(diverged).await.unwrap();
+    let rc = other.reader();
+    assert_eq!(rc.ledger_at(6).unwrap().0, None);
+    assert_ne!(
+        rc.ledger_head().unwrap().hash,
+        ra.ledger_head().unwrap().hash
+    );
+    drop(c);
 }
 
 #[tokio::test]
 async fn snapshot_installs_into_an_empty_store() {
     let src = tempfile::TempDir::new().unwrap();
-    let (_, mut sm) = kith_storage::open(src.path()).unwrap();
+    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
     sm.apply(vec![put(1, 1, "x/1", "one"), put(1, 2, "x/2", "two")])
         .await
         .unwrap();
@@ -61,7 +111,7 @@ async fn snapshot_installs_into_an_empty_store() {
         .unwrap();
 
     let dst = tempfile::TempDir::new().unwrap();
-    let (_, mut other) = kith_storage::open(dst.path()).unwrap();
+    let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
     other.apply(vec![put(1, 1, "stale", "gone")]).await.unwrap();
     let data: Cursor<Vec<u8>> = *snapshot.snapshot;
     other
@@ -74,10 +124,16 @@ async fn snapshot_installs_into_an_empty_store() {
     assert_eq!(keys.len(), 2);
     assert!(!more);
     assert_eq!(revision, 2);
+    assert_eq!(
+        reader.ledger_head().unwrap(),
+        sm.reader().ledger_head().unwrap()
+    );
+    // The history before a snapshot does not travel with it.
+    assert_eq!(reader.events_compacted().unwrap(), 2);
     // The installed snapshot is what a restarted node will offer to others.
     drop(reader);
     drop(other);
-    let (_, mut reopened) = kith_storage::open(dst.path()).unwrap();
+    let (_, mut reopened) = kith_storage::open(dst.path(), Default::default()).unwrap();
     let current = reopened.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
 }
