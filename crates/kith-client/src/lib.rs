@@ -1,15 +1,21 @@
 //! kith-client: a typed HTTP client for a kith cluster.
 //!
-//! Takes several endpoints and fails over between them: a request whose connection cannot
-//! be made goes to the next endpoint. Reads and other idempotent requests are also retried
+//! Takes several endpoints, spreads reads over them round-robin (skipping endpoints that
+//! failed in the last few seconds), and fails over between them: a request whose connection
+//! cannot be made goes to the next endpoint. Reads and other idempotent requests are also retried
 //! on the next endpoint when a node answers 503 (no leader, timeout). A write is retried
 //! only when it certainly did not happen (connection refused, or `no_leader`), never after a
 //! timeout, whose outcome is unknown. Attempts and backoff are bounded.
 //!
 //! Refuses: knowing cluster internals; it speaks only the public `/v1` API.
 
+mod watch;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use watch::{WatchControl, WatchEvent};
 
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -21,6 +27,8 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Adding a member waits for it to catch up, so requests may take this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
+/// How long an endpoint that failed to connect is skipped by reads.
+const DOWN_FOR: Duration = Duration::from_secs(3);
 const OCTETS: &str = "application/octet-stream";
 const JSON: &str = "application/json";
 
@@ -33,6 +41,10 @@ pub enum ClientError {
         code: String,
         message: String,
     },
+    /// A watch stream was ended by the server and cannot be resumed (e.g. its revision was
+    /// compacted away).
+    #[error("watch ended: {reason}: {message}")]
+    WatchCut { reason: String, message: String },
     /// No endpoint could serve the request.
     #[error("no endpoint could serve the request; last error: {0}")]
     Unavailable(String),
@@ -76,7 +88,7 @@ pub struct KvValue {
 }
 
 /// Whether a request may be repeated after an ambiguous failure.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Retry {
     /// Reads: retry on any retryable failure.
     Idempotent,
@@ -84,11 +96,26 @@ enum Retry {
     OnlyIfNotApplied,
 }
 
+/// Options for [`Client::put_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PutOptions {
+    /// Compare-and-set: only if the key's revision is this (0: only if absent).
+    pub if_revision: Option<u64>,
+    /// Seconds until the key expires.
+    pub ttl_s: Option<u64>,
+}
+
 pub struct Client {
     endpoints: Vec<String>,
     http: reqwest::Client,
-    /// Index of the endpoint to try first; advanced past endpoints that fail.
+    /// For long-lived streams: no overall timeout, only the connect timeout.
+    stream_http: reqwest::Client,
+    /// Index of the endpoint writes try first: the last one that answered.
     preferred: AtomicUsize,
+    /// Round-robin position for reads.
+    next_read: AtomicUsize,
+    /// Per endpoint, until when reads skip it after a failed connection.
+    down_until: Mutex<Vec<Option<Instant>>>,
 }
 
 #[derive(Deserialize)]
@@ -123,10 +150,18 @@ impl Client {
             .connect_timeout(Duration::from_millis(500))
             .build()
             .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        let stream_http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
         Ok(Client {
+            stream_http,
+            down_until: Mutex::new(vec![None; endpoints.len()]),
             endpoints,
             http,
             preferred: AtomicUsize::new(0),
+            next_read: AtomicUsize::new(0),
         })
     }
 
@@ -144,8 +179,12 @@ impl Client {
         let n = self.endpoints.len();
         let mut backoff = BACKOFF_START;
         let mut last = String::from("no attempt made");
+        let start = match retry {
+            Retry::Idempotent => self.read_start(),
+            Retry::OnlyIfNotApplied => self.preferred.load(Ordering::Relaxed),
+        };
         for attempt in 0..n * ROUNDS_MAX {
-            let index = (self.preferred.load(Ordering::Relaxed) + attempt) % n;
+            let index = (start + attempt) % n;
             let url = format!("{}{}", self.endpoints[index], path_and_query);
             let mut request = self.http.request(method.clone(), &url);
             if let Some((bytes, content_type)) = &body {
@@ -168,7 +207,10 @@ impl Client {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(response);
                 }
-                Err(e) if e.is_connect() => last = format!("{url}: {e}"),
+                Err(e) if e.is_connect() => {
+                    self.mark_down(index);
+                    last = format!("{url}: {e}");
+                }
                 Err(e) if retry == Retry::Idempotent => last = format!("{url}: {e}"),
                 Err(e) => return Err(ClientError::Unavailable(format!("{url}: {e}"))),
             }
@@ -179,6 +221,23 @@ impl Client {
             }
         }
         Err(ClientError::Unavailable(last))
+    }
+
+    /// The endpoint a read starts at: the next in round-robin order that has not failed
+    /// recently (or simply the next, when all have).
+    fn read_start(&self) -> usize {
+        let n = self.endpoints.len();
+        let first = self.next_read.fetch_add(1, Ordering::Relaxed);
+        let down = self.down_until.lock().expect("down_until lock");
+        let now = Instant::now();
+        (0..n)
+            .map(|i| (first + i) % n)
+            .find(|i| down[*i].is_none_or(|until| until <= now))
+            .unwrap_or(first % n)
+    }
+
+    fn mark_down(&self, index: usize) {
+        self.down_until.lock().expect("down_until lock")[index] = Some(Instant::now() + DOWN_FOR);
     }
 
     async fn json(response: reqwest::Response) -> Result<Value, ClientError> {
@@ -200,11 +259,33 @@ impl Client {
         value: &[u8],
         if_revision: Option<u64>,
     ) -> Result<u64, ClientError> {
-        let mut path = format!("/v1/kv/{}", encode_key(key));
-        if let Some(r) = if_revision {
-            path.push_str(&format!("?if_revision={r}"));
+        let options = PutOptions {
+            if_revision,
+            ttl_s: None,
+        };
+        self.put_with(key, value, options).await
+    }
+
+    /// Sets `key` with the given options; returns the new revision.
+    pub async fn put_with(
+        &self,
+        key: &str,
+        value: &[u8],
+        options: PutOptions,
+    ) -> Result<u64, ClientError> {
+        let mut query = Vec::new();
+        if let Some(r) = options.if_revision {
+            query.push(format!("if_revision={r}"));
         }
-        let retry = if if_revision.is_some() {
+        if let Some(t) = options.ttl_s {
+            query.push(format!("ttl={t}"));
+        }
+        let mut path = format!("/v1/kv/{}", encode_key(key));
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
+        }
+        let retry = if options.if_revision.is_some() {
             // A compare-and-set applied twice fails the second time, so it is safe to retry.
             Retry::Idempotent
         } else {
@@ -320,6 +401,30 @@ impl Client {
             .json()
             .await
             .map_err(|e| ClientError::Decode(format!("{status}: {e}")))
+    }
+
+    /// `GET /v1/ledger` of one specific endpoint: that node's ledger head, or with `index`
+    /// its hash at that index. `Ok(None)` when the node no longer keeps (or has not yet
+    /// reached) that index.
+    pub async fn ledger_of(
+        &self,
+        endpoint: &str,
+        index: Option<u64>,
+    ) -> Result<Option<Value>, ClientError> {
+        let mut url = format!("{}/v1/ledger", endpoint.trim_end_matches('/'));
+        if let Some(i) = index {
+            url.push_str(&format!("?index={i}"));
+        }
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unavailable(format!("{url}: {e}")))?;
+        match response.status() {
+            StatusCode::NOT_FOUND | StatusCode::GONE => Ok(None),
+            _ => Self::json(response).await.map(Some),
+        }
     }
 
     /// Adds node `id` reachable at `addr` (HOST:PORT) as a voter.

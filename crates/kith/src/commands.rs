@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use kith_client::{Client, Consistency};
+use kith_client::{Client, Consistency, PutOptions, WatchControl};
 
 #[derive(Args)]
 pub struct Common {
@@ -49,6 +49,9 @@ enum KvCommand {
         /// Only if the key's revision is N (0: only if absent).
         #[arg(long)]
         if_revision: Option<u64>,
+        /// Delete the key after this many seconds.
+        #[arg(long)]
+        ttl: Option<u64>,
     },
     /// Print KEY's value.
     Get {
@@ -62,6 +65,14 @@ enum KvCommand {
         key: String,
         #[arg(long)]
         if_revision: Option<u64>,
+    },
+    /// Print every change to keys starting with PREFIX as it happens; survives node failures.
+    Watch {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Start from this revision (default: changes from now on).
+        #[arg(long)]
+        from_revision: Option<u64>,
     },
     /// List keys starting with PREFIX.
     Ls {
@@ -108,8 +119,13 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
             key,
             value,
             if_revision,
+            ttl,
         } => {
-            let revision = client.put(&key, value.as_bytes(), if_revision).await?;
+            let options = PutOptions {
+                if_revision,
+                ttl_s: ttl,
+            };
+            let revision = client.put_with(&key, value.as_bytes(), options).await?;
             if json_out {
                 println!("{}", json!({"key": key, "revision": revision}));
             } else {
@@ -145,6 +161,39 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
             } else {
                 println!("no such key");
             }
+        }
+        KvCommand::Watch {
+            prefix,
+            from_revision,
+        } => {
+            use std::io::Write;
+            client
+                .watch(&prefix, from_revision, |event| {
+                    let line = if json_out {
+                        event.data.to_string()
+                    } else {
+                        let value = event.data["value"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .or_else(|| {
+                                event.data["value_base64"]
+                                    .as_str()
+                                    .map(|b| format!("base64:{b}"))
+                            })
+                            .unwrap_or_default();
+                        format!(
+                            "{:>8}  {:<6}  {}  {}",
+                            event.revision, event.kind, event.key, value
+                        )
+                    };
+                    // Stop quietly when whoever reads our output has gone.
+                    let mut out = std::io::stdout();
+                    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                        Ok(()) => WatchControl::Continue,
+                        Err(_) => WatchControl::Stop,
+                    }
+                })
+                .await?;
         }
         KvCommand::Ls {
             prefix,
@@ -286,4 +335,150 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Args)]
+pub struct LedgerArgs {
+    #[command(subcommand)]
+    command: LedgerCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Check that every member holds the same history: compare their ledger hashes at a
+    /// common applied index; name any node that diverges and exit non-zero.
+    Verify,
+}
+
+pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
+    let client = args.common.client()?;
+    let LedgerCommand::Verify = args.command;
+    let status = client.cluster().await?;
+    let members: Vec<(u64, String)> = status["members"]
+        .as_array()
+        .context("cluster answer has no members")?
+        .iter()
+        .filter_map(|m| Some((m["id"].as_u64()?, format!("http://{}", m["addr"].as_str()?))))
+        .collect();
+    // Every member's head; the common index is the lowest.
+    let mut heads = Vec::new();
+    for (id, url) in &members {
+        let head = client
+            .ledger_of(url, None)
+            .await
+            .with_context(|| format!("node {id} ({url}) did not answer"))?
+            .with_context(|| format!("node {id} has no ledger"))?;
+        heads.push((*id, url.clone(), head["index"].as_u64().unwrap_or(0)));
+    }
+    let common = heads.iter().map(|h| h.2).min().unwrap_or(0);
+    let mut hashes = Vec::new();
+    for (id, url, _) in &heads {
+        let at = client
+            .ledger_of(url, Some(common))
+            .await?
+            .with_context(|| {
+                format!("node {id} no longer keeps index {common}; run verify again")
+            })?;
+        hashes.push((
+            *id,
+            url.clone(),
+            at["hash"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    // The hash most members report is the reference; any other hash is a divergence.
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for (_, _, h) in &hashes {
+        *counts.entry(h.as_str()).or_default() += 1;
+    }
+    let (reference, _) = counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(h, n)| (h.to_string(), *n))
+        .context("no members")?;
+    let divergent: Vec<&(u64, String, String)> =
+        hashes.iter().filter(|(_, _, h)| *h != reference).collect();
+    let json_out = args.common.output == Output::Json;
+    if divergent.is_empty() {
+        if json_out {
+            println!(
+                "{}",
+                json!({"agree": true, "index": common, "hash": reference, "members": members.len()})
+            );
+        } else {
+            println!(
+                "OK: all {} members hold the same history up to index {common} (hash {reference})",
+                members.len()
+            );
+        }
+        return Ok(());
+    }
+    let good_url = &hashes
+        .iter()
+        .find(|(_, _, h)| *h == reference)
+        .context("a member with the reference hash")?
+        .1;
+    let mut report = Vec::new();
+    for (id, url, _) in divergent {
+        let first = first_divergence(&client, good_url, url, common).await;
+        report.push(json!({"node_id": id, "first_divergent_index": first}));
+        if !json_out {
+            match first {
+                Some(i) => eprintln!("node {id} diverges from the majority at index {i}"),
+                None => {
+                    eprintln!("node {id} diverges from the majority at or before index {common}")
+                }
+            }
+        }
+    }
+    if json_out {
+        println!(
+            "{}",
+            json!({"agree": false, "index": common, "divergent": report})
+        );
+    }
+    bail!("ledger verification failed at index {common}")
+}
+
+/// Binary-searches the lowest index at which `bad` and `good` disagree, within the window
+/// both still retain. `None` when that window does not reach the first divergence.
+async fn first_divergence(client: &Client, good: &str, bad: &str, upto: u64) -> Option<u64> {
+    let hash_at = |url: &str, i: u64| {
+        let url = url.to_owned();
+        async move {
+            client
+                .ledger_of(&url, Some(i))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|v| v["hash"].as_str().map(str::to_owned))
+        }
+    };
+    // Invariant: they disagree at `hi`; `lo` is the lowest index to consider.
+    let (mut lo, mut hi) = (1u64, upto);
+    // Bounded: at most 64 halvings of a u64 range.
+    for _ in 0..64 {
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        match (hash_at(good, mid).await, hash_at(bad, mid).await) {
+            (Some(a), Some(b)) if a == b => lo = mid + 1,
+            (Some(_), Some(_)) => hi = mid,
+            // Not retained on one side: the search cannot go lower than here.
+            _ => lo = mid + 1,
+        }
+    }
+    match (hash_at(good, hi).await, hash_at(bad, hi).await) {
+        (Some(a), Some(b)) if a != b => {
+            let below_known = hi == 1
+                || matches!(
+                    (hash_at(good, hi - 1).await, hash_at(bad, hi - 1).await),
+                    (Some(a), Some(b)) if a == b
+                );
+            below_known.then_some(hi)
+        }
+        _ => None,
+    }
 }

@@ -34,6 +34,8 @@ enum Top {
     Kv(commands::KvArgs),
     /// Cluster membership and status.
     Cluster(commands::ClusterArgs),
+    /// The ledger: prove that every replica holds the same history.
+    Ledger(commands::LedgerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
             Top::Dev(args) => dev::run(args).await,
             Top::Kv(args) => commands::kv(args).await,
             Top::Cluster(args) => commands::cluster(args).await,
+            Top::Ledger(args) => commands::ledger(args).await,
         }
     });
     match result {
