@@ -42,6 +42,12 @@ pub struct ServeArgs {
     /// Log entries to keep behind a snapshot.
     #[arg(long, default_value_t = 1_000)]
     snapshot_keep: u64,
+    /// Change events kept for watches; older revisions answer 410.
+    #[arg(long, default_value_t = 100_000)]
+    events_kept: u64,
+    /// Ledger hashes kept for lookups by index.
+    #[arg(long, default_value_t = 10_000)]
+    ledger_kept: u64,
     /// Exit when the parent process exits (used by `kith dev` so no child outlives it).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -94,6 +100,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.value_bytes_max = args.value_bytes_max;
     config.snapshot_logs_since_last = args.snapshot_threshold;
     config.snapshot_logs_keep = args.snapshot_keep;
+    config.events_kept = args.events_kept;
+    config.ledger_kept = args.ledger_kept;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

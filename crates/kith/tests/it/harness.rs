@@ -18,6 +18,8 @@ pub struct TestNode {
     child: Option<Child>,
     /// Arguments that say how this node enters the cluster (`--peers …` or `--join …`).
     entry_args: Vec<String>,
+    /// Extra environment for this node's process (test fault hooks).
+    env: Vec<(String, String)>,
 }
 
 pub struct TestCluster {
@@ -74,6 +76,15 @@ impl TestCluster {
         cluster
     }
 
+    /// Sets an environment variable for node `id` and restarts it with it, from its data.
+    pub fn restart_with_env(&mut self, id: u64, key: &str, value: &str) {
+        self.kill(id);
+        self.node_mut(id)
+            .env
+            .push((key.to_owned(), value.to_owned()));
+        self.spawn(id);
+    }
+
     /// Starts a new node `id` that joins through `via`'s URL.
     pub fn start_joining(&mut self, id: u64, via: u64) {
         let url = self.url(via);
@@ -90,6 +101,7 @@ impl TestCluster {
             dir,
             child: None,
             entry_args,
+            env: Vec::new(),
         });
         self.spawn(id);
     }
@@ -124,6 +136,7 @@ impl TestCluster {
             .arg(node.dir.join("data"))
             .args(&node.entry_args)
             .args(&extra)
+            .envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
                 std::env::var("KITH_TEST_LOG").unwrap_or_else(|_| "info,openraft=info".into()),
@@ -155,6 +168,12 @@ impl TestCluster {
             async move { status }
         })
         .await
+    }
+
+    /// The `--endpoints` value naming every node.
+    pub fn endpoints(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(|n| self.url(n.id)).collect();
+        urls.join(",")
     }
 
     pub fn url(&self, id: u64) -> String {

@@ -3,6 +3,10 @@
 mod bad_input;
 mod failover;
 mod harness;
+mod ledger;
 mod lifecycle;
 mod membership;
+mod reads;
 mod snapshot;
+mod ttl;
+mod watch;
