@@ -7,6 +7,9 @@
 //! of memory however far behind it is. A watcher whose next event has been compacted away,
 //! or that falls more than `watch_lag_max` revisions behind, gets a final `cut` event that
 //! says why, and the stream ends; nothing is ever skipped silently.
+//!
+//! Events are `put` or `delete`; a key whose TTL ran out arrives as a `delete` with
+//! `"expired": true`.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -217,7 +220,11 @@ fn to_sse(event: &KvEvent) -> Event {
             "put"
         }
         EventKind::Delete => "delete",
-        EventKind::Expire => "expire",
+        // To a watcher an expiry is a delete; `expired` says why it happened.
+        EventKind::Expire => {
+            data["expired"] = json!(true);
+            "delete"
+        }
     };
     data["type"] = json!(kind);
     Event::default()

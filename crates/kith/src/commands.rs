@@ -181,9 +181,14 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
                                     .map(|b| format!("base64:{b}"))
                             })
                             .unwrap_or_default();
+                        let kind = if event.data["expired"] == true {
+                            "expire"
+                        } else {
+                            event.kind.as_str()
+                        };
                         format!(
                             "{:>8}  {:<6}  {}  {}",
-                            event.revision, event.kind, event.key, value
+                            event.revision, kind, event.key, value
                         )
                     };
                     // Stop quietly when whoever reads our output has gone.

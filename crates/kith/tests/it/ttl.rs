@@ -11,7 +11,7 @@ async fn expiry_revisions(cluster: &TestCluster, id: u64, keys: &[&str]) -> Vec<
     let mut found = vec![0u64; keys.len()];
     let client = cluster.client(id);
     let watching = client.watch("ttl/", Some(1), |e| {
-        if e.kind == "expire" {
+        if e.kind == "delete" && e.data["expired"] == true {
             if let Some(i) = keys.iter().position(|k| *k == e.key) {
                 found[i] = e.revision;
             }
