@@ -3,6 +3,7 @@
 //! Owns:
 //! - [`routes`]: the public `/v1/…` JSON API (kv, health, cluster, membership, ledger);
 //! - [`watch`]: `/v1/watch`, the Server-Sent Events stream of changes;
+//! - [`rooms`]: chat rooms — post, history, and the live `/v1/rooms/{room}/stream`;
 //! - [`internal`]: the `/internal/…` peer routes (Raft RPCs and forwarded requests, postcard
 //!   bodies) — the server half of `kith_node::network`;
 //! - [`error`]: every error a client can see, mapped to an HTTP status in one `match`.
@@ -12,6 +13,7 @@
 
 pub mod error;
 pub mod internal;
+pub mod rooms;
 pub mod routes;
 pub mod watch;
 

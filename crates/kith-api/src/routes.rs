@@ -38,6 +38,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/kv", get(list))
         .route("/v1/watch", get(crate::watch::watch))
         .route("/v1/ledger", get(ledger))
+        .route("/v1/rooms", get(crate::rooms::list_rooms))
+        .route(
+            "/v1/rooms/{room}/messages",
+            get(crate::rooms::history).post(crate::rooms::post_message),
+        )
+        .route("/v1/rooms/{room}/stream", get(crate::rooms::stream))
         .route(
             "/v1/kv/{*key}",
             get(get_key).put(put_key).delete(delete_key),
@@ -84,7 +90,7 @@ fn key_from_path(
     Ok(key)
 }
 
-fn parse_consistency(value: Option<&str>) -> Result<Consistency, ApiError> {
+pub(crate) fn parse_consistency(value: Option<&str>) -> Result<Consistency, ApiError> {
     match value {
         None | Some("linearizable") => Ok(Consistency::Linearizable),
         Some("stale") => Ok(Consistency::Stale),
@@ -269,7 +275,7 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
             "revision_mismatch",
             format!("the key's current revision is {current}; nothing was changed"),
         )),
-        Applied::None => Err(ApiError::new(
+        Applied::None | Applied::Posted { .. } | Applied::RoomsFull { .. } => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "a write produced no result",

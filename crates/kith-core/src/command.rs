@@ -37,6 +37,8 @@ pub enum Command {
     /// Carries nothing but the leader's clock: keys whose time has come expire. The leader
     /// proposes it when a key is due and no other write would carry the time.
     Expire,
+    /// Post a message to a chat room.
+    Post(crate::rooms::Post),
 }
 
 impl Command {
@@ -46,6 +48,7 @@ impl Command {
             Command::Put { .. } => "put",
             Command::Delete { .. } => "delete",
             Command::Expire => "expire",
+            Command::Post(_) => "post",
         }
     }
 }
@@ -64,4 +67,12 @@ pub enum Response {
     /// A compare-and-set did not match. `current` is the key's modification revision (`0` when
     /// absent); nothing changed.
     RevisionMismatch { current: u64 },
+    /// A message was stored at `seq` in its room — or, with `duplicate`, had been already.
+    Posted {
+        seq: u64,
+        id: String,
+        duplicate: bool,
+    },
+    /// A new room was refused: the cluster already holds `max` rooms.
+    RoomsFull { max: u64 },
 }

@@ -154,7 +154,8 @@ pub fn apply<T: KvTable>(
                 deleted: true,
             })
         }
-        Command::Expire => Ok(Response::None),
+        // Not a key-value command: only the clock (and so expiry) applied here.
+        Command::Expire | Command::Post(_) => Ok(Response::None),
     }
 }
 

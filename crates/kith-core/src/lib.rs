@@ -6,6 +6,8 @@
 //!   returns ([`Response`]).
 //! - [`kv`]: the key-value state machine — revisions, compare-and-set, TTL expiry, change
 //!   events — written against the [`kv::KvTable`] trait so storage can back it with any engine.
+//! - [`rooms`]: the chat-room state machine — dense per-room sequence numbers, idempotent
+//!   sends, bounded retention.
 //! - [`ledger`]: the hash chain over applied entries that lets replicas prove they agree.
 //! - [`limits`]: input bounds and validation shared by the API and the state machine.
 //!
@@ -17,6 +19,7 @@ pub mod command;
 pub mod kv;
 pub mod ledger;
 pub mod limits;
+pub mod rooms;
 
 pub use command::{Command, Proposal, Response};
 pub use kv::{EventKind, KvEntry, KvEvent, KvMeta, KvTable};

@@ -12,6 +12,15 @@ pub const LIST_LIMIT_DEFAULT: usize = 1_000;
 /// Longest TTL a key may have, in seconds (one year).
 pub const TTL_S_MAX: u64 = 365 * 24 * 3600;
 
+/// Longest room name, in characters (from a safe set: letters, digits, `-`, `_`, `.`).
+pub const ROOM_NAME_CHARS_MAX: usize = 64;
+/// Longest author name, in characters.
+pub const AUTHOR_CHARS_MAX: usize = 64;
+/// Longest message text, in bytes of UTF-8.
+pub const MESSAGE_TEXT_BYTES_MAX: usize = 4096;
+/// Longest client-supplied message id (idempotency key), from the room-name character set.
+pub const MESSAGE_ID_CHARS_MAX: usize = 64;
+
 /// Why a key or value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
@@ -25,6 +34,61 @@ pub enum InvalidInput {
     ValueTooLarge { len: usize, max: usize },
     #[error("ttl must be between 1 and {max} seconds, got {got}")]
     TtlOutOfRange { got: u64, max: u64 },
+    #[error("{what} must be 1 to {max} characters of letters, digits, '-', '_' or '.'")]
+    BadName { what: &'static str, max: usize },
+    #[error("author must be 1 to {max} characters without control characters")]
+    BadAuthor { max: usize },
+    #[error("text must be 1 to {max} bytes")]
+    BadText { max: usize },
+}
+
+fn is_safe_name(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.chars().count() <= max
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Checks a room name: 1–64 characters from `[A-Za-z0-9._-]`.
+pub fn validate_room(room: &str) -> Result<(), InvalidInput> {
+    if is_safe_name(room, ROOM_NAME_CHARS_MAX) {
+        Ok(())
+    } else {
+        Err(InvalidInput::BadName {
+            what: "room name",
+            max: ROOM_NAME_CHARS_MAX,
+        })
+    }
+}
+
+/// Checks a client-supplied message id (idempotency key).
+pub fn validate_message_id(id: &str) -> Result<(), InvalidInput> {
+    if is_safe_name(id, MESSAGE_ID_CHARS_MAX) {
+        Ok(())
+    } else {
+        Err(InvalidInput::BadName {
+            what: "message id",
+            max: MESSAGE_ID_CHARS_MAX,
+        })
+    }
+}
+
+/// Checks a message's author and text.
+pub fn validate_message(author: &str, text: &str) -> Result<(), InvalidInput> {
+    let author_ok = !author.trim().is_empty()
+        && author.chars().count() <= AUTHOR_CHARS_MAX
+        && !author.chars().any(char::is_control);
+    if !author_ok {
+        return Err(InvalidInput::BadAuthor {
+            max: AUTHOR_CHARS_MAX,
+        });
+    }
+    if text.is_empty() || text.len() > MESSAGE_TEXT_BYTES_MAX {
+        return Err(InvalidInput::BadText {
+            max: MESSAGE_TEXT_BYTES_MAX,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a TTL in seconds: at least one second, at most [`TTL_S_MAX`].
@@ -81,6 +145,20 @@ mod tests {
             Err(InvalidInput::KeyTooLong { .. })
         ));
         assert_eq!(validate_key("a\nb"), Err(InvalidInput::KeyControlChar));
+    }
+
+    #[test]
+    fn rooms_and_messages_are_bounded() {
+        assert!(validate_room("general").is_ok());
+        assert!(validate_room("a.b-c_d9").is_ok());
+        for bad in ["", "has space", "slash/", "ünï", &"r".repeat(65)] {
+            assert!(validate_room(bad).is_err(), "{bad}");
+        }
+        assert!(validate_message("ann", "hi").is_ok());
+        assert!(validate_message(" ", "hi").is_err());
+        assert!(validate_message("ann", "").is_err());
+        assert!(validate_message("ann", &"x".repeat(4097)).is_err());
+        assert!(validate_message(&"a".repeat(65), "hi").is_err());
     }
 
     #[test]

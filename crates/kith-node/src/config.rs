@@ -39,6 +39,10 @@ pub struct NodeConfig {
     pub watchers_max: usize,
     /// A watcher further behind the store than this many revisions is cut off.
     pub watch_lag_max: u64,
+    /// Messages each chat room keeps (older ones are dropped). Applied by the leader.
+    pub room_messages_kept: u64,
+    /// Chat rooms the cluster may hold. Applied by the leader.
+    pub rooms_max: u64,
 }
 
 impl NodeConfig {
@@ -63,6 +67,8 @@ impl NodeConfig {
             expiry_check_interval: Duration::from_millis(200),
             watchers_max: 1024,
             watch_lag_max: 50_000,
+            room_messages_kept: 10_000,
+            rooms_max: 10_000,
         }
     }
 }

@@ -249,7 +249,7 @@ impl Node {
     /// For a linearizable read: obtain the leader's read index and wait until this node has
     /// applied it (ReadIndex). Every write acknowledged before the read started has an index
     /// at or below the read index, so the local read sees it.
-    async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
         if consistency == Consistency::Stale {
             return Ok(());
         }
@@ -447,7 +447,13 @@ impl Node {
             ms: d.as_millis() as u64,
         };
         match request {
-            ForwardRequest::Write(command) => {
+            ForwardRequest::Write(mut command) => {
+                // Cluster-wide bounds are the leader's to set, so every replica applies the
+                // same ones.
+                if let Command::Post(post) = &mut command {
+                    post.keep = self.config.room_messages_kept;
+                    post.rooms_max = self.config.rooms_max;
+                }
                 // The leader's clock, read once here, is the time every replica applies.
                 let proposal = Proposal {
                     now_ms: wall_clock_ms(),

@@ -5,6 +5,8 @@
 //! - `expiry`: (expires_at_ms, key) → () — the TTL index, earliest first;
 //! - `events`: revision → postcard [`KvEvent`] — the recent change history watches read;
 //! - `ledger`: log index → 32-byte hash — the recent part of the hash chain;
+//! - `rooms`: room → postcard [`RoomMeta`]; `messages`: (room, seq) → postcard [`Message`];
+//!   `message_ids`: (room, id) → seq — the chat rooms and their idempotency keys;
 //! - `meta`: `last_applied`, `membership`, `kv_meta` (revision and clock), `ledger_head`,
 //!   `events_compacted` (every event at or below it is gone).
 //!
@@ -33,20 +35,26 @@ use openraft::{
     BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
 use crate::{StoreError, TypeConfig};
 use kith_core::ledger::{self, Hash};
-use kith_core::{kv, KvEntry, KvEvent, KvMeta, KvTable, NodeId, Response};
+use kith_core::rooms::{self, Message, RoomMeta, RoomTable};
+use kith_core::{kv, Command, KvEntry, KvEvent, KvMeta, KvTable, NodeId, Response};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+const MESSAGE_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("message_ids");
 
 const KEY_LAST_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
@@ -109,6 +117,8 @@ struct SnapshotBody {
     kv_meta: KvMeta,
     ledger_head: LedgerHead,
     entries: Vec<(String, KvEntry)>,
+    rooms: Vec<(String, RoomMeta)>,
+    messages: Vec<(String, Message)>,
 }
 
 /// What `snapshot.bin` holds.
@@ -168,6 +178,53 @@ impl KvTable for RedbKv<'_> {
     }
 }
 
+/// Backs [`RoomTable`] with open redb tables inside one write transaction.
+struct RedbRooms<'t> {
+    rooms: Table<'t, &'static str, &'static [u8]>,
+    messages: Table<'t, (&'static str, u64), &'static [u8]>,
+    ids: Table<'t, (&'static str, &'static str), u64>,
+}
+
+impl RoomTable for RedbRooms<'_> {
+    type Error = StoreError;
+    fn room(&mut self, name: &str) -> Result<Option<RoomMeta>, StoreError> {
+        match self.rooms.get(name)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+    fn put_room(&mut self, name: &str, meta: &RoomMeta) -> Result<(), StoreError> {
+        self.rooms.insert(name, encode(meta)?.as_slice())?;
+        Ok(())
+    }
+    fn room_count(&mut self) -> Result<u64, StoreError> {
+        Ok(self.rooms.len()?)
+    }
+    fn put_message(&mut self, room: &str, message: &Message) -> Result<(), StoreError> {
+        self.messages
+            .insert((room, message.seq), encode(message)?.as_slice())?;
+        Ok(())
+    }
+    fn take_message(&mut self, room: &str, seq: u64) -> Result<Option<Message>, StoreError> {
+        let taken = match self.messages.remove((room, seq))? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        Ok(taken)
+    }
+    fn id_seq(&mut self, room: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.ids.get((room, id))?.map(|v| v.value()))
+    }
+    fn put_id(&mut self, room: &str, id: &str, seq: u64) -> Result<(), StoreError> {
+        self.ids.insert((room, id), seq)?;
+        Ok(())
+    }
+    fn remove_id(&mut self, room: &str, id: &str) -> Result<(), StoreError> {
+        self.ids.remove((room, id))?;
+        Ok(())
+    }
+}
+
 fn meta_get<T: for<'de> Deserialize<'de>>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
@@ -204,6 +261,9 @@ impl StateMachineStore {
         txn.open_table(EVENTS)?;
         txn.open_table(LEDGER)?;
         txn.open_table(META)?;
+        txn.open_table(ROOMS)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(MESSAGE_IDS)?;
         txn.commit()?;
         let db = Arc::new(db);
         let revision = read_kv_meta(&db)?.revision;
@@ -252,6 +312,11 @@ impl StateMachineStore {
                 expiry: txn.open_table(EXPIRY)?,
                 events: txn.open_table(EVENTS)?,
             };
+            let mut room_table = RedbRooms {
+                rooms: txn.open_table(ROOMS)?,
+                messages: txn.open_table(MESSAGES)?,
+                ids: txn.open_table(MESSAGE_IDS)?,
+            };
             for entry in entries {
                 assert!(
                     Some(entry.log_id) > last_applied,
@@ -281,7 +346,14 @@ impl StateMachineStore {
                         Response::None
                     }
                     EntryPayload::Normal(proposal) => {
-                        kv::apply(&mut table, &mut kv_meta, &proposal)?
+                        // The clock (and so TTL expiry) applies to every proposal first.
+                        let response = kv::apply(&mut table, &mut kv_meta, &proposal)?;
+                        match &proposal.command {
+                            Command::Post(post) => {
+                                rooms::apply(&mut room_table, kv_meta.now_ms, post)?
+                            }
+                            _ => response,
+                        }
                     }
                 };
                 responses.push(response);
@@ -325,6 +397,19 @@ impl StateMachineStore {
                 if let Some(at) = entry.expires_at_ms {
                     expiry.insert((at, key.as_str()), ())?;
                 }
+            }
+            let mut rooms_table = txn.open_table(ROOMS)?;
+            let mut messages = txn.open_table(MESSAGES)?;
+            let mut ids = txn.open_table(MESSAGE_IDS)?;
+            rooms_table.retain(|_, _| false)?;
+            messages.retain(|_, _| false)?;
+            ids.retain(|_, _| false)?;
+            for (room, meta) in &body.rooms {
+                rooms_table.insert(room.as_str(), encode(meta)?.as_slice())?;
+            }
+            for (room, message) in &body.messages {
+                messages.insert((room.as_str(), message.seq), encode(message)?.as_slice())?;
+                ids.insert((room.as_str(), message.id.as_str()), message.seq)?;
             }
             // The history before the snapshot is not carried: it starts here.
             txn.open_table(EVENTS)?.retain(|_, _| false)?;
@@ -414,10 +499,22 @@ impl SnapshotBuilder {
             let (k, v) = item?;
             entries.push((k.value().to_owned(), decode(v.value())?));
         }
+        let mut rooms = Vec::new();
+        for item in txn.open_table(ROOMS)?.iter()? {
+            let (k, v) = item?;
+            rooms.push((k.value().to_owned(), decode(v.value())?));
+        }
+        let mut messages = Vec::new();
+        for item in txn.open_table(MESSAGES)?.iter()? {
+            let (k, v) = item?;
+            messages.push((k.value().0.to_owned(), decode(v.value())?));
+        }
         let data = encode(&SnapshotBody {
             kv_meta,
             ledger_head,
             entries,
+            rooms,
+            messages,
         })?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
@@ -614,5 +711,54 @@ impl StateReader {
         };
         let oldest = table.first()?.map(|(k, _)| k.value());
         Ok((hash, oldest))
+    }
+}
+
+impl StateReader {
+    /// Up to `limit` rooms in name order, starting after `after` (for paging).
+    pub fn rooms(&self, after: &str, limit: usize) -> Result<Vec<(String, RoomMeta)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ROOMS)?;
+        let mut out = Vec::new();
+        for item in table.range::<&str>(after..)? {
+            let (k, v) = item?;
+            if k.value() == after {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            out.push((k.value().to_owned(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// One room's bookkeeping, if it exists.
+    pub fn room(&self, name: &str) -> Result<Option<RoomMeta>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ROOMS)?;
+        let found = match table.get(name)? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        Ok(found)
+    }
+
+    /// Up to `limit` kept messages of `room` with seq greater than `after`, in seq order.
+    pub fn messages(
+        &self,
+        room: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Message>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        let start = after.saturating_add(1);
+        for item in table.range((room, start)..=(room, u64::MAX))?.take(limit) {
+            let (_, v) = item?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
     }
 }
