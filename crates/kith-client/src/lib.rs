@@ -9,12 +9,15 @@
 //!
 //! Refuses: knowing cluster internals; it speaks only the public `/v1` API.
 
+mod chat;
+mod sse;
 mod watch;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use chat::{ChatMessage, RoomEvent};
 pub use watch::{WatchControl, WatchEvent};
 
 use reqwest::{Method, StatusCode};
@@ -30,7 +33,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
 /// How long an endpoint that failed to connect is skipped by reads.
 const DOWN_FOR: Duration = Duration::from_secs(3);
 const OCTETS: &str = "application/octet-stream";
-const JSON: &str = "application/json";
+pub(crate) const JSON: &str = "application/json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -72,7 +75,7 @@ pub enum Consistency {
 }
 
 impl Consistency {
-    fn as_query(self) -> &'static str {
+    pub(crate) fn as_query(self) -> &'static str {
         match self {
             Consistency::Linearizable => "linearizable",
             Consistency::Stale => "stale",
@@ -89,7 +92,7 @@ pub struct KvValue {
 
 /// Whether a request may be repeated after an ambiguous failure.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Retry {
+pub(crate) enum Retry {
     /// Reads: retry on any retryable failure.
     Idempotent,
     /// Writes: retry only when the request certainly did not take effect.
@@ -169,7 +172,7 @@ impl Client {
         &self.endpoints
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path_and_query: &str,
@@ -225,7 +228,7 @@ impl Client {
 
     /// The endpoint a read starts at: the next in round-robin order that has not failed
     /// recently (or simply the next, when all have).
-    fn read_start(&self) -> usize {
+    pub(crate) fn read_start(&self) -> usize {
         let n = self.endpoints.len();
         let first = self.next_read.fetch_add(1, Ordering::Relaxed);
         let down = self.down_until.lock().expect("down_until lock");
@@ -240,7 +243,7 @@ impl Client {
         self.down_until.lock().expect("down_until lock")[index] = Some(Instant::now() + DOWN_FOR);
     }
 
-    async fn json(response: reqwest::Response) -> Result<Value, ClientError> {
+    pub(crate) async fn json(response: reqwest::Response) -> Result<Value, ClientError> {
         let status = response.status();
         if !status.is_success() {
             return Err(decode_error(status.as_u16(), response).await);
@@ -454,7 +457,7 @@ impl Client {
     }
 }
 
-async fn decode_error(status: u16, response: reqwest::Response) -> ClientError {
+pub(crate) async fn decode_error(status: u16, response: reqwest::Response) -> ClientError {
     let text = response.text().await.unwrap_or_default();
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(b) => ClientError::Api {
@@ -475,7 +478,7 @@ pub fn encode_key(key: &str) -> String {
     encode(key, true)
 }
 
-fn encode_query(value: &str) -> String {
+pub(crate) fn encode_query(value: &str) -> String {
     encode(value, false)
 }
 

@@ -16,17 +16,17 @@ pub struct Common {
     endpoints: String,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
-    output: Output,
+    pub output: Output,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
+pub enum Output {
     Table,
     Json,
 }
 
 impl Common {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub fn client(&self) -> anyhow::Result<Client> {
         let endpoints: Vec<&str> = self.endpoints.split(',').map(str::trim).collect();
         Ok(Client::new(&endpoints)?)
     }

@@ -2,8 +2,9 @@
 //! subcommands are clients of a running cluster.
 //!
 //! Modules: [`serve`] (one node), [`dev`] (the local-cluster supervisor), [`commands`] (the
-//! client subcommands and their table/json output).
+//! client subcommands and their table/json output), [`chat`] (the terminal chat client).
 
+mod chat;
 mod commands;
 mod dev;
 mod serve;
@@ -36,6 +37,8 @@ enum Top {
     Cluster(commands::ClusterArgs),
     /// The ledger: prove that every replica holds the same history.
     Ledger(commands::LedgerArgs),
+    /// Chat in a room from the terminal.
+    Chat(chat::ChatArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Top::Kv(args) => commands::kv(args).await,
             Top::Cluster(args) => commands::cluster(args).await,
             Top::Ledger(args) => commands::ledger(args).await,
+            Top::Chat(args) => chat::run(args).await,
         }
     });
     match result {
