@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// Ledger hashes kept for lookups by index.
     #[arg(long, default_value_t = 10_000)]
     ledger_kept: u64,
+    /// Messages each chat room keeps; older ones are dropped (the leader's setting applies).
+    #[arg(long, default_value_t = 10_000)]
+    room_messages_kept: u64,
     /// Exit when the parent process exits (used by `kith dev` so no child outlives it).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -102,6 +105,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.snapshot_logs_keep = args.snapshot_keep;
     config.events_kept = args.events_kept;
     config.ledger_kept = args.ledger_kept;
+    config.room_messages_kept = args.room_messages_kept;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -7,6 +7,7 @@ mod ledger;
 mod lifecycle;
 mod membership;
 mod reads;
+mod rooms;
 mod snapshot;
 mod ttl;
 mod watch;
