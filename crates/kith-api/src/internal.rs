@@ -27,8 +27,29 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(route::VOTE, post(vote))
         .route(route::SNAPSHOT, post(snapshot))
         .route(route::FORWARD, post(forward))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            refuse_when_isolated,
+        ))
+        .route("/internal/dev/isolate", post(crate::dev::isolate))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
+}
+
+/// While the dev playground has cut this node off, peers cannot reach it either.
+async fn refuse_when_isolated(
+    State(node): State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if node.is_isolated() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cut off by the dev playground",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {

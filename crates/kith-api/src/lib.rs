@@ -6,16 +6,21 @@
 //! - [`rooms`]: chat rooms — post, history, and the live `/v1/rooms/{room}/stream`;
 //! - [`internal`]: the `/internal/…` peer routes (Raft RPCs and forwarded requests, postcard
 //!   bodies) — the server half of `kith_node::network`;
+//! - [`web`]: the embedded web UI (dashboard, chat); [`metrics`]: `/metrics` for Prometheus;
+//! - [`dev`]: the playground routes, enabled only on nodes started by `kith dev`;
 //! - [`error`]: every error a client can see, mapped to an HTTP status in one `match`.
 //!
 //! Refuses: consensus, storage and forwarding decisions (that is `kith-node`). Nothing here
 //! changes state except by calling [`kith_node::Node`].
 
+pub mod dev;
 pub mod error;
 pub mod internal;
+pub mod metrics;
 pub mod rooms;
 pub mod routes;
 pub mod watch;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -44,6 +44,17 @@ pub fn router(node: Arc<Node>) -> Router {
             get(crate::rooms::history).post(crate::rooms::post_message),
         )
         .route("/v1/rooms/{room}/stream", get(crate::rooms::stream))
+        .route("/v1/dev", get(crate::dev::status))
+        .route("/v1/dev/nodes/{id}/{action}", post(crate::dev::act))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            count_requests,
+        ))
+        .layer(cors())
+        .route("/metrics", get(crate::metrics::metrics))
+        .route("/", get(crate::web::dashboard))
+        .route("/chat", get(crate::web::chat))
+        .route("/assets/{name}", get(crate::web::asset))
         .route(
             "/v1/kv/{*key}",
             get(get_key).put(put_key).delete(delete_key),
@@ -52,6 +63,40 @@ pub fn router(node: Arc<Node>) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
+}
+
+/// Counts public API requests for `/v1/health` and `/metrics`.
+async fn count_requests(
+    State(node): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use std::sync::atomic::Ordering::Relaxed;
+    node.stats.requests.fetch_add(1, Relaxed);
+    let method = request.method();
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        node.stats.writes.fetch_add(1, Relaxed);
+    }
+    next.run(request).await
+}
+
+/// The public API may be called from any origin: the web UI served by one node keeps
+/// talking to the others when its own node dies. No credentials are involved.
+fn cors() -> tower_http::cors::CorsLayer {
+    use axum::http::{header, HeaderName, Method};
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::PUT, Method::POST, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("kith-revision"),
+            HeaderName::from_static("kith-create-revision"),
+            HeaderName::from_static("kith-version"),
+            HeaderName::from_static("kith-expires-at-ms"),
+        ])
 }
 
 /// `Query<T>` whose rejection is a JSON 400.

@@ -43,6 +43,9 @@ pub struct NodeConfig {
     pub room_messages_kept: u64,
     /// Chat rooms the cluster may hold. Applied by the leader.
     pub rooms_max: u64,
+    /// URL of the `kith dev` supervisor's control server; set only for nodes `kith dev`
+    /// started, and the only thing that enables the playground routes.
+    pub dev_control: Option<String>,
 }
 
 impl NodeConfig {
@@ -69,6 +72,7 @@ impl NodeConfig {
             watch_lag_max: 50_000,
             room_messages_kept: 10_000,
             rooms_max: 10_000,
+            dev_control: None,
         }
     }
 }

@@ -28,4 +28,4 @@ pub mod protocol;
 
 pub use config::NodeConfig;
 pub use error::NodeError;
-pub use node::{Consistency, Health, MemberStatus, Node};
+pub use node::{Consistency, Health, MemberStatus, Node, Stats};

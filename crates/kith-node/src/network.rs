@@ -11,6 +11,8 @@
 //! connection could not be made, i.e. when the request certainly was not delivered.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -53,6 +55,9 @@ pub struct PeerTransport {
     http: reqwest::Client,
     /// Default per-request timeout when the caller has none.
     timeout: Duration,
+    /// Dev playground fault: while set, every outgoing peer message fails as if the network
+    /// were cut. Only `kith dev` can set it (see `Node::set_isolated`).
+    isolated: Arc<AtomicBool>,
 }
 
 impl PeerTransport {
@@ -70,7 +75,17 @@ impl PeerTransport {
         Ok(PeerTransport {
             http: builder.build()?,
             timeout,
+            isolated: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Cuts (or restores) this node's outgoing peer traffic.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.isolated.store(isolated, Ordering::Relaxed);
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.isolated.load(Ordering::Relaxed)
     }
 
     /// POSTs `body` to `addr` + `path` and decodes the postcard answer.
@@ -85,6 +100,12 @@ impl PeerTransport {
             addr: addr.to_owned(),
             message,
         };
+        if self.is_isolated() {
+            return Err(TransportError::Connect {
+                addr: addr.to_owned(),
+                message: "this node is cut off from its peers (dev playground)".into(),
+            });
+        }
         let bytes = postcard::to_allocvec(body).map_err(|e| other(e.to_string()))?;
         let response = self
             .http

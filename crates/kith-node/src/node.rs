@@ -60,6 +60,11 @@ pub struct Health {
     /// The ledger head on this node: index of the last applied entry and the chain's hash.
     pub ledger_index: u64,
     pub ledger_hash: String,
+    /// Public API requests this node has served, and how many of them were writes.
+    pub requests_total: u64,
+    pub writes_total: u64,
+    /// Bytes of this node's data files (log, state, snapshot).
+    pub disk_bytes: u64,
     /// True when the node knows a leader and belongs to the cluster, i.e. can serve.
     pub ready: bool,
 }
@@ -78,6 +83,10 @@ pub struct MemberStatus {
     pub applied_index: Option<u64>,
     pub ledger_index: Option<u64>,
     pub ledger_hash: Option<String>,
+    pub last_log_index: Option<u64>,
+    pub requests_total: Option<u64>,
+    pub writes_total: Option<u64>,
+    pub disk_bytes: Option<u64>,
     /// Highest log index the leader knows this member has (leader's view).
     pub match_index: Option<u64>,
     /// Entries this member is behind the leader's log.
@@ -95,6 +104,17 @@ pub struct Node {
     expiry_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Bounds concurrent watch streams (`watchers_max`).
     pub watchers: Arc<tokio::sync::Semaphore>,
+    /// Request counters, written by the HTTP layer, read by `/v1/health` and `/metrics`.
+    pub stats: Stats,
+}
+
+/// Counters a node keeps about the requests it served.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Public API requests received by this node.
+    pub requests: std::sync::atomic::AtomicU64,
+    /// Of those, requests that change state (any method but GET/HEAD).
+    pub writes: std::sync::atomic::AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch on this machine's clock. Read only on the leader, to
@@ -147,6 +167,7 @@ impl Node {
         ));
         Ok(Arc::new(Node {
             watchers: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
+            stats: Stats::default(),
             config,
             raft,
             log,
@@ -154,6 +175,16 @@ impl Node {
             transport,
             expiry_task: std::sync::Mutex::new(Some(expiry)),
         }))
+    }
+
+    /// Dev playground: cut this node off from its peers (outgoing peer messages fail, incoming
+    /// ones are refused by the API layer), or heal it.
+    pub fn set_isolated(&self, isolated: bool) {
+        self.transport.set_isolated(isolated);
+    }
+
+    pub fn is_isolated(&self) -> bool {
+        self.transport.is_isolated()
     }
 
     /// The applied state, for watches and the ledger.
@@ -209,6 +240,16 @@ impl Node {
             revision,
             ledger_index: head.index,
             ledger_hash: to_hex(&head.hash),
+            requests_total: self
+                .stats
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed),
+            writes_total: self.stats.writes.load(std::sync::atomic::Ordering::Relaxed),
+            disk_bytes: ["raft-log.redb", "state.redb", "snapshot.bin"]
+                .iter()
+                .filter_map(|f| std::fs::metadata(self.config.data_dir.join(f)).ok())
+                .map(|m| m.len())
+                .sum(),
             ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
         }
     }
@@ -336,6 +377,10 @@ impl Node {
                     applied_index: report.as_ref().map(|h| h.applied_index),
                     ledger_index: report.as_ref().map(|h| h.ledger_index),
                     ledger_hash: report.as_ref().map(|h| h.ledger_hash.clone()),
+                    last_log_index: report.as_ref().map(|h| h.last_log_index),
+                    requests_total: report.as_ref().map(|h| h.requests_total),
+                    writes_total: report.as_ref().map(|h| h.writes_total),
+                    disk_bytes: report.as_ref().map(|h| h.disk_bytes),
                     match_index,
                     lag: match_index.map(|i| leader_last.saturating_sub(i)),
                 }

@@ -1,23 +1,39 @@
-//! `kith dev`: a local cluster of `kith serve` child processes on 127.0.0.1.
+//! `kith dev`: a local cluster of `kith serve` child processes on 127.0.0.1, and the
+//! playground that lets the dashboard break it.
 //!
 //! The supervisor starts N nodes, waits until they have elected a leader, prints their
-//! URLs, and on Ctrl-C or SIGTERM stops every child (SIGTERM, then SIGKILL after a grace
-//! period). Children run with `--exit-with-parent`, so even if the supervisor is killed
-//! outright none of them is left behind.
+//! URLs, and on Ctrl-C or SIGTERM stops every child (SIGCONT for paused ones, SIGTERM, then
+//! SIGKILL after a grace period). Children run with `--exit-with-parent`, so even if the
+//! supervisor is killed outright none of them is left behind.
+//!
+//! The playground: the supervisor also listens on an ephemeral 127.0.0.1 port for
+//! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal}` and passes that URL to its
+//! children (`--dev-control`). A node's `/v1/dev/…` routes forward there; nodes not started
+//! by `kith dev` have no such URL and refuse them with 403.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
 use clap::Args;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::json;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 const NODES_MAX: u16 = 9;
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Prints a line, ignoring a closed stdout: the supervisor must keep stopping its children
 /// cleanly even when whoever read its output has gone away.
@@ -27,8 +43,6 @@ macro_rules! say {
         let _ = writeln!(std::io::stdout(), $($arg)*);
     }};
 }
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -47,11 +61,36 @@ pub struct DevArgs {
     fresh: bool,
 }
 
+/// One child node and how to start it again.
 struct DevNode {
     id: u16,
     url: String,
     log: PathBuf,
-    child: Child,
+    args: Vec<OsString>,
+    /// `None` while the node is killed.
+    child: Option<Child>,
+    /// Set by the playground's kill, so its exit is not reported as a crash.
+    expected_exit: bool,
+}
+
+type Nodes = Arc<Mutex<Vec<DevNode>>>;
+
+fn spawn(exe: &std::path::Path, node: &mut DevNode) -> anyhow::Result<()> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .with_context(|| format!("cannot open {}", node.log.display()))?;
+    let child = Command::new(exe)
+        .args(&node.args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("cannot start node {}", node.id))?;
+    node.child = Some(child);
+    node.expected_exit = false;
+    Ok(())
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -73,94 +112,232 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let exe = std::env::current_exe().context("cannot find the kith binary")?;
+
+    // The playground's control server, reachable from this machine only.
+    let control = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot open the playground's control port")?;
+    let control_url = format!("http://{}", control.local_addr()?);
+
     let addr = |i: u16| format!("127.0.0.1:{}", args.base_port + i - 1);
     let peers: Vec<String> = (1..=args.nodes)
         .map(|i| format!("{i}={}", addr(i)))
         .collect();
     let peers = peers.join(",");
-
     let mut nodes = Vec::new();
     for i in 1..=args.nodes {
         let dir = data.join(format!("node-{i}"));
         std::fs::create_dir_all(&dir)?;
-        let log = dir.join("kith.log");
-        let out = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(&exe)
-            .args(["serve", "--id", &i.to_string(), "--listen", &addr(i)])
-            .arg("--data")
-            .arg(&dir)
-            .args(["--peers", &peers, "--exit-with-parent"])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot start node {i}"))?;
-        nodes.push(DevNode {
+        let mut node_args: Vec<OsString> = ["serve", "--id", &i.to_string(), "--listen", &addr(i)]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        node_args.extend([OsString::from("--data"), dir.clone().into_os_string()]);
+        for a in [
+            "--peers",
+            &peers,
+            "--exit-with-parent",
+            "--dev-control",
+            &control_url,
+        ] {
+            node_args.push(a.into());
+        }
+        let mut node = DevNode {
             id: i,
             url: format!("http://{}", addr(i)),
-            log,
-            child,
-        });
+            log: dir.join("kith.log"),
+            args: node_args,
+            child: None,
+            expected_exit: false,
+        };
+        spawn(&exe, &mut node)?;
+        nodes.push(node);
     }
+    let nodes: Nodes = Arc::new(Mutex::new(nodes));
+    let playground = axum::Router::new()
+        .route(
+            "/nodes/{id}/{action}",
+            axum::routing::post(playground_action),
+        )
+        .with_state((nodes.clone(), exe.clone()));
+    let control_server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(control, playground).await {
+            say!("kith dev: playground control server stopped: {e}");
+        }
+    });
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let ready = tokio::select! {
-        r = wait_for_leader(&mut nodes) => r,
+        r = wait_for_leader(&nodes) => r,
         _ = term.recv() => Err(anyhow::anyhow!("interrupted")),
         _ = int.recv() => Err(anyhow::anyhow!("interrupted")),
     };
     let leader = match ready {
         Ok(leader) => leader,
         Err(e) => {
-            stop_all(&mut nodes).await;
+            stop_all(&nodes).await;
             return Err(e);
         }
     };
 
-    say!("kith dev: {} nodes, data in {}", args.nodes, data.display());
-    for n in &nodes {
-        let role = if n.id as u64 == leader {
-            " (leader)"
-        } else {
-            ""
-        };
+    {
+        let nodes = nodes.lock().await;
         say!(
-            "  node {}: {}{role}   log: {}",
-            n.id,
-            n.url,
-            n.log.display()
+            "kith dev: {} nodes, data in {}",
+            nodes.len(),
+            data.display()
         );
+        for n in nodes.iter() {
+            let role = if n.id as u64 == leader {
+                " (leader)"
+            } else {
+                ""
+            };
+            say!(
+                "  node {}: {}{role}   log: {}",
+                n.id,
+                n.url,
+                n.log.display()
+            );
+        }
+        say!(
+            "  dashboard: {}/   chat: {}/chat",
+            nodes[0].url,
+            nodes[0].url
+        );
+        say!("  try:       kith kv put hello world && kith kv get hello");
     }
-    say!("  health:   curl {}/v1/health", nodes[0].url);
-    say!("  try:      kith kv put hello world && kith kv get hello");
     say!("Ctrl-C stops the cluster.");
 
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-        _ = watch_children(&mut nodes) => {}
+        _ = watch_children(&nodes) => {}
     }
     say!("kith dev: stopping");
-    stop_all(&mut nodes).await;
+    control_server.abort();
+    stop_all(&nodes).await;
     Ok(())
 }
 
+/// Carries out one playground action on node `id`.
+async fn playground_action(
+    State((nodes, exe)): State<(Nodes, PathBuf)>,
+    Path((id, action)): Path<(u16, String)>,
+) -> impl IntoResponse {
+    let mut nodes = nodes.lock().await;
+    let Some(node) = nodes.iter_mut().find(|n| n.id == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": format!("no node {id}")}})),
+        );
+    };
+    let pid = node
+        .child
+        .as_ref()
+        .and_then(|c| c.id())
+        .map(|p| Pid::from_raw(p as i32));
+    let result: anyhow::Result<&str> = async {
+        match (action.as_str(), pid) {
+            ("kill", Some(pid)) => {
+                node.expected_exit = true;
+                let _ = kill(pid, Signal::SIGCONT);
+                kill(pid, Signal::SIGKILL)?;
+                if let Some(mut child) = node.child.take() {
+                    child.wait().await?;
+                }
+                Ok("killed")
+            }
+            ("pause", Some(pid)) => {
+                kill(pid, Signal::SIGSTOP)?;
+                Ok("paused")
+            }
+            ("resume", Some(pid)) => {
+                kill(pid, Signal::SIGCONT)?;
+                Ok("resumed")
+            }
+            ("restart", pid) => {
+                if let Some(pid) = pid {
+                    node.expected_exit = true;
+                    let _ = kill(pid, Signal::SIGCONT);
+                    kill(pid, Signal::SIGKILL)?;
+                    if let Some(mut child) = node.child.take() {
+                        child.wait().await?;
+                    }
+                }
+                spawn(&exe, node)?;
+                Ok("restarted")
+            }
+            ("isolate" | "heal", Some(_)) => {
+                let isolated = action == "isolate";
+                let answer = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(3))
+                    .build()?
+                    .post(format!("{}/internal/dev/isolate", node.url))
+                    .json(&json!({ "isolated": isolated }))
+                    .send()
+                    .await?;
+                if !answer.status().is_success() {
+                    bail!("node answered {}", answer.status());
+                }
+                Ok(if isolated { "cut off" } else { "healed" })
+            }
+            ("kill" | "pause" | "resume" | "isolate" | "heal", None) => {
+                bail!("node {id} is not running; restart it first")
+            }
+            (other, _) => bail!("unknown action '{other}'"),
+        }
+    }
+    .await;
+    match result {
+        Ok(done) => {
+            say!("kith dev: playground: node {id} {done}");
+            (
+                StatusCode::OK,
+                Json(json!({"node": id, "action": action, "done": done})),
+            )
+        }
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": {"code": "playground", "message": e.to_string()}})),
+        ),
+    }
+}
+
 /// Polls the nodes until one reports itself ready with a leader; returns the leader's id.
-async fn wait_for_leader(nodes: &mut [DevNode]) -> anyhow::Result<u64> {
-    let client = kith_client::Client::new(&[nodes[0].url.as_str()])?;
+async fn wait_for_leader(nodes: &Nodes) -> anyhow::Result<u64> {
+    let urls: Vec<(u16, String, PathBuf)> = {
+        let nodes = nodes.lock().await;
+        nodes
+            .iter()
+            .map(|n| (n.id, n.url.clone(), n.log.clone()))
+            .collect()
+    };
+    let client = kith_client::Client::new(&[urls[0].1.as_str()])?;
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while Instant::now() < deadline {
-        for n in nodes.iter_mut() {
-            if let Some(status) = n.child.try_wait()? {
-                bail!(
-                    "node {} exited during startup ({status}); see {}",
-                    n.id,
-                    n.log.display()
-                );
+        {
+            let mut nodes = nodes.lock().await;
+            for n in nodes.iter_mut() {
+                if let Some(status) = n
+                    .child
+                    .as_mut()
+                    .map(|c| c.try_wait())
+                    .transpose()?
+                    .flatten()
+                {
+                    bail!(
+                        "node {} exited during startup ({status}); see {}",
+                        n.id,
+                        n.log.display()
+                    );
+                }
             }
-            if let Ok(h) = client.health_of(&n.url).await {
+        }
+        for (_, url, _) in &urls {
+            if let Ok(h) = client.health_of(url).await {
                 if h["ready"].as_bool() == Some(true) {
                     if let Some(leader) = h["leader_id"].as_u64() {
                         return Ok(leader);
@@ -176,42 +353,50 @@ async fn wait_for_leader(nodes: &mut [DevNode]) -> anyhow::Result<u64> {
     )
 }
 
-/// Reports children that exit on their own; resolves only when all have exited.
-async fn watch_children(nodes: &mut [DevNode]) {
-    let mut reported = vec![false; nodes.len()];
+/// Reports children that exit on their own (not by the playground). Never returns: the
+/// cluster keeps running, with whatever nodes are left, until Ctrl-C.
+async fn watch_children(nodes: &Nodes) {
     loop {
-        for (i, n) in nodes.iter_mut().enumerate() {
-            if !reported[i] {
-                if let Ok(Some(status)) = n.child.try_wait() {
-                    say!(
-                        "kith dev: node {} exited ({status}); see {}",
-                        n.id,
-                        n.log.display()
-                    );
-                    reported[i] = true;
+        {
+            let mut nodes = nodes.lock().await;
+            for n in nodes.iter_mut() {
+                let exited = n.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    if !n.expected_exit {
+                        say!(
+                            "kith dev: node {} exited ({status}); see {}",
+                            n.id,
+                            n.log.display()
+                        );
+                    }
+                    n.child = None;
                 }
             }
-        }
-        if reported.iter().all(|r| *r) {
-            return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// SIGTERM every child, wait for them, SIGKILL any that outlive the grace period.
-async fn stop_all(nodes: &mut [DevNode]) {
+/// SIGCONT and SIGTERM every child, wait for them, SIGKILL any that outlive the grace period.
+async fn stop_all(nodes: &Nodes) {
+    let mut nodes = nodes.lock().await;
     for n in nodes.iter() {
-        if let Some(pid) = n.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if let Some(pid) = n.child.as_ref().and_then(|c| c.id()) {
+            let pid = Pid::from_raw(pid as i32);
+            // A paused node cannot handle SIGTERM until it runs again.
+            let _ = kill(pid, Signal::SIGCONT);
+            let _ = kill(pid, Signal::SIGTERM);
         }
     }
     let deadline = Instant::now() + STOP_GRACE;
     for n in nodes.iter_mut() {
+        let Some(child) = n.child.as_mut() else {
+            continue;
+        };
         let left = deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, n.child.wait()).await.is_err() {
+        if tokio::time::timeout(left, child.wait()).await.is_err() {
             say!("kith dev: node {} did not stop in time; killing it", n.id);
-            let _ = n.child.kill().await;
+            let _ = child.kill().await;
         }
     }
 }

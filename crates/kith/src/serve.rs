@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// Exit when the parent process exits (used by `kith dev` so no child outlives it).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
+    /// The `kith dev` supervisor's control URL; enables the playground routes.
+    #[arg(long, hide = true)]
+    dev_control: Option<String>,
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -106,6 +109,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.events_kept = args.events_kept;
     config.ledger_kept = args.ledger_kept;
     config.room_messages_kept = args.room_messages_kept;
+    config.dev_control = args.dev_control.clone();
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

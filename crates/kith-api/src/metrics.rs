@@ -1,0 +1,73 @@
+//! `GET /metrics`: the node's state and counters in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use kith_node::Node;
+
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let h = node.health();
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP kith_{name} {help}");
+        let _ = writeln!(out, "# TYPE kith_{name} gauge");
+        let _ = writeln!(out, "kith_{name} {value}");
+    };
+    gauge(
+        "is_leader",
+        "1 if this node is the leader.",
+        u64::from(h.role == "leader"),
+    );
+    gauge("term", "Current Raft term.", h.term);
+    gauge(
+        "commit_index",
+        "Highest log index known committed.",
+        h.commit_index,
+    );
+    gauge(
+        "applied_index",
+        "Highest log index applied.",
+        h.applied_index,
+    );
+    gauge(
+        "last_log_index",
+        "Highest log index stored.",
+        h.last_log_index,
+    );
+    gauge("kv_revision", "Key-value store revision.", h.revision);
+    gauge(
+        "ledger_index",
+        "Log index of the ledger head.",
+        h.ledger_index,
+    );
+    gauge(
+        "disk_bytes",
+        "Bytes in the node's data files.",
+        h.disk_bytes,
+    );
+    gauge(
+        "ready",
+        "1 if the node knows a leader and is a member.",
+        u64::from(h.ready),
+    );
+    let mut counter = |name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP kith_{name} {help}");
+        let _ = writeln!(out, "# TYPE kith_{name} counter");
+        let _ = writeln!(out, "kith_{name} {value}");
+    };
+    counter(
+        "requests_total",
+        "Public API requests served.",
+        h.requests_total,
+    );
+    counter(
+        "writes_total",
+        "Public API requests that change state.",
+        h.writes_total,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

@@ -1,0 +1,63 @@
+//! The web UI every node serves: a live cluster dashboard at `/` and a chat page at `/chat`.
+//!
+//! Plain HTML, CSS and JavaScript modules, embedded in the binary at compile time (no
+//! front-end build step). The pages talk to the same public `/v1` API as any client; after a
+//! node dies they carry on against another member (the API allows cross-origin requests).
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+const DASHBOARD_HTML: &str = include_str!("../web/index.html");
+const CHAT_HTML: &str = include_str!("../web/chat.html");
+const ASSETS: [(&str, &str, &str); 4] = [
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/style.css"),
+    ),
+    (
+        "common.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/common.js"),
+    ),
+    (
+        "dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/dashboard.js"),
+    ),
+    (
+        "chat.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/chat.js"),
+    ),
+];
+
+fn page(html: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+pub async fn dashboard() -> Response {
+    page(DASHBOARD_HTML, "text/html; charset=utf-8")
+}
+
+pub async fn chat() -> Response {
+    page(CHAT_HTML, "text/html; charset=utf-8")
+}
+
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    ASSETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, content_type, body)| page(body, content_type))
+        .ok_or_else(|| ApiError::not_found(format!("no asset '{name}'")))
+}
