@@ -31,7 +31,11 @@ use tokio::net::TcpListener;
 
 /// The complete router: public API and peer routes.
 pub fn router(node: Arc<Node>) -> Router {
-    routes::router(node.clone()).merge(internal::router(node))
+    // CORS wraps everything, fallbacks included, so a browser's preflight for any route
+    // gets its answer.
+    routes::router(node.clone())
+        .merge(internal::router(node))
+        .layer(routes::cors())
 }
 
 /// Serves `node` on `listener` until `shutdown` resolves, then finishes in-flight requests.

@@ -176,7 +176,7 @@ pub struct HistoryQuery {
 }
 
 /// `GET /v1/rooms/{room}/messages?after=SEQ&limit=N`: messages with seq > `after`, oldest
-/// first. `first_seq` is the oldest message the room still keeps: if `after + 1` is below
+/// first (an empty page for a room with no messages yet). `first_seq` is the oldest message the room still keeps: if `after + 1` is below
 /// it, the messages in between were dropped by retention (`dropped` says how many).
 pub async fn history(
     State(node): Shared,
@@ -193,11 +193,15 @@ pub async fn history(
     node.read_barrier(consistency(q.consistency.as_deref())?)
         .await?;
     let state = node.state();
-    let Some(meta) = state.room(&room).map_err(storage)? else {
-        return Err(ApiError::not_found(format!(
-            "room '{room}' has no messages yet"
-        )));
-    };
+    // A room nobody has written to yet is simply empty.
+    let meta = state
+        .room(&room)
+        .map_err(storage)?
+        .unwrap_or(kith_core::rooms::RoomMeta {
+            last_seq: 0,
+            first_seq: 1,
+            last_activity_ms: 0,
+        });
     let messages = state.messages(&room, q.after, limit).map_err(storage)?;
     let dropped = meta.first_seq.saturating_sub(q.after + 1);
     let more = messages.last().is_some_and(|m| m.seq < meta.last_seq);

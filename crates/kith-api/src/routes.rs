@@ -50,7 +50,6 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             count_requests,
         ))
-        .layer(cors())
         .route("/metrics", get(crate::metrics::metrics))
         .route("/", get(crate::web::dashboard))
         .route("/chat", get(crate::web::chat))
@@ -82,7 +81,7 @@ async fn count_requests(
 
 /// The public API may be called from any origin: the web UI served by one node keeps
 /// talking to the others when its own node dies. No credentials are involved.
-fn cors() -> tower_http::cors::CorsLayer {
+pub(crate) fn cors() -> tower_http::cors::CorsLayer {
     use axum::http::{header, HeaderName, Method};
     tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)

@@ -44,8 +44,8 @@ function showGap(from, to) {
 async function loadHistory(generation) {
   const { response } = await fetchAny(`/v1/rooms/${state.room}/messages?after=0&limit=1`);
   if (generation !== state.generation) return;
-  if (response.status === 404) return; // no messages yet
   const first = await response.json();
+  if (first.last_seq === 0) return; // no messages yet
   const after = Math.max(0, first.last_seq - HISTORY_SHOWN);
   const { response: page } = await fetchAny(`/v1/rooms/${state.room}/messages?after=${after}&limit=${HISTORY_SHOWN}`);
   const body = await page.json();

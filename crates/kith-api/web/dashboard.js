@@ -27,7 +27,7 @@ function roleOf(m) {
 }
 
 function shortHash(h) {
-  return h ? `${h.slice(0, 10)}…` : "–";
+  return h ? `${h.slice(0, 8)}…` : "–";
 }
 
 async function act(id, action, button) {
@@ -50,8 +50,8 @@ function memberCard(m, rates, leaderId) {
   const rows = [
     ["address", m.addr],
     ["term", m.term ?? "–"],
-    ["log / commit / applied", m.reachable ? `${m.last_log_index} / ${m.commit_index} / ${m.applied_index}` : "–"],
-    ["lag behind leader", m.lag ?? (m.id === leaderId ? 0 : "–")],
+    ["log/commit/applied", m.reachable ? `${m.last_log_index} / ${m.commit_index} / ${m.applied_index}` : "–"],
+    ["lag", m.lag ?? (m.id === leaderId ? 0 : "–")],
     ["ledger head", m.reachable ? el("span", { class: "hash", title: m.ledger_hash }, `#${m.ledger_index} ${shortHash(m.ledger_hash)}`) : "–"],
     ["requests/s", rates.get(m.id)?.toFixed(1) ?? "–"],
     ["data on disk", formatBytes(m.disk_bytes)],

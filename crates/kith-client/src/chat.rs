@@ -69,14 +69,15 @@ impl Client {
             .ok_or_else(|| ClientError::Decode(v.to_string()))
     }
 
-    /// Messages of `room` with seq > `after`, oldest first (the JSON document of the API).
+    /// Messages of `room` with seq > `after`, oldest first (the JSON document of the API;
+    /// a room with no messages yet is an empty page).
     pub async fn history(
         &self,
         room: &str,
         after: u64,
         limit: usize,
         consistency: Consistency,
-    ) -> Result<Option<Value>, ClientError> {
+    ) -> Result<Value, ClientError> {
         let path = format!(
             "/v1/rooms/{room}/messages?after={after}&limit={limit}&consistency={}",
             consistency.as_query()
@@ -84,10 +85,7 @@ impl Client {
         let response = self
             .send(reqwest::Method::GET, &path, None, Retry::Idempotent)
             .await?;
-        if response.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        Self::json(response).await.map(Some)
+        Self::json(response).await
     }
 
     /// Streams `room`'s messages with seq > `after`, calling `on_event` until it returns

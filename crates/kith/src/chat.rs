@@ -39,10 +39,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let history = client
         .history(&args.room, 0, 1, Consistency::Linearizable)
         .await?;
-    let last_seq = history
-        .as_ref()
-        .and_then(|h| h["last_seq"].as_u64())
-        .unwrap_or(0);
+    let last_seq = history["last_seq"].as_u64().unwrap_or(0);
     let start = last_seq.saturating_sub(HISTORY_LINES);
     eprintln!(
         "kith chat: room '{}' as '{}' ({} messages so far); type and press Enter, Ctrl-D to leave",

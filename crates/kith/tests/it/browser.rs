@@ -1,0 +1,288 @@
+//! The web UI in a real browser: two people chat through two different nodes, one node is
+//! killed, and the conversation carries on with nothing lost or repeated. Also takes a
+//! screenshot of the dashboard (kept under `target/artifacts/`, path printed in the log).
+//!
+//! Drives Debian's `chromium` through `chromedriver` (WebDriver, via fantoccini). `.ci/run`
+//! installs both; without them this test fails loudly rather than pretending to pass.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::harness::{wait_until, TestCluster};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    process: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+async fn start_driver() -> Driver {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let process = Command::new(CHROMEDRIVER)
+        .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().no_proxy().build().expect("http");
+    wait_until(
+        "chromedriver to be ready",
+        Duration::from_secs(20),
+        || async {
+            let status: Value = http
+                .get(format!("{url}/status"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (status["value"]["ready"] == true).then_some(())
+        },
+    )
+    .await;
+    Driver { process, url }
+}
+
+async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        },
+        "goog:loggingPrefs": {"browser": "ALL"},
+    });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object literal")
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("start a browser session")
+}
+
+/// The messages a page shows: (seq, text), in display order.
+async fn shown(page: &Client) -> Vec<(u64, String)> {
+    let rows = page
+        .execute(
+            "return [...document.querySelectorAll('#log li[data-seq]')]
+                .map(li => [Number(li.dataset.seq), li.querySelector('.text').textContent]);",
+            vec![],
+        )
+        .await
+        .expect("read the message log");
+    serde_json::from_value(rows).expect("rows")
+}
+
+async fn wait_for_text(page: &Client, who: &str, text: &str) {
+    wait_until(
+        &format!("{who} to see '{text}'"),
+        Duration::from_secs(30),
+        || async {
+            shown(page)
+                .await
+                .iter()
+                .any(|(_, t)| t == text)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+async fn say(page: &Client, text: &str) {
+    let input = page.find(Locator::Id("text")).await.expect("message box");
+    input.send_keys(text).await.expect("type");
+    page.find(Locator::Id("send"))
+        .await
+        .expect("send button")
+        .click()
+        .await
+        .expect("click send");
+}
+
+async fn open_chat(page: &Client, base: &str, name: &str) {
+    page.goto(&format!("{base}/chat?room=browser"))
+        .await
+        .expect("open chat");
+    let field = page
+        .wait()
+        .for_element(Locator::Id("name"))
+        .await
+        .expect("name field");
+    field.send_keys(name).await.expect("type name");
+    wait_until("the page to connect", Duration::from_secs(20), || async {
+        let status = page
+            .find(Locator::Id("connection"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        status.starts_with("connected to").then_some(status)
+    })
+    .await;
+}
+
+/// Console errors the page logged (chromedriver's browser log).
+async fn console_errors(driver: &Driver, page: &Client) -> Vec<String> {
+    let session = page.session_id().await.ok().flatten().expect("session id");
+    let http = reqwest::Client::builder().no_proxy().build().expect("http");
+    let logs: Value = http
+        .post(format!("{}/session/{session}/se/log", driver.url))
+        .json(&json!({"type": "browser"}))
+        .send()
+        .await
+        .expect("read browser log")
+        .json()
+        .await
+        .expect("log json");
+    logs["value"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["level"] == "SEVERE")
+                .filter_map(|e| e["message"].as_str().map(str::to_owned))
+                // Requests to the node this test killed fail by design.
+                .filter(|m| !m.contains("net::ERR_CONNECTION_REFUSED"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let dir = target.join("artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir.canonicalize().expect("artifacts dir path")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_chat_through_a_node_failure_and_the_dashboard_renders() {
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let driver = start_driver().await;
+    let profiles = tempfile::TempDir::new().expect("profiles");
+    let alice = browser(&driver, &profiles.path().join("alice")).await;
+    let bob = browser(&driver, &profiles.path().join("bob")).await;
+
+    open_chat(&alice, &cluster.url(1), "alice").await;
+    open_chat(&bob, &cluster.url(2), "bob").await;
+    say(&alice, "hello from alice").await;
+    wait_for_text(&bob, "bob", "hello from alice").await;
+    say(&bob, "hi alice").await;
+    wait_for_text(&alice, "alice", "hi alice").await;
+
+    // Alice's node dies; her page must find another member and carry on.
+    cluster.kill(1);
+    let alice_node = wait_until(
+        "alice to reconnect elsewhere",
+        Duration::from_secs(30),
+        || async {
+            let status = alice
+                .find(Locator::Id("connection"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (status.starts_with("connected to") && !status.contains(&cluster.url(1)[7..]))
+                .then_some(status)
+        },
+    )
+    .await;
+    println!("alice is now {alice_node}");
+    say(&bob, "are you still there?").await;
+    wait_for_text(&alice, "alice", "are you still there?").await;
+    say(&alice, "yes, through another node").await;
+    wait_for_text(&bob, "bob", "yes, through another node").await;
+
+    let a = shown(&alice).await;
+    let b = shown(&bob).await;
+    assert_eq!(a, b, "both pages show the same conversation");
+    let seqs: Vec<u64> = a.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "dense, ordered, no repeats"
+    );
+    let texts: Vec<&str> = a.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts,
+        [
+            "hello from alice",
+            "hi alice",
+            "are you still there?",
+            "yes, through another node"
+        ]
+    );
+    assert_eq!(console_errors(&driver, &bob).await, Vec::<String>::new());
+
+    // The dashboard, as a person would see it.
+    bob.goto(&format!("{}/", cluster.url(2)))
+        .await
+        .expect("open dashboard");
+    wait_until(
+        "the dashboard to show the members",
+        Duration::from_secs(20),
+        || async {
+            let cards = bob.find_all(Locator::Css("article.member")).await.ok()?;
+            let leader = bob
+                .find(Locator::Id("s-leader"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            (cards.len() == 3 && leader.starts_with("node")).then_some(())
+        },
+    )
+    .await;
+    let down = bob
+        .find_all(Locator::Css("article.member.down"))
+        .await
+        .expect("cards");
+    assert_eq!(down.len(), 1, "the killed node shows as down");
+    let png = bob.screenshot().await.expect("screenshot");
+    let path = artifacts_dir().join("dashboard.png");
+    std::fs::write(&path, png).expect("save screenshot");
+    println!("dashboard screenshot: {}", path.display());
+    assert_eq!(console_errors(&driver, &bob).await, Vec::<String>::new());
+
+    alice.close().await.expect("close alice");
+    bob.close().await.expect("close bob");
+}
