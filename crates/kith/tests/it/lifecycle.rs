@@ -80,18 +80,49 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// A running `kith dev`. Dropping it (as a failing test does) SIGKILLs the supervisor, whose
+/// nodes then exit by themselves, so no process outlives the test.
+struct Dev {
+    child: Child,
+    base_port: u16,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl std::ops::Deref for Dev {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Dev {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
 /// Starts `kith dev` and returns it once it has printed that the cluster is up.
-fn start_dev(data: &std::path::Path) -> (Child, Vec<u32>) {
+fn start_dev(data: &std::path::Path) -> (Dev, Vec<u32>) {
     let base = free_port_run();
-    let mut dev = Command::new(env!("CARGO_BIN_EXE_kith"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kith"))
         .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
         .arg("--data")
         .arg(data)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::null())
         .spawn()
         .expect("spawn kith dev");
+    let mut dev = Dev {
+        child,
+        base_port: base,
+    };
     let stdout = dev.stdout.take().expect("stdout");
     // Reading blocks; `kith dev` bounds its own startup (30 s) and exits on failure, which
     // ends this loop too.
@@ -147,4 +178,78 @@ async fn dev_nodes_exit_when_the_supervisor_is_killed() {
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_breaks_dev_nodes_and_is_refused_elsewhere() {
+    // Nodes not started by `kith dev` refuse the playground.
+    let cluster = TestCluster::start(1, &[]);
+    cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
+    let http = cluster.http();
+    for (path, body) in [
+        ("/v1/dev/nodes/1/kill", None),
+        (
+            "/internal/dev/isolate",
+            Some(serde_json::json!({"isolated": true})),
+        ),
+    ] {
+        let mut request = http.post(format!("{}{path}", cluster.url(1)));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), 403, "{path}");
+    }
+    assert!(cluster.health(1).await.is_some(), "the node is untouched");
+
+    // Under `kith dev` the same routes pause, resume, cut off and heal real nodes.
+    let tmp = tempfile::TempDir::new().expect("temp dir");
+    let (mut dev, _children) = start_dev(tmp.path());
+    let base = dev.base_port;
+    let url = |n: u16| format!("http://127.0.0.1:{}", base + n - 1);
+    let act = |n: u16, action: &str| {
+        let (http, u) = (http.clone(), url(1));
+        let action = action.to_owned();
+        async move {
+            http.post(format!("{u}/v1/dev/nodes/{n}/{action}"))
+                .send()
+                .await
+                .expect("playground request")
+                .status()
+        }
+    };
+    let answers = |n: u16| {
+        let (http, u) = (http.clone(), url(n));
+        async move {
+            http.get(format!("{u}/v1/health"))
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok()
+        }
+    };
+    assert_eq!(act(3, "pause").await, 200);
+    assert!(!answers(3).await, "a paused node does not answer");
+    assert_eq!(act(3, "resume").await, 200);
+    wait_until(
+        "node 3 to answer again",
+        Duration::from_secs(10),
+        || async { answers(3).await.then_some(()) },
+    )
+    .await;
+    assert_eq!(act(2, "isolate").await, 200);
+    let dev_state: serde_json::Value = http
+        .get(format!("{}/v1/dev", url(2)))
+        .send()
+        .await
+        .expect("dev status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(dev_state["isolated"], true);
+    assert_eq!(act(2, "heal").await, 200);
+    assert_eq!(act(9, "kill").await, 404);
+
+    kill(Pid::from_raw(dev.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    dev.wait().expect("reap kith dev");
 }
