@@ -39,6 +39,8 @@ pub enum Command {
     Expire,
     /// Post a message to a chat room.
     Post(crate::rooms::Post),
+    /// A job-queue command.
+    Job(crate::jobs::JobCommand),
 }
 
 impl Command {
@@ -49,6 +51,7 @@ impl Command {
             Command::Delete { .. } => "delete",
             Command::Expire => "expire",
             Command::Post(_) => "post",
+            Command::Job(_) => "job",
         }
     }
 }
@@ -75,4 +78,6 @@ pub enum Response {
     },
     /// A new room was refused: the cluster already holds `max` rooms.
     RoomsFull { max: u64 },
+    /// What a job command produced.
+    Job(crate::jobs::JobOutcome),
 }

@@ -8,6 +8,8 @@
 //!   events — written against the [`kv::KvTable`] trait so storage can back it with any engine.
 //! - [`rooms`]: the chat-room state machine — dense per-room sequence numbers, idempotent
 //!   sends, bounded retention.
+//! - [`jobs`]: the job queue — leases with fencing, retries with backoff, dead letters,
+//!   priorities, delayed jobs.
 //! - [`ledger`]: the hash chain over applied entries that lets replicas prove they agree.
 //! - [`limits`]: input bounds and validation shared by the API and the state machine.
 //!
@@ -16,6 +18,7 @@
 //! out of this crate.
 
 pub mod command;
+pub mod jobs;
 pub mod kv;
 pub mod ledger;
 pub mod limits;
