@@ -3,6 +3,7 @@
 //! Owns:
 //! - [`routes`]: the public `/v1/…` JSON API (kv, health, cluster, membership, ledger);
 //! - [`watch`]: `/v1/watch`, the Server-Sent Events stream of changes;
+//! - [`jobs`]: the job queue — enqueue, claim (long poll), reports with fencing, inspection;
 //! - [`rooms`]: chat rooms — post, history, and the live `/v1/rooms/{room}/stream`;
 //! - [`internal`]: the `/internal/…` peer routes (Raft RPCs and forwarded requests, postcard
 //!   bodies) — the server half of `kith_node::network`;
@@ -16,6 +17,7 @@
 pub mod dev;
 pub mod error;
 pub mod internal;
+pub mod jobs;
 pub mod metrics;
 pub mod rooms;
 pub mod routes;

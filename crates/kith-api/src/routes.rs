@@ -44,6 +44,17 @@ pub fn router(node: Arc<Node>) -> Router {
             get(crate::rooms::history).post(crate::rooms::post_message),
         )
         .route("/v1/rooms/{room}/stream", get(crate::rooms::stream))
+        .route("/v1/queues", get(crate::jobs::queues))
+        .route("/v1/queues/{q}/jobs", post(crate::jobs::enqueue))
+        .route("/v1/queues/{q}/claim", post(crate::jobs::claim))
+        .route("/v1/queues/{q}/dead", get(crate::jobs::dead))
+        .route("/v1/jobs", get(crate::jobs::list))
+        .route(
+            "/v1/jobs/{id}",
+            get(crate::jobs::get_job).delete(crate::jobs::cancel),
+        )
+        .route("/v1/jobs/{id}/retry", post(crate::jobs::retry))
+        .route("/v1/jobs/{id}/{action}", post(crate::jobs::report))
         .route("/v1/dev", get(crate::dev::status))
         .route("/v1/dev/nodes/{id}/{action}", post(crate::dev::act))
         .layer(axum::middleware::from_fn_with_state(
@@ -319,11 +330,13 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
             "revision_mismatch",
             format!("the key's current revision is {current}; nothing was changed"),
         )),
-        Applied::None | Applied::Posted { .. } | Applied::RoomsFull { .. } => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "a write produced no result",
-        )),
+        Applied::None | Applied::Posted { .. } | Applied::RoomsFull { .. } | Applied::Job(_) => {
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "a write produced no result",
+            ))
+        }
     }
 }
 

@@ -43,6 +43,10 @@ pub struct NodeConfig {
     pub room_messages_kept: u64,
     /// Chat rooms the cluster may hold. Applied by the leader.
     pub rooms_max: u64,
+    /// How long completed and cancelled jobs (and their idempotency keys) are kept.
+    pub job_retention: Duration,
+    /// Largest job payload, in bytes of JSON.
+    pub job_payload_bytes_max: usize,
     /// URL of the `kith dev` supervisor's control server; set only for nodes `kith dev`
     /// started, and the only thing that enables the playground routes.
     pub dev_control: Option<String>,
@@ -73,6 +77,8 @@ impl NodeConfig {
             room_messages_kept: 10_000,
             rooms_max: 10_000,
             dev_control: None,
+            job_retention: Duration::from_secs(3600),
+            job_payload_bytes_max: 256 * 1024,
         }
     }
 }

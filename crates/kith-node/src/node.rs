@@ -21,6 +21,7 @@ use tokio::time::timeout;
 use crate::network::{PeerTransport, TransportError};
 use crate::protocol::{ForwardError, ForwardRequest, ForwardResponse};
 use crate::{NodeConfig, NodeError};
+use kith_core::jobs::JobCommand;
 use kith_core::ledger::to_hex;
 use kith_core::{Command, KvEntry, NodeId, Proposal, Response};
 use kith_storage::{LogStore, StateReader, StoreConfig, TypeConfig};
@@ -495,9 +496,20 @@ impl Node {
             ForwardRequest::Write(mut command) => {
                 // Cluster-wide bounds are the leader's to set, so every replica applies the
                 // same ones.
-                if let Command::Post(post) = &mut command {
-                    post.keep = self.config.room_messages_kept;
-                    post.rooms_max = self.config.rooms_max;
+                let retention_ms = self.config.job_retention.as_millis() as u64;
+                match &mut command {
+                    Command::Post(post) => {
+                        post.keep = self.config.room_messages_kept;
+                        post.rooms_max = self.config.rooms_max;
+                    }
+                    Command::Job(JobCommand::Enqueue(e)) => e.retention_ms = retention_ms,
+                    Command::Job(JobCommand::Complete {
+                        retention_ms: r, ..
+                    })
+                    | Command::Job(JobCommand::Cancel {
+                        retention_ms: r, ..
+                    }) => *r = retention_ms,
+                    _ => {}
                 }
                 // The leader's clock, read once here, is the time every replica applies.
                 let proposal = Proposal {
@@ -612,8 +624,9 @@ fn role_name(state: ServerState) -> &'static str {
     }
 }
 
-/// On the leader, proposes [`Command::Expire`] whenever a key's TTL has run out, so keys
-/// expire even when no other write carries the leader's clock. Every node runs this loop;
+/// On the leader, proposes [`Command::Expire`] whenever a timer is due (a key's TTL, a
+/// delayed job, a job lease), so time-driven changes happen even when no other write carries
+/// the leader's clock. Every node runs this loop;
 /// only the current leader proposes. Runs until aborted.
 async fn drive_expiry(
     raft: openraft::Raft<TypeConfig>,
@@ -629,7 +642,7 @@ async fn drive_expiry(
             continue;
         }
         let now_ms = wall_clock_ms();
-        let due = matches!(state.next_expiry_ms(), Ok(Some(at)) if at <= now_ms);
+        let due = matches!(state.next_timer_ms(), Ok(Some(at)) if at <= now_ms);
         if !due {
             continue;
         }

@@ -7,6 +7,9 @@
 //! - `ledger`: log index → 32-byte hash — the recent part of the hash chain;
 //! - `rooms`: room → postcard [`RoomMeta`]; `messages`: (room, seq) → postcard [`Message`];
 //!   `message_ids`: (room, id) → seq — the chat rooms and their idempotency keys;
+//! - `jobs`: id → postcard [`Job`]; `job_ready`: (queue, rank, id); `job_timers`:
+//!   (at_ms, id); `job_keys`: (queue, idempotency key) → id; `job_stats`: queue → counts —
+//!   the job queue and its indexes;
 //! - `meta`: `last_applied`, `membership`, `kv_meta` (revision and clock), `ledger_head`,
 //!   `events_compacted` (every event at or below it is gone).
 //!
@@ -43,6 +46,7 @@ use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
 use crate::{StoreError, TypeConfig};
+use kith_core::jobs::{self, Job, JobTable, QueueStats};
 use kith_core::ledger::{self, Hash};
 use kith_core::rooms::{self, Message, RoomMeta, RoomTable};
 use kith_core::{kv, Command, KvEntry, KvEvent, KvMeta, KvTable, NodeId, Response};
@@ -55,6 +59,12 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const MESSAGE_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("message_ids");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const JOB_READY: TableDefinition<(&str, u8, u64), ()> = TableDefinition::new("job_ready");
+const JOB_TIMERS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_timers");
+const JOB_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("job_keys");
+const JOB_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_stats");
+const KEY_JOB_NEXT_ID: &str = "job_next_id";
 
 const KEY_LAST_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
@@ -119,6 +129,9 @@ struct SnapshotBody {
     entries: Vec<(String, KvEntry)>,
     rooms: Vec<(String, RoomMeta)>,
     messages: Vec<(String, Message)>,
+    jobs: Vec<Job>,
+    job_stats: Vec<(String, QueueStats)>,
+    job_next_id: u64,
 }
 
 /// What `snapshot.bin` holds.
@@ -225,6 +238,140 @@ impl RoomTable for RedbRooms<'_> {
     }
 }
 
+/// Backs [`JobTable`] with open redb tables inside one write transaction.
+struct RedbJobs<'t> {
+    jobs: Table<'t, u64, &'static [u8]>,
+    ready: Table<'t, (&'static str, u8, u64), ()>,
+    timers: Table<'t, (u64, u64), ()>,
+    keys: Table<'t, (&'static str, &'static str), u64>,
+    stats: Table<'t, &'static str, &'static [u8]>,
+    /// Next id to hand out; written back to `meta` when the batch commits.
+    next_id: u64,
+}
+
+impl JobTable for RedbJobs<'_> {
+    type Error = StoreError;
+    fn next_id(&mut self) -> Result<u64, StoreError> {
+        self.next_id += 1;
+        Ok(self.next_id)
+    }
+    fn get(&mut self, id: u64) -> Result<Option<Job>, StoreError> {
+        match self.jobs.get(id)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+    fn put(&mut self, job: &Job) -> Result<(), StoreError> {
+        self.jobs.insert(job.id, encode(job)?.as_slice())?;
+        Ok(())
+    }
+    fn remove(&mut self, id: u64) -> Result<(), StoreError> {
+        self.jobs.remove(id)?;
+        Ok(())
+    }
+    fn ready_add(&mut self, queue: &str, rank: u8, id: u64) -> Result<(), StoreError> {
+        self.ready.insert((queue, rank, id), ())?;
+        Ok(())
+    }
+    fn ready_remove(&mut self, queue: &str, rank: u8, id: u64) -> Result<(), StoreError> {
+        self.ready.remove((queue, rank, id))?;
+        Ok(())
+    }
+    fn ready_first(&mut self, queue: &str) -> Result<Option<u64>, StoreError> {
+        let first = self
+            .ready
+            .range((queue, 0u8, 0u64)..=(queue, u8::MAX, u64::MAX))?
+            .next()
+            .transpose()?
+            .map(|(k, _)| k.value().2);
+        Ok(first)
+    }
+    fn timer_add(&mut self, at_ms: u64, id: u64) -> Result<(), StoreError> {
+        self.timers.insert((at_ms, id), ())?;
+        Ok(())
+    }
+    fn timer_remove(&mut self, at_ms: u64, id: u64) -> Result<(), StoreError> {
+        self.timers.remove((at_ms, id))?;
+        Ok(())
+    }
+    fn timers_due(&mut self, now_ms: u64, limit: usize) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut due = Vec::new();
+        for item in self
+            .timers
+            .range((0u64, 0u64)..=(now_ms, u64::MAX))?
+            .take(limit)
+        {
+            due.push(item?.0.value());
+        }
+        Ok(due)
+    }
+    fn idempotent(&mut self, queue: &str, key: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.keys.get((queue, key))?.map(|v| v.value()))
+    }
+    fn idempotent_put(
+        &mut self,
+        queue: &str,
+        key: &str,
+        id: Option<u64>,
+    ) -> Result<(), StoreError> {
+        match id {
+            Some(id) => self.keys.insert((queue, key), id)?,
+            None => self.keys.remove((queue, key))?,
+        };
+        Ok(())
+    }
+    fn stats(&mut self, queue: &str) -> Result<QueueStats, StoreError> {
+        match self.stats.get(queue)? {
+            Some(v) => Ok(decode(v.value())?),
+            None => Ok(QueueStats::default()),
+        }
+    }
+    fn stats_put(&mut self, queue: &str, stats: &QueueStats) -> Result<(), StoreError> {
+        self.stats.insert(queue, encode(stats)?.as_slice())?;
+        Ok(())
+    }
+}
+
+/// Where a job sits in the indexes, rebuilt from the job itself on snapshot install.
+fn index_job(
+    job: &Job,
+    ready: &mut Table<'_, (&'static str, u8, u64), ()>,
+    timers: &mut Table<'_, (u64, u64), ()>,
+    keys: &mut Table<'_, (&'static str, &'static str), u64>,
+) -> Result<(), StoreError> {
+    use kith_core::jobs::JobState;
+    match job.state {
+        JobState::Ready => {
+            ready.insert(
+                (
+                    job.queue.as_str(),
+                    jobs::PRIORITY_MAX - job.priority,
+                    job.id,
+                ),
+                (),
+            )?;
+        }
+        JobState::Delayed => {
+            timers.insert((job.run_at_ms, job.id), ())?;
+        }
+        JobState::Leased => {
+            if let Some(l) = &job.lease {
+                timers.insert((l.until_ms, job.id), ())?;
+            }
+        }
+        JobState::Completed | JobState::Cancelled => {
+            if let Some(at) = job.expires_ms {
+                timers.insert((at, job.id), ())?;
+            }
+        }
+        JobState::Dead => {}
+    }
+    if let Some(key) = &job.idempotency_key {
+        keys.insert((job.queue.as_str(), key.as_str()), job.id)?;
+    }
+    Ok(())
+}
+
 fn meta_get<T: for<'de> Deserialize<'de>>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
@@ -264,6 +411,11 @@ impl StateMachineStore {
         txn.open_table(ROOMS)?;
         txn.open_table(MESSAGES)?;
         txn.open_table(MESSAGE_IDS)?;
+        txn.open_table(JOBS)?;
+        txn.open_table(JOB_READY)?;
+        txn.open_table(JOB_TIMERS)?;
+        txn.open_table(JOB_KEYS)?;
+        txn.open_table(JOB_STATS)?;
         txn.commit()?;
         let db = Arc::new(db);
         let revision = read_kv_meta(&db)?.revision;
@@ -317,6 +469,14 @@ impl StateMachineStore {
                 messages: txn.open_table(MESSAGES)?,
                 ids: txn.open_table(MESSAGE_IDS)?,
             };
+            let mut job_table = RedbJobs {
+                jobs: txn.open_table(JOBS)?,
+                ready: txn.open_table(JOB_READY)?,
+                timers: txn.open_table(JOB_TIMERS)?,
+                keys: txn.open_table(JOB_KEYS)?,
+                stats: txn.open_table(JOB_STATS)?,
+                next_id: meta_get(&meta, KEY_JOB_NEXT_ID)?.unwrap_or(0),
+            };
             for entry in entries {
                 assert!(
                     Some(entry.log_id) > last_applied,
@@ -348,10 +508,12 @@ impl StateMachineStore {
                     EntryPayload::Normal(proposal) => {
                         // The clock (and so TTL expiry) applies to every proposal first.
                         let response = kv::apply(&mut table, &mut kv_meta, &proposal)?;
+                        jobs::fire_timers(&mut job_table, kv_meta.now_ms)?;
                         match &proposal.command {
                             Command::Post(post) => {
                                 rooms::apply(&mut room_table, kv_meta.now_ms, post)?
                             }
+                            Command::Job(job) => jobs::apply(&mut job_table, kv_meta.now_ms, job)?,
                             _ => response,
                         }
                     }
@@ -369,6 +531,7 @@ impl StateMachineStore {
             }
             meta_put(&mut meta, KEY_LAST_APPLIED, &last_applied)?;
             meta_put(&mut meta, KEY_KV_META, &kv_meta)?;
+            meta_put(&mut meta, KEY_JOB_NEXT_ID, &job_table.next_id)?;
             meta_put(&mut meta, KEY_LEDGER_HEAD, &head)?;
             if let Some(m) = membership {
                 meta_put(&mut meta, KEY_MEMBERSHIP, &m)?;
@@ -411,6 +574,23 @@ impl StateMachineStore {
                 messages.insert((room.as_str(), message.seq), encode(message)?.as_slice())?;
                 ids.insert((room.as_str(), message.id.as_str()), message.seq)?;
             }
+            let mut jobs_table = txn.open_table(JOBS)?;
+            let mut ready = txn.open_table(JOB_READY)?;
+            let mut timers = txn.open_table(JOB_TIMERS)?;
+            let mut keys = txn.open_table(JOB_KEYS)?;
+            let mut stats = txn.open_table(JOB_STATS)?;
+            jobs_table.retain(|_, _| false)?;
+            ready.retain(|_, _| false)?;
+            timers.retain(|_, _| false)?;
+            keys.retain(|_, _| false)?;
+            stats.retain(|_, _| false)?;
+            for job in &body.jobs {
+                jobs_table.insert(job.id, encode(job)?.as_slice())?;
+                index_job(job, &mut ready, &mut timers, &mut keys)?;
+            }
+            for (queue, s) in &body.job_stats {
+                stats.insert(queue.as_str(), encode(s)?.as_slice())?;
+            }
             // The history before the snapshot is not carried: it starts here.
             txn.open_table(EVENTS)?.retain(|_, _| false)?;
             let mut ledger_table = txn.open_table(LEDGER)?;
@@ -422,6 +602,7 @@ impl StateMachineStore {
             meta_put(&mut m, KEY_KV_META, &body.kv_meta)?;
             meta_put(&mut m, KEY_LEDGER_HEAD, &body.ledger_head)?;
             meta_put(&mut m, KEY_EVENTS_COMPACTED, &body.kv_meta.revision)?;
+            meta_put(&mut m, KEY_JOB_NEXT_ID, &body.job_next_id)?;
         }
         txn.commit()?;
         self.revision_tx.send_replace(body.kv_meta.revision);
@@ -509,12 +690,25 @@ impl SnapshotBuilder {
             let (k, v) = item?;
             messages.push((k.value().0.to_owned(), decode(v.value())?));
         }
+        let mut jobs_list = Vec::new();
+        for item in txn.open_table(JOBS)?.iter()? {
+            jobs_list.push(decode(item?.1.value())?);
+        }
+        let mut job_stats = Vec::new();
+        for item in txn.open_table(JOB_STATS)?.iter()? {
+            let (k, v) = item?;
+            job_stats.push((k.value().to_owned(), decode(v.value())?));
+        }
+        let job_next_id: u64 = meta_get(&meta_table, KEY_JOB_NEXT_ID)?.unwrap_or(0);
         let data = encode(&SnapshotBody {
             kv_meta,
             ledger_head,
             entries,
             rooms,
             messages,
+            jobs: jobs_list,
+            job_stats,
+            job_next_id,
         })?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
@@ -760,5 +954,74 @@ impl StateReader {
             out.push(decode(v.value())?);
         }
         Ok(out)
+    }
+}
+
+impl StateReader {
+    /// One job, if it exists.
+    pub fn job(&self, id: u64) -> Result<Option<Job>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        let found = match table.get(id)? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        Ok(found)
+    }
+
+    /// Every queue with its counts, in name order (at most `limit`).
+    pub fn queues(&self, limit: usize) -> Result<Vec<(String, QueueStats)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOB_STATS)?;
+        let mut out = Vec::new();
+        for item in table.iter()?.take(limit) {
+            let (k, v) = item?;
+            out.push((k.value().to_owned(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Whether `queue` has a job ready to claim right now.
+    pub fn has_ready(&self, queue: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOB_READY)?;
+        let mut range = table.range((queue, 0u8, 0u64)..=(queue, u8::MAX, u64::MAX))?;
+        Ok(range.next().is_some())
+    }
+
+    /// Up to `limit` jobs matching `filter`, newest first (a scan: for the few hundred jobs a
+    /// page or a dead-letter list shows, not for bulk export).
+    pub fn jobs_where(
+        &self,
+        limit: usize,
+        filter: impl Fn(&Job) -> bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(JOBS)?;
+        let mut out = Vec::new();
+        for item in table.iter()?.rev() {
+            let job: Job = decode(item?.1.value())?;
+            if filter(&job) {
+                out.push(job);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest time-driven change pending: a key's TTL or a job timer.
+    pub fn next_timer_ms(&self) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let expiry = txn.open_table(EXPIRY)?.first()?.map(|(k, _)| k.value().0);
+        let job = txn
+            .open_table(JOB_TIMERS)?
+            .first()?
+            .map(|(k, _)| k.value().0);
+        Ok(match (expiry, job) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 }
