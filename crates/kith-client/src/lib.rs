@@ -10,6 +10,7 @@
 //! Refuses: knowing cluster internals; it speaks only the public `/v1` API.
 
 mod chat;
+mod jobs;
 mod sse;
 mod watch;
 
@@ -18,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use chat::{ChatMessage, RoomEvent};
+pub use jobs::ClaimedJob;
 pub use watch::{WatchControl, WatchEvent};
 
 use reqwest::{Method, StatusCode};

@@ -487,3 +487,129 @@ async fn first_divergence(client: &Client, good: &str, bad: &str, upto: u64) -> 
         _ => None,
     }
 }
+
+#[derive(Args)]
+pub struct JobsArgs {
+    #[command(subcommand)]
+    command: JobsCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Enqueue a job with a JSON PAYLOAD.
+    Push {
+        queue: String,
+        payload: String,
+        /// 0–9, higher runs first.
+        #[arg(long)]
+        priority: Option<u8>,
+        /// Run no sooner than this many seconds from now.
+        #[arg(long)]
+        delay: Option<u64>,
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Seconds a run may take before the worker kills it.
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Enqueue at most once per key.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Queues with their counts.
+    Ls,
+    /// One job in full.
+    Get { id: u64 },
+    /// A queue's dead letters.
+    Dead { queue: String },
+    /// Bring a dead job back.
+    Retry { id: u64 },
+    /// Cancel a job.
+    Cancel { id: u64 },
+}
+
+pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
+    let client = args.common.client()?;
+    let json_out = args.common.output == Output::Json;
+    match args.command {
+        JobsCommand::Push {
+            queue,
+            payload,
+            priority,
+            delay,
+            max_attempts,
+            timeout,
+            key,
+        } => {
+            let payload: Value = serde_json::from_str(&payload).context("PAYLOAD must be JSON")?;
+            let mut job = json!({ "payload": payload });
+            for (field, value) in [
+                ("priority", priority.map(u64::from)),
+                ("delay_s", delay),
+                ("max_attempts", max_attempts.map(u64::from)),
+                ("timeout_s", timeout),
+            ] {
+                if let Some(v) = value {
+                    job[field] = json!(v);
+                }
+            }
+            if let Some(k) = key {
+                job["idempotency_key"] = json!(k);
+            }
+            let id = client.enqueue(&queue, &job).await?;
+            if json_out {
+                println!("{}", json!({ "id": id }));
+            } else {
+                println!("job {id}");
+            }
+        }
+        JobsCommand::Ls => {
+            let queues = client.queues().await?;
+            if json_out {
+                println!("{queues}");
+                return Ok(());
+            }
+            let rows: Vec<[String; 7]> = queues["queues"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|q| {
+                    [
+                        q["name"].as_str().unwrap_or("").to_owned(),
+                        q["ready"].to_string(),
+                        q["delayed"].to_string(),
+                        q["leased"].to_string(),
+                        q["dead"].to_string(),
+                        q["completed_total"].to_string(),
+                        q["failed_total"].to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "QUEUE",
+                    "READY",
+                    "DELAYED",
+                    "LEASED",
+                    "DEAD",
+                    "COMPLETED",
+                    "FAILURES",
+                ],
+                &rows,
+            );
+        }
+        JobsCommand::Get { id } => println!("{}", client.job(id).await?),
+        JobsCommand::Dead { queue } => println!("{}", client.dead_letters(&queue).await?),
+        JobsCommand::Retry { id } => {
+            client.retry_job(id).await?;
+            println!("job {id} is ready again");
+        }
+        JobsCommand::Cancel { id } => {
+            client.cancel_job(id).await?;
+            println!("job {id} cancelled");
+        }
+    }
+    Ok(())
+}

@@ -2,12 +2,14 @@
 //! subcommands are clients of a running cluster.
 //!
 //! Modules: [`serve`] (one node), [`dev`] (the local-cluster supervisor), [`commands`] (the
-//! client subcommands and their table/json output), [`chat`] (the terminal chat client).
+//! client subcommands and their table/json output), [`chat`] (the terminal chat client),
+//! [`worker`] (`kith worker`, which runs jobs).
 
 mod chat;
 mod commands;
 mod dev;
 mod serve;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +41,10 @@ enum Top {
     Ledger(commands::LedgerArgs),
     /// Chat in a room from the terminal.
     Chat(chat::ChatArgs),
+    /// The job queue: push, ls, get, dead, retry, cancel.
+    Jobs(commands::JobsArgs),
+    /// Pull jobs from a queue and run a command for each.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +64,8 @@ fn main() -> std::process::ExitCode {
             Top::Cluster(args) => commands::cluster(args).await,
             Top::Ledger(args) => commands::ledger(args).await,
             Top::Chat(args) => chat::run(args).await,
+            Top::Jobs(args) => commands::jobs(args).await,
+            Top::Worker(args) => worker::run(args).await,
         }
     });
     match result {
