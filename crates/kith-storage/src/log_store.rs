@@ -2,7 +2,7 @@
 //!
 //! Layout of `raft-log.redb`:
 //! - table `log`: log index (u64) → postcard-encoded `Entry<TypeConfig>`;
-//! - table `meta`: `vote`, `committed`, `last_purged` → postcard-encoded values.
+//! - table `meta`: `vote`, `last_purged` → postcard-encoded values.
 //!
 //! Invariants:
 //! - An append is reported complete (`LogFlushed`) only after its redb transaction committed
@@ -10,8 +10,10 @@
 //!   acknowledgement durable.
 //! - The vote is fsynced before `save_vote` returns (Raft §5.1: a server must not vote twice
 //!   in one term, even across a crash).
-//! - `committed` is saved without fsync: it is a hint that lets a restarted node re-apply
-//!   sooner; losing it only means waiting for the leader to say it again.
+//! - Every commit is `Durability::Immediate`. The committed index is not persisted at all
+//!   (openraft treats it as optional): an earlier version wrote it with `Durability::None`,
+//!   and under load redb's debug assertions caught a page being freed while a reader still
+//!   referenced it, so kith no longer mixes non-durable commits into the log.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -23,7 +25,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::codec::{decode, encode};
@@ -34,7 +36,6 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
@@ -59,18 +60,12 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
-        let store = LogStore {
+        Ok(LogStore {
             inner: Arc::new(Inner {
                 db,
                 committed_index: AtomicU64::new(0),
             }),
-        };
-        let committed: Option<LogId<NodeId>> = store.meta_get(KEY_COMMITTED)?.flatten();
-        store
-            .inner
-            .committed_index
-            .store(committed.map_or(0, |l| l.index), Ordering::Relaxed);
-        Ok(store)
+        })
     }
 
     /// The highest log index known to be committed by a quorum (0 before any).
@@ -87,16 +82,10 @@ impl LogStore {
         }
     }
 
-    fn meta_put<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durability: Durability,
-    ) -> Result<(), StoreError> {
+    /// Writes one meta record and fsyncs (redb's default `Durability::Immediate`).
+    fn meta_put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = encode(value)?;
-        let mut txn = self.inner.db.begin_write()?;
-        txn.set_durability(durability)
-            .map_err(|e| StoreError::Engine(e.into()))?;
+        let txn = self.inner.db.begin_write()?;
         {
             let mut table = txn.open_table(META)?;
             table.insert(key, bytes.as_slice())?;
@@ -167,7 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
-        self.meta_put(KEY_VOTE, vote, Durability::Immediate)
+        self.meta_put(KEY_VOTE, vote)
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
@@ -177,17 +166,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
+        // Kept in memory only, for `/v1/health`. Persisting it would cost either an fsync per
+        // commit or a non-durable redb commit (which this store avoids entirely; see the
+        // module docs). Without it a restarted node re-applies from its durable
+        // `last_applied` once the leader tells it the commit index again.
         if let Some(c) = committed {
             self.inner
                 .committed_index
                 .fetch_max(c.index, Ordering::Relaxed);
         }
-        self.meta_put(KEY_COMMITTED, &committed, Durability::None)
-            .map_err(write_err)
-    }
-
-    async fn read_committed(&mut self) -> SResult<Option<LogId<NodeId>>> {
-        Ok(self.meta_get(KEY_COMMITTED).map_err(read_err)?.flatten())
+        Ok(())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> SResult<()>

@@ -4,6 +4,7 @@ mod bad_input;
 mod browser;
 mod failover;
 mod harness;
+mod jobs;
 mod ledger;
 mod lifecycle;
 mod membership;
