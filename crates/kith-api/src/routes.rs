@@ -64,6 +64,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .route("/", get(crate::web::dashboard))
         .route("/chat", get(crate::web::chat))
+        .route("/jobs", get(crate::web::jobs))
         .route("/assets/{name}", get(crate::web::asset))
         .route(
             "/v1/kv/{*key}",

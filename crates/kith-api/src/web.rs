@@ -1,4 +1,5 @@
-//! The web UI every node serves: a live cluster dashboard at `/` and a chat page at `/chat`.
+//! The web UI every node serves: a live cluster dashboard at `/`, a chat page at `/chat`
+//! and the job queues at `/jobs`.
 //!
 //! Plain HTML, CSS and JavaScript modules, embedded in the binary at compile time (no
 //! front-end build step). The pages talk to the same public `/v1` API as any client; after a
@@ -12,7 +13,8 @@ use crate::error::ApiError;
 
 const DASHBOARD_HTML: &str = include_str!("../web/index.html");
 const CHAT_HTML: &str = include_str!("../web/chat.html");
-const ASSETS: [(&str, &str, &str); 4] = [
+const JOBS_HTML: &str = include_str!("../web/jobs.html");
+const ASSETS: [(&str, &str, &str); 5] = [
     (
         "style.css",
         "text/css; charset=utf-8",
@@ -33,6 +35,11 @@ const ASSETS: [(&str, &str, &str); 4] = [
         "text/javascript; charset=utf-8",
         include_str!("../web/chat.js"),
     ),
+    (
+        "jobs.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/jobs.js"),
+    ),
 ];
 
 fn page(html: &'static str, content_type: &'static str) -> Response {
@@ -52,6 +59,10 @@ pub async fn dashboard() -> Response {
 
 pub async fn chat() -> Response {
     page(CHAT_HTML, "text/html; charset=utf-8")
+}
+
+pub async fn jobs() -> Response {
+    page(JOBS_HTML, "text/html; charset=utf-8")
 }
 
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {

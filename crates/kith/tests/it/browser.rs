@@ -283,6 +283,54 @@ async fn two_browsers_chat_through_a_node_failure_and_the_dashboard_renders() {
     println!("dashboard screenshot: {}", path.display());
     assert_eq!(console_errors(&driver, &bob).await, Vec::<String>::new());
 
+    // The jobs page shows a queue and its dead letters.
+    let client = cluster.client_over(&[2, 3]);
+    let dead = client
+        .enqueue("web", &json!({"payload": {"n": 1}, "max_attempts": 1}))
+        .await
+        .expect("enqueue");
+    let claimed = client
+        .claim("web", 30, 5, "browser-test")
+        .await
+        .expect("claim")
+        .expect("job");
+    client
+        .report(
+            dead,
+            "fail",
+            claimed.attempt,
+            json!({"error": "on purpose"}),
+        )
+        .await
+        .expect("fail");
+    bob.goto(&format!("{}/jobs", cluster.url(2)))
+        .await
+        .expect("open jobs page");
+    wait_until(
+        "the jobs page to list the dead job",
+        Duration::from_secs(20),
+        || async {
+            let text = bob
+                .find(Locator::Id("dead"))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.contains("on purpose").then_some(())
+        },
+    )
+    .await;
+    let queues = bob
+        .find(Locator::Id("queues"))
+        .await
+        .expect("queues")
+        .text()
+        .await
+        .expect("text");
+    assert!(queues.contains("web"), "{queues}");
+    assert_eq!(console_errors(&driver, &bob).await, Vec::<String>::new());
+
     alice.close().await.expect("close alice");
     bob.close().await.expect("close bob");
 }
