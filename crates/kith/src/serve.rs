@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Messages each chat room keeps; older ones are dropped (the leader's setting applies).
     #[arg(long, default_value_t = 10_000)]
     room_messages_kept: u64,
+    /// Seconds completed and cancelled jobs (and their idempotency keys) are kept.
+    #[arg(long, default_value_t = 3600)]
+    job_retention: u64,
     /// Exit when the parent process exits (used by `kith dev` so no child outlives it).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
@@ -110,6 +113,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.ledger_kept = args.ledger_kept;
     config.room_messages_kept = args.room_messages_kept;
     config.dev_control = args.dev_control.clone();
+    config.job_retention = Duration::from_secs(args.job_retention);
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
