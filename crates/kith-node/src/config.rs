@@ -39,6 +39,10 @@ pub struct NodeConfig {
     pub watchers_max: usize,
     /// A watcher further behind the store than this many revisions is cut off.
     pub watch_lag_max: u64,
+    /// Whether `POST /internal/faults` may switch on message delay and loss on this node's
+    /// outgoing peer messages (`kith serve --enable-fault-injection`, for the fault suite
+    /// only). Off by default; the route answers 403 when it is off.
+    pub fault_injection: bool,
 }
 
 impl NodeConfig {
@@ -63,6 +67,7 @@ impl NodeConfig {
             expiry_check_interval: Duration::from_millis(200),
             watchers_max: 1024,
             watch_lag_max: 50_000,
+            fault_injection: false,
         }
     }
 }

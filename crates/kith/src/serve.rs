@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Exit when the parent process exits (used by `kith dev` so no child outlives it).
     #[arg(long, hide = true)]
     exit_with_parent: bool,
+    /// Let `POST /internal/faults` delay and drop this node's outgoing peer messages. For
+    /// the fault suite only; without it the route answers 403.
+    #[arg(long, hide = true)]
+    enable_fault_injection: bool,
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -102,6 +106,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.snapshot_logs_keep = args.snapshot_keep;
     config.events_kept = args.events_kept;
     config.ledger_kept = args.ledger_kept;
+    config.fault_injection = args.enable_fault_injection;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
