@@ -257,7 +257,7 @@ pub async fn run_schedule(
     }
     report.log = log;
 
-    finish(config, &cluster, &mut recorded, clock, &mut report).await;
+    // Counted before `finish` adds its final reads to the history.
     for e in &recorded.registers {
         match e.op.output {
             RegOutput::Unknown => report.ops_unknown += 1,
@@ -272,6 +272,7 @@ pub async fn run_schedule(
             Outcome::Unknown => report.ops_unknown += 1,
         }
     }
+    finish(config, &cluster, &mut recorded, clock, &mut report).await;
     report.elapsed = started.elapsed();
     if !report.violations.is_empty() {
         report.report_file = write_report(config, &report, &mut cluster);

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod failover;
+mod fault;
 mod harness;
 mod ledger;
 mod lifecycle;
