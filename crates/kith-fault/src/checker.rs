@@ -179,8 +179,7 @@ pub fn check<M: Model>(
             if steps > steps_max {
                 return Verdict::Undecided;
             }
-            if let Some(next_state) = model.step(&state, &history[op].input, &history[op].output)
-            {
+            if let Some(next_state) = model.step(&state, &history[op].input, &history[op].output) {
                 let mut next_linearized = linearized.clone();
                 next_linearized.set(op);
                 if memo.insert((next_linearized.clone(), next_state.clone())) {
@@ -349,10 +348,7 @@ mod tests {
     #[test]
     fn a_stale_read_after_a_completed_write_is_caught() {
         // write(1) completes, then a read that starts later returns the initial value.
-        let h = [
-            op(0, 10, w(1), RegOutput::Ok),
-            op(20, 30, r(), got(None)),
-        ];
+        let h = [op(0, 10, w(1), RegOutput::Ok), op(20, 30, r(), got(None))];
         assert_eq!(verdict(&h), Verdict::NotLinearizable);
     }
 

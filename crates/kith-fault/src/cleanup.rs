@@ -80,7 +80,9 @@ fn install_handler() {
                         _ = term.recv() => {}
                         _ = hup.recv() => {}
                     }
-                    eprintln!("kith-fault: interrupted; stopping nodes and removing nftables rules");
+                    eprintln!(
+                        "kith-fault: interrupted; stopping nodes and removing nftables rules"
+                    );
                     undo_everything();
                     std::process::exit(130);
                 });

@@ -195,7 +195,8 @@ impl Cluster {
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",
-                std::env::var("KITH_FAULT_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+                std::env::var("KITH_FAULT_NODE_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn".into()),
             )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -267,9 +268,12 @@ impl Cluster {
     /// The leader that every node in `among` that answers agrees on, once one of them says
     /// it leads; at least a majority of `among` must answer.
     pub async fn agreed_leader(&self, among: &[u64]) -> Option<u64> {
-        let reports =
-            futures::future::join_all(among.iter().map(|id| async { (*id, self.health(*id).await) }))
-                .await;
+        let reports = futures::future::join_all(
+            among
+                .iter()
+                .map(|id| async { (*id, self.health(*id).await) }),
+        )
+        .await;
         let answered: Vec<(u64, Value)> = reports
             .into_iter()
             .filter_map(|(id, h)| Some((id, h?)))

@@ -35,5 +35,5 @@ pub mod run;
 pub mod schedule;
 pub mod workload;
 
-pub use run::{run_schedule, run_suite, ScheduleReport, Summary, SuiteConfig, Violation};
+pub use run::{run_schedule, run_suite, ScheduleReport, SuiteConfig, Summary, Violation};
 pub use schedule::FaultKind;

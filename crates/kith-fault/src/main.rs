@@ -50,6 +50,9 @@ struct Args {
     /// Stop at the first schedule with a violation.
     #[arg(long)]
     stop_on_violation: bool,
+    /// Start no new schedule after this many minutes (the summary covers those run).
+    #[arg(long)]
+    minutes_max: Option<f64>,
     /// Print each schedule's fault log.
     #[arg(long, short)]
     verbose: bool,
@@ -90,6 +93,10 @@ fn main() -> ExitCode {
     };
     let total = seeds.len();
     let mut done = 0usize;
+    let started = std::time::Instant::now();
+    let deadline = args
+        .minutes_max
+        .map(|m| started + Duration::from_secs_f64(m * 60.0));
     let result = runtime.block_on(run_suite(&config, &seeds, |r| {
         done += 1;
         let faults: u32 = r.faults.values().sum();
@@ -109,7 +116,11 @@ fn main() -> ExitCode {
                 .map(|p| format!("  → {}", p.display()))
                 .unwrap_or_default()
         );
-        !(args.stop_on_violation && !r.violations.is_empty())
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            println!("time budget of {:?} minutes spent; stopping after {done} schedules", args.minutes_max.unwrap_or_default());
+            return false;
+        }
+        !args.stop_on_violation || r.violations.is_empty()
     }));
     // Nodes and the nftables table are gone by now (dropped inside run_suite).
     runtime.shutdown_timeout(Duration::from_secs(5));

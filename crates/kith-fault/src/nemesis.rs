@@ -79,7 +79,8 @@ async fn fault_layer_everywhere(cluster: &Cluster, settings: FaultSettings) -> V
 /// Injects `fault`; returns what was done, naming the nodes it hit.
 pub async fn inject(cluster: &mut Cluster, fw: &Firewall, fault: &Fault) -> anyhow::Result<String> {
     let all = cluster.ids();
-    let others = |me: &[u64]| -> Vec<u64> { all.iter().copied().filter(|i| !me.contains(i)).collect() };
+    let others =
+        |me: &[u64]| -> Vec<u64> { all.iter().copied().filter(|i| !me.contains(i)).collect() };
     Ok(match fault {
         Fault::PartitionMinority { nodes } => {
             cut(cluster, fw, nodes, &others(nodes))?;
@@ -167,7 +168,8 @@ pub async fn inject(cluster: &mut Cluster, fw: &Firewall, fault: &Fault) -> anyh
 const HEAL_ATTEMPTS_MAX: u32 = 5;
 
 fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<reqwest::Error>().is_some_and(|e| e.is_connect())
+    e.downcast_ref::<reqwest::Error>()
+        .is_some_and(|e| e.is_connect())
 }
 
 /// Heals everything: no rules, no fault layer, every node running.

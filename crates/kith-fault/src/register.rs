@@ -63,9 +63,11 @@ impl Model for Register {
             }
             // Placed where it matched, it took effect; placed elsewhere (or last), it did
             // not. The checker explores both.
-            (RegInput::Cas { expected, new }, RegOutput::Unknown) => {
-                Some(if expected == state { Some(*new) } else { *state })
-            }
+            (RegInput::Cas { expected, new }, RegOutput::Unknown) => Some(if expected == state {
+                Some(*new)
+            } else {
+                *state
+            }),
             _ => None,
         }
     }
@@ -85,9 +87,12 @@ pub fn well_formed(history: &[Operation<RegInput, RegOutput>]) -> bool {
         .collect();
     history.iter().all(|op| match (&op.input, &op.output) {
         (RegInput::Read, RegOutput::Read(Some(v))) => written.contains(v),
-        (RegInput::Cas {
-            expected: Some(v), ..
-        }, RegOutput::Ok) => written.contains(v),
+        (
+            RegInput::Cas {
+                expected: Some(v), ..
+            },
+            RegOutput::Ok,
+        ) => written.contains(v),
         _ => true,
     })
 }

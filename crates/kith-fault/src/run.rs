@@ -121,10 +121,17 @@ pub async fn prove_partitions_bite(config: &SuiteConfig, fw: &Firewall) -> anyho
     let clients = clients_for(&cluster, Duration::from_secs(3));
     let client = |id: u64| clients[(id - 1) as usize].clone();
     let leader = cluster.wait_for_leader(&all, LEADER_WAIT).await?;
-    wait_for("a first write to commit", Duration::from_secs(15), || async {
-        matches!(client(leader).put("proof", b"before".to_vec(), None).await, Answer::Ok { .. })
+    wait_for(
+        "a first write to commit",
+        Duration::from_secs(15),
+        || async {
+            matches!(
+                client(leader).put("proof", b"before".to_vec(), None).await,
+                Answer::Ok { .. }
+            )
             .then_some(())
-    })
+        },
+    )
     .await?;
     let majority: Vec<u64> = all.iter().copied().filter(|id| *id != leader).collect();
     for id in &majority {
@@ -138,23 +145,39 @@ pub async fn prove_partitions_bite(config: &SuiteConfig, fw: &Firewall) -> anyho
             fw.table()
         )
     };
-    let new_leader = wait_for("the majority to elect a new leader", Duration::from_secs(20), || async {
-        cluster
-            .agreed_leader(&majority)
-            .await
-            .filter(|l| *l != leader)
-    })
+    let new_leader = wait_for(
+        "the majority to elect a new leader",
+        Duration::from_secs(20),
+        || async {
+            cluster
+                .agreed_leader(&majority)
+                .await
+                .filter(|l| *l != leader)
+        },
+    )
     .await
     .with_context(|| fail("the majority did not elect a new leader"))?;
-    wait_for("a write through the majority", Duration::from_secs(15), || async {
-        matches!(client(new_leader).put("proof", b"majority".to_vec(), None).await, Answer::Ok { .. })
+    wait_for(
+        "a write through the majority",
+        Duration::from_secs(15),
+        || async {
+            matches!(
+                client(new_leader)
+                    .put("proof", b"majority".to_vec(), None)
+                    .await,
+                Answer::Ok { .. }
+            )
             .then_some(())
-    })
+        },
+    )
     .await
     .with_context(|| fail("the majority could not commit a write"))?;
     let stale = cluster
         .http()
-        .get(format!("{}/v1/kv/proof?consistency=stale", cluster.node(leader).url()))
+        .get(format!(
+            "{}/v1/kv/proof?consistency=stale",
+            cluster.node(leader).url()
+        ))
         .timeout(Duration::from_secs(2))
         .send()
         .await;
@@ -189,7 +212,9 @@ pub async fn run_schedule(
     seed: u64,
 ) -> anyhow::Result<ScheduleReport> {
     let started = Instant::now();
-    let nodes = config.nodes.unwrap_or_else(|| Schedule::nodes_for_seed(seed));
+    let nodes = config
+        .nodes
+        .unwrap_or_else(|| Schedule::nodes_for_seed(seed));
     let mut report = ScheduleReport {
         seed,
         nodes,
@@ -217,12 +242,10 @@ pub async fn run_schedule(
         let at = |clock: &Clock| format!("{:7.3}s", clock.now_ns() as f64 / 1e9);
         loop {
             let step = schedule.next_step();
-            let calm = tokio::time::timeout(
-                Duration::from_millis(step.gap_ms),
-                done_rx.wait_for(|d| *d),
-            )
-            .await
-            .is_ok();
+            let calm =
+                tokio::time::timeout(Duration::from_millis(step.gap_ms), done_rx.wait_for(|d| *d))
+                    .await
+                    .is_ok();
             if calm {
                 break;
             }
@@ -348,14 +371,23 @@ async fn finish(
             let ret = clock.now_ns();
             let (value, revision) = match answer {
                 Answer::Ok { body, revision } => (
-                    Some(std::str::from_utf8(&body).ok().and_then(|s| s.parse().ok()).unwrap_or(u64::MAX)),
+                    Some(
+                        std::str::from_utf8(&body)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(u64::MAX),
+                    ),
                     Some(revision),
                 ),
                 Answer::NotFound => (None, None),
                 _ => {
                     violate(
                         "convergence",
-                        format!("n{} could not serve a read of {} after healing", client.node, register_key(key)),
+                        format!(
+                            "n{} could not serve a read of {} after healing",
+                            client.node,
+                            register_key(key)
+                        ),
                     );
                     continue;
                 }
@@ -381,12 +413,14 @@ async fn finish(
         by_key.entry(e.key).or_default().push(e);
     }
     for (key, events) in &by_key {
-        let ops: Vec<Operation<RegInput, RegOutput>> = events.iter().map(|e| e.op.clone()).collect();
+        let ops: Vec<Operation<RegInput, RegOutput>> =
+            events.iter().map(|e| e.op.clone()).collect();
         match checker::check(&Register, &ops, config.checker_steps_max) {
             Verdict::Linearizable => {}
             Verdict::Undecided => report.undecided_keys += 1,
             Verdict::NotLinearizable => {
-                let small = checker::minimize(&Register, &ops, register::well_formed, MINIMIZE_WITHIN);
+                let small =
+                    checker::minimize(&Register, &ops, register::well_formed, MINIMIZE_WITHIN);
                 let mut lines = vec![format!(
                     "key {}: {} ops are not linearizable; a minimal failing sub-history ({} ops):",
                     register_key(*key),
@@ -411,11 +445,16 @@ async fn finish(
     for e in &recorded.registers {
         let value = match (&e.op.input, &e.op.output) {
             (RegInput::Read, RegOutput::Read(Some(v))) => *v,
-            (RegInput::Write(v), RegOutput::Ok) | (RegInput::Cas { new: v, .. }, RegOutput::Ok) => *v,
+            (RegInput::Write(v), RegOutput::Ok) | (RegInput::Cas { new: v, .. }, RegOutput::Ok) => {
+                *v
+            }
             _ => continue,
         };
         let Some(revision) = e.revision else { continue };
-        let seen = (revision, describe(&e.op, Some((e.client, e.node, e.revision))));
+        let seen = (
+            revision,
+            describe(&e.op, Some((e.client, e.node, e.revision))),
+        );
         match revision_of.get(&value) {
             Some((r, first)) if *r != revision => report.violations.push(Violation {
                 kind: "revision",
@@ -441,13 +480,19 @@ async fn finish(
             Answer::NotFound => lists.push((client.node, Vec::new())),
             _ => report.violations.push(Violation {
                 kind: "convergence",
-                detail: format!("n{} could not serve a read of the set after healing", client.node),
+                detail: format!(
+                    "n{} could not serve a read of the set after healing",
+                    client.node
+                ),
             }),
         }
     }
     if let Some((_, first)) = lists.first() {
         if lists.iter().any(|(_, l)| l != first) {
-            let summary: Vec<String> = lists.iter().map(|(n, l)| format!("n{n}: {} elements", l.len())).collect();
+            let summary: Vec<String> = lists
+                .iter()
+                .map(|(n, l)| format!("n{n}: {} elements", l.len()))
+                .collect();
             report.violations.push(Violation {
                 kind: "divergence",
                 detail: format!("nodes read different sets: {}", summary.join(", ")),
@@ -457,12 +502,23 @@ async fn finish(
         for e in first {
             *count.entry(*e).or_default() += 1;
         }
-        let outcome: HashMap<u64, Outcome> = recorded.set.iter().map(|s| (s.element, s.outcome)).collect();
-        let duplicated: Vec<String> = count.iter().filter(|(_, n)| **n > 1).map(|(e, n)| format!("{} ×{n}", value_name(*e))).collect();
+        let outcome: HashMap<u64, Outcome> = recorded
+            .set
+            .iter()
+            .map(|s| (s.element, s.outcome))
+            .collect();
+        let duplicated: Vec<String> = count
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(e, n)| format!("{} ×{n}", value_name(*e)))
+            .collect();
         if !duplicated.is_empty() {
             report.violations.push(Violation {
                 kind: "set-duplicate",
-                detail: format!("appended once, present more than once: {}", duplicated.join(", ")),
+                detail: format!(
+                    "appended once, present more than once: {}",
+                    duplicated.join(", ")
+                ),
             });
         }
         let lost: Vec<String> = recorded
@@ -475,7 +531,10 @@ async fn finish(
         if !lost.is_empty() {
             report.violations.push(Violation {
                 kind: "set-lost",
-                detail: format!("acknowledged appends missing at the end: {}", lost.join(", ")),
+                detail: format!(
+                    "acknowledged appends missing at the end: {}",
+                    lost.join(", ")
+                ),
             });
         }
         let phantom: Vec<String> = count
@@ -486,7 +545,10 @@ async fn finish(
         if !phantom.is_empty() {
             report.violations.push(Violation {
                 kind: "set-phantom",
-                detail: format!("present but never appended, or refused: {}", phantom.join(", ")),
+                detail: format!(
+                    "present but never appended, or refused: {}",
+                    phantom.join(", ")
+                ),
             });
         }
     }
@@ -514,7 +576,9 @@ async fn same_state_everywhere(cluster: &Cluster) -> Result<(), String> {
                 .send()
                 .await
                 .map_err(|e| format!("n{}: {e}", node.id))?;
-            r.json::<Value>().await.map_err(|e| format!("n{}: {e}", node.id))
+            r.json::<Value>()
+                .await
+                .map_err(|e| format!("n{}: {e}", node.id))
         };
         let list = get("/v1/kv?prefix=&limit=10000&consistency=stale".into()).await?;
         listings.push((node.id, list["items"].clone()));
@@ -542,8 +606,13 @@ async fn same_state_everywhere(cluster: &Cluster) -> Result<(), String> {
         let v: Value = r.json().await.map_err(|e| format!("n{}: {e}", node.id))?;
         hashes.push((node.id, v["hash"].as_str().unwrap_or("").to_owned()));
     }
-    if hashes.iter().any(|(_, h)| h.is_empty() || *h != hashes[0].1) {
-        return Err(format!("ledger hashes at index {common} differ: {hashes:?}"));
+    if hashes
+        .iter()
+        .any(|(_, h)| h.is_empty() || *h != hashes[0].1)
+    {
+        return Err(format!(
+            "ledger hashes at index {common} differ: {hashes:?}"
+        ));
     }
     Ok(())
 }
@@ -564,7 +633,11 @@ fn describe(op: &Operation<RegInput, RegOutput>, who: Option<(u32, u64, Option<u
         RegOutput::Unknown => "unknown".into(),
     };
     let (client, node, revision) = who.unwrap_or((0, 0, None));
-    let client = if client == 0 { "final".to_owned() } else { format!("c{client}") };
+    let client = if client == 0 {
+        "final".to_owned()
+    } else {
+        format!("c{client}")
+    };
     format!(
         "[{} ms, {} ms] {client}@n{node} {input} = {output}{}",
         ms(op.call),
@@ -573,7 +646,11 @@ fn describe(op: &Operation<RegInput, RegOutput>, who: Option<(u32, u64, Option<u
     )
 }
 
-fn write_report(config: &SuiteConfig, report: &ScheduleReport, cluster: &mut Cluster) -> Option<PathBuf> {
+fn write_report(
+    config: &SuiteConfig,
+    report: &ScheduleReport,
+    cluster: &mut Cluster,
+) -> Option<PathBuf> {
     let mut text = format!(
         "kith-fault violation report\nseed: {}\nnodes: {}\nops: {}\nreplay: kith-fault --kith {} --seed-start {} --seeds 1 --ops {}{}\n\nschedule as run:\n",
         report.seed,
@@ -651,7 +728,13 @@ impl Summary {
         let mut rows: Vec<(String, String)> = vec![
             ("schedules".into(), self.schedules.to_string()),
             ("ops invoked".into(), self.ops_invoked.to_string()),
-            ("ops ok / failed / unknown".into(), format!("{} / {} / {}", self.ops_ok, self.ops_failed, self.ops_unknown)),
+            (
+                "ops ok / failed / unknown".into(),
+                format!(
+                    "{} / {} / {}",
+                    self.ops_ok, self.ops_failed, self.ops_unknown
+                ),
+            ),
         ];
         let total: u32 = self.faults.values().sum();
         rows.push(("faults injected".into(), total.to_string()));
@@ -663,11 +746,23 @@ impl Summary {
             rows.push((format!("  {kind}"), n.to_string()));
         }
         if !self.violating_seeds.is_empty() {
-            rows.push(("violating seeds".into(), format!("{:?}", self.violating_seeds)));
+            rows.push((
+                "violating seeds".into(),
+                format!("{:?}", self.violating_seeds),
+            ));
         }
-        rows.push(("acknowledged writes lost".into(), self.acked_lost.to_string()));
-        rows.push(("keys the checker could not decide".into(), self.undecided_keys.to_string()));
-        rows.push(("time".into(), format!("{:.1} s", self.elapsed.as_secs_f64())));
+        rows.push((
+            "acknowledged writes lost".into(),
+            self.acked_lost.to_string(),
+        ));
+        rows.push((
+            "keys the checker could not decide".into(),
+            self.undecided_keys.to_string(),
+        ));
+        rows.push((
+            "time".into(),
+            format!("{:.1} s", self.elapsed.as_secs_f64()),
+        ));
         let mut out = String::from("| metric | value |\n| --- | ---: |\n");
         for (k, v) in rows {
             out.push_str(&format!("| {k} | {v} |\n"));

@@ -196,12 +196,16 @@ impl Schedule {
     }
 
     pub fn next_step(&mut self) -> Step {
-        let kind = *self.kinds.choose(&mut self.rng).expect("kinds is not empty");
+        let kind = *self
+            .kinds
+            .choose(&mut self.rng)
+            .expect("kinds is not empty");
         let ids: Vec<u64> = (1..=self.nodes).collect();
         let fault = match kind {
             FaultKind::PartitionMinority => {
                 let size = self.rng.random_range(1..=(self.nodes - 1) / 2) as usize;
-                let mut nodes: Vec<u64> = ids.choose_multiple(&mut self.rng, size).copied().collect();
+                let mut nodes: Vec<u64> =
+                    ids.choose_multiple(&mut self.rng, size).copied().collect();
                 nodes.sort_unstable();
                 Fault::PartitionMinority { nodes }
             }

@@ -125,7 +125,10 @@ pub fn value_name(v: u64) -> String {
 /// The answer to one HTTP request, classified.
 pub enum Answer {
     /// 200 with body and `kith-revision` (reads) or JSON `revision` (puts).
-    Ok { body: Vec<u8>, revision: u64 },
+    Ok {
+        body: Vec<u8>,
+        revision: u64,
+    },
     NotFound,
     Mismatch,
     /// Certainly not delivered (connection refused).
@@ -277,10 +280,7 @@ impl Shared {
     }
 
     fn record(&self, event: RegisterEvent) {
-        self.registers
-            .lock()
-            .expect("history lock")
-            .push(event);
+        self.registers.lock().expect("history lock").push(event);
     }
 }
 
@@ -312,7 +312,12 @@ pub async fn run(
     for (i, node) in nodes.iter().enumerate().take(set_clients) {
         let shared = shared.clone();
         let client_id = (register_clients + i) as u32 + 1;
-        tasks.push(tokio::spawn(set_client(node.clone(), client_id, seed, shared)));
+        tasks.push(tokio::spawn(set_client(
+            node.clone(),
+            client_id,
+            seed,
+            shared,
+        )));
     }
     for task in tasks {
         if let Err(e) = task.await {
