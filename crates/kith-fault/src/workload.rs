@@ -272,11 +272,16 @@ impl Shared {
         taken
     }
 
-    /// Paces one client so that all together offer about `rate_per_s`.
-    async fn think(&self, rng: &mut ChaCha8Rng) {
+    /// Paces one client so that all together offer about `rate_per_s`: each client starts
+    /// an op every `clients / rate` seconds on average (uniformly random gaps), counted from
+    /// the previous op's start, so an op's latency does not lower the offered load. A client
+    /// that fell behind (a slow op) starts at once rather than in a burst.
+    async fn pace(&self, rng: &mut ChaCha8Rng, next: &mut tokio::time::Instant) {
         let mean_s = self.clients_total as f64 / self.config.rate_per_s;
-        let s = rng.random_range(0.0..2.0 * mean_s);
-        tokio::time::sleep(Duration::from_secs_f64(s)).await;
+        let gap = Duration::from_secs_f64(rng.random_range(0.0..2.0 * mean_s));
+        let now = tokio::time::Instant::now();
+        *next = (*next + gap).max(now);
+        tokio::time::sleep_until(*next).await;
     }
 
     fn record(&self, event: RegisterEvent) {
@@ -338,8 +343,9 @@ async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<S
     // Last (value, revision) this client saw per key, for compare-and-set.
     let mut seen: HashMap<usize, (Option<u64>, u64)> = HashMap::new();
     let mut seq: u64 = 0;
+    let mut next = tokio::time::Instant::now();
     loop {
-        shared.think(&mut rng).await;
+        shared.pace(&mut rng, &mut next).await;
         if !shared.ticket() {
             return;
         }
@@ -424,8 +430,9 @@ const SET_ATTEMPTS_MAX: u32 = 8;
 async fn set_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(7_919) ^ u64::from(client));
     let mut seq: u64 = 0;
+    let mut next = tokio::time::Instant::now();
     loop {
-        shared.think(&mut rng).await;
+        shared.pace(&mut rng, &mut next).await;
         if !shared.ticket() {
             return;
         }
@@ -438,7 +445,7 @@ async fn set_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared
                 Answer::NotFound => (Vec::new(), 0),
                 // No read, no append: try again after a pause.
                 _ => {
-                    shared.think(&mut rng).await;
+                    shared.pace(&mut rng, &mut next).await;
                     continue;
                 }
             };
