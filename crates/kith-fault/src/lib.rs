@@ -17,6 +17,7 @@
 //! - [`schedule`]: the seeded sequence of faults.
 //! - [`nemesis`]: injects and heals those faults on a running cluster.
 //! - [`workload`]: register and set clients, and how HTTP outcomes become ok/fail/unknown.
+//! - [`watchers`]: watches on every node through the faults; every revision once, in order.
 //! - [`run`]: the proof that partitions bite, one schedule end to end, the suite, the summary.
 //!
 //! The binary (`src/main.rs`) runs long suites; `crates/kith/tests/it/fault.rs` runs the CI
@@ -33,6 +34,7 @@ pub mod nft;
 pub mod register;
 pub mod run;
 pub mod schedule;
+pub mod watchers;
 pub mod workload;
 
 pub use run::{run_schedule, run_suite, ScheduleReport, SuiteConfig, Summary, Violation};

@@ -8,7 +8,8 @@
 //!                                └─ nemesis: gap, inject, hold, heal ──┴─▶ heal everything
 //!     ─▶ converge (leader, a write, every node applied it) ─▶ final reads on every node
 //!     ─▶ checks: linearizability per key, revision agreement, set (lost / duplicated /
-//!        phantom), every node's kv state and ledger hash equal
+//!        phantom), watchers (every revision once, in order, agreeing with the history),
+//!        every node's kv state and ledger hash equal
 //! ```
 //!
 //! A schedule's *violations* are findings about kith. An `Err` is a failure of the harness
@@ -27,6 +28,7 @@ use crate::nemesis;
 use crate::nft::Firewall;
 use crate::register::{self, RegInput, RegOutput, Register};
 use crate::schedule::{FaultKind, Schedule};
+use crate::watchers::Watchers;
 use crate::workload::{
     self, parse_set, register_key, value_name, Answer, Clock, NodeClient, Outcome, Recorded,
     RegisterEvent, WorkloadConfig, SET_KEY,
@@ -75,7 +77,7 @@ impl SuiteConfig {
 /// Something a schedule found wrong with kith.
 #[derive(Clone, Debug)]
 pub struct Violation {
-    /// `linearizability`, `revision`, `set-lost`, `set-duplicate`, `set-phantom`,
+    /// `linearizability`, `revision`, `set-lost`, `set-duplicate`, `set-phantom`, `watch`,
     /// `divergence`, `convergence`.
     pub kind: &'static str,
     pub detail: String,
@@ -98,6 +100,8 @@ pub struct ScheduleReport {
     pub acked_lost: usize,
     /// Keys whose check ran out of budget.
     pub undecided_keys: usize,
+    /// Watch events checked (all watchers).
+    pub watch_events: usize,
     pub elapsed: Duration,
     /// Where the report file went, if there was a violation.
     pub report_file: Option<PathBuf>,
@@ -228,6 +232,8 @@ pub async fn run_schedule(
         .await
         .context("the fresh cluster elected no leader")?;
     let clients = clients_for(&cluster, config.workload.op_timeout);
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    let watchers = Watchers::start(&urls)?;
     let clock = Clock::start();
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let workload = async {
@@ -295,7 +301,15 @@ pub async fn run_schedule(
             Outcome::Unknown => report.ops_unknown += 1,
         }
     }
-    finish(config, &cluster, &mut recorded, clock, &mut report).await;
+    finish(
+        config,
+        &cluster,
+        &mut recorded,
+        clock,
+        watchers,
+        &mut report,
+    )
+    .await;
     report.elapsed = started.elapsed();
     if !report.violations.is_empty() {
         report.report_file = write_report(config, &report, &mut cluster);
@@ -309,6 +323,7 @@ async fn finish(
     cluster: &Cluster,
     recorded: &mut Recorded,
     clock: Clock,
+    watchers: Watchers,
     report: &mut ScheduleReport,
 ) {
     let all = cluster.ids();
@@ -326,20 +341,19 @@ async fn finish(
     };
     let leader_client = &clients[(leader - 1) as usize];
     let committed = wait_for("a write after healing", CONVERGE_WAIT, || async {
-        matches!(
-            leader_client.put("converged", b"yes".to_vec(), None).await,
-            Answer::Ok { .. }
-        )
-        .then_some(())
+        match leader_client.put("converged", b"yes".to_vec(), None).await {
+            Answer::Ok { revision, .. } => Some(revision),
+            _ => None,
+        }
     })
     .await;
-    if committed.is_err() {
+    let Ok(final_revision) = committed else {
         violate(
             "convergence",
             format!("no write committed within {CONVERGE_WAIT:?} after healing"),
         );
         return;
-    }
+    };
     let target = cluster
         .health(leader)
         .await
@@ -553,7 +567,19 @@ async fn finish(
         }
     }
 
-    // 5. Every node holds the same state and the same ledger.
+    // 5. Watchers: every revision once, in order, agreeing, matching acknowledged writes.
+    let (findings, checked) = watchers
+        .finish(final_revision, &recorded.registers, CONVERGE_WAIT)
+        .await;
+    report.watch_events = checked;
+    for detail in findings {
+        report.violations.push(Violation {
+            kind: "watch",
+            detail,
+        });
+    }
+
+    // 6. Every node holds the same state and the same ledger.
     if let Err(detail) = same_state_everywhere(cluster).await {
         report.violations.push(Violation {
             kind: "divergence",
@@ -698,6 +724,7 @@ pub struct Summary {
     pub violation_kinds: BTreeMap<&'static str, usize>,
     pub acked_lost: usize,
     pub undecided_keys: usize,
+    pub watch_events: usize,
     pub proof: String,
     pub elapsed: Duration,
 }
@@ -721,6 +748,7 @@ impl Summary {
         }
         self.acked_lost += r.acked_lost;
         self.undecided_keys += r.undecided_keys;
+        self.watch_events += r.watch_events;
     }
 
     /// A Markdown table.
@@ -737,6 +765,7 @@ impl Summary {
             ),
         ];
         let total: u32 = self.faults.values().sum();
+        rows.push(("watch events checked".into(), self.watch_events.to_string()));
         rows.push(("faults injected".into(), total.to_string()));
         for (kind, n) in &self.faults {
             rows.push((format!("  {}", kind.name()), n.to_string()));
