@@ -1,6 +1,6 @@
 //! The fault-injection suite (`kith-fault`) on CI's fixed seeds, against this test build of
 //! `kith`: real partitions (nftables, as root), kills, pauses and transport faults, with the
-//! histories checked for linearizability, lost writes and replica agreement.
+//! histories checked for linearizability, lost writes, watch streams and replica agreement.
 //!
 //! The suite also proves it can fail: with the planted bug `KITH_TEST_BUG=stale_reads`
 //! (kith-node's `test-hooks`, which only test builds have) linearizable reads skip the read
