@@ -2,6 +2,10 @@
 //!
 //! Bodies are postcard both ways; answers are `Result`s encoded as-is so the sender sees the
 //! receiver's Raft error exactly. These routes are for other kith nodes only.
+//!
+//! One exception is for the fault suite: `POST /internal/faults` (JSON [`FaultSettings`])
+//! sets this node's test-only delay and loss on outgoing peer messages. It answers 403
+//! unless the node was started with `--enable-fault-injection`.
 
 use std::sync::Arc;
 
@@ -13,7 +17,7 @@ use axum::routing::post;
 use axum::Router;
 use serde::{de::DeserializeOwned, Serialize};
 
-use kith_node::network::POSTCARD;
+use kith_node::network::{FaultSettings, POSTCARD};
 use kith_node::node::APPEND_ENTRIES_MAX;
 use kith_node::protocol::route;
 use kith_node::Node;
@@ -32,6 +36,7 @@ pub fn router(node: Arc<Node>) -> Router {
             refuse_when_isolated,
         ))
         .route("/internal/dev/isolate", post(crate::dev::isolate))
+        .route(route::FAULTS, post(faults))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }
@@ -93,4 +98,23 @@ async fn forward(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Ok(request) => encode(&node.serve_forwarded(request).await),
         Err(m) => refuse(m),
     }
+}
+
+/// Sets the fault layer: 204 when applied, 403 when this node does not allow fault injection,
+/// 400 for a body that is not `{"delay_ms":N,"drop_per_million":N}`.
+async fn faults(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    if !node.faults().is_enabled() {
+        return (
+            StatusCode::FORBIDDEN,
+            "fault injection is off: start kith serve with --enable-fault-injection",
+        )
+            .into_response();
+    }
+    let settings: FaultSettings = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return refuse(format!("malformed fault settings: {e}")),
+    };
+    node.faults().set(settings);
+    tracing::warn!(?settings, "fault injection settings changed");
+    StatusCode::NO_CONTENT.into_response()
 }

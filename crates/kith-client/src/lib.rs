@@ -99,6 +99,11 @@ pub(crate) enum Retry {
     Idempotent,
     /// Writes: retry only when the request certainly did not take effect.
     OnlyIfNotApplied,
+    /// Compare-and-set: retried like a read, since a second apply cannot change anything.
+    /// But once an attempt may have applied (a timeout, a 503 other than `no_leader`), a 409
+    /// from a later attempt may be the echo of our own write, so it is reported as an
+    /// unknown outcome rather than as a failed compare.
+    CompareAndSet,
 }
 
 /// Options for [`Client::put_with`].
@@ -186,8 +191,12 @@ impl Client {
         let mut last = String::from("no attempt made");
         let start = match retry {
             Retry::Idempotent => self.read_start(),
-            Retry::OnlyIfNotApplied => self.preferred.load(Ordering::Relaxed),
+            Retry::OnlyIfNotApplied | Retry::CompareAndSet => {
+                self.preferred.load(Ordering::Relaxed)
+            }
         };
+        // Whether an earlier attempt may have taken effect (only tracked for CompareAndSet).
+        let mut maybe_applied = false;
         for attempt in 0..n * ROUNDS_MAX {
             let index = (start + attempt) % n;
             let url = format!("{}{}", self.endpoints[index], path_and_query);
@@ -202,11 +211,22 @@ impl Client {
                     let status = response.status().as_u16();
                     let error = decode_error(status, response).await;
                     let not_applied = error.code() == Some("no_leader");
-                    if retry == Retry::Idempotent || not_applied {
+                    maybe_applied |= !not_applied;
+                    if retry != Retry::OnlyIfNotApplied || not_applied {
                         last = error.to_string();
                     } else {
                         return Err(error);
                     }
+                }
+                Ok(response)
+                    if retry == Retry::CompareAndSet
+                        && maybe_applied
+                        && response.status() == StatusCode::CONFLICT =>
+                {
+                    return Err(ClientError::Unavailable(format!(
+                        "outcome unknown: an earlier attempt of this compare-and-set may have \
+                         applied, so the 409 from {url} may be its own echo; read the key"
+                    )));
                 }
                 Ok(response) => {
                     self.preferred.store(index, Ordering::Relaxed);
@@ -216,7 +236,10 @@ impl Client {
                     self.mark_down(index);
                     last = format!("{url}: {e}");
                 }
-                Err(e) if retry == Retry::Idempotent => last = format!("{url}: {e}"),
+                Err(e) if retry != Retry::OnlyIfNotApplied => {
+                    maybe_applied = true;
+                    last = format!("{url}: {e}");
+                }
                 Err(e) => return Err(ClientError::Unavailable(format!("{url}: {e}"))),
             }
             // Move on to the next endpoint; back off once a whole round has failed.
@@ -291,8 +314,9 @@ impl Client {
             path.push_str(&query.join("&"));
         }
         let retry = if options.if_revision.is_some() {
-            // A compare-and-set applied twice fails the second time, so it is safe to retry.
-            Retry::Idempotent
+            // A compare-and-set applied twice fails the second time, so it is safe to retry;
+            // but see `Retry::CompareAndSet` for what a 409 after a retry means.
+            Retry::CompareAndSet
         } else {
             Retry::OnlyIfNotApplied
         };
@@ -516,5 +540,64 @@ mod tests {
             Err(ClientError::BadEndpoint(_))
         ));
         assert!(Client::new::<&str>(&[]).is_err());
+    }
+
+    /// Serves one canned HTTP answer per connection, in order, and then stops.
+    async fn canned_server(answers: Vec<(u16, &'static str)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    /// Found while building the fault suite: the first attempt of a compare-and-set timed
+    /// out on the server (503 `timeout`, outcome unknown) but had in fact committed; the
+    /// client's retry then met its own write and got 409, which it reported as a failed
+    /// compare — a definite "no" for a write that happened.
+    #[tokio::test]
+    async fn cas_whose_retry_gets_409_after_an_ambiguous_attempt_is_unknown_not_a_mismatch() {
+        let url = canned_server(vec![
+            (503, r#"{"error":{"code":"timeout","message":"commit"}}"#),
+            (
+                409,
+                r#"{"error":{"code":"revision_mismatch","message":"at 8"}}"#,
+            ),
+        ])
+        .await;
+        let client = Client::new(&[url]).expect("client");
+        let outcome = client.put("k", b"v", Some(7)).await;
+        assert!(
+            matches!(outcome, Err(ClientError::Unavailable(_))),
+            "a 409 after an ambiguous attempt must be an unknown outcome: {outcome:?}"
+        );
+        // A 409 on the first attempt is a genuine failed compare.
+        let url = canned_server(vec![(
+            409,
+            r#"{"error":{"code":"revision_mismatch","message":"at 8"}}"#,
+        )])
+        .await;
+        let client = Client::new(&[url]).expect("client");
+        let outcome = client.put("k", b"v", Some(7)).await;
+        assert!(
+            matches!(&outcome, Err(e) if e.code() == Some("revision_mismatch")),
+            "{outcome:?}"
+        );
     }
 }

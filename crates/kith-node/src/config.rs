@@ -50,6 +50,10 @@ pub struct NodeConfig {
     /// URL of the `kith dev` supervisor's control server; set only for nodes `kith dev`
     /// started, and the only thing that enables the playground routes.
     pub dev_control: Option<String>,
+    /// Whether `POST /internal/faults` may switch on message delay and loss on this node's
+    /// outgoing peer messages (`kith serve --enable-fault-injection`, for the fault suite
+    /// only). Off by default; the route answers 403 when it is off.
+    pub fault_injection: bool,
 }
 
 impl NodeConfig {
@@ -79,6 +83,7 @@ impl NodeConfig {
             dev_control: None,
             job_retention: Duration::from_secs(3600),
             job_payload_bytes_max: 256 * 1024,
+            fault_injection: false,
         }
     }
 }

@@ -9,9 +9,14 @@
 //! Retries: openraft re-sends Raft RPCs itself (with backoff on `Unreachable`), so this layer
 //! never retries them. Forwarded client requests are retried by [`crate::Node`] only when the
 //! connection could not be made, i.e. when the request certainly was not delivered.
+//!
+//! [`FaultLayer`] is the fault suite's (`crates/kith-fault`) way to delay or drop outgoing
+//! peer messages, since the test kernel has no netem. It is compiled in but inert: only a
+//! node started with `--enable-fault-injection` accepts settings for it (through
+//! `POST /internal/faults`), and with both knobs at zero it costs one atomic load per message.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +54,94 @@ pub enum TransportError {
     Other { addr: String, message: String },
 }
 
+/// Settings of the [`FaultLayer`], as `POST /internal/faults` carries them (JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FaultSettings {
+    /// Each outgoing peer message waits a uniformly random 0..=`delay_ms` before it is sent.
+    pub delay_ms: u64,
+    /// Each outgoing peer message is dropped (not sent; the caller sees a connect failure, as
+    /// for a lost SYN) with this probability, in parts per million.
+    pub drop_per_million: u32,
+}
+
+/// Test-only message delay and loss on this node's outgoing peer messages.
+///
+/// Written only by the `/internal/faults` handler (which refuses unless `enabled`), read by
+/// every [`PeerTransport::call`]. Randomness comes from a SplitMix64 counter rather than a
+/// crate: it only decides which test messages to disturb and never reaches a state machine.
+#[derive(Debug, Default)]
+pub struct FaultLayer {
+    /// Fixed at start from `NodeConfig::fault_injection`; nothing can switch it on later.
+    enabled: bool,
+    /// Fast path: false while both knobs are zero.
+    active: AtomicBool,
+    delay_ms: AtomicU64,
+    drop_per_million: AtomicU32,
+    random_state: AtomicU64,
+}
+
+impl FaultLayer {
+    pub fn new(enabled: bool) -> Self {
+        FaultLayer {
+            enabled,
+            random_state: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            ..Default::default()
+        }
+    }
+
+    /// Whether this node was started with fault injection allowed.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Applies `settings`; returns false (and changes nothing) unless enabled.
+    pub fn set(&self, settings: FaultSettings) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        self.delay_ms.store(settings.delay_ms, Ordering::Relaxed);
+        self.drop_per_million
+            .store(settings.drop_per_million.min(1_000_000), Ordering::Relaxed);
+        let active = settings.delay_ms > 0 || settings.drop_per_million > 0;
+        self.active.store(active, Ordering::Release);
+        true
+    }
+
+    pub fn settings(&self) -> FaultSettings {
+        FaultSettings {
+            delay_ms: self.delay_ms.load(Ordering::Relaxed),
+            drop_per_million: self.drop_per_million.load(Ordering::Relaxed),
+        }
+    }
+
+    /// SplitMix64 over a shared counter: uniform enough for choosing test faults.
+    fn next_random(&self) -> u64 {
+        let mut z = self
+            .random_state
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Delays and possibly drops one outgoing message; `Err` means "dropped".
+    async fn disturb(&self) -> Result<(), ()> {
+        if !self.active.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let settings = self.settings();
+        if settings.delay_ms > 0 {
+            let ms = self.next_random() % (settings.delay_ms + 1);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if (self.next_random() % 1_000_000) < u64::from(settings.drop_per_million) {
+            return Err(());
+        }
+        Ok(())
+    }
+}
+
 /// Shared peer client; cheap to clone.
 #[derive(Clone)]
 pub struct PeerTransport {
@@ -58,10 +151,16 @@ pub struct PeerTransport {
     /// Dev playground fault: while set, every outgoing peer message fails as if the network
     /// were cut. Only `kith dev` can set it (see `Node::set_isolated`).
     isolated: Arc<AtomicBool>,
+    /// Test-only delay and loss, inert unless the node allows fault injection.
+    faults: Arc<FaultLayer>,
 }
 
 impl PeerTransport {
-    pub fn new(listen: SocketAddr, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        listen: SocketAddr,
+        timeout: Duration,
+        faults: Arc<FaultLayer>,
+    ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .http1_only()
@@ -76,6 +175,7 @@ impl PeerTransport {
             http: builder.build()?,
             timeout,
             isolated: Arc::new(AtomicBool::new(false)),
+            faults,
         })
     }
 
@@ -107,6 +207,13 @@ impl PeerTransport {
             });
         }
         let bytes = postcard::to_allocvec(body).map_err(|e| other(e.to_string()))?;
+        if self.faults.disturb().await.is_err() {
+            // A dropped message was certainly not delivered, like a connection never made.
+            return Err(TransportError::Connect {
+                addr: addr.to_owned(),
+                message: "dropped by fault injection".into(),
+            });
+        }
         let response = self
             .http
             .post(format!("http://{addr}{path}"))

@@ -18,7 +18,7 @@ use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
-use crate::network::{PeerTransport, TransportError};
+use crate::network::{FaultLayer, PeerTransport, TransportError};
 use crate::protocol::{ForwardError, ForwardRequest, ForwardResponse};
 use crate::{NodeConfig, NodeError};
 use kith_core::jobs::JobCommand;
@@ -101,6 +101,8 @@ pub struct Node {
     log: LogStore,
     state: StateReader,
     transport: PeerTransport,
+    /// Test-only delay and loss on outgoing peer messages; shared with `transport`.
+    faults: Arc<FaultLayer>,
     /// The TTL expiry driver; aborted by [`Node::shutdown`].
     expiry_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Bounds concurrent watch streams (`watchers_max`).
@@ -149,7 +151,8 @@ impl Node {
         }
         .validate()
         .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
-        let transport = PeerTransport::new(config.listen, config.peer_timeout)
+        let faults = Arc::new(FaultLayer::new(config.fault_injection));
+        let transport = PeerTransport::new(config.listen, config.peer_timeout, faults.clone())
             .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
         let raft = Raft::new(
             config.id,
@@ -174,6 +177,7 @@ impl Node {
             log,
             state,
             transport,
+            faults,
             expiry_task: std::sync::Mutex::new(Some(expiry)),
         }))
     }
@@ -191,6 +195,11 @@ impl Node {
     /// The applied state, for watches and the ledger.
     pub fn state(&self) -> &StateReader {
         &self.state
+    }
+
+    /// The fault layer on outgoing peer messages, for `/internal/faults`.
+    pub fn faults(&self) -> &FaultLayer {
+        &self.faults
     }
 
     /// The openraft handle, for the peer RPC routes.
@@ -292,7 +301,7 @@ impl Node {
     /// applied it (ReadIndex). Every write acknowledged before the read started has an index
     /// at or below the read index, so the local read sees it.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
-        if consistency == Consistency::Stale {
+        if consistency == Consistency::Stale || test_bug_stale_reads() {
             return Ok(());
         }
         let index = match self
@@ -593,6 +602,20 @@ impl Node {
             }
         }
     }
+}
+
+/// The fault suite's planted bug: with the `test-hooks` feature (enabled only in binaries
+/// built for kith's own tests) and `KITH_TEST_BUG=stale_reads`, linearizable reads skip the
+/// read index and serve local state — so the suite can show that it catches stale reads.
+#[cfg(feature = "test-hooks")]
+fn test_bug_stale_reads() -> bool {
+    static STALE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STALE.get_or_init(|| std::env::var("KITH_TEST_BUG").is_ok_and(|v| v == "stale_reads"))
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_bug_stale_reads() -> bool {
+    false
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ForwardError {

@@ -11,6 +11,8 @@ pub mod route {
     pub const VOTE: &str = "/internal/raft/vote";
     pub const SNAPSHOT: &str = "/internal/raft/snapshot";
     pub const FORWARD: &str = "/internal/forward";
+    /// Test-only fault settings (JSON); see `kith_node::network::FaultLayer`.
+    pub const FAULTS: &str = "/internal/faults";
 }
 
 /// A request a follower forwards to the leader.

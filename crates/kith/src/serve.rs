@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// The `kith dev` supervisor's control URL; enables the playground routes.
     #[arg(long, hide = true)]
     dev_control: Option<String>,
+    /// Let `POST /internal/faults` delay and drop this node's outgoing peer messages. For
+    /// the fault suite only; without it the route answers 403.
+    #[arg(long, hide = true)]
+    enable_fault_injection: bool,
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -114,6 +118,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.room_messages_kept = args.room_messages_kept;
     config.dev_control = args.dev_control.clone();
     config.job_retention = Duration::from_secs(args.job_retention);
+    config.fault_injection = args.enable_fault_injection;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

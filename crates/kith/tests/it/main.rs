@@ -3,6 +3,7 @@
 mod bad_input;
 mod browser;
 mod failover;
+mod fault;
 mod harness;
 mod jobs;
 mod ledger;

@@ -1,0 +1,474 @@
+//! The clients: workloads that drive kith over its public HTTP API and record histories.
+//!
+//! Owns: [`run`], which starts the register and set clients and returns what they saw, and
+//! the classification of every HTTP outcome as ok, failed, or unknown.
+//!
+//! - **Registers.** `clients_per_node` clients per node, each bound to one node (as Jepsen
+//!   binds a client to a host), read, write and compare-and-set a few keys. Each client
+//!   remembers the last (value, revision) it saw per key and uses it for compare-and-set.
+//!   Every written value is unique: `client << 32 | seq`.
+//! - **Set.** One client per node appends unique elements to one key holding a
+//!   comma-separated list: a linearizable read, then `PUT ?if_revision=` of the list plus the
+//!   element; a 409 means someone else appended first, so it reads and tries again (a
+//!   bounded number of times). An append whose PUT gets no trustworthy answer is recorded as
+//!   unknown and never retried, so the suite itself never duplicates an element.
+//!
+//! Outcome rules (the checker's soundness depends on them): 2xx is ok; 409
+//! `revision_mismatch` is a failed compare; a refused connection means the request was never
+//! delivered, so it is dropped from the history; anything else on a write — timeout, 5xx,
+//! reset — is *unknown*, since the write may still commit. A read that does not answer 200
+//! or 404 tells nothing and is dropped.
+//!
+//! Refuses: retrying a write whose outcome is unknown, and sleeping as a condition (the
+//! only sleeps pace the offered load).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use reqwest::StatusCode;
+
+use crate::checker::Operation;
+use crate::register::{RegInput, RegOutput};
+
+/// What the workload offers: how many ops, how fast, over how many keys.
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    /// Total operations (register ops and set appends) across all clients.
+    pub ops: usize,
+    /// Offered load across all clients, operations per second.
+    pub rate_per_s: f64,
+    /// Register keys.
+    pub keys: usize,
+    pub clients_per_node: usize,
+    /// One set-append client per node, when true.
+    pub set_clients: bool,
+    /// How long a client waits for an answer before recording "unknown".
+    pub op_timeout: Duration,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            ops: 1000,
+            rate_per_s: 150.0,
+            keys: 8,
+            clients_per_node: 3,
+            set_clients: true,
+            op_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One register operation as recorded.
+#[derive(Clone, Debug)]
+pub struct RegisterEvent {
+    pub key: usize,
+    pub client: u32,
+    pub node: u64,
+    pub op: Operation<RegInput, RegOutput>,
+    /// The revision the answer carried (`kith-revision` of a read, `revision` of a put).
+    pub revision: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Fail,
+    Unknown,
+}
+
+/// One attempted set append.
+#[derive(Clone, Debug)]
+pub struct SetAppend {
+    pub element: u64,
+    pub node: u64,
+    pub outcome: Outcome,
+}
+
+/// Everything the clients recorded.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    pub registers: Vec<RegisterEvent>,
+    pub set: Vec<SetAppend>,
+    /// Operations invoked (including ones never delivered).
+    pub ops_invoked: usize,
+}
+
+/// Nanoseconds since the start of a schedule; one clock for every event in it.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock(Instant::now())
+    }
+    pub fn now_ns(&self) -> u64 {
+        self.0.elapsed().as_nanos() as u64
+    }
+}
+
+pub const SET_KEY: &str = "set";
+
+pub fn register_key(k: usize) -> String {
+    format!("r{k}")
+}
+
+/// Displays a value id as `c<client>#<seq>`.
+pub fn value_name(v: u64) -> String {
+    format!("c{}#{}", v >> 32, v & 0xffff_ffff)
+}
+
+/// The answer to one HTTP request, classified.
+pub enum Answer {
+    /// 200 with body and `kith-revision` (reads) or JSON `revision` (puts).
+    Ok {
+        body: Vec<u8>,
+        revision: u64,
+    },
+    NotFound,
+    Mismatch,
+    /// Certainly not delivered (connection refused).
+    NotDelivered,
+    /// No trustworthy answer.
+    Unknown,
+}
+
+/// A thin client for one node.
+#[derive(Clone)]
+pub struct NodeClient {
+    pub node: u64,
+    pub url: String,
+    http: reqwest::Client,
+    timeout: Duration,
+}
+
+impl NodeClient {
+    pub fn new(node: u64, url: String, http: reqwest::Client, timeout: Duration) -> Self {
+        NodeClient {
+            node,
+            url,
+            http,
+            timeout,
+        }
+    }
+
+    async fn classify(&self, sent: Result<reqwest::Response, reqwest::Error>, put: bool) -> Answer {
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Answer::NotDelivered,
+            Err(_) => return Answer::Unknown,
+        };
+        let status = response.status();
+        let header_revision = response
+            .headers()
+            .get("kith-revision")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let Ok(body) = response.bytes().await else {
+            return Answer::Unknown;
+        };
+        match status {
+            StatusCode::OK if put => {
+                let revision = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["revision"].as_u64());
+                match revision {
+                    Some(revision) => Answer::Ok {
+                        body: Vec::new(),
+                        revision,
+                    },
+                    None => Answer::Unknown,
+                }
+            }
+            StatusCode::OK => match header_revision {
+                Some(revision) => Answer::Ok {
+                    body: body.to_vec(),
+                    revision,
+                },
+                None => Answer::Unknown,
+            },
+            StatusCode::NOT_FOUND => Answer::NotFound,
+            StatusCode::CONFLICT
+                if serde_json::from_slice::<serde_json::Value>(&body)
+                    .is_ok_and(|v| v["error"]["code"] == "revision_mismatch") =>
+            {
+                Answer::Mismatch
+            }
+            _ => Answer::Unknown,
+        }
+    }
+
+    /// A linearizable read.
+    pub async fn get(&self, key: &str) -> Answer {
+        let sent = self
+            .http
+            .get(format!("{}/v1/kv/{key}", self.url))
+            .timeout(self.timeout)
+            .send()
+            .await;
+        self.classify(sent, false).await
+    }
+
+    /// A put, conditional when `if_revision` is given.
+    pub async fn put(&self, key: &str, value: Vec<u8>, if_revision: Option<u64>) -> Answer {
+        let mut url = format!("{}/v1/kv/{key}", self.url);
+        if let Some(r) = if_revision {
+            url.push_str(&format!("?if_revision={r}"));
+        }
+        let sent = self
+            .http
+            .put(url)
+            .timeout(self.timeout)
+            .body(value)
+            .send()
+            .await;
+        self.classify(sent, true).await
+    }
+}
+
+fn parse_value(body: &[u8]) -> u64 {
+    // Anything the workload did not write reads as an impossible value: a violation.
+    std::str::from_utf8(body)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Parses the set key's list.
+pub fn parse_set(body: &[u8]) -> Vec<u64> {
+    std::str::from_utf8(body)
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(u64::MAX))
+        .collect()
+}
+
+/// Shared by all clients of one schedule.
+struct Shared {
+    tickets: AtomicUsize,
+    clock: Clock,
+    config: WorkloadConfig,
+    clients_total: usize,
+    registers: Mutex<Vec<RegisterEvent>>,
+    set: Mutex<Vec<SetAppend>>,
+    invoked: AtomicUsize,
+}
+
+impl Shared {
+    /// Takes one op from the budget; false when the budget is spent.
+    fn ticket(&self) -> bool {
+        let taken = self
+            .tickets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| t.checked_sub(1))
+            .is_ok();
+        if taken {
+            self.invoked.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Paces one client so that all together offer about `rate_per_s`: each client starts
+    /// an op every `clients / rate` seconds on average (uniformly random gaps), counted from
+    /// the previous op's start, so an op's latency does not lower the offered load. A client
+    /// that fell behind (a slow op) starts at once rather than in a burst.
+    async fn pace(&self, rng: &mut ChaCha8Rng, next: &mut tokio::time::Instant) {
+        let mean_s = self.clients_total as f64 / self.config.rate_per_s;
+        let gap = Duration::from_secs_f64(rng.random_range(0.0..2.0 * mean_s));
+        let now = tokio::time::Instant::now();
+        *next = (*next + gap).max(now);
+        tokio::time::sleep_until(*next).await;
+    }
+
+    fn record(&self, event: RegisterEvent) {
+        self.registers.lock().expect("history lock").push(event);
+    }
+}
+
+/// Runs the workload against `nodes` until its op budget is spent.
+pub async fn run(
+    nodes: &[NodeClient],
+    config: &WorkloadConfig,
+    seed: u64,
+    clock: Clock,
+) -> Recorded {
+    let register_clients = nodes.len() * config.clients_per_node;
+    let set_clients = if config.set_clients { nodes.len() } else { 0 };
+    let shared = Arc::new(Shared {
+        tickets: AtomicUsize::new(config.ops),
+        clock,
+        config: config.clone(),
+        clients_total: register_clients + set_clients,
+        registers: Mutex::new(Vec::new()),
+        set: Mutex::new(Vec::new()),
+        invoked: AtomicUsize::new(0),
+    });
+    let mut tasks = Vec::new();
+    for c in 0..register_clients {
+        let node = nodes[c % nodes.len()].clone();
+        let shared = shared.clone();
+        let client_id = c as u32 + 1;
+        tasks.push(tokio::spawn(register_client(node, client_id, seed, shared)));
+    }
+    for (i, node) in nodes.iter().enumerate().take(set_clients) {
+        let shared = shared.clone();
+        let client_id = (register_clients + i) as u32 + 1;
+        tasks.push(tokio::spawn(set_client(
+            node.clone(),
+            client_id,
+            seed,
+            shared,
+        )));
+    }
+    for task in tasks {
+        if let Err(e) = task.await {
+            panic!("a workload client panicked: {e}");
+        }
+    }
+    let registers = std::mem::take(&mut *shared.registers.lock().expect("history lock"));
+    let set = std::mem::take(&mut *shared.set.lock().expect("history lock"));
+    Recorded {
+        registers,
+        set,
+        ops_invoked: shared.invoked.load(Ordering::Relaxed),
+    }
+}
+
+async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ u64::from(client));
+    // Last (value, revision) this client saw per key, for compare-and-set.
+    let mut seen: HashMap<usize, (Option<u64>, u64)> = HashMap::new();
+    let mut seq: u64 = 0;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        shared.pace(&mut rng, &mut next).await;
+        if !shared.ticket() {
+            return;
+        }
+        let key = rng.random_range(0..shared.config.keys);
+        let name = register_key(key);
+        let roll = rng.random_range(0..100);
+        let call = shared.clock.now_ns();
+        if roll < 50 {
+            let answer = node.get(&name).await;
+            let ret = shared.clock.now_ns();
+            let (value, revision) = match answer {
+                Answer::Ok { body, revision } => (Some(parse_value(&body)), revision),
+                Answer::NotFound => (None, 0),
+                _ => continue,
+            };
+            if value.is_some() {
+                seen.insert(key, (value, revision));
+            } else {
+                seen.insert(key, (None, 0));
+            }
+            shared.record(RegisterEvent {
+                key,
+                client,
+                node: node.node,
+                op: Operation {
+                    call,
+                    ret: Some(ret),
+                    input: RegInput::Read,
+                    output: RegOutput::Read(value),
+                },
+                revision: value.map(|_| revision),
+            });
+            continue;
+        }
+        seq += 1;
+        let value = (u64::from(client) << 32) | seq;
+        let (input, if_revision) = if roll < 75 {
+            (RegInput::Write(value), None)
+        } else {
+            let (expected, revision) = seen.get(&key).copied().unwrap_or((None, 0));
+            (
+                RegInput::Cas {
+                    expected,
+                    new: value,
+                },
+                Some(revision),
+            )
+        };
+        let answer = node
+            .put(&name, value.to_string().into_bytes(), if_revision)
+            .await;
+        let ret = shared.clock.now_ns();
+        let (output, ret, revision) = match answer {
+            Answer::Ok { revision, .. } => {
+                seen.insert(key, (Some(value), revision));
+                (RegOutput::Ok, Some(ret), Some(revision))
+            }
+            Answer::Mismatch if if_revision.is_some() => (RegOutput::CasFailed, Some(ret), None),
+            Answer::NotDelivered => continue,
+            // A 404 or an unexplained 409 on a put is not in kith's contract: keep it as
+            // unknown, which can only make the checker more lenient, never stricter.
+            _ => (RegOutput::Unknown, None, None),
+        };
+        shared.record(RegisterEvent {
+            key,
+            client,
+            node: node.node,
+            op: Operation {
+                call,
+                ret,
+                input,
+                output,
+            },
+            revision,
+        });
+    }
+}
+
+/// Attempts to place one element before giving it up as failed.
+const SET_ATTEMPTS_MAX: u32 = 8;
+
+async fn set_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(7_919) ^ u64::from(client));
+    let mut seq: u64 = 0;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        shared.pace(&mut rng, &mut next).await;
+        if !shared.ticket() {
+            return;
+        }
+        seq += 1;
+        let element = (u64::from(client) << 32) | seq;
+        let mut outcome = Outcome::Fail;
+        for _ in 0..SET_ATTEMPTS_MAX {
+            let (mut list, revision) = match node.get(SET_KEY).await {
+                Answer::Ok { body, revision } => (body, revision),
+                Answer::NotFound => (Vec::new(), 0),
+                // No read, no append: try again after a pause.
+                _ => {
+                    shared.pace(&mut rng, &mut next).await;
+                    continue;
+                }
+            };
+            if !list.is_empty() {
+                list.push(b',');
+            }
+            list.extend_from_slice(element.to_string().as_bytes());
+            match node.put(SET_KEY, list, Some(revision)).await {
+                Answer::Ok { .. } => {
+                    outcome = Outcome::Ok;
+                    break;
+                }
+                Answer::Mismatch | Answer::NotDelivered => continue,
+                _ => {
+                    outcome = Outcome::Unknown;
+                    break;
+                }
+            }
+        }
+        shared.set.lock().expect("set lock").push(SetAppend {
+            element,
+            node: node.node,
+            outcome,
+        });
+    }
+}
