@@ -91,6 +91,11 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
         .expect("start a browser session")
 }
 
+/// The text of the element with `id`, if the page has it.
+async fn text_of(page: &Client, id: &str) -> Option<String> {
+    page.find(Locator::Id(id)).await.ok()?.text().await.ok()
+}
+
 /// The messages a page shows: (seq, text), in display order.
 async fn shown(page: &Client) -> Vec<(u64, String)> {
     let rows = page
@@ -141,13 +146,7 @@ async fn open_chat(page: &Client, base: &str, name: &str) {
         .expect("name field");
     field.send_keys(name).await.expect("type name");
     wait_until("the page to connect", Duration::from_secs(20), || async {
-        let status = page
-            .find(Locator::Id("connection"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let status = text_of(page, "connection").await?;
         status.starts_with("connected to").then_some(status)
     })
     .await;
@@ -213,13 +212,7 @@ async fn two_browsers_chat_through_a_node_failure_and_the_dashboard_renders() {
         "alice to reconnect elsewhere",
         Duration::from_secs(30),
         || async {
-            let status = alice
-                .find(Locator::Id("connection"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let status = text_of(&alice, "connection").await?;
             (status.starts_with("connected to") && !status.contains(&cluster.url(1)[7..]))
                 .then_some(status)
         },
@@ -310,13 +303,7 @@ async fn two_browsers_chat_through_a_node_failure_and_the_dashboard_renders() {
         "the jobs page to list the dead job",
         Duration::from_secs(20),
         || async {
-            let text = bob
-                .find(Locator::Id("dead"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
+            let text = text_of(&bob, "dead").await?;
             text.contains("on purpose").then_some(())
         },
     )
