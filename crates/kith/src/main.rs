@@ -36,6 +36,8 @@ enum Top {
     Cluster(commands::ClusterArgs),
     /// The ledger: prove that every replica holds the same history.
     Ledger(commands::LedgerArgs),
+    /// Load generator for kith (or etcd): throughput, latency percentiles, errors.
+    Bench(kith_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
             Top::Kv(args) => commands::kv(args).await,
             Top::Cluster(args) => commands::cluster(args).await,
             Top::Ledger(args) => commands::ledger(args).await,
+            Top::Bench(args) => kith_bench::run(args).await.map(drop).map_err(Into::into),
         }
     });
     match result {
