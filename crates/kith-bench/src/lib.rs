@@ -69,6 +69,13 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     let ops = phase.tally.ok;
     let errors: u64 = phase.tally.errors.values().sum();
     let target_cpu_s: f64 = processes.iter().map(|p| p.cpu_s).sum();
+    let per_kop = |cpu_s: f64| {
+        if ops > 0 {
+            cpu_s * 1e3 / (ops as f64 / 1e3)
+        } else {
+            0.0
+        }
+    };
     let report = Report {
         config: config(&args),
         ops,
@@ -83,15 +90,12 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         },
         latency: Latency::from_histogram(&phase.tally.latency_us),
         success_gap_ms_max: phase.success_gap_max.as_secs_f64() * 1e3,
-        target_cpu_ms_per_kop: if ops > 0 {
-            target_cpu_s * 1e3 / (ops as f64 / 1e3)
-        } else {
-            0.0
-        },
+        target_cpu_ms_per_kop: per_kop(target_cpu_s),
         target_cpu_s,
         target_rss_peak_kb_max: processes.iter().map(|p| p.rss_peak_kb).max().unwrap_or(0),
         processes,
         client_cpu_s,
+        client_cpu_ms_per_kop: per_kop(client_cpu_s),
     };
     let _ = report.print(&mut std::io::stdout().lock());
     if let Some(path) = &args.json {

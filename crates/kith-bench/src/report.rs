@@ -87,6 +87,8 @@ pub struct Report {
     pub target_rss_peak_kb_max: u64,
     /// CPU seconds this load generator used during the measured phase.
     pub client_cpu_s: f64,
+    /// The load generator's CPU milliseconds per 1,000 successful operations.
+    pub client_cpu_ms_per_kop: f64,
 }
 
 impl Report {
