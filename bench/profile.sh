@@ -72,11 +72,12 @@ for w in b c; do
             --quiet --json "$OUT/perf-$w-$role.json" >"$OUT/bench-perf-$w-$role.txt" 2>&1 &
         bpid=$!
         sleep 2
-        perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "${PID[$node]}" \
+        perf record -q -e cpu-clock -F 499 --call-graph dwarf,8192 -p "${PID[$node]}" \
             -o "$OUT/perf-$w-$role.data" -- sleep "$PERF_S" 2>/dev/null
-        kill -INT "$bpid" 2>/dev/null || true
+        # (TERM: a background job of a script ignores SIGINT)
+        kill -TERM "$bpid" 2>/dev/null || true
         wait "$bpid" 2>/dev/null || true
-        perf report -i "$OUT/perf-$w-$role.data" --no-children --sort dso,symbol --stdio \
+        perf report -i "$OUT/perf-$w-$role.data" --no-children --sort dso,symbol --stdio -g none \
             --percent-limit 0.7 2>/dev/null | grep -v '^$' | grep -v '^#' | grep '%' \
             | head -60 >"$OUT/perf-$w-$role-self.txt" || true
         perf report -i "$OUT/perf-$w-$role.data" --children --sort symbol --stdio -g none \
@@ -90,7 +91,7 @@ for w in b c; do
     # shellcheck disable=SC2086
     "$KITH" bench ${WL[$w]} --total "$STRACE_OPS" --endpoints "$endpoints" --quiet \
         --json "$OUT/strace-$w.json" >"$OUT/bench-strace-$w.txt" 2>&1
-    kill -INT "$spid"
+    kill -TERM "$spid"
     wait "$spid" 2>/dev/null || true
 done
 
