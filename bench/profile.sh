@@ -27,7 +27,8 @@ if ((${#need[@]})); then
     apt-get -o DPkg::Lock::Timeout=300 update -qq
     apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need[@]}" >/dev/null
 fi
-cargo build --release --locked -q -p kith
+# Same features as vs-etcd.sh, so the two scripts share one release build.
+cargo build --release --locked -q -p kith --features kith/etcd
 KITH=$PWD/target/release/kith
 rm -rf "$OUT"; mkdir -p "$OUT"
 
