@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Modules: [`args`] (options and their bounds), [`plan`] (the deterministic operation
-//! sequence), [`target`] (kith over HTTP, etcd over gRPC), [`runner`] (workers, rate
+//! sequence), [`targets`] (kith over HTTP, etcd over gRPC), [`runner`] (workers, rate
 //! control, progress line), [`procs`] (target CPU time and RSS), [`report`] (figures,
 //! summary, JSON), [`error`].
 //!
@@ -21,7 +21,7 @@ pub mod plan;
 pub mod procs;
 pub mod report;
 pub mod runner;
-pub mod target;
+pub mod targets;
 
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ use plan::Plan;
 use procs::Procs;
 use report::{Latency, RunConfig};
 use runner::PhaseSpec;
-use target::Target;
+use targets::Target;
 
 /// Runs the benchmark `args` describes: warm-up (unmeasured), then the measured phase;
 /// prints the summary to stdout and writes `--json`. A run in which every operation failed

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::error::BenchError;
 use crate::plan::Plan;
-use crate::target::{Outcome, Target};
+use crate::targets::{Outcome, Target};
 
 /// Highest latency the histogram records (one hour, in microseconds); longer is clamped.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
