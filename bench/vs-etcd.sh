@@ -53,7 +53,7 @@ log "building kith (release, with the etcd target)"
 cargo build --release --locked -q -p kith --features kith/etcd
 KITH=$PWD/target/release/kith
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json
+rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*-idle-rss-r* "$OUT"/*.log
 
 # ---- cluster control --------------------------------------------------------------------
 declare -A PID=()   # "kith1" / "etcd2" → pid of a running member
