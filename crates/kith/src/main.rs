@@ -45,6 +45,8 @@ enum Top {
     Jobs(commands::JobsArgs),
     /// Pull jobs from a queue and run a command for each.
     Worker(worker::WorkerArgs),
+    /// Load generator for kith (or etcd): throughput, latency percentiles, errors.
+    Bench(kith_bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -66,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Top::Chat(args) => chat::run(args).await,
             Top::Jobs(args) => commands::jobs(args).await,
             Top::Worker(args) => worker::run(args).await,
+            Top::Bench(args) => kith_bench::run(args).await.map(drop).map_err(Into::into),
         }
     });
     match result {

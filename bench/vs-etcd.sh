@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# kith against etcd, side by side on this machine, with `kith bench` driving both.
+#
+#   bash bench/vs-etcd.sh                 # the full comparison (≈ 20 minutes on 2 cores)
+#   ROUNDS=1 SCALE=0.1 bash bench/vs-etcd.sh   # a quick look (figures not comparable)
+#
+# What it does, in order:
+#   1. installs what is missing from Debian: etcd-server, etcd-client (etcdctl),
+#      protobuf-compiler (to build `kith bench --target etcd`), jq; builds kith --release;
+#   2. ROUNDS times, alternating which system goes first: starts a fresh 3-node cluster of
+#      one system on 127.0.0.1 (data under $DATA, one disk), records idle RSS, runs the
+#      workloads below, stops it; then the same for the other system. Only one system runs
+#      at a time, so they never compete for the cores;
+#   3. FAILOVER_TRIALS times per system: SIGKILLs the leader under a steady write load and
+#      measures the longest time without a successful write; restarts the killed member;
+#   4. prints one table of medians (and writes every run's JSON under $OUT).
+#
+# Durability: both systems run with their defaults. kith fsyncs each Raft log append
+# (redb Durability::Immediate) before a node acknowledges it; etcd fsyncs its WAL before
+# acknowledging (no --unsafe-no-fsync). A write is acknowledged once 2 of 3 nodes have it
+# on disk, in both.
+#
+# Everything it starts it stops (trap on EXIT), including after Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+SCALE=${SCALE:-1}                 # multiplies every --total (and the prefill)
+FAILOVER_TRIALS=${FAILOVER_TRIALS:-5}
+KEY_SPACE=${KEY_SPACE:-100000}
+OUT=${OUT:-${TMPDIR:-/tmp}/kith-vs-etcd}
+DATA=${DATA:-$OUT/data}
+KITH_PORT0=${KITH_PORT0:-17000}   # kith nodes listen on KITH_PORT0 + 1..3
+ETCD_PORT0=${ETCD_PORT0:-17100}   # etcd member i: client ETCD_PORT0 + 10i, peer + 10i + 1
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); print (v < 100 ? 100 : v) }'; }
+
+# ---- 1. tools ---------------------------------------------------------------------------
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v jq >/dev/null || need+=(jq)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+    log "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need[@]}" >/dev/null
+fi
+log "building kith (release, with the etcd target)"
+cargo build --release --locked -q -p kith --features kith/etcd
+KITH=$PWD/target/release/kith
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*-idle-rss-r* "$OUT"/*.log
+
+# ---- cluster control --------------------------------------------------------------------
+declare -A PID=()   # "kith1" / "etcd2" → pid of a running member
+stop_member() {
+    local name=$1 sig=${2:-TERM} pid=${PID[$1]:-}
+    [[ -n $pid ]] || return 0
+    { # (bash reports a job killed by a signal on stderr; that is expected here)
+        kill "-$sig" "$pid" || true
+        for _ in $(seq 100); do kill -0 "$pid" || break; sleep 0.1; done
+        kill -KILL "$pid" || true
+        wait "$pid" || true
+    } 2>/dev/null
+    unset "PID[$name]"
+}
+stop_all() { for name in "${!PID[@]}"; do stop_member "$name"; done; }
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+kith_url() { echo "http://127.0.0.1:$((KITH_PORT0 + $1))"; }
+etcd_url() { echo "http://127.0.0.1:$((ETCD_PORT0 + 10 * $1))"; }
+etcd_peer() { echo "http://127.0.0.1:$((ETCD_PORT0 + 10 * $1 + 1))"; }
+endpoints() { # system → comma-separated client URLs
+    local f=${1}_url; echo "$($f 1),$($f 2),$($f 3)"
+}
+
+start_kith_member() {
+    local i=$1 peers="1=127.0.0.1:$((KITH_PORT0 + 1)),2=127.0.0.1:$((KITH_PORT0 + 2)),3=127.0.0.1:$((KITH_PORT0 + 3))"
+    RUST_LOG=warn "$KITH" serve --id "$i" --listen "127.0.0.1:$((KITH_PORT0 + i))" \
+        --data "$DATA/kith/n$i" --peers "$peers" >>"$OUT/kith$i.log" 2>&1 &
+    PID[kith$i]=$!
+}
+start_etcd_member() {
+    local i=$1
+    local cluster="e1=$(etcd_peer 1),e2=$(etcd_peer 2),e3=$(etcd_peer 3)"
+    etcd --name "e$i" --data-dir "$DATA/etcd/e$i" \
+        --listen-client-urls "$(etcd_url "$i")" --advertise-client-urls "$(etcd_url "$i")" \
+        --listen-peer-urls "$(etcd_peer "$i")" --initial-advertise-peer-urls "$(etcd_peer "$i")" \
+        --initial-cluster "$cluster" --initial-cluster-token kith-bench \
+        --initial-cluster-state new --logger zap --log-level error >>"$OUT/etcd$i.log" 2>&1 &
+    PID[etcd$i]=$!
+}
+healthy() { # system member → 0 when it serves and knows a leader
+    if [[ $1 == kith ]]; then
+        curl -fsS -m 1 "$(kith_url "$2")/v1/health" 2>/dev/null | grep -q '"leader_id":[0-9]'
+    else
+        etcdctl --endpoints "$(etcd_url "$2")" --command-timeout=1s endpoint health >/dev/null 2>&1
+    fi
+}
+wait_healthy() { # system members…
+    local sys=$1; shift
+    for i in "$@"; do
+        for _ in $(seq 300); do healthy "$sys" "$i" && continue 2; sleep 0.1; done
+        log "$sys member $i did not become healthy; see $OUT/$sys$i.log"; exit 1
+    done
+}
+start_cluster() { # system [fresh]
+    local sys=$1
+    if [[ ${2:-} == fresh ]]; then rm -rf "${DATA:?}/$sys"; mkdir -p "$DATA/$sys"; fi
+    for i in 1 2 3; do "start_${sys}_member" "$i"; done
+    wait_healthy "$sys" 1 2 3
+}
+stop_cluster() { for i in 1 2 3; do stop_member "$1$i"; done; }
+pids_of() { echo "${PID[${1}1]},${PID[${1}2]},${PID[${1}3]}"; }
+leader_of() { # system → member number of the current leader (empty if none)
+    local i
+    for i in 1 2 3; do
+        [[ -n ${PID[$1$i]:-} ]] || continue
+        if [[ $1 == kith ]]; then
+            curl -fsS -m 1 "$(kith_url "$i")/v1/health" 2>/dev/null | grep -q '"role":"leader"' \
+                && { echo "$i"; return; }
+        else
+            etcdctl --endpoints "$(etcd_url "$i")" --command-timeout=1s endpoint status \
+                -w simple 2>/dev/null | awk -F', ' '$5 == "true" { found = 1 } END { exit !found }' \
+                && { echo "$i"; return; }
+        fi
+    done
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+bench() { # system json-name args… → runs kith bench against the running cluster
+    local sys=$1 name=$2; shift 2
+    "$KITH" bench "$@" --target "$sys" --endpoints "$(endpoints "$sys")" \
+        --pids "$(pids_of "$sys")" --quiet --json "$OUT/$name.json" >"$OUT/$name.txt" 2>&1 \
+        || { log "bench $name failed:"; cat "$OUT/$name.txt" >&2; exit 1; }
+}
+
+# ---- 2. workloads -----------------------------------------------------------------------
+COMMON=(--key-size 8 --val-size 256 --key-space "$KEY_SPACE")
+declare -A WL=(
+    [a]="put --clients 1 --conns 1 --total $(scaled 5000) --warmup 200"
+    [b]="put --clients 16 --conns 16 --total $(scaled 15000) --warmup 1000"
+    [c]="put --clients 256 --conns 16 --total $(scaled 30000) --warmup 2000"
+    [d]="get --consistency linearizable --clients 256 --conns 16 --total $(scaled 60000) --warmup 5000"
+    [e]="get --consistency stale --clients 256 --conns 16 --total $(scaled 300000) --warmup 10000"
+)
+declare -A TITLE=(
+    [a]="(a) put, 1 client"
+    [b]="(b) put, 16 clients"
+    [c]="(c) put, 256 clients / 16 conns"
+    [d]="(d) linearizable get, 256 clients"
+    [e]="(e) stale get, 256 clients"
+)
+
+run_round() { # system round
+    local sys=$1 r=$2 w
+    log "round $r: $sys"
+    # Round 1 starts from empty data directories; later rounds restart the same members
+    # over their data, so the (slow, unmeasured) prefill of the key space happens once.
+    if ((r == 1)); then start_cluster "$sys" fresh; else start_cluster "$sys"; fi
+    sleep 2
+    for i in 1 2 3; do rss_kb "${PID[$sys$i]}"; done | sort -n | tail -1 >"$OUT/$sys-idle-rss-r$r"
+    for w in a b c; do
+        # shellcheck disable=SC2086
+        bench "$sys" "$sys-$w-r$r" ${WL[$w]} "${COMMON[@]}" --seed "$r"
+    done
+    # Reads need the key space filled (unmeasured, once per system).
+    if ((r == 1)); then
+        bench "$sys" "$sys-prefill" put --sequential-keys --total "$KEY_SPACE" \
+            --clients 64 --conns 64 "${COMMON[@]}"
+    fi
+    for w in d e; do
+        # shellcheck disable=SC2086
+        bench "$sys" "$sys-$w-r$r" ${WL[$w]} "${COMMON[@]}" --seed "$r"
+    done
+    stop_cluster "$sys"
+}
+
+# ---- 3. failover ------------------------------------------------------------------------
+# A steady 100 writes/s (below both systems' capacity) from 256 clients on their own
+# connections, so requests that hang on the dead leader or in the election never starve
+# new ones; 3 s in, SIGKILL the leader. The longest stretch without a successful write is
+# the failover time (detection + election + first commit).
+failover() { # system
+    local sys=$1 t leader bpid
+    log "failover: $sys"
+    start_cluster "$sys" fresh
+    for t in $(seq "$FAILOVER_TRIALS"); do
+        "$KITH" bench put --target "$sys" --endpoints "$(endpoints "$sys")" --clients 256 \
+            --conns 256 --rate 100 --total 1000 --timeout-ms 5000 "${COMMON[@]}" --seed "$t" \
+            --quiet --json "$OUT/$sys-failover-t$t.json" >"$OUT/$sys-failover-t$t.txt" 2>&1 &
+        bpid=$!
+        sleep 3
+        leader=$(leader_of "$sys")
+        [[ -n $leader ]] || { log "$sys has no leader before trial $t"; exit 1; }
+        log "  trial $t: SIGKILL $sys member $leader"
+        stop_member "$sys$leader" KILL
+        wait "$bpid" || { log "failover bench failed:"; cat "$OUT/$sys-failover-t$t.txt" >&2; exit 1; }
+        "start_${sys}_member" "$leader"
+        wait_healthy "$sys" 1 2 3
+        sleep 2 # let the restarted member catch up before the next trial
+    done
+    stop_cluster "$sys"
+}
+
+# ---- run --------------------------------------------------------------------------------
+started=$(date +%s)
+# How long one synchronous 4 KiB write takes on the disk holding the data: the floor under
+# any fsync-per-write design.
+mkdir -p "$DATA"
+DISK=$(dd if=/dev/zero of="$DATA/dsync-probe" bs=4k count=500 oflag=dsync 2>&1 \
+    | awk '/copied/ { printf "%.0f", $(NF-3) / 500 * 1e6 }')
+rm -f "$DATA/dsync-probe"
+log "disk: ${DISK} µs per synchronous 4 KiB write"
+for r in $(seq "$ROUNDS"); do
+    if ((r % 2)); then order=(kith etcd); else order=(etcd kith); fi
+    for sys in "${order[@]}"; do run_round "$sys" "$r"; done
+done
+for sys in kith etcd; do failover "$sys"; done
+
+# ---- 4. report --------------------------------------------------------------------------
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+field() { # jq-filter files… → one value per file
+    local f=$1; shift
+    for file in "$@"; do jq -r "$f" "$file"; done
+}
+med() { field "$1" "${@:2}" | median; }
+
+{
+    echo
+    echo "kith vs etcd $(etcd --version | awk '/etcd Version/ { print $3 }'), 3 nodes each on 127.0.0.1; medians of $ROUNDS alternating rounds"
+    echo "durability: both fsync every acknowledged write on a quorum (kith: redb Durability::Immediate per log append; etcd: WAL fsync, its default)"
+    echo "8-byte keys, ${KEY_SPACE} key space, 256-byte values; kith over HTTP/1.1, etcd over gRPC; totals scaled by $SCALE"
+    echo "disk under \$DATA: ${DISK} µs per synchronous (O_DSYNC) 4 KiB write; $(nproc) cores, shared with whatever else runs"
+    echo
+    printf '| %-34s | %10s | %10s | %6s | %10s | %10s |\n' workload "kith ops/s" "etcd ops/s" ratio "kith p99" "etcd p99"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
+        "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
+    for w in a b c d e; do
+        k=$(med .throughput_ops_s "$OUT"/kith-"$w"-r*.json)
+        e=$(med .throughput_ops_s "$OUT"/etcd-"$w"-r*.json)
+        kp=$(med .latency.p99_us "$OUT"/kith-"$w"-r*.json)
+        ep=$(med .latency.p99_us "$OUT"/etcd-"$w"-r*.json)
+        awk -v t="${TITLE[$w]}" -v k="$k" -v e="$e" -v kp="$kp" -v ep="$ep" 'BEGIN {
+            printf "| %-34s | %10.0f | %10.0f | %5.2fx | %7.2f ms | %7.2f ms |\n", t, k, e, k / e, kp / 1000, ep / 1000 }'
+    done
+    echo
+    echo "CPU ms per 1,000 ops (medians): the target's 3 nodes together, and the load generator"
+    printf '| %-34s | %10s | %10s | %12s | %12s |\n' workload "kith" "etcd" "bench (kith)" "bench (etcd)"
+    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
+        "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})"
+    for w in a b c d e; do
+        awk -v t="${TITLE[$w]}" -v k="$(med .target_cpu_ms_per_kop "$OUT"/kith-"$w"-r*.json)" \
+            -v e="$(med .target_cpu_ms_per_kop "$OUT"/etcd-"$w"-r*.json)" \
+            -v bk="$(med .client_cpu_ms_per_kop "$OUT"/kith-"$w"-r*.json)" \
+            -v be="$(med .client_cpu_ms_per_kop "$OUT"/etcd-"$w"-r*.json)" 'BEGIN {
+            printf "| %-34s | %10.0f | %10.0f | %12.0f | %12.0f |\n", t, k, e, bk, be }'
+    done
+    echo
+    kf=$(med .success_gap_ms_max "$OUT"/kith-failover-t*.json)
+    ef=$(med .success_gap_ms_max "$OUT"/etcd-failover-t*.json)
+    echo "leader failover (SIGKILL under 100 writes/s; no successful write for …), median of $FAILOVER_TRIALS:"
+    echo "  kith $(printf '%.0f' "$kf") ms (trials: $(field .success_gap_ms_max "$OUT"/kith-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
+    echo "  etcd $(printf '%.0f' "$ef") ms (trials: $(field .success_gap_ms_max "$OUT"/etcd-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
+    echo
+    echo "resident memory per node (largest of the 3 nodes; median over rounds):"
+    for sys in kith etcd; do
+        idle=$(cat "$OUT"/$sys-idle-rss-r* | median)
+        loaded=$(for r in $(seq "$ROUNDS"); do
+            field .target_rss_peak_kb_max "$OUT"/$sys-?-r"$r".json | sort -n | tail -1
+        done | median)
+        awk -v s="$sys" -v i="$idle" -v l="$loaded" 'BEGIN { printf "  %s idle %.0f MiB, peak under load %.0f MiB\n", s, i / 1024, l / 1024 }'
+    done
+    echo
+    echo "total time $(( $(date +%s) - started )) s; every run's JSON and summary are in $OUT"
+} | tee "$OUT/summary.txt"

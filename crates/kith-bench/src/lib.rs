@@ -1,0 +1,159 @@
+//! `kith-bench`: the load generator behind `kith bench put|get|mixed`, modelled on etcd's
+//! `benchmark` tool, for kith (HTTP) and etcd (gRPC, `etcd` feature) alike.
+//!
+//! ```text
+//! BenchArgs ──validate──▶ Target (K connections) ◀──exec── C workers ◀── Plan (seeded keys)
+//!                                                             │
+//!   Procs (/proc CPU, peak RSS of the target's pids) ─────────┴──▶ Report ──▶ stdout, --json
+//! ```
+//!
+//! Modules: [`args`] (options and their bounds), [`plan`] (the deterministic operation
+//! sequence), [`targets`] (kith over HTTP, etcd over gRPC), [`runner`] (workers, rate
+//! control, progress line), [`procs`] (target CPU time and RSS), [`report`] (figures,
+//! summary, JSON), [`error`].
+//!
+//! It measures; it refuses to judge. No thresholds, no pass/fail on figures: the caller
+//! (bench/vs-etcd.sh, the smoke test) decides what a run means.
+
+pub mod args;
+pub mod error;
+pub mod plan;
+pub mod procs;
+pub mod report;
+pub mod runner;
+pub mod targets;
+
+use std::sync::Arc;
+
+pub use args::BenchArgs;
+pub use error::BenchError;
+pub use report::Report;
+
+use args::{HttpVersion, ReadConsistency, TargetKind, Workload};
+use plan::Plan;
+use procs::Procs;
+use report::{Latency, RunConfig};
+use runner::PhaseSpec;
+use targets::Target;
+
+/// Runs the benchmark `args` describes: warm-up (unmeasured), then the measured phase;
+/// prints the summary to stdout and writes `--json`. A run in which every operation failed
+/// is an error (after the report is written), since its figures mean nothing.
+pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
+    args.validate()?;
+    let target = Arc::new(Target::new(&args)?);
+    let pids = match &args.proc_name {
+        Some(name) => procs::discover(name, &args.endpoints),
+        None => args.pids.clone(),
+    };
+    let spec = |total, label| PhaseSpec {
+        clients: args.clients,
+        conns: args.conns,
+        total,
+        rate: args.rate,
+        label,
+        progress: !args.quiet,
+    };
+    if args.warmup > 0 {
+        let plan = Arc::new(Plan::new(&args, 0));
+        runner::run_phase(target.clone(), plan, &spec(args.warmup, "warm-up")).await?;
+    }
+    let procs = Procs::start(&pids);
+    let client_cpu_s_start = procs::own_cpu_s();
+    let plan = Arc::new(Plan::new(&args, 1));
+    let phase = runner::run_phase(target, plan, &spec(args.total, "measure")).await?;
+    let processes = procs.finish();
+    let client_cpu_s = procs::own_cpu_s() - client_cpu_s_start;
+
+    let duration_s = phase.duration.as_secs_f64();
+    let ops = phase.tally.ok;
+    let errors: u64 = phase.tally.errors.values().sum();
+    let target_cpu_s: f64 = processes.iter().map(|p| p.cpu_s).sum();
+    let per_kop = |cpu_s: f64| {
+        if ops > 0 {
+            cpu_s * 1e3 / (ops as f64 / 1e3)
+        } else {
+            0.0
+        }
+    };
+    let report = Report {
+        config: config(&args),
+        ops,
+        not_found: phase.tally.not_found,
+        errors,
+        errors_by_kind: phase.tally.errors.clone(),
+        duration_s,
+        throughput_ops_s: if duration_s > 0.0 {
+            ops as f64 / duration_s
+        } else {
+            0.0
+        },
+        latency: Latency::from_histogram(&phase.tally.latency_us),
+        success_gap_ms_max: phase.success_gap_max.as_secs_f64() * 1e3,
+        target_cpu_ms_per_kop: per_kop(target_cpu_s),
+        target_cpu_s,
+        target_rss_peak_kb_max: processes.iter().map(|p| p.rss_peak_kb).max().unwrap_or(0),
+        processes,
+        client_cpu_s,
+        client_cpu_ms_per_kop: per_kop(client_cpu_s),
+    };
+    let _ = report.print(&mut std::io::stdout().lock());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&report).expect("a report always serialises");
+        std::fs::write(path, json).map_err(|source| BenchError::WriteReport {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    if ops == 0 && errors > 0 {
+        let kinds: Vec<&str> = report
+            .errors_by_kind
+            .keys()
+            .map(String::as_str)
+            .take(3)
+            .collect();
+        return Err(BenchError::AllFailed {
+            errors,
+            kinds: kinds.join(", "),
+        });
+    }
+    Ok(report)
+}
+
+fn config(args: &BenchArgs) -> RunConfig {
+    RunConfig {
+        target: match args.target {
+            TargetKind::Kith => "kith",
+            TargetKind::Etcd => "etcd",
+        }
+        .into(),
+        workload: match args.workload {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Mixed => "mixed",
+        }
+        .into(),
+        consistency: match args.consistency {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Stale => "stale",
+        }
+        .into(),
+        clients: args.clients,
+        conns: args.conns,
+        http: match args.http {
+            HttpVersion::Http1 => "1.1",
+            HttpVersion::Http2 => "2",
+        }
+        .into(),
+        total: args.total,
+        warmup: args.warmup,
+        key_size: args.key_size,
+        val_size: args.val_size,
+        key_space: args.key_space,
+        sequential_keys: args.sequential_keys,
+        read_percent: args.read_percent,
+        rate_ops_s: args.rate,
+        seed: args.seed,
+        endpoints: args.endpoints.clone(),
+    }
+}

@@ -1,0 +1,120 @@
+//! `EtcdTarget`: etcd's native gRPC KV API through the `etcd-client` crate, so etcd is
+//! measured at its best (no JSON gateway).
+//!
+//! One `etcd_client::Client` per `--conns`, each given a single endpoint, so each is one
+//! HTTP/2 connection that its clients multiplex over (as etcd's own benchmark tool does).
+//! After a transport failure or an `Unavailable` status the connection is rebuilt against
+//! the next endpoint, which is how a run survives a killed member.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, KvClient};
+use tokio::sync::Mutex;
+use tokio::time::{timeout_at, Instant};
+
+use super::{OpError, Outcome, CONNECT_TIMEOUT};
+use crate::plan::Op;
+
+struct ConnState {
+    /// `None` before the first request and after a failure.
+    kv: Option<KvClient>,
+    /// Index into `EtcdTarget::endpoints`.
+    endpoint: usize,
+}
+
+pub struct EtcdTarget {
+    endpoints: Vec<String>,
+    /// One per `--conns`; the lock is held only to clone or replace the client, since
+    /// gRPC multiplexes requests over the connection.
+    conns: Vec<Mutex<ConnState>>,
+    stale: bool,
+    timeout: Duration,
+}
+
+impl EtcdTarget {
+    pub fn new(endpoints: &[String], conns: usize, stale: bool, timeout: Duration) -> Self {
+        EtcdTarget {
+            endpoints: endpoints.to_vec(),
+            conns: (0..conns)
+                .map(|i| {
+                    Mutex::new(ConnState {
+                        kv: None,
+                        endpoint: i % endpoints.len(),
+                    })
+                })
+                .collect(),
+            stale,
+            timeout,
+        }
+    }
+
+    pub async fn exec(&self, conn: usize, op: &Op) -> Result<Outcome, OpError> {
+        let deadline = Instant::now() + self.timeout;
+        let slot = &self.conns[conn];
+        let mut kv = {
+            let mut state = timeout_at(deadline, slot.lock())
+                .await
+                .map_err(|_| OpError::Timeout)?;
+            match &state.kv {
+                Some(kv) => kv.clone(),
+                None => {
+                    let options = ConnectOptions::new()
+                        .with_connect_timeout(CONNECT_TIMEOUT)
+                        .with_timeout(self.timeout);
+                    let endpoint = &self.endpoints[state.endpoint];
+                    match timeout_at(deadline, Client::connect([endpoint], Some(options))).await {
+                        Ok(Ok(client)) => {
+                            let kv = client.kv_client();
+                            state.kv = Some(kv.clone());
+                            kv
+                        }
+                        Ok(Err(_)) => {
+                            state.endpoint = (state.endpoint + 1) % self.endpoints.len();
+                            return Err(OpError::Connect);
+                        }
+                        Err(_) => return Err(OpError::Timeout),
+                    }
+                }
+            }
+        };
+        let result = timeout_at(deadline, async {
+            match op {
+                Op::Put { key, value } => kv
+                    .put(key.as_bytes(), value.as_ref(), None)
+                    .await
+                    .map(|_| Outcome::Done),
+                Op::Get { key } => {
+                    let options = self.stale.then(|| GetOptions::new().with_serializable());
+                    kv.get(key.as_bytes(), options).await.map(|r| {
+                        if r.kvs().is_empty() {
+                            Outcome::NotFound
+                        } else {
+                            Outcome::Done
+                        }
+                    })
+                }
+            }
+        })
+        .await;
+        let error = match result {
+            Ok(Ok(outcome)) => return Ok(outcome),
+            Ok(Err(etcd_client::Error::GRpcStatus(status))) => OpError::Grpc {
+                code: format!("{:?}", status.code()),
+                message: status.message().to_owned(),
+            },
+            Ok(Err(_)) => OpError::Transport,
+            Err(_) => OpError::Timeout,
+        };
+        let move_on = match &error {
+            OpError::Transport => true,
+            OpError::Grpc { code, .. } => code == "Unavailable",
+            _ => false,
+        };
+        if move_on {
+            let mut state = slot.lock().await;
+            state.kv = None;
+            state.endpoint = (state.endpoint + 1) % self.endpoints.len();
+        }
+        Err(error)
+    }
+}

@@ -1,0 +1,398 @@
+//! `KithTarget`: kith's HTTP API over exactly `--conns` keep-alive connections.
+//!
+//! Raw hyper connections rather than a pooled client, so the connection count is what the
+//! user asked for and not whatever a pool decides. Over HTTP/1.1 a connection carries one
+//! request at a time: the clients assigned to it take turns (their wait is part of their
+//! latency, as it would be for a real client). Over HTTP/2 (`--http 2`, prior knowledge)
+//! they multiplex, as etcd's gRPC clients do.
+//!
+//! A broken connection is dropped and reopened by the next request; an endpoint that
+//! refuses a connection makes that connection move to the next endpoint.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio::time::{timeout_at, Instant};
+
+use super::{OpError, Outcome, CONNECT_TIMEOUT};
+use crate::args::HttpVersion;
+use crate::error::BenchError;
+use crate::plan::Op;
+
+/// Largest response body read; kith's answers to these requests are far smaller, except a
+/// value, which the bench itself wrote.
+const RESPONSE_BYTES_MAX: usize = (1 << 20) + 4096;
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+struct ConnState {
+    /// `None` before the first request and after a failure; the next request reconnects.
+    sender: Option<Sender>,
+    /// Index into `KithTarget::authorities` this connection uses.
+    endpoint: usize,
+}
+
+pub struct KithTarget {
+    /// `HOST:PORT` of each endpoint.
+    authorities: Vec<String>,
+    /// One per `--conns`. On HTTP/1.1 the lock is held for a whole request (one request at
+    /// a time per connection); on HTTP/2 only while cloning the sender.
+    conns: Vec<Mutex<ConnState>>,
+    http: HttpVersion,
+    stale: bool,
+    timeout: Duration,
+}
+
+impl KithTarget {
+    pub fn new(
+        endpoints: &[String],
+        conns: usize,
+        http: HttpVersion,
+        stale: bool,
+        timeout: Duration,
+    ) -> Result<Self, BenchError> {
+        let authorities = endpoints
+            .iter()
+            .map(|e| {
+                let rest = e.strip_prefix("http://").ok_or_else(|| {
+                    BenchError::InvalidArgs(format!("kith endpoint {e:?} must start with http://"))
+                })?;
+                let authority = rest.trim_end_matches('/');
+                if authority.is_empty() || authority.contains('/') {
+                    return Err(BenchError::InvalidArgs(format!(
+                        "kith endpoint {e:?} must be http://HOST:PORT"
+                    )));
+                }
+                Ok(authority.to_owned())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let conns = (0..conns)
+            .map(|i| {
+                Mutex::new(ConnState {
+                    sender: None,
+                    endpoint: i % authorities.len(),
+                })
+            })
+            .collect();
+        Ok(KithTarget {
+            authorities,
+            conns,
+            http,
+            stale,
+            timeout,
+        })
+    }
+
+    pub async fn exec(&self, conn: usize, op: &Op) -> Result<Outcome, OpError> {
+        let deadline = Instant::now() + self.timeout;
+        let slot = &self.conns[conn];
+        let mut state = timeout_at(deadline, slot.lock())
+            .await
+            .map_err(|_| OpError::Timeout)?;
+        if state.sender.is_none() {
+            let authority = &self.authorities[state.endpoint];
+            match timeout_at(deadline, connect(authority, self.http)).await {
+                Ok(Ok(sender)) => state.sender = Some(sender),
+                Ok(Err(e)) => {
+                    // This endpoint refuses: the next request tries the next one.
+                    state.endpoint = (state.endpoint + 1) % self.authorities.len();
+                    return Err(e);
+                }
+                Err(_) => return Err(OpError::Timeout),
+            }
+        }
+        let request = self.request(op, &self.authorities[state.endpoint]);
+        let result = match state.sender.as_mut() {
+            Some(Sender::H1(sender)) => timeout_at(deadline, send_h1(sender, request, op)).await,
+            Some(Sender::H2(sender)) => {
+                let mut sender = sender.clone();
+                drop(state);
+                let result = timeout_at(deadline, send_h2(&mut sender, request, op)).await;
+                state = slot.lock().await;
+                result
+            }
+            None => unreachable!("connected above"),
+        };
+        match result {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => {
+                if matches!(e, OpError::Transport) {
+                    state.sender = None;
+                }
+                Err(e)
+            }
+            Err(_) => {
+                // The connection is mid-request; only a fresh one is known to be usable.
+                state.sender = None;
+                Err(OpError::Timeout)
+            }
+        }
+    }
+
+    fn request(&self, op: &Op, authority: &str) -> Request<Full<Bytes>> {
+        let (method, path, body) = match op {
+            Op::Put { key, value } => (Method::PUT, format!("/v1/kv/{key}"), value.clone()),
+            Op::Get { key } if self.stale => (
+                Method::GET,
+                format!("/v1/kv/{key}?consistency=stale"),
+                Bytes::new(),
+            ),
+            Op::Get { key } => (Method::GET, format!("/v1/kv/{key}"), Bytes::new()),
+        };
+        let builder = match self.http {
+            HttpVersion::Http1 => Request::builder()
+                .uri(path)
+                .header(hyper::header::HOST, authority),
+            // HTTP/2 carries scheme and authority as pseudo-headers: absolute form.
+            HttpVersion::Http2 => Request::builder().uri(format!("http://{authority}{path}")),
+        };
+        builder
+            .method(method)
+            .body(Full::new(body))
+            .expect("a request built from a valid authority and a printable key")
+    }
+}
+
+async fn connect(authority: &str, http: HttpVersion) -> Result<Sender, OpError> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+        .await
+        .map_err(|_| OpError::Connect)?
+        .map_err(|_| OpError::Connect)?;
+    stream.set_nodelay(true).map_err(|_| OpError::Connect)?;
+    let io = TokioIo::new(stream);
+    match http {
+        HttpVersion::Http1 => {
+            let (sender, conn) = http1::handshake(io).await.map_err(|_| OpError::Connect)?;
+            // The connection task ends when the sender is dropped or the peer closes.
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Sender::H1(sender))
+        }
+        HttpVersion::Http2 => {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|_| OpError::Connect)?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Sender::H2(sender))
+        }
+    }
+}
+
+async fn send_h1(
+    sender: &mut http1::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    op: &Op,
+) -> Result<Outcome, OpError> {
+    sender.ready().await.map_err(|_| OpError::Transport)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|_| OpError::Transport)?;
+    classify(response, op).await
+}
+
+async fn send_h2(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+    op: &Op,
+) -> Result<Outcome, OpError> {
+    sender.ready().await.map_err(|_| OpError::Transport)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|_| OpError::Transport)?;
+    classify(response, op).await
+}
+
+/// Reads the whole body (so the connection can carry the next request) and maps the
+/// status: 2xx is done, 404 on a read is "not found", anything else an error by code.
+async fn classify(
+    response: hyper::Response<hyper::body::Incoming>,
+    op: &Op,
+) -> Result<Outcome, OpError> {
+    let status = response.status();
+    let body = http_body_util::Limited::new(response.into_body(), RESPONSE_BYTES_MAX)
+        .collect()
+        .await
+        .map_err(|_| OpError::Transport)?
+        .to_bytes();
+    if status.is_success() {
+        return Ok(Outcome::Done);
+    }
+    if status == StatusCode::NOT_FOUND && matches!(op, Op::Get { .. }) {
+        return Ok(Outcome::NotFound);
+    }
+    // kith's errors are `{"error":{"code","message"}}`.
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into());
+    Err(OpError::Status {
+        status: status.as_u16(),
+        code,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use hyper::server::conn::{http1 as server1, http2 as server2};
+    use hyper::service::service_fn;
+    use hyper::Response;
+    use std::sync::Arc;
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Serves a few fixed answers, in the shape kith gives them, on `version`.
+    async fn server(version: HttpVersion) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let (status, body) = match (req.method(), req.uri().path(), req.uri().query()) {
+                        (&Method::PUT, _, None) => (200, r#"{"revision":1}"#),
+                        (&Method::GET, "/v1/kv/00000001", None) => (200, "value"),
+                        (&Method::GET, "/v1/kv/00000001", Some("consistency=stale")) => {
+                            (200, "stale value")
+                        }
+                        (&Method::GET, "/v1/kv/00000002", _) => {
+                            (404, r#"{"error":{"code":"not_found","message":""}}"#)
+                        }
+                        _ => (503, r#"{"error":{"code":"no_leader","message":""}}"#),
+                    };
+                    let response = Response::builder()
+                        .status(status)
+                        .body(Full::new(Bytes::from(body)))
+                        .expect("response");
+                    Ok::<_, Infallible>(response)
+                });
+                let io = TokioIo::new(stream);
+                tokio::spawn(async move {
+                    let _ = match version {
+                        HttpVersion::Http1 => {
+                            server1::Builder::new().serve_connection(io, service).await
+                        }
+                        HttpVersion::Http2 => {
+                            server2::Builder::new(TokioExecutor::new())
+                                .serve_connection(io, service)
+                                .await
+                        }
+                    };
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn put(key: &str) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: Bytes::from_static(b"v"),
+        }
+    }
+
+    fn get(key: &str) -> Op {
+        Op::Get { key: key.into() }
+    }
+
+    #[tokio::test]
+    async fn answers_are_classified_on_http1_and_http2() {
+        for version in [HttpVersion::Http1, HttpVersion::Http2] {
+            let url = server(version).await;
+            let target = KithTarget::new(
+                std::slice::from_ref(&url),
+                2,
+                version,
+                false,
+                Duration::from_secs(5),
+            )
+            .expect("target");
+            assert_eq!(target.exec(0, &put("00000001")).await, Ok(Outcome::Done));
+            assert_eq!(target.exec(1, &get("00000001")).await, Ok(Outcome::Done));
+            assert_eq!(
+                target.exec(0, &get("00000002")).await,
+                Ok(Outcome::NotFound)
+            );
+            assert_eq!(
+                target.exec(1, &get("00000003")).await,
+                Err(OpError::Status {
+                    status: 503,
+                    code: "no_leader".into()
+                })
+            );
+            // Many concurrent requests share the two connections.
+            let target = Arc::new(target);
+            let tasks: Vec<_> = (0..32)
+                .map(|i| {
+                    let target = target.clone();
+                    tokio::spawn(async move { target.exec(i % 2, &put("00000009")).await })
+                })
+                .collect();
+            for task in tasks {
+                assert_eq!(task.await.expect("task"), Ok(Outcome::Done), "{version:?}");
+            }
+            let stale =
+                KithTarget::new(&[url], 1, version, true, Duration::from_secs(5)).expect("target");
+            assert_eq!(stale.exec(0, &get("00000001")).await, Ok(Outcome::Done));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_moves_to_the_next_endpoint() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("http://{}", l.local_addr().expect("addr"))
+        };
+        let live = server(HttpVersion::Http1).await;
+        let target = KithTarget::new(
+            &[dead, live],
+            1,
+            HttpVersion::Http1,
+            false,
+            Duration::from_secs(5),
+        )
+        .expect("target");
+        assert_eq!(
+            target.exec(0, &put("00000001")).await,
+            Err(OpError::Connect)
+        );
+        assert_eq!(target.exec(0, &put("00000001")).await, Ok(Outcome::Done));
+    }
+
+    #[test]
+    fn endpoints_must_be_plain_http_urls() {
+        let bad = |e: &str| {
+            KithTarget::new(
+                &[e.into()],
+                1,
+                HttpVersion::Http1,
+                false,
+                Duration::from_secs(1),
+            )
+            .is_err()
+        };
+        assert!(bad("https://127.0.0.1:1"));
+        assert!(bad("http://127.0.0.1:1/v1"));
+        assert!(bad("http://"));
+        assert!(!bad("http://127.0.0.1:1/"));
+    }
+}

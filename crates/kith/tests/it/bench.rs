@@ -1,0 +1,68 @@
+//! `kith bench` works end to end against a real cluster: a few hundred puts, then gets of
+//! the keys they wrote, each reported in the JSON with the right count and no errors.
+//! No figure is asserted: this is a smoke test, not a timed one.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::TestCluster;
+
+/// Runs `kith bench WORKLOAD --total 300 …` as a process and returns its JSON report.
+fn bench(cluster: &TestCluster, workload: &str, extra: &[&str], json: &std::path::Path) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["bench", workload, "--total", "300", "--warmup", "20"])
+        .args(["--clients", "8", "--conns", "4", "--key-space", "50"])
+        .args(["--sequential-keys", "--quiet", "--proc-name", "kith"])
+        .args(["--endpoints", &cluster.endpoints()])
+        .args(extra)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .expect("run kith bench");
+    assert!(
+        out.status.success(),
+        "kith bench {workload} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report = std::fs::read(json).expect("the --json report");
+    serde_json::from_slice(&report).expect("the report is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_put_and_get_report_every_operation_and_no_error() {
+    let cluster = TestCluster::start(3, &[]);
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+
+    let put = bench(&cluster, "put", &[], &dir.path().join("put.json"));
+    assert_eq!(put["ops"], 300, "{put:#}");
+    assert_eq!(put["errors"], 0, "{put:#}");
+    assert_eq!(put["config"]["workload"], "put");
+    assert!(put["latency"]["p99_us"].as_u64().expect("p99") > 0);
+    // The three nodes were found by name and port, and their CPU time was read.
+    assert_eq!(
+        put["processes"].as_array().expect("processes").len(),
+        3,
+        "{put:#}"
+    );
+
+    // Sequential keys over a 50-key space: the puts wrote every key, so no get misses.
+    let get = bench(&cluster, "get", &[], &dir.path().join("get.json"));
+    assert_eq!(get["ops"], 300, "{get:#}");
+    assert_eq!(get["errors"], 0, "{get:#}");
+    assert_eq!(get["not_found"], 0, "{get:#}");
+
+    let stale = bench(
+        &cluster,
+        "get",
+        &["--consistency", "stale"],
+        &dir.path().join("stale.json"),
+    );
+    assert_eq!(stale["ops"], 300, "{stale:#}");
+    assert_eq!(stale["errors"], 0, "{stale:#}");
+}
