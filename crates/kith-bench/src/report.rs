@@ -172,11 +172,13 @@ impl Report {
             ms(l.p999_us),
             ms(l.max_us)
         )?;
-        writeln!(
-            out,
-            "  longest gap between successes {:.1} ms",
-            self.success_gap_ms_max
-        )?;
+        if self.jobs.is_none() {
+            writeln!(
+                out,
+                "  longest gap between successes {:.1} ms",
+                self.success_gap_ms_max
+            )?;
+        }
         if let Some(j) = &self.jobs {
             writeln!(
                 out,
