@@ -32,6 +32,9 @@ pub enum Workload {
     Get,
     /// Reads and writes, `--read-percent` of them reads.
     Mixed,
+    /// The job queue end to end: `--producers` enqueue `--total` no-op jobs while
+    /// `--workers` claim and complete them; preceded by a `put` run with as many clients.
+    Jobs,
 }
 
 /// Read consistency, as kith and etcd both name it.
@@ -69,9 +72,17 @@ pub struct BenchArgs {
     /// The operation mix.
     #[arg(value_enum)]
     pub workload: Workload,
-    /// Concurrent clients; each issues one request at a time.
+    /// Concurrent clients; each issues one request at a time. (`jobs`: set by
+    /// `--producers` and `--workers` instead.)
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
+    /// `jobs`: tasks enqueueing jobs, each on its own connection.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// `jobs`: in-process workers, each on its own connection, looping claim (long poll
+    /// of 1 s) then complete.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
     /// Connections the clients share (client i uses connection i mod conns).
     #[arg(long, default_value_t = 1)]
     pub conns: usize,
@@ -176,6 +187,22 @@ impl BenchArgs {
         }
         if self.timeout_ms == 0 || self.timeout_ms > TIMEOUT_MS_MAX {
             return bad(format!("--timeout-ms must be in 1..={TIMEOUT_MS_MAX}"));
+        }
+        if self.workload == Workload::Jobs {
+            if self.target != TargetKind::Kith {
+                return bad("`jobs` needs --target kith".into());
+            }
+            if self.rate.is_some() {
+                return bad("`jobs` runs a closed loop: --rate does not apply".into());
+            }
+            if self.producers == 0 || self.workers == 0 {
+                return bad("--producers and --workers must be at least 1".into());
+            }
+            if self.producers + self.workers > CONNS_MAX {
+                return bad(format!(
+                    "--producers + --workers must be at most {CONNS_MAX} (one connection each)"
+                ));
+            }
         }
         if self.endpoints.is_empty() {
             return bad("--endpoints names no endpoint".into());

@@ -17,6 +17,7 @@
 
 pub mod args;
 pub mod error;
+pub mod jobs;
 pub mod plan;
 pub mod procs;
 pub mod report;
@@ -32,7 +33,7 @@ pub use report::Report;
 use args::{HttpVersion, ReadConsistency, TargetKind, Workload};
 use plan::Plan;
 use procs::Procs;
-use report::{Latency, RunConfig};
+use report::{JobsFigures, Latency, PutBaseline, RunConfig};
 use runner::PhaseSpec;
 use targets::Target;
 
@@ -41,11 +42,15 @@ use targets::Target;
 /// is an error (after the report is written), since its figures mean nothing.
 pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     args.validate()?;
-    let target = Arc::new(Target::new(&args)?);
     let pids = match &args.proc_name {
         Some(name) => procs::discover(name, &args.endpoints),
         None => args.pids.clone(),
     };
+    if args.workload == Workload::Jobs {
+        let report = run_jobs(&args, &pids).await?;
+        return finish(&args, report);
+    }
+    let target = Arc::new(Target::new(&args)?);
     let spec = |total, label| PhaseSpec {
         clients: args.clients,
         conns: args.conns,
@@ -96,7 +101,14 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         processes,
         client_cpu_s,
         client_cpu_ms_per_kop: per_kop(client_cpu_s),
+        jobs: None,
     };
+    finish(&args, report)
+}
+
+/// Prints the summary, writes `--json`, and refuses a run in which everything failed.
+fn finish(args: &BenchArgs, report: Report) -> Result<Report, BenchError> {
+    let (ops, errors) = (report.ops, report.errors);
     let _ = report.print(&mut std::io::stdout().lock());
     if let Some(path) = &args.json {
         let json = serde_json::to_vec_pretty(&report).expect("a report always serialises");
@@ -120,6 +132,129 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// `kith bench jobs`: first a `put` run with `producers + workers` clients (one connection
+/// each, `--warmup` puts before it), then the jobs run on a fresh queue with the same
+/// number of connections. The report's main figures are the jobs run's.
+async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> {
+    let clients = args.producers + args.workers;
+    let mut put_args = args.clone();
+    put_args.workload = Workload::Put;
+    put_args.clients = clients;
+    put_args.conns = clients;
+    // As many puts as the jobs run makes replicated commands.
+    put_args.total = args.total.saturating_mul(3).min(args::TOTAL_MAX);
+    let spec = |total, label| PhaseSpec {
+        clients,
+        conns: clients,
+        total,
+        rate: None,
+        label,
+        progress: !args.quiet,
+    };
+    let put_target = Arc::new(Target::new(&put_args)?);
+    if args.warmup > 0 {
+        let plan = Arc::new(Plan::new(&put_args, 0));
+        runner::run_phase(put_target.clone(), plan, &spec(args.warmup, "warm-up")).await?;
+    }
+    let plan = Arc::new(Plan::new(&put_args, 1));
+    let put = runner::run_phase(put_target, plan, &spec(put_args.total, "put first")).await?;
+    let put_duration_s = put.duration.as_secs_f64();
+    let put_ops_s = if put_duration_s > 0.0 {
+        put.tally.ok as f64 / put_duration_s
+    } else {
+        0.0
+    };
+    let baseline = PutBaseline {
+        clients,
+        conns: clients,
+        total: put_args.total,
+        ops: put.tally.ok,
+        errors: put.tally.errors.values().sum(),
+        duration_s: put_duration_s,
+        throughput_ops_s: put_ops_s,
+        latency: Latency::from_histogram(&put.tally.latency_us),
+    };
+
+    let target = Arc::new(targets::kith::KithTarget::new(
+        &args.endpoints,
+        clients,
+        args.http,
+        false,
+        std::time::Duration::from_millis(args.timeout_ms),
+    )?);
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let spec = jobs::JobsSpec {
+        queue: format!("bench-{}-{unix_ms}", std::process::id()),
+        producers: args.producers,
+        workers: args.workers,
+        total: args.total,
+    };
+    let procs = Procs::start(pids);
+    let client_cpu_s_start = procs::own_cpu_s();
+    let phase = jobs::run_jobs(target, &spec).await?;
+    let processes = procs.finish();
+    let client_cpu_s = procs::own_cpu_s() - client_cpu_s_start;
+
+    let t = &phase.tally;
+    let duration_s = phase.duration.as_secs_f64();
+    let jobs_per_s = if duration_s > 0.0 {
+        t.completed as f64 / duration_s
+    } else {
+        0.0
+    };
+    let per_kop = |cpu_s: f64| {
+        if t.completed > 0 {
+            cpu_s * 1e3 / (t.completed as f64 / 1e3)
+        } else {
+            0.0
+        }
+    };
+    let target_cpu_s: f64 = processes.iter().map(|p| p.cpu_s).sum();
+    let mut config = config(args);
+    config.clients = clients;
+    config.conns = clients;
+    Ok(Report {
+        config,
+        ops: t.completed,
+        not_found: 0,
+        errors: t.errors.values().sum(),
+        errors_by_kind: t.errors.clone(),
+        duration_s,
+        throughput_ops_s: jobs_per_s,
+        latency: Latency::from_histogram(&t.to_claim_us),
+        // Completions are not timed one by one against the run's start here.
+        success_gap_ms_max: 0.0,
+        target_cpu_ms_per_kop: per_kop(target_cpu_s),
+        target_cpu_s,
+        target_rss_peak_kb_max: processes.iter().map(|p| p.rss_peak_kb).max().unwrap_or(0),
+        processes,
+        client_cpu_s,
+        client_cpu_ms_per_kop: per_kop(client_cpu_s),
+        jobs: Some(JobsFigures {
+            queue: spec.queue,
+            producers: args.producers,
+            workers: args.workers,
+            enqueued: t.enqueued,
+            enqueue_failed: t.enqueue_failed,
+            claimed: t.claimed,
+            empty_claims: t.empty_claims,
+            completed: t.completed,
+            jobs_per_s,
+            enqueue_to_claim: Latency::from_histogram(&t.to_claim_us),
+            enqueue_to_complete: Latency::from_histogram(&t.to_complete_us),
+            put: baseline,
+            ratio_to_put_per_3: if put_ops_s > 0.0 {
+                jobs_per_s / (put_ops_s / 3.0)
+            } else {
+                0.0
+            },
+        }),
+    })
+}
+
 fn config(args: &BenchArgs) -> RunConfig {
     RunConfig {
         target: match args.target {
@@ -131,6 +266,7 @@ fn config(args: &BenchArgs) -> RunConfig {
             Workload::Put => "put",
             Workload::Get => "get",
             Workload::Mixed => "mixed",
+            Workload::Jobs => "jobs",
         }
         .into(),
         consistency: match args.consistency {

@@ -75,7 +75,8 @@ impl Plan {
     pub fn op(&self, i: u64) -> Op {
         let key = self.key(self.key_index(i));
         let read = match self.workload {
-            Workload::Put => false,
+            // `jobs` uses a plan only for its `put` baseline.
+            Workload::Put | Workload::Jobs => false,
             Workload::Get => true,
             Workload::Mixed => mix64(self.seed.rotate_left(17) ^ i) % 100 < self.read_percent,
         };

@@ -89,6 +89,51 @@ pub struct Report {
     pub client_cpu_s: f64,
     /// The load generator's CPU milliseconds per 1,000 successful operations.
     pub client_cpu_ms_per_kop: f64,
+    /// `jobs` only: the queue's own figures and the `put` baseline. In a `jobs` report
+    /// `ops` counts completed jobs, `throughput_ops_s` is jobs per second, `latency` runs
+    /// from enqueue to claim, and the processes' CPU covers the jobs run alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<JobsFigures>,
+}
+
+/// The figures particular to `kith bench jobs`.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobsFigures {
+    /// The fresh queue the run used.
+    pub queue: String,
+    pub producers: usize,
+    pub workers: usize,
+    pub enqueued: u64,
+    pub enqueue_failed: u64,
+    /// Claims that returned a job (a job whose lease ran out can be claimed twice).
+    pub claimed: u64,
+    /// Claims answered 204 after their long poll.
+    pub empty_claims: u64,
+    pub completed: u64,
+    /// Completed jobs per second (enqueue, claim and complete: three replicated commands).
+    pub jobs_per_s: f64,
+    /// From just before the enqueue request to the claim's answer.
+    pub enqueue_to_claim: Latency,
+    /// From just before the enqueue request to the completion's acknowledgement.
+    pub enqueue_to_complete: Latency,
+    /// The `put` run made first with `producers + workers` clients, one connection each.
+    pub put: PutBaseline,
+    /// `jobs_per_s / (put.throughput_ops_s / 3)`: 1.0 means a job costs exactly what its
+    /// three replicated commands cost as puts.
+    pub ratio_to_put_per_3: f64,
+}
+
+/// The `put` run a `jobs` run is compared with.
+#[derive(Clone, Debug, Serialize)]
+pub struct PutBaseline {
+    pub clients: usize,
+    pub conns: usize,
+    pub total: u64,
+    pub ops: u64,
+    pub errors: u64,
+    pub duration_s: f64,
+    pub throughput_ops_s: f64,
+    pub latency: Latency,
 }
 
 impl Report {
@@ -127,11 +172,61 @@ impl Report {
             ms(l.p999_us),
             ms(l.max_us)
         )?;
-        writeln!(
-            out,
-            "  longest gap between successes {:.1} ms",
-            self.success_gap_ms_max
-        )?;
+        if self.jobs.is_none() {
+            writeln!(
+                out,
+                "  longest gap between successes {:.1} ms",
+                self.success_gap_ms_max
+            )?;
+        }
+        if let Some(j) = &self.jobs {
+            writeln!(
+                out,
+                "  jobs       {} completed, {} enqueued ({} failed), {} claims ({} empty), \
+                 {} producers + {} workers, queue {}",
+                j.completed,
+                j.enqueued,
+                j.enqueue_failed,
+                j.claimed,
+                j.empty_claims,
+                j.producers,
+                j.workers,
+                j.queue
+            )?;
+            for (label, l) in [
+                ("enqueue→claim   ", &j.enqueue_to_claim),
+                ("enqueue→complete", &j.enqueue_to_complete),
+            ] {
+                writeln!(
+                    out,
+                    "  {label} p50 {:.2} ms  p90 {:.2}  p99 {:.2}  max {:.2} ms",
+                    ms(l.p50_us),
+                    ms(l.p90_us),
+                    ms(l.p99_us),
+                    ms(l.max_us)
+                )?;
+            }
+            let p = &j.put;
+            writeln!(
+                out,
+                "  put first  {} ok, {} errors with {} clients over {} conns: {:.0} ops/s, \
+                 p50 {:.2} ms  p99 {:.2} ms",
+                p.ops,
+                p.errors,
+                p.clients,
+                p.conns,
+                p.throughput_ops_s,
+                ms(p.latency.p50_us),
+                ms(p.latency.p99_us)
+            )?;
+            writeln!(
+                out,
+                "  ratio      jobs/s ÷ (put ops/s ÷ 3) = {:.2} ({:.0} ÷ {:.0})",
+                j.ratio_to_put_per_3,
+                j.jobs_per_s,
+                p.throughput_ops_s / 3.0
+            )?;
+        }
         for (kind, n) in &self.errors_by_kind {
             writeln!(out, "  error      {n} × {kind}")?;
         }

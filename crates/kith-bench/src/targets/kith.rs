@@ -93,6 +93,29 @@ impl KithTarget {
     }
 
     pub async fn exec(&self, conn: usize, op: &Op) -> Result<Outcome, OpError> {
+        let (method, path, body) = match op {
+            Op::Put { key, value } => (Method::PUT, format!("/v1/kv/{key}"), value.clone()),
+            Op::Get { key } if self.stale => (
+                Method::GET,
+                format!("/v1/kv/{key}?consistency=stale"),
+                Bytes::new(),
+            ),
+            Op::Get { key } => (Method::GET, format!("/v1/kv/{key}"), Bytes::new()),
+        };
+        let (status, body) = self.call(conn, method, &path, body, false).await?;
+        classify(status, &body, op)
+    }
+
+    /// Sends one request over connection `conn` (< `--conns`), bounded by `--timeout-ms`,
+    /// and returns the status with the whole body. `json` marks the body as JSON.
+    pub async fn call(
+        &self,
+        conn: usize,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        json: bool,
+    ) -> Result<(StatusCode, Bytes), OpError> {
         let deadline = Instant::now() + self.timeout;
         let slot = &self.conns[conn];
         let mut state = timeout_at(deadline, slot.lock())
@@ -110,20 +133,20 @@ impl KithTarget {
                 Err(_) => return Err(OpError::Timeout),
             }
         }
-        let request = self.request(op, &self.authorities[state.endpoint]);
+        let request = self.request(method, path, body, json, &self.authorities[state.endpoint]);
         let result = match state.sender.as_mut() {
-            Some(Sender::H1(sender)) => timeout_at(deadline, send_h1(sender, request, op)).await,
+            Some(Sender::H1(sender)) => timeout_at(deadline, send_h1(sender, request)).await,
             Some(Sender::H2(sender)) => {
                 let mut sender = sender.clone();
                 drop(state);
-                let result = timeout_at(deadline, send_h2(&mut sender, request, op)).await;
+                let result = timeout_at(deadline, send_h2(&mut sender, request)).await;
                 state = slot.lock().await;
                 result
             }
             None => unreachable!("connected above"),
         };
         match result {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => {
                 if matches!(e, OpError::Transport) {
                     state.sender = None;
@@ -138,27 +161,28 @@ impl KithTarget {
         }
     }
 
-    fn request(&self, op: &Op, authority: &str) -> Request<Full<Bytes>> {
-        let (method, path, body) = match op {
-            Op::Put { key, value } => (Method::PUT, format!("/v1/kv/{key}"), value.clone()),
-            Op::Get { key } if self.stale => (
-                Method::GET,
-                format!("/v1/kv/{key}?consistency=stale"),
-                Bytes::new(),
-            ),
-            Op::Get { key } => (Method::GET, format!("/v1/kv/{key}"), Bytes::new()),
-        };
-        let builder = match self.http {
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        json: bool,
+        authority: &str,
+    ) -> Request<Full<Bytes>> {
+        let mut builder = match self.http {
             HttpVersion::Http1 => Request::builder()
                 .uri(path)
                 .header(hyper::header::HOST, authority),
             // HTTP/2 carries scheme and authority as pseudo-headers: absolute form.
             HttpVersion::Http2 => Request::builder().uri(format!("http://{authority}{path}")),
         };
+        if json {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
         builder
             .method(method)
             .body(Full::new(body))
-            .expect("a request built from a valid authority and a printable key")
+            .expect("a request built from a valid authority and a printable path")
     }
 }
 
@@ -193,56 +217,62 @@ async fn connect(authority: &str, http: HttpVersion) -> Result<Sender, OpError> 
 async fn send_h1(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-    op: &Op,
-) -> Result<Outcome, OpError> {
+) -> Result<(StatusCode, Bytes), OpError> {
     sender.ready().await.map_err(|_| OpError::Transport)?;
     let response = sender
         .send_request(request)
         .await
         .map_err(|_| OpError::Transport)?;
-    classify(response, op).await
+    read_body(response).await
 }
 
 async fn send_h2(
     sender: &mut http2::SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-    op: &Op,
-) -> Result<Outcome, OpError> {
+) -> Result<(StatusCode, Bytes), OpError> {
     sender.ready().await.map_err(|_| OpError::Transport)?;
     let response = sender
         .send_request(request)
         .await
         .map_err(|_| OpError::Transport)?;
-    classify(response, op).await
+    read_body(response).await
 }
 
-/// Reads the whole body (so the connection can carry the next request) and maps the
-/// status: 2xx is done, 404 on a read is "not found", anything else an error by code.
-async fn classify(
+/// Reads the whole body, so the connection can carry the next request.
+async fn read_body(
     response: hyper::Response<hyper::body::Incoming>,
-    op: &Op,
-) -> Result<Outcome, OpError> {
+) -> Result<(StatusCode, Bytes), OpError> {
     let status = response.status();
     let body = http_body_util::Limited::new(response.into_body(), RESPONSE_BYTES_MAX)
         .collect()
         .await
         .map_err(|_| OpError::Transport)?
         .to_bytes();
+    Ok((status, body))
+}
+
+/// Maps the status: 2xx is done, 404 on a read is "not found", anything else an error by
+/// code.
+fn classify(status: StatusCode, body: &[u8], op: &Op) -> Result<Outcome, OpError> {
     if status.is_success() {
         return Ok(Outcome::Done);
     }
     if status == StatusCode::NOT_FOUND && matches!(op, Op::Get { .. }) {
         return Ok(Outcome::NotFound);
     }
-    // kith's errors are `{"error":{"code","message"}}`.
-    let code = serde_json::from_slice::<serde_json::Value>(&body)
+    Err(status_error(status, body))
+}
+
+/// An error status with kith's error code (`{"error":{"code","message"}}`).
+pub fn status_error(status: StatusCode, body: &[u8]) -> OpError {
+    let code = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "unknown".into());
-    Err(OpError::Status {
+    OpError::Status {
         status: status.as_u16(),
         code,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `kith bench` works end to end against a real cluster: a few hundred puts, then gets of
 //! the keys they wrote, each reported in the JSON with the right count and no errors.
-//! No figure is asserted: this is a smoke test, not a timed one.
+//! Likewise `kith bench jobs`: every job enqueued, claimed and completed, with the `put`
+//! baseline beside it. No figure is asserted: this is a smoke test, not a timed one.
 
 use std::process::Command;
 use std::time::Duration;
@@ -11,12 +12,21 @@ use crate::harness::TestCluster;
 
 /// Runs `kith bench WORKLOAD --total 300 …` as a process and returns its JSON report.
 fn bench(cluster: &TestCluster, workload: &str, extra: &[&str], json: &std::path::Path) -> Value {
+    let mut args = vec![workload, "--total", "300", "--warmup", "20"];
+    args.extend(["--clients", "8", "--conns", "4", "--key-space", "50"]);
+    args.extend(["--sequential-keys"]);
+    args.extend(extra);
+    run_bench(cluster, &args, json)
+}
+
+/// Runs `kith bench ARGS… --quiet --proc-name kith` against `cluster`; returns the JSON.
+fn run_bench(cluster: &TestCluster, args: &[&str], json: &std::path::Path) -> Value {
+    let workload = args[0];
     let out = Command::new(env!("CARGO_BIN_EXE_kith"))
-        .args(["bench", workload, "--total", "300", "--warmup", "20"])
-        .args(["--clients", "8", "--conns", "4", "--key-space", "50"])
-        .args(["--sequential-keys", "--quiet", "--proc-name", "kith"])
+        .arg("bench")
+        .args(args)
+        .args(["--quiet", "--proc-name", "kith"])
         .args(["--endpoints", &cluster.endpoints()])
-        .args(extra)
         .arg("--json")
         .arg(json)
         .output()
@@ -65,4 +75,37 @@ async fn bench_put_and_get_report_every_operation_and_no_error() {
     );
     assert_eq!(stale["ops"], 300, "{stale:#}");
     assert_eq!(stale["errors"], 0, "{stale:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_jobs_completes_every_job_and_reports_the_put_baseline() {
+    let cluster = TestCluster::start(3, &[]);
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+
+    let args = [
+        "jobs",
+        "--total",
+        "100",
+        "--producers",
+        "2",
+        "--workers",
+        "4",
+    ];
+    let jobs = run_bench(&cluster, &args, &dir.path().join("jobs.json"));
+    assert_eq!(jobs["config"]["workload"], "jobs");
+    assert_eq!(jobs["ops"], 100, "{jobs:#}");
+    assert_eq!(jobs["errors"], 0, "{jobs:#}");
+    let j = &jobs["jobs"];
+    assert_eq!(j["enqueued"], 100, "{jobs:#}");
+    assert_eq!(j["completed"], 100, "{jobs:#}");
+    assert!(j["enqueue_to_claim"]["p99_us"].as_u64().expect("p99") > 0);
+    assert!(j["jobs_per_s"].as_f64().expect("jobs/s") > 0.0);
+    // The put baseline ran first with as many clients: 3 puts per job, none failed.
+    assert_eq!(j["put"]["clients"], 6, "{jobs:#}");
+    assert_eq!(j["put"]["ops"], 300, "{jobs:#}");
+    assert_eq!(j["put"]["errors"], 0, "{jobs:#}");
+    assert!(j["ratio_to_put_per_3"].as_f64().expect("ratio") > 0.0);
 }
