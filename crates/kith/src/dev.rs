@@ -201,11 +201,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 n.log.display()
             );
         }
-        say!(
-            "  dashboard: {}/   chat: {}/chat",
-            nodes[0].url,
-            nodes[0].url
-        );
+        let url = &nodes[0].url;
+        say!("  dashboard: {url}/   chat: {url}/chat   jobs: {url}/jobs");
         say!("  try:       kith kv put hello world && kith kv get hello");
     }
     say!("Ctrl-C stops the cluster.");
