@@ -26,10 +26,11 @@ pub enum FaultKind {
     PacketLoss,
     Delay,
     MessageDrop,
+    Membership,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::PartitionMinority,
         FaultKind::PartitionLeader,
         FaultKind::OneWay,
@@ -40,6 +41,7 @@ impl FaultKind {
         FaultKind::PacketLoss,
         FaultKind::Delay,
         FaultKind::MessageDrop,
+        FaultKind::Membership,
     ];
 
     /// Only network partitions: the fastest way to expose stale reads.
@@ -61,6 +63,7 @@ impl FaultKind {
             FaultKind::PacketLoss => "packet-loss",
             FaultKind::Delay => "delay",
             FaultKind::MessageDrop => "message-drop",
+            FaultKind::Membership => "membership",
         }
     }
 }
@@ -105,6 +108,9 @@ pub enum Fault {
     Delay { max_ms: u64 },
     /// Drop `percent`% of peer messages before they are sent (kith's fault layer).
     MessageDrop { percent: u8 },
+    /// Remove a voter that does not lead (`target`, or the next non-leader after it) from
+    /// the cluster while it keeps running with its data; heal adds it back as a voter.
+    Membership { target: u64 },
 }
 
 impl Fault {
@@ -120,6 +126,7 @@ impl Fault {
             Fault::PacketLoss { .. } => FaultKind::PacketLoss,
             Fault::Delay { .. } => FaultKind::Delay,
             Fault::MessageDrop { .. } => FaultKind::MessageDrop,
+            Fault::Membership { .. } => FaultKind::Membership,
         }
     }
 }
@@ -144,6 +151,12 @@ impl fmt::Display for Fault {
             Fault::PacketLoss { percent } => write!(f, "{percent}% packet loss"),
             Fault::Delay { max_ms } => write!(f, "peer messages delayed up to {max_ms} ms"),
             Fault::MessageDrop { percent } => write!(f, "{percent}% of peer messages dropped"),
+            Fault::Membership { target } => {
+                write!(
+                    f,
+                    "remove voter n{target} (or the next non-leader), add it back later"
+                )
+            }
         }
     }
 }
@@ -166,14 +179,25 @@ pub struct Schedule {
 /// Longest election timeout kith uses (ms); pauses and partitions outlast it.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 1_400;
 
+/// Smallest cluster whose schedules draw membership changes among other faults.
+pub const MEMBERSHIP_NODES_MIN: u64 = 5;
+
 impl Schedule {
+    /// Membership changes are drawn only for clusters of at least
+    /// [`MEMBERSHIP_NODES_MIN`] nodes (removing one of three leaves no fault tolerance at
+    /// all), unless they are the only kind asked for. So 3-node schedules draw exactly what
+    /// they drew before the kind existed.
     pub fn new(seed: u64, nodes: u64, kinds: &[FaultKind]) -> Schedule {
         assert!(nodes >= 3, "faults need at least three nodes");
         assert!(!kinds.is_empty(), "at least one kind of fault");
+        let mut kinds = kinds.to_vec();
+        if nodes < MEMBERSHIP_NODES_MIN && kinds.iter().any(|k| *k != FaultKind::Membership) {
+            kinds.retain(|k| *k != FaultKind::Membership);
+        }
         Schedule {
             rng: ChaCha8Rng::seed_from_u64(seed),
             nodes,
-            kinds: kinds.to_vec(),
+            kinds,
         }
     }
 
@@ -233,6 +257,9 @@ impl Schedule {
             FaultKind::MessageDrop => Fault::MessageDrop {
                 percent: *[5u8, 15, 30].choose(&mut self.rng).expect("non-empty"),
             },
+            FaultKind::Membership => Fault::Membership {
+                target: self.rng.random_range(1..=self.nodes),
+            },
         };
         Step {
             gap_ms: self.rng.random_range(200..=900),
@@ -277,6 +304,25 @@ mod tests {
             if let Fault::PartitionMinority { nodes } = &step.fault {
                 assert!(!nodes.is_empty() && nodes.len() * 2 < 5, "{nodes:?}");
             }
+        }
+    }
+
+    #[test]
+    fn membership_changes_only_in_five_node_clusters_unless_asked_alone() {
+        let drawn = |nodes: u64, kinds: &[FaultKind]| {
+            let mut s = Schedule::new(3, nodes, kinds);
+            (0..300)
+                .filter(|_| s.next_step().fault.kind() == FaultKind::Membership)
+                .count()
+        };
+        assert_eq!(drawn(3, &FaultKind::ALL), 0);
+        assert!(drawn(5, &FaultKind::ALL) > 0);
+        assert_eq!(drawn(3, &[FaultKind::Membership]), 300);
+        // 3-node schedules are what they were before the kind existed.
+        let mut with = Schedule::new(9, 3, &FaultKind::ALL);
+        let mut without = Schedule::new(9, 3, &FaultKind::ALL[..10]);
+        for _ in 0..50 {
+            assert_eq!(with.next_step(), without.next_step());
         }
     }
 }
