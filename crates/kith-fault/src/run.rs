@@ -575,11 +575,24 @@ async fn finish(
     // 4b. Chat: every node reads the whole room; the copies agree, seqs are 1..N, no id twice,
     //     and every acknowledged post is there.
     check_chat(&clients, recorded, report).await;
-    if !cluster.removed.is_empty() {
+
+    // 4c. Membership: every node is a voter again, as the leader sees it (a removal whose
+    //     answer was lost may have taken effect after the heal looked).
+    let not_voters: Vec<u64> = futures::future::join_all(
+        all.iter()
+            .map(|id| async { (*id, cluster.is_voter(leader, *id).await) }),
+    )
+    .await
+    .into_iter()
+    .filter(|(_, voter)| *voter != Some(true))
+    .map(|(id, _)| id)
+    .collect();
+    if !not_voters.is_empty() || !cluster.removed.is_empty() {
         report.violations.push(Violation {
             kind: "membership",
             detail: format!(
-                "removed nodes {:?} are not voters again after healing",
+                "after healing, leader n{leader} does not list {not_voters:?} as voters \
+                 (not re-added: {:?})",
                 cluster.removed
             ),
         });
