@@ -179,25 +179,14 @@ pub struct Schedule {
 /// Longest election timeout kith uses (ms); pauses and partitions outlast it.
 pub const ELECTION_TIMEOUT_MS_MAX: u64 = 1_400;
 
-/// Smallest cluster whose schedules draw membership changes among other faults.
-pub const MEMBERSHIP_NODES_MIN: u64 = 5;
-
 impl Schedule {
-    /// Membership changes are drawn only for clusters of at least
-    /// [`MEMBERSHIP_NODES_MIN`] nodes (removing one of three leaves no fault tolerance at
-    /// all), unless they are the only kind asked for. So 3-node schedules draw exactly what
-    /// they drew before the kind existed.
     pub fn new(seed: u64, nodes: u64, kinds: &[FaultKind]) -> Schedule {
         assert!(nodes >= 3, "faults need at least three nodes");
         assert!(!kinds.is_empty(), "at least one kind of fault");
-        let mut kinds = kinds.to_vec();
-        if nodes < MEMBERSHIP_NODES_MIN && kinds.iter().any(|k| *k != FaultKind::Membership) {
-            kinds.retain(|k| *k != FaultKind::Membership);
-        }
         Schedule {
             rng: ChaCha8Rng::seed_from_u64(seed),
             nodes,
-            kinds,
+            kinds: kinds.to_vec(),
         }
     }
 
@@ -304,25 +293,6 @@ mod tests {
             if let Fault::PartitionMinority { nodes } = &step.fault {
                 assert!(!nodes.is_empty() && nodes.len() * 2 < 5, "{nodes:?}");
             }
-        }
-    }
-
-    #[test]
-    fn membership_changes_only_in_five_node_clusters_unless_asked_alone() {
-        let drawn = |nodes: u64, kinds: &[FaultKind]| {
-            let mut s = Schedule::new(3, nodes, kinds);
-            (0..300)
-                .filter(|_| s.next_step().fault.kind() == FaultKind::Membership)
-                .count()
-        };
-        assert_eq!(drawn(3, &FaultKind::ALL), 0);
-        assert!(drawn(5, &FaultKind::ALL) > 0);
-        assert_eq!(drawn(3, &[FaultKind::Membership]), 300);
-        // 3-node schedules are what they were before the kind existed.
-        let mut with = Schedule::new(9, 3, &FaultKind::ALL);
-        let mut without = Schedule::new(9, 3, &FaultKind::ALL[..10]);
-        for _ in 0..50 {
-            assert_eq!(with.next_step(), without.next_step());
         }
     }
 }
