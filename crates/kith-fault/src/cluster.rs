@@ -1,17 +1,19 @@
 //! A cluster of real `kith serve` processes, each on a loopback address of its own.
 //!
 //! Owns: [`Cluster`] — spawning nodes, SIGKILL and restart, SIGSTOP and SIGCONT, health
-//! probes, the transport fault layer's settings, and waiting for a leader. Node `i` (from 1)
-//! listens on `127.0.B.(10+i)`, where block `B` is taken with an exclusive lock file
-//! (`/tmp/kith-fault-block-B.lock`) so that suites running at the same time — two tests in
-//! one `cargo test`, say — never share an address and never partition each other. A node's
-//! peer connections bind its listen address as their source (kith-node's transport does
-//! this), so nftables rules on address pairs separate exactly the nodes they name.
+//! probes, the transport fault layer's settings, membership changes, and waiting for a
+//! leader. Node `i` (from 1) listens on `127.0.B.(10+i)`, where block `B` is taken with an
+//! exclusive lock file (`/tmp/kith-fault-block-B.lock`) so that suites running at the same
+//! time — two tests in one `cargo test`, say — never share an address and never partition
+//! each other. A node's peer connections bind its listen address as their source (kith-node's
+//! transport does this), so nftables rules on address pairs separate exactly the nodes they
+//! name.
 //!
 //! Refuses: sleeping as a condition — every wait polls a condition against a deadline — and
 //! leaving processes behind: children are killed on drop and by [`crate::cleanup`] on
 //! signals, and run with `--exit-with-parent` for the rest.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ use tokio::time::Instant;
 const BLOCKS_MAX: u8 = 250;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Membership changes wait for a learner to catch up, so they get longer than other calls.
+const MEMBERSHIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// One `kith serve` process.
 pub struct NodeProc {
@@ -104,6 +108,9 @@ pub struct Cluster {
     peers: String,
     env: Vec<(String, String)>,
     http: reqwest::Client,
+    /// Nodes the nemesis removed from the membership (still running, with their data) and
+    /// has not yet seen back as voters.
+    pub removed: BTreeSet<u64>,
     _block: BlockLock,
 }
 
@@ -144,6 +151,7 @@ impl Cluster {
                 .no_proxy()
                 .build()
                 .context("http client")?,
+            removed: BTreeSet::new(),
             _block: block,
         };
         for id in 1..=n {
@@ -307,6 +315,64 @@ impl Cluster {
             .with_context(|| format!("POST /internal/faults to node {id}"))?;
         if !r.status().is_success() {
             bail!("node {id} refused fault settings: {}", r.status());
+        }
+        Ok(())
+    }
+
+    /// Whether node `id` is a voter, as node `via` sees the membership (`GET /v1/cluster`);
+    /// `None` when `via` does not answer.
+    pub async fn is_voter(&self, via: u64, id: u64) -> Option<bool> {
+        let r = self
+            .http
+            .get(format!("{}/v1/cluster", self.node(via).url()))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .ok()?;
+        let v: Value = r.json().await.ok()?;
+        let members = v["members"].as_array()?;
+        Some(
+            members
+                .iter()
+                .any(|m| m["id"].as_u64() == Some(id) && m["voter"] == true),
+        )
+    }
+
+    /// `DELETE /v1/cluster/members/{id}` through node `via` (which forwards to the leader).
+    pub async fn remove_member(&self, via: u64, id: u64) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .delete(format!("{}/v1/cluster/members/{id}", self.node(via).url()))
+            .timeout(MEMBERSHIP_REQUEST_TIMEOUT)
+            .send()
+            .await
+            .with_context(|| format!("DELETE member {id} through node {via}"))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            bail!(
+                "removing node {id}: {status} {}",
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/cluster/members` of node `id` at its own address, through node `via`.
+    pub async fn add_member(&self, via: u64, id: u64) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/v1/cluster/members", self.node(via).url()))
+            .timeout(MEMBERSHIP_REQUEST_TIMEOUT)
+            .json(&serde_json::json!({"id": id, "addr": self.node(id).addr()}))
+            .send()
+            .await
+            .with_context(|| format!("POST member {id} through node {via}"))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            bail!(
+                "adding node {id}: {status} {}",
+                r.text().await.unwrap_or_default()
+            );
         }
         Ok(())
     }

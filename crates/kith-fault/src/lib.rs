@@ -1,11 +1,12 @@
 //! kith-fault: a Jepsen-style fault-injection suite for kith, and a linearizability checker.
 //!
 //! Real `kith serve` processes, each on its own loopback address, are partitioned with
-//! nftables, SIGKILLed, SIGSTOPped, and slowed through kith's transport fault layer, on a
-//! seeded random schedule, while clients record every operation's invoke time, completion
-//! time and outcome. Afterwards everything is healed, and the suite checks that the history
-//! is linearizable, that no acknowledged write was lost, and that every replica holds the
-//! same state and ledger.
+//! nftables, SIGKILLed, SIGSTOPped, removed from and added back to the membership, and slowed
+//! through kith's transport fault layer, on a seeded random schedule, while clients record
+//! every operation's invoke time, completion time and outcome. Afterwards everything is
+//! healed, and the suite checks that the history is linearizable, that no acknowledged write
+//! or chat post was lost, that every node serves one chat history, and that every replica
+//! holds the same state and ledger.
 //!
 //! Modules, from the bottom up:
 //! - [`checker`]: Wing–Gong/Lowe linearizability search with memoisation (Porcupine-style),
@@ -16,7 +17,8 @@
 //! - [`cluster`]: `kith serve` processes on 127.0.B.11, .12, …: start, kill, pause, probe.
 //! - [`schedule`]: the seeded sequence of faults.
 //! - [`nemesis`]: injects and heals those faults on a running cluster.
-//! - [`workload`]: register and set clients, and how HTTP outcomes become ok/fail/unknown.
+//! - [`workload`]: register, set and chat clients, and how HTTP outcomes become
+//!   ok/fail/unknown.
 //! - [`watchers`]: watches on every node through the faults; every revision once, in order.
 //! - [`run`]: the proof that partitions bite, one schedule end to end, the suite, the summary.
 //!

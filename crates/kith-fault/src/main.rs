@@ -40,6 +40,9 @@ struct Args {
     /// Only partitions (minority, leader, one-way): the quickest way to expose stale reads.
     #[arg(long)]
     partitions_only: bool,
+    /// Only these kinds of fault, comma-separated by name (e.g. `membership,kill`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kind, conflicts_with = "partitions_only")]
+    kinds: Vec<FaultKind>,
     /// Plant a known bug in the nodes (needs a kith built with test hooks, as `cargo test`
     /// builds it): e.g. `stale_reads`.
     #[arg(long)]
@@ -56,6 +59,16 @@ struct Args {
     /// Print each schedule's fault log.
     #[arg(long, short)]
     verbose: bool,
+}
+
+fn parse_kind(name: &str) -> Result<FaultKind, String> {
+    FaultKind::ALL
+        .into_iter()
+        .find(|k| k.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown fault kind; one of {}", names.join(", "))
+        })
 }
 
 fn main() -> ExitCode {
@@ -75,6 +88,9 @@ fn main() -> ExitCode {
     config.verbose = args.verbose;
     if args.partitions_only {
         config.kinds = FaultKind::PARTITIONS.to_vec();
+    }
+    if !args.kinds.is_empty() {
+        config.kinds = args.kinds.clone();
     }
     if let Some(bug) = &args.plant_bug {
         config.node_env.push(("KITH_TEST_BUG".into(), bug.clone()));

@@ -2,9 +2,11 @@
 //!
 //! Owns: [`inject`] and [`heal`]. Partitions and packet loss are nftables rules
 //! ([`crate::nft`]); kills and pauses are signals ([`crate::cluster`]); delay and message drop
-//! go to kith's transport fault layer over `POST /internal/faults`. Healing removes every
-//! rule, switches the fault layer off on every node, resumes paused nodes and restarts dead
-//! ones — whatever the step was, so a heal always returns the cluster to full health.
+//! go to kith's transport fault layer over `POST /internal/faults`; a membership fault removes
+//! a non-leader voter over the public API (`DELETE /v1/cluster/members/{id}`) and leaves it
+//! running. Healing removes every rule, switches the fault layer off on every node, resumes
+//! paused nodes, restarts dead ones and adds removed nodes back as voters — whatever the step
+//! was, so a heal always returns the cluster to full health.
 //!
 //! Refuses: deciding what to inject (that is [`crate::schedule`]).
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use kith_node::network::FaultSettings;
 
-use crate::cluster::Cluster;
+use crate::cluster::{wait_for, Cluster};
 use crate::nft::Firewall;
 use crate::schedule::{Fault, Target};
 
@@ -162,17 +164,60 @@ pub async fn inject(cluster: &mut Cluster, fw: &Firewall, fault: &Fault) -> anyh
             let problems = fault_layer_everywhere(cluster, settings).await;
             format!("{percent}% of peer messages dropped {problems:?}")
         }
+        Fault::Membership { target } => {
+            let leader = current_leader(cluster).await;
+            let n = all.len() as u64;
+            let node = (0..n)
+                .map(|k| (target - 1 + k) % n + 1)
+                .find(|id| Some(*id) != leader)
+                .expect("a cluster of three or more has a non-leader");
+            let via = leader.unwrap_or(if node == 1 { 2 } else { 1 });
+            // Whatever the answer, the removal may have happened: heal checks and re-adds.
+            cluster.removed.insert(node);
+            match cluster.remove_member(via, node).await {
+                Ok(()) => format!("removed voter n{node} through n{via}; it keeps running"),
+                Err(e) => format!("removing voter n{node} through n{via}: {e:#}"),
+            }
+        }
     })
 }
 
 const HEAL_ATTEMPTS_MAX: u32 = 5;
+/// Bound on getting a removed node back as a voter.
+const MEMBERSHIP_HEAL_WAIT: Duration = Duration::from_secs(45);
 
 fn is_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     e.downcast_ref::<reqwest::Error>()
         .is_some_and(|e| e.is_connect())
 }
 
-/// Heals everything: no rules, no fault layer, every node running.
+/// Adds every node the nemesis removed back until the leader reports it a voter again; a
+/// node that is still not a voter after [`MEMBERSHIP_HEAL_WAIT`] stays in
+/// `cluster.removed`, and the schedule's checks report it.
+async fn readd_removed(cluster: &mut Cluster) {
+    for id in cluster.removed.clone() {
+        let cluster_ref = &*cluster;
+        let back = wait_for(
+            "a removed node to be a voter again",
+            MEMBERSHIP_HEAL_WAIT,
+            || async {
+                let leader = current_leader(cluster_ref).await?;
+                if cluster_ref.is_voter(leader, id).await? {
+                    return Some(());
+                }
+                // An error (no leader yet, a catch-up timeout) is retried on the next poll.
+                let _ = cluster_ref.add_member(leader, id).await;
+                None
+            },
+        )
+        .await;
+        if back.is_ok() {
+            cluster.removed.remove(&id);
+        }
+    }
+}
+
+/// Heals everything: no rules, no fault layer, every node running and a voter.
 pub async fn heal(cluster: &mut Cluster, fw: &Firewall) -> anyhow::Result<()> {
     fw.heal()?;
     cluster.revive_all()?;
@@ -190,5 +235,6 @@ pub async fn heal(cluster: &mut Cluster, fw: &Firewall) -> anyhow::Result<()> {
             }
         }
     }
+    readd_removed(cluster).await;
     Ok(())
 }

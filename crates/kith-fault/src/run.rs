@@ -8,7 +8,8 @@
 //!                                └─ nemesis: gap, inject, hold, heal ──┴─▶ heal everything
 //!     ─▶ converge (leader, a write, every node applied it) ─▶ final reads on every node
 //!     ─▶ checks: linearizability per key, revision agreement, set (lost / duplicated /
-//!        phantom), watchers (every revision once, in order, agreeing with the history),
+//!        phantom), chat (lost / duplicated / gaps in seq / order differs between nodes),
+//!        every node a voter again, watchers (every revision once, in order, agreeing with the history),
 //!        every node's kv state and ledger hash equal
 //! ```
 //!
@@ -31,7 +32,7 @@ use crate::schedule::{FaultKind, Schedule};
 use crate::watchers::Watchers;
 use crate::workload::{
     self, parse_set, register_key, value_name, Answer, Clock, NodeClient, Outcome, Recorded,
-    RegisterEvent, WorkloadConfig, SET_KEY,
+    RegisterEvent, WorkloadConfig, CHAT_ROOM, SET_KEY,
 };
 
 /// Bounds on the end of a schedule.
@@ -77,7 +78,8 @@ impl SuiteConfig {
 /// Something a schedule found wrong with kith.
 #[derive(Clone, Debug)]
 pub struct Violation {
-    /// `linearizability`, `revision`, `set-lost`, `set-duplicate`, `set-phantom`, `watch`,
+    /// `linearizability`, `revision`, `set-lost`, `set-duplicate`, `set-phantom`,
+    /// `chat-lost`, `chat-duplicate`, `chat-gap`, `chat-order`, `membership`, `watch`,
     /// `divergence`, `convergence`.
     pub kind: &'static str,
     pub detail: String,
@@ -96,8 +98,10 @@ pub struct ScheduleReport {
     /// What the nemesis did, with times.
     pub log: Vec<String>,
     pub violations: Vec<Violation>,
-    /// Acknowledged set appends missing at the end.
+    /// Acknowledged set appends and chat posts missing at the end.
     pub acked_lost: usize,
+    /// Chat messages in the final history (one node's copy).
+    pub chat_messages: usize,
     /// Keys whose check ran out of budget.
     pub undecided_keys: usize,
     /// Watch events checked (all watchers).
@@ -294,8 +298,9 @@ pub async fn run_schedule(
             _ => report.ops_ok += 1,
         }
     }
-    for s in &recorded.set {
-        match s.outcome {
+    let outcomes = recorded.set.iter().map(|s| s.outcome);
+    for outcome in outcomes.chain(recorded.chat.iter().map(|c| c.outcome)) {
+        match outcome {
             Outcome::Ok => report.ops_ok += 1,
             Outcome::Fail => report.ops_failed += 1,
             Outcome::Unknown => report.ops_unknown += 1,
@@ -567,6 +572,32 @@ async fn finish(
         }
     }
 
+    // 4b. Chat: every node reads the whole room; the copies agree, seqs are 1..N, no id twice,
+    //     and every acknowledged post is there.
+    check_chat(&clients, recorded, report).await;
+
+    // 4c. Membership: every node is a voter again, as the leader sees it (a removal whose
+    //     answer was lost may have taken effect after the heal looked).
+    let not_voters: Vec<u64> = futures::future::join_all(
+        all.iter()
+            .map(|id| async { (*id, cluster.is_voter(leader, *id).await) }),
+    )
+    .await
+    .into_iter()
+    .filter(|(_, voter)| *voter != Some(true))
+    .map(|(id, _)| id)
+    .collect();
+    if !not_voters.is_empty() || !cluster.removed.is_empty() {
+        report.violations.push(Violation {
+            kind: "membership",
+            detail: format!(
+                "after healing, leader n{leader} does not list {not_voters:?} as voters \
+                 (not re-added: {:?})",
+                cluster.removed
+            ),
+        });
+    }
+
     // 5. Watchers: every revision once, in order, agreeing, matching acknowledged writes.
     let (findings, checked) = watchers
         .finish(final_revision, &recorded.registers, CONVERGE_WAIT)
@@ -584,6 +615,105 @@ async fn finish(
         report.violations.push(Violation {
             kind: "divergence",
             detail,
+        });
+    }
+}
+
+/// Reads the chat room's full history from every node, paging; `None` if a page fails.
+async fn chat_history(client: &NodeClient) -> Option<Vec<(u64, String)>> {
+    let mut messages = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client.messages(CHAT_ROOM, after).await?;
+        let batch = page["messages"].as_array()?;
+        for m in batch {
+            messages.push((m["seq"].as_u64()?, m["id"].as_str()?.to_owned()));
+        }
+        let last_seq = page["last_seq"].as_u64()?;
+        match batch.last().and_then(|m| m["seq"].as_u64()) {
+            Some(seq) if seq < last_seq => after = seq,
+            _ => return Some(messages),
+        }
+    }
+}
+
+async fn check_chat(clients: &[NodeClient], recorded: &Recorded, report: &mut ScheduleReport) {
+    let mut histories = Vec::new();
+    for client in clients {
+        match chat_history(client).await {
+            Some(h) => histories.push((client.node, h)),
+            None => report.violations.push(Violation {
+                kind: "convergence",
+                detail: format!(
+                    "n{} could not serve the chat history after healing",
+                    client.node
+                ),
+            }),
+        }
+    }
+    let Some((first_node, first)) = histories.first() else {
+        return;
+    };
+    report.chat_messages = first.len();
+    let mut violate = |kind: &'static str, detail: String| {
+        report.violations.push(Violation { kind, detail });
+    };
+    for (node, h) in &histories[1..] {
+        if let Some(i) = (0..first.len().max(h.len())).find(|i| first.get(*i) != h.get(*i)) {
+            violate(
+                "chat-order",
+                format!(
+                    "n{first_node} and n{node} disagree at position {i}: {:?} vs {:?}                      ({} vs {} messages)",
+                    first.get(i),
+                    h.get(i),
+                    first.len(),
+                    h.len()
+                ),
+            );
+        }
+    }
+    if let Some((i, (seq, id))) = first
+        .iter()
+        .enumerate()
+        .find(|(i, (seq, _))| *seq != *i as u64 + 1)
+    {
+        violate(
+            "chat-gap",
+            format!(
+                "seqs are not 1..{}: position {i} holds seq {seq} ({id})",
+                first.len()
+            ),
+        );
+    }
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (_, id) in first {
+        *count.entry(id.as_str()).or_default() += 1;
+    }
+    let duplicated: Vec<String> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, n)| format!("{id} ×{n}"))
+        .collect();
+    if !duplicated.is_empty() {
+        violate(
+            "chat-duplicate",
+            format!(
+                "posted with one id, stored more than once: {}",
+                duplicated.join(", ")
+            ),
+        );
+    }
+    let lost: Vec<String> = recorded
+        .chat
+        .iter()
+        .filter(|c| c.outcome == Outcome::Ok && !count.contains_key(c.id.as_str()))
+        .map(|c| format!("{} (via n{})", c.id, c.node))
+        .collect();
+    if !lost.is_empty() {
+        report.acked_lost += lost.len();
+        report.violations.push(Violation {
+            kind: "chat-lost",
+            detail: format!("acknowledged posts missing at the end: {}", lost.join(", ")),
         });
     }
 }
@@ -725,6 +855,7 @@ pub struct Summary {
     pub acked_lost: usize,
     pub undecided_keys: usize,
     pub watch_events: usize,
+    pub chat_messages: usize,
     pub proof: String,
     pub elapsed: Duration,
 }
@@ -749,6 +880,7 @@ impl Summary {
         self.acked_lost += r.acked_lost;
         self.undecided_keys += r.undecided_keys;
         self.watch_events += r.watch_events;
+        self.chat_messages += r.chat_messages;
     }
 
     /// A Markdown table.
@@ -766,6 +898,10 @@ impl Summary {
         ];
         let total: u32 = self.faults.values().sum();
         rows.push(("watch events checked".into(), self.watch_events.to_string()));
+        rows.push((
+            "chat messages checked".into(),
+            self.chat_messages.to_string(),
+        ));
         rows.push(("faults injected".into(), total.to_string()));
         for (kind, n) in &self.faults {
             rows.push((format!("  {}", kind.name()), n.to_string()));

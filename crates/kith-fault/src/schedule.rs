@@ -26,10 +26,11 @@ pub enum FaultKind {
     PacketLoss,
     Delay,
     MessageDrop,
+    Membership,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::PartitionMinority,
         FaultKind::PartitionLeader,
         FaultKind::OneWay,
@@ -40,6 +41,7 @@ impl FaultKind {
         FaultKind::PacketLoss,
         FaultKind::Delay,
         FaultKind::MessageDrop,
+        FaultKind::Membership,
     ];
 
     /// Only network partitions: the fastest way to expose stale reads.
@@ -61,6 +63,7 @@ impl FaultKind {
             FaultKind::PacketLoss => "packet-loss",
             FaultKind::Delay => "delay",
             FaultKind::MessageDrop => "message-drop",
+            FaultKind::Membership => "membership",
         }
     }
 }
@@ -105,6 +108,9 @@ pub enum Fault {
     Delay { max_ms: u64 },
     /// Drop `percent`% of peer messages before they are sent (kith's fault layer).
     MessageDrop { percent: u8 },
+    /// Remove a voter that does not lead (`target`, or the next non-leader after it) from
+    /// the cluster while it keeps running with its data; heal adds it back as a voter.
+    Membership { target: u64 },
 }
 
 impl Fault {
@@ -120,6 +126,7 @@ impl Fault {
             Fault::PacketLoss { .. } => FaultKind::PacketLoss,
             Fault::Delay { .. } => FaultKind::Delay,
             Fault::MessageDrop { .. } => FaultKind::MessageDrop,
+            Fault::Membership { .. } => FaultKind::Membership,
         }
     }
 }
@@ -144,6 +151,12 @@ impl fmt::Display for Fault {
             Fault::PacketLoss { percent } => write!(f, "{percent}% packet loss"),
             Fault::Delay { max_ms } => write!(f, "peer messages delayed up to {max_ms} ms"),
             Fault::MessageDrop { percent } => write!(f, "{percent}% of peer messages dropped"),
+            Fault::Membership { target } => {
+                write!(
+                    f,
+                    "remove voter n{target} (or the next non-leader), add it back later"
+                )
+            }
         }
     }
 }
@@ -232,6 +245,9 @@ impl Schedule {
             },
             FaultKind::MessageDrop => Fault::MessageDrop {
                 percent: *[5u8, 15, 30].choose(&mut self.rng).expect("non-empty"),
+            },
+            FaultKind::Membership => Fault::Membership {
+                target: self.rng.random_range(1..=self.nodes),
             },
         };
         Step {

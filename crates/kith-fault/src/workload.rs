@@ -13,6 +13,11 @@
 //!   bounded number of times). An append whose PUT gets no trustworthy answer is recorded as
 //!   unknown and never retried, so the suite itself never duplicates an element.
 //!
+//! - **Chat.** One client per node posts messages to one room ([`CHAT_ROOM`]) with ids of its
+//!   own choosing (`c<client>-<seq>`). A post with no trustworthy answer is retried with the
+//!   *same* id — kith stores a retried id once — and recorded as unknown if it never gets
+//!   one; a 200 or 201 with a `seq` is acknowledged.
+//!
 //! Outcome rules (the checker's soundness depends on them): 2xx is ok; 409
 //! `revision_mismatch` is a failed compare; a refused connection means the request was never
 //! delivered, so it is dropped from the history; anything else on a write — timeout, 5xx,
@@ -46,6 +51,8 @@ pub struct WorkloadConfig {
     pub clients_per_node: usize,
     /// One set-append client per node, when true.
     pub set_clients: bool,
+    /// One chat client per node, when true.
+    pub chat_clients: bool,
     /// How long a client waits for an answer before recording "unknown".
     pub op_timeout: Duration,
 }
@@ -58,6 +65,7 @@ impl Default for WorkloadConfig {
             keys: 8,
             clients_per_node: 3,
             set_clients: true,
+            chat_clients: true,
             op_timeout: Duration::from_secs(3),
         }
     }
@@ -89,11 +97,20 @@ pub struct SetAppend {
     pub outcome: Outcome,
 }
 
+/// One attempted chat post (with all its retries).
+#[derive(Clone, Debug)]
+pub struct ChatPost {
+    pub id: String,
+    pub node: u64,
+    pub outcome: Outcome,
+}
+
 /// Everything the clients recorded.
 #[derive(Debug, Default)]
 pub struct Recorded {
     pub registers: Vec<RegisterEvent>,
     pub set: Vec<SetAppend>,
+    pub chat: Vec<ChatPost>,
     /// Operations invoked (including ones never delivered).
     pub ops_invoked: usize,
 }
@@ -112,6 +129,8 @@ impl Clock {
 }
 
 pub const SET_KEY: &str = "set";
+/// The room the chat clients post to.
+pub const CHAT_ROOM: &str = "fault";
 
 pub fn register_key(k: usize) -> String {
     format!("r{k}")
@@ -131,6 +150,10 @@ pub enum Answer {
     },
     NotFound,
     Mismatch,
+    /// 200 or 201 to a chat post, with the message's `seq`.
+    Posted {
+        seq: u64,
+    },
     /// Certainly not delivered (connection refused).
     NotDelivered,
     /// No trustworthy answer.
@@ -228,6 +251,51 @@ impl NodeClient {
             .await;
         self.classify(sent, true).await
     }
+
+    /// Posts a message with a client-chosen `id` to `room`.
+    pub async fn post_message(&self, room: &str, id: &str, author: &str, text: &str) -> Answer {
+        let sent = self
+            .http
+            .post(format!("{}/v1/rooms/{room}/messages", self.url))
+            .timeout(self.timeout)
+            .json(&serde_json::json!({"author": author, "text": text, "id": id}))
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Answer::NotDelivered,
+            Err(_) => return Answer::Unknown,
+        };
+        if !matches!(response.status(), StatusCode::OK | StatusCode::CREATED) {
+            return Answer::Unknown;
+        }
+        match response.json::<serde_json::Value>().await {
+            Ok(v) if v["id"] == id => match v["seq"].as_u64() {
+                Some(seq) => Answer::Posted { seq },
+                None => Answer::Unknown,
+            },
+            _ => Answer::Unknown,
+        }
+    }
+
+    /// One page of `room`'s history after `after` (a linearizable read): the JSON document,
+    /// or `None` when the node does not answer 200.
+    pub async fn messages(&self, room: &str, after: u64) -> Option<serde_json::Value> {
+        let r = self
+            .http
+            .get(format!(
+                "{}/v1/rooms/{room}/messages?after={after}&limit=1000",
+                self.url
+            ))
+            .timeout(self.timeout)
+            .send()
+            .await
+            .ok()?;
+        if r.status() != StatusCode::OK {
+            return None;
+        }
+        r.json().await.ok()
+    }
 }
 
 fn parse_value(body: &[u8]) -> u64 {
@@ -256,6 +324,7 @@ struct Shared {
     clients_total: usize,
     registers: Mutex<Vec<RegisterEvent>>,
     set: Mutex<Vec<SetAppend>>,
+    chat: Mutex<Vec<ChatPost>>,
     invoked: AtomicUsize,
 }
 
@@ -298,13 +367,15 @@ pub async fn run(
 ) -> Recorded {
     let register_clients = nodes.len() * config.clients_per_node;
     let set_clients = if config.set_clients { nodes.len() } else { 0 };
+    let chat_clients = if config.chat_clients { nodes.len() } else { 0 };
     let shared = Arc::new(Shared {
         tickets: AtomicUsize::new(config.ops),
         clock,
         config: config.clone(),
-        clients_total: register_clients + set_clients,
+        clients_total: register_clients + set_clients + chat_clients,
         registers: Mutex::new(Vec::new()),
         set: Mutex::new(Vec::new()),
+        chat: Mutex::new(Vec::new()),
         invoked: AtomicUsize::new(0),
     });
     let mut tasks = Vec::new();
@@ -324,6 +395,16 @@ pub async fn run(
             shared,
         )));
     }
+    for (i, node) in nodes.iter().enumerate().take(chat_clients) {
+        let shared = shared.clone();
+        let client_id = (register_clients + set_clients + i) as u32 + 1;
+        tasks.push(tokio::spawn(chat_client(
+            node.clone(),
+            client_id,
+            seed,
+            shared,
+        )));
+    }
     for task in tasks {
         if let Err(e) = task.await {
             panic!("a workload client panicked: {e}");
@@ -331,9 +412,11 @@ pub async fn run(
     }
     let registers = std::mem::take(&mut *shared.registers.lock().expect("history lock"));
     let set = std::mem::take(&mut *shared.set.lock().expect("history lock"));
+    let chat = std::mem::take(&mut *shared.chat.lock().expect("history lock"));
     Recorded {
         registers,
         set,
+        chat,
         ops_invoked: shared.invoked.load(Ordering::Relaxed),
     }
 }
@@ -467,6 +550,45 @@ async fn set_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared
         }
         shared.set.lock().expect("set lock").push(SetAppend {
             element,
+            node: node.node,
+            outcome,
+        });
+    }
+}
+
+/// Attempts to post one message (always with the same id) before giving it up.
+const CHAT_ATTEMPTS_MAX: u32 = 8;
+
+async fn chat_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(104_729) ^ u64::from(client));
+    let author = format!("c{client}");
+    let mut seq: u64 = 0;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        shared.pace(&mut rng, &mut next).await;
+        if !shared.ticket() {
+            return;
+        }
+        seq += 1;
+        let id = format!("c{client}-{seq}");
+        // Fail only while no attempt may have been delivered.
+        let mut outcome = Outcome::Fail;
+        for _ in 0..CHAT_ATTEMPTS_MAX {
+            match node
+                .post_message(CHAT_ROOM, &id, &author, &format!("message {seq}"))
+                .await
+            {
+                Answer::Posted { .. } => {
+                    outcome = Outcome::Ok;
+                    break;
+                }
+                Answer::NotDelivered => {}
+                _ => outcome = Outcome::Unknown,
+            }
+            shared.pace(&mut rng, &mut next).await;
+        }
+        shared.chat.lock().expect("chat lock").push(ChatPost {
+            id,
             node: node.node,
             outcome,
         });
