@@ -43,19 +43,6 @@ pub enum Command {
     Job(crate::jobs::JobCommand),
 }
 
-impl Command {
-    /// Short name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Command::Put { .. } => "put",
-            Command::Delete { .. } => "delete",
-            Command::Expire => "expire",
-            Command::Post(_) => "post",
-            Command::Job(_) => "job",
-        }
-    }
-}
-
 /// The outcome of applying one log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {

@@ -32,13 +32,3 @@ pub enum NodeError {
     #[error("internal: {0}")]
     Internal(String),
 }
-
-impl NodeError {
-    /// Whether a client may retry the same request.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            NodeError::NoLeader | NodeError::Timeout { .. } | NodeError::LeaderUnreachable { .. }
-        )
-    }
-}

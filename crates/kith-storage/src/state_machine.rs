@@ -840,14 +840,6 @@ impl StateReader {
         read_kv_meta(&self.db)
     }
 
-    /// The earliest pending expiry time, if any key has a TTL.
-    pub fn next_expiry_ms(&self) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(EXPIRY)?;
-        let first = table.first()?.map(|(k, _)| k.value().0);
-        Ok(first)
-    }
-
     /// Every event at or below this revision is gone from this node's history.
     pub fn events_compacted(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;

@@ -48,6 +48,8 @@ where
             Instant::now() < deadline,
             "timed out after {within:?} waiting for {what}"
         );
+        // The poll interval between checks of the condition, not a wait for it: the loop
+        // ends as soon as `probe` succeeds, or fails at the deadline.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
