@@ -10,6 +10,7 @@
 //! Refuses: knowing cluster internals; it speaks only the public `/v1` API.
 
 mod chat;
+mod files;
 mod jobs;
 mod sse;
 mod watch;
@@ -19,6 +20,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use chat::{ChatMessage, RoomEvent};
+pub use files::{
+    validate_path, ByteRange, ChunkPlacement, Download, DownloadOptions, FileExplain, FileInfo,
+    FilePage, FileStat, Progress, Share, UploadOptions, UploadSource,
+};
 pub use jobs::ClaimedJob;
 pub use watch::{WatchControl, WatchEvent};
 
@@ -57,6 +62,12 @@ pub enum ClientError {
     BadEndpoint(String),
     #[error("unexpected answer: {0}")]
     Decode(String),
+    /// A local file or stream of a transfer could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {

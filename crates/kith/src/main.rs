@@ -3,11 +3,13 @@
 //!
 //! Modules: [`serve`] (one node), [`dev`] (the local-cluster supervisor), [`commands`] (the
 //! client subcommands and their table/json output), [`chat`] (the terminal chat client),
-//! [`worker`] (`kith worker`, which runs jobs).
+//! [`worker`] (`kith worker`, which runs jobs), [`files`] (`kith files`, transfers with
+//! progress bars).
 
 mod chat;
 mod commands;
 mod dev;
+mod files;
 mod serve;
 mod worker;
 
@@ -45,6 +47,8 @@ enum Top {
     Jobs(commands::JobsArgs),
     /// Pull jobs from a queue and run a command for each.
     Worker(worker::WorkerArgs),
+    /// Replicated files: put, get, ls, rm, share, unshare, where.
+    Files(files::FilesArgs),
     /// Load generator for kith (or etcd): throughput, latency percentiles, errors.
     Bench(kith_bench::BenchArgs),
 }
@@ -68,6 +72,7 @@ fn main() -> std::process::ExitCode {
             Top::Chat(args) => chat::run(args).await,
             Top::Jobs(args) => commands::jobs(args).await,
             Top::Worker(args) => worker::run(args).await,
+            Top::Files(args) => files::run(args).await,
             Top::Bench(args) => kith_bench::run(args).await.map(drop).map_err(Into::into),
         }
     });
