@@ -806,6 +806,7 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[test]
     fn paths_follow_the_documented_rule() {
@@ -838,6 +839,334 @@ mod tests {
         assert_eq!(ByteRange::parse("x"), None);
         assert_eq!(ByteRange::Inclusive(3, 7).header(), "bytes=3-7");
         assert_eq!(ByteRange::Last(4).header(), "bytes=-4");
+    }
+
+    /// What a fake node saw of one request.
+    #[derive(Debug, Default)]
+    struct Seen {
+        head: String,
+        body: Vec<u8>,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<String> {
+            self.head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        }
+    }
+
+    /// Reads one request: its head, then a Content-Length or chunked body.
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> Seen {
+        let mut raw = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let head_end = loop {
+            if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = socket.read(&mut buf).await.expect("read");
+            assert!(n > 0, "connection closed inside the request head");
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let mut seen = Seen {
+            head: String::from_utf8_lossy(&raw[..head_end]).into_owned(),
+            body: Vec::new(),
+        };
+        let mut rest = raw[head_end..].to_vec();
+        if let Some(length) = seen.header("content-length") {
+            let length: usize = length.parse().expect("length");
+            while rest.len() < length {
+                let n = socket.read(&mut buf).await.expect("read");
+                assert!(n > 0, "connection closed inside the body");
+                rest.extend_from_slice(&buf[..n]);
+            }
+            seen.body = rest;
+        } else if seen.header("transfer-encoding").is_some() {
+            while !rest.ends_with(b"0\r\n\r\n") {
+                let n = socket.read(&mut buf).await.expect("read");
+                assert!(n > 0, "connection closed inside the body");
+                rest.extend_from_slice(&buf[..n]);
+            }
+            // Decode the chunks.
+            let mut at = 0;
+            loop {
+                let line_end = at
+                    + rest[at..]
+                        .windows(2)
+                        .position(|w| w == b"\r\n")
+                        .expect("size");
+                let size = usize::from_str_radix(
+                    std::str::from_utf8(&rest[at..line_end]).expect("hex"),
+                    16,
+                )
+                .expect("chunk size");
+                if size == 0 {
+                    break;
+                }
+                seen.body
+                    .extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+                at = line_end + 2 + size + 2;
+            }
+        }
+        seen
+    }
+
+    /// A fake node: answers each connection with the next canned answer (raw bytes, sent
+    /// after the whole request was read) and reports what it saw.
+    async fn fake_node(
+        answers: Vec<Vec<u8>>,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<Seen>) {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            for answer in answers {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = read_request(&mut socket).await;
+                let _ = tx.send(seen);
+                let _ = socket.write_all(&answer).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        (url, rx)
+    }
+
+    fn answer(status: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+        let mut out = format!("HTTP/1.1 {status}\r\nconnection: close\r\n");
+        for h in headers {
+            out.push_str(h);
+            out.push_str("\r\n");
+        }
+        let mut out = out.into_bytes();
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn json_answer(status: &str, body: &str) -> Vec<u8> {
+        let length = format!("content-length: {}", body.len());
+        answer(
+            status,
+            &["content-type: application/json", &length],
+            body.as_bytes(),
+        )
+    }
+
+    const MANIFEST: &str = r#"{"path":"a/b.bin","size":300000,"blake3":"ab","content_type":"application/octet-stream","created_ms":1,"version":7,"chunk_bytes":1048576,"chunk_count":1,"replicas":3}"#;
+
+    fn payload(n: usize) -> Bytes {
+        (0..n)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    #[tokio::test]
+    async fn an_upload_refused_with_503_is_sent_whole_to_the_next_node() {
+        let (busy, mut busy_seen) = fake_node(vec![json_answer(
+            "503 Service Unavailable",
+            r#"{"error":{"code":"insufficient_replicas","message":"1 of 3"}}"#,
+        )])
+        .await;
+        let (good, mut good_seen) = fake_node(vec![json_answer("201 Created", MANIFEST)]).await;
+        let client = Client::new(&[busy, good]).expect("client");
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let record = calls.clone();
+        let options = UploadOptions {
+            content_type: Some("application/x-test".into()),
+            progress: Some(Arc::new(move |n| record.lock().expect("lock").push(n))),
+        };
+        let data = payload(300_000);
+        let info = client
+            .put_file("a/b.bin", UploadSource::Bytes(data.clone()), options)
+            .await
+            .expect("the second node stores it");
+        assert_eq!(info.version, 7);
+        assert_eq!(info.size, 300_000);
+        for seen in [
+            busy_seen.recv().await.expect("first"),
+            good_seen.recv().await.expect("second"),
+        ] {
+            assert!(
+                seen.head.starts_with("PUT /v1/files/a/b.bin "),
+                "{}",
+                seen.head
+            );
+            assert_eq!(seen.header("content-length").as_deref(), Some("300000"));
+            assert_eq!(
+                seen.header("content-type").as_deref(),
+                Some("application/x-test")
+            );
+            assert_eq!(seen.body, data, "each attempt sends the whole file");
+        }
+        let calls = calls.lock().expect("lock").clone();
+        assert_eq!(calls.iter().filter(|n| **n == 0).count(), 2, "{calls:?}");
+        assert_eq!(calls.last(), Some(&300_000));
+    }
+
+    #[tokio::test]
+    async fn an_upload_fails_over_from_a_refused_connection() {
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            format!("http://{}", l.local_addr().expect("addr"))
+        };
+        let (good, mut good_seen) = fake_node(vec![json_answer("201 Created", MANIFEST)]).await;
+        let client = Client::new(&[dead, good]).expect("client");
+        let reader: Box<dyn AsyncRead + Send + Unpin> =
+            Box::new(std::io::Cursor::new(payload(1000).to_vec()));
+        client
+            .put_file(
+                "a/b.bin",
+                UploadSource::Reader(reader),
+                UploadOptions::default(),
+            )
+            .await
+            .expect("an untouched one-shot reader may go to the next node");
+        let seen = good_seen.recv().await.expect("request");
+        assert_eq!(seen.body, payload(1000));
+        assert_eq!(seen.header("content-type").as_deref(), Some(OCTETS));
+    }
+
+    #[tokio::test]
+    async fn a_consumed_one_shot_upload_is_not_repeated() {
+        let (busy, _busy_seen) = fake_node(vec![json_answer(
+            "503 Service Unavailable",
+            r#"{"error":{"code":"timeout","message":"commit"}}"#,
+        )])
+        .await;
+        let (other, mut other_seen) = fake_node(vec![json_answer("201 Created", MANIFEST)]).await;
+        let client = Client::new(&[busy, other]).expect("client");
+        let reader: Box<dyn AsyncRead + Send + Unpin> =
+            Box::new(std::io::Cursor::new(payload(1000).to_vec()));
+        let outcome = client
+            .put_file(
+                "a/b.bin",
+                UploadSource::Reader(reader),
+                UploadOptions::default(),
+            )
+            .await;
+        assert!(
+            matches!(&outcome, Err(ClientError::Unavailable(m)) if m.contains("cannot be read again")),
+            "{outcome:?}"
+        );
+        assert!(
+            other_seen.try_recv().is_err(),
+            "nothing went to the second node"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_path_is_refused_before_anything_is_sent() {
+        let client = Client::new(&["http://127.0.0.1:9"]).expect("client");
+        let outcome = client
+            .put_file(
+                "../etc/passwd",
+                UploadSource::Bytes(payload(1)),
+                UploadOptions::default(),
+            )
+            .await;
+        assert!(
+            matches!(&outcome, Err(e) if e.code() == Some("invalid_path")),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_download_cut_off_midway_resumes_on_the_next_node_from_the_missing_byte() {
+        let data = payload(10_000);
+        // The first node promises 10,000 bytes and dies after 4,000.
+        let cut = answer(
+            "200 OK",
+            &[
+                "content-length: 10000",
+                "etag: \"h1\"",
+                "kith-file-version: 9",
+                "content-type: image/png",
+            ],
+            &data[..4000],
+        );
+        let (first, mut first_seen) = fake_node(vec![cut]).await;
+        let rest = answer(
+            "206 Partial Content",
+            &[
+                "content-length: 6000",
+                "content-range: bytes 4000-9999/10000",
+                "etag: \"h1\"",
+                "kith-file-version: 9",
+            ],
+            &data[4000..],
+        );
+        let (second, mut second_seen) = fake_node(vec![rest]).await;
+        let client = Client::new(&[first, second]).expect("client");
+        let mut out = Vec::new();
+        let got = client
+            .get_file("a/b.png", &mut out, DownloadOptions::default())
+            .await
+            .expect("download")
+            .expect("found");
+        assert_eq!(out, data.to_vec());
+        assert_eq!(got.bytes, 10_000);
+        assert_eq!(got.file_size, 10_000);
+        assert_eq!(got.blake3, "h1");
+        assert_eq!(got.version, 9);
+        assert_eq!(got.content_type, "image/png");
+        let first = first_seen.recv().await.expect("first request");
+        assert_eq!(first.header("range"), None);
+        let second = second_seen.recv().await.expect("second request");
+        assert_eq!(second.header("range").as_deref(), Some("bytes=4000-9999"));
+        assert_eq!(second.header("if-match").as_deref(), Some("\"h1\""));
+    }
+
+    #[tokio::test]
+    async fn a_range_download_reports_its_offset_and_a_missing_file_is_none() {
+        let data = payload(100);
+        let partial = answer(
+            "206 Partial Content",
+            &[
+                "content-length: 10",
+                "content-range: bytes 90-99/100",
+                "etag: \"h\"",
+            ],
+            &data[90..],
+        );
+        let missing = json_answer(
+            "404 Not Found",
+            r#"{"error":{"code":"not_found","message":"no file"}}"#,
+        );
+        let (node, mut seen) = fake_node(vec![partial, missing]).await;
+        let client = Client::new(&[node]).expect("client");
+        let mut out = Vec::new();
+        let options = DownloadOptions {
+            range: Some(ByteRange::Last(10)),
+            ..DownloadOptions::default()
+        };
+        let got = client
+            .get_file("f", &mut out, options)
+            .await
+            .expect("download")
+            .expect("found");
+        assert_eq!((got.offset, got.bytes, got.file_size), (90, 10, 100));
+        assert_eq!(out, data[90..].to_vec());
+        assert_eq!(
+            seen.recv()
+                .await
+                .expect("request")
+                .header("range")
+                .as_deref(),
+            Some("bytes=-10")
+        );
+        let mut out = Vec::new();
+        let none = client
+            .get_file("g", &mut out, DownloadOptions::default())
+            .await
+            .expect("an answer");
+        assert_eq!(none, None);
     }
 
     #[test]
