@@ -65,6 +65,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/", get(crate::web::dashboard))
         .route("/chat", get(crate::web::chat))
         .route("/jobs", get(crate::web::jobs))
+        .route("/files", get(crate::web::files))
         .route("/assets/{name}", get(crate::web::asset))
         .route(
             "/v1/kv/{*key}",

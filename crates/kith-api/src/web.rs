@@ -1,5 +1,5 @@
-//! The web UI every node serves: a live cluster dashboard at `/`, a chat page at `/chat`
-//! and the job queues at `/jobs`.
+//! The web UI every node serves: a live cluster dashboard at `/`, a chat page at `/chat`,
+//! the job queues at `/jobs` and the files at `/files`.
 //!
 //! Plain HTML, CSS and JavaScript modules, embedded in the binary at compile time (no
 //! front-end build step). The pages talk to the same public `/v1` API as any client; after a
@@ -14,7 +14,8 @@ use crate::error::ApiError;
 const DASHBOARD_HTML: &str = include_str!("../web/index.html");
 const CHAT_HTML: &str = include_str!("../web/chat.html");
 const JOBS_HTML: &str = include_str!("../web/jobs.html");
-const ASSETS: [(&str, &str, &str); 5] = [
+const FILES_HTML: &str = include_str!("../web/files.html");
+const ASSETS: [(&str, &str, &str); 6] = [
     (
         "style.css",
         "text/css; charset=utf-8",
@@ -40,6 +41,11 @@ const ASSETS: [(&str, &str, &str); 5] = [
         "text/javascript; charset=utf-8",
         include_str!("../web/jobs.js"),
     ),
+    (
+        "files.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web/files.js"),
+    ),
 ];
 
 fn page(html: &'static str, content_type: &'static str) -> Response {
@@ -63,6 +69,10 @@ pub async fn chat() -> Response {
 
 pub async fn jobs() -> Response {
     page(JOBS_HTML, "text/html; charset=utf-8")
+}
+
+pub async fn files() -> Response {
+    page(FILES_HTML, "text/html; charset=utf-8")
 }
 
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
