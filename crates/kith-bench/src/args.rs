@@ -20,6 +20,8 @@ pub const TOTAL_MAX: u64 = 1_000_000_000;
 pub const KEY_BYTES_MAX: usize = 4_096;
 /// Largest value: kith's default value limit (1 MiB).
 pub const VAL_BYTES_MAX: usize = 1 << 20;
+/// Largest `files` upload: kith's default file limit (10 GiB).
+pub const FILE_BYTES_MAX: u64 = 10 << 30;
 /// Longest per-operation timeout.
 pub const TIMEOUT_MS_MAX: u64 = 600_000;
 
@@ -35,6 +37,9 @@ pub enum Workload {
     /// The job queue end to end: `--producers` enqueue `--total` no-op jobs while
     /// `--workers` claim and complete them; preceded by a `put` run with as many clients.
     Jobs,
+    /// Upload then download one `--bytes` file, against the disk's fsynced write rate
+    /// divided by the replicas (see `files.rs`).
+    Files,
 }
 
 /// Read consistency, as kith and etcd both name it.
@@ -143,6 +148,13 @@ pub struct BenchArgs {
     /// Never print the live progress line (it is shown only on a terminal anyway).
     #[arg(long)]
     pub quiet: bool,
+    /// `files`: the file's size in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub bytes: u64,
+    /// `files`: where to measure the disk (default: the temp dir); the cluster's data
+    /// directories should be on this filesystem.
+    #[arg(long)]
+    pub disk_dir: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -202,6 +214,14 @@ impl BenchArgs {
                 return bad(format!(
                     "--producers + --workers must be at most {CONNS_MAX} (one connection each)"
                 ));
+            }
+        }
+        if self.workload == Workload::Files {
+            if self.target != TargetKind::Kith {
+                return bad("`files` needs --target kith".into());
+            }
+            if !(1..=FILE_BYTES_MAX).contains(&self.bytes) {
+                return bad(format!("--bytes must be in 1..={FILE_BYTES_MAX}"));
             }
         }
         if self.endpoints.is_empty() {

@@ -17,6 +17,7 @@
 
 pub mod args;
 pub mod error;
+pub mod files;
 pub mod jobs;
 pub mod plan;
 pub mod procs;
@@ -49,6 +50,9 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
     if args.workload == Workload::Jobs {
         let report = run_jobs(&args, &pids).await?;
         return finish(&args, report);
+    }
+    if args.workload == Workload::Files {
+        return files::run(&args).await;
     }
     let target = Arc::new(Target::new(&args)?);
     let spec = |total, label| PhaseSpec {
@@ -267,6 +271,7 @@ fn config(args: &BenchArgs) -> RunConfig {
             Workload::Get => "get",
             Workload::Mixed => "mixed",
             Workload::Jobs => "jobs",
+            Workload::Files => "files",
         }
         .into(),
         consistency: match args.consistency {

@@ -76,7 +76,7 @@ impl Plan {
         let key = self.key(self.key_index(i));
         let read = match self.workload {
             // `jobs` uses a plan only for its `put` baseline.
-            Workload::Put | Workload::Jobs => false,
+            Workload::Put | Workload::Jobs | Workload::Files => false,
             Workload::Get => true,
             Workload::Mixed => mix64(self.seed.rotate_left(17) ^ i) % 100 < self.read_percent,
         };
