@@ -23,7 +23,8 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use kith_core::files::{hex, parse_hex, Hash};
 
@@ -57,6 +58,10 @@ pub struct ChunkStore {
     bytes: AtomicU64,
     /// Makes temporary file names unique within this process.
     tmp_seq: AtomicU64,
+    /// Serialises "refresh the age of an existing chunk" (in `put`) against "delete it if
+    /// old" (in `remove_if_older`), so garbage collection cannot delete a chunk an upload
+    /// has just been told is stored.
+    age_lock: Mutex<()>,
 }
 
 impl ChunkStore {
@@ -68,6 +73,7 @@ impl ChunkStore {
             count: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
+            age_lock: Mutex::new(()),
         };
         let (mut count, mut bytes) = (0, 0);
         for shard in sorted_entries(dir)? {
@@ -99,6 +105,7 @@ impl ChunkStore {
             )));
         }
         let path = self.path(hash);
+        let age_guard = self.age_lock.lock().expect("age lock");
         if let Ok(file) = File::options().append(true).open(&path) {
             // Already here: only refresh its age, so garbage collection leaves it alone
             // while the upload that brought it again is in flight.
@@ -106,6 +113,7 @@ impl ChunkStore {
                 .map_err(StoreError::Io)?;
             return Ok(false);
         }
+        drop(age_guard);
         let shard = path.parent().expect("a chunk path has a shard directory");
         let new_shard = !shard.exists();
         fs::create_dir_all(shard).map_err(StoreError::Io)?;
@@ -158,6 +166,22 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::Io(e)),
         }
+    }
+
+    /// Deletes the chunk if its file was last modified at least `age` ago; returns whether
+    /// it did. Garbage collection's only way to delete.
+    pub fn remove_if_older(&self, hash: &Hash, age: Duration) -> Result<bool, StoreError> {
+        let _guard = self.age_lock.lock().expect("age lock");
+        let modified = match fs::metadata(self.path(hash)) {
+            Ok(meta) => meta.modified().map_err(StoreError::Io)?,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::Io(e)),
+        };
+        if modified.elapsed().unwrap_or_default() < age {
+            return Ok(false);
+        }
+        self.remove(hash)?;
+        Ok(true)
     }
 
     /// Up to `limit` stored chunks in hash order, after `after` (for paging through all).
