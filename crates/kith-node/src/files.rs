@@ -200,6 +200,12 @@ impl Node {
             .collect()
     }
 
+    /// Copies each chunk gets in the current membership: the configured R, capped by the
+    /// member count.
+    pub fn file_replicas(&self) -> usize {
+        self.replicas_for(self.file_members().len())
+    }
+
     /// Replicas each chunk should have with `members` nodes: the configured R, capped.
     fn replicas_for(&self, members: usize) -> usize {
         self.config.file_replicas.clamp(1, members.max(1))
