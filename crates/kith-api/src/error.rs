@@ -49,7 +49,11 @@ impl From<NodeError> for ApiError {
             NodeError::NoLeader
             | NodeError::Timeout { .. }
             | NodeError::LeaderUnreachable { .. }
+            | NodeError::Busy { .. }
+            | NodeError::InsufficientReplicas { .. }
             | NodeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            NodeError::FileTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            NodeError::BadBody(_) => StatusCode::BAD_REQUEST,
             NodeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             NodeError::Membership(_) => StatusCode::CONFLICT,
             NodeError::Storage(_) | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -59,6 +63,10 @@ impl From<NodeError> for ApiError {
             NodeError::Timeout { .. } => "timeout",
             NodeError::LeaderUnreachable { .. } => "leader_unreachable",
             NodeError::ShuttingDown => "shutting_down",
+            NodeError::Busy { .. } => "busy",
+            NodeError::InsufficientReplicas { .. } => "insufficient_replicas",
+            NodeError::FileTooLarge { .. } => "too_large",
+            NodeError::BadBody(_) => "bad_body",
             NodeError::InvalidInput(_) => "invalid_input",
             NodeError::Membership(_) => "membership",
             NodeError::Storage(_) => "storage",

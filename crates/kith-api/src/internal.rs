@@ -42,7 +42,7 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 /// While the dev playground has cut this node off, peers cannot reach it either.
-async fn refuse_when_isolated(
+pub(crate) async fn refuse_when_isolated(
     State(node): State<Arc<Node>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,

@@ -4,6 +4,8 @@
 //! - [`routes`]: the public `/v1/…` JSON API (kv, health, cluster, membership, ledger);
 //! - [`watch`]: `/v1/watch`, the Server-Sent Events stream of changes;
 //! - [`jobs`]: the job queue — enqueue, claim (long poll), reports with fencing, inspection;
+//! - [`files`]: streamed file upload and download (ranges, ETags), listings, share links,
+//!   and the peer routes that move chunks between nodes;
 //! - [`rooms`]: chat rooms — post, history, and the live `/v1/rooms/{room}/stream`;
 //! - [`internal`]: the `/internal/…` peer routes (Raft RPCs and forwarded requests, postcard
 //!   bodies) — the server half of `kith_node::network`;
@@ -16,6 +18,7 @@
 
 pub mod dev;
 pub mod error;
+pub mod files;
 pub mod internal;
 pub mod jobs;
 pub mod metrics;
@@ -36,7 +39,9 @@ pub fn router(node: Arc<Node>) -> Router {
     // CORS wraps everything, fallbacks included, so a browser's preflight for any route
     // gets its answer.
     routes::router(node.clone())
-        .merge(internal::router(node))
+        .merge(files::router(node.clone()))
+        .merge(internal::router(node.clone()))
+        .merge(files::internal_router(node))
         .layer(routes::cors())
 }
 

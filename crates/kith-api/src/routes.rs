@@ -78,7 +78,7 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 /// Counts public API requests for `/v1/health` and `/metrics`.
-async fn count_requests(
+pub(crate) async fn count_requests(
     State(node): Shared,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -98,9 +98,18 @@ pub(crate) fn cors() -> tower_http::cors::CorsLayer {
     use axum::http::{header, HeaderName, Method};
     tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
-        .allow_methods([Method::GET, Method::PUT, Method::POST, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::CONTENT_TYPE,
+            header::RANGE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
             HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
@@ -108,6 +117,10 @@ pub(crate) fn cors() -> tower_http::cors::CorsLayer {
             HeaderName::from_static("kith-create-revision"),
             HeaderName::from_static("kith-version"),
             HeaderName::from_static("kith-expires-at-ms"),
+            HeaderName::from_static("kith-file-version"),
+            header::ETAG,
+            header::CONTENT_RANGE,
+            header::CONTENT_DISPOSITION,
         ])
 }
 
@@ -332,7 +345,11 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
             "revision_mismatch",
             format!("the key's current revision is {current}; nothing was changed"),
         )),
-        Applied::None | Applied::Posted { .. } | Applied::RoomsFull { .. } | Applied::Job(_) => {
+        Applied::None
+        | Applied::Posted { .. }
+        | Applied::RoomsFull { .. }
+        | Applied::Job(_)
+        | Applied::File(_) => {
             Err(ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

@@ -41,6 +41,8 @@ pub enum Command {
     Post(crate::rooms::Post),
     /// A job-queue command.
     Job(crate::jobs::JobCommand),
+    /// A files command: commit or delete a manifest, create or revoke a share link.
+    File(crate::files::FileCommand),
 }
 
 /// The outcome of applying one log entry.
@@ -67,4 +69,6 @@ pub enum Response {
     RoomsFull { max: u64 },
     /// What a job command produced.
     Job(crate::jobs::JobOutcome),
+    /// What a files command produced.
+    File(crate::files::FileOutcome),
 }

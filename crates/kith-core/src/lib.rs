@@ -10,6 +10,8 @@
 //!   sends, bounded retention.
 //! - [`jobs`]: the job queue — leases with fencing, retries with backoff, dead letters,
 //!   priorities, delayed jobs.
+//! - [`files`]: file manifests, chunk reference counts, share links, and the rendezvous
+//!   placement of chunks (the bytes themselves never enter the log).
 //! - [`ledger`]: the hash chain over applied entries that lets replicas prove they agree.
 //! - [`limits`]: input bounds and validation shared by the API and the state machine.
 //!
@@ -18,6 +20,7 @@
 //! out of this crate.
 
 pub mod command;
+pub mod files;
 pub mod jobs;
 pub mod kv;
 pub mod ledger;

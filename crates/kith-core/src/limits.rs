@@ -40,6 +40,8 @@ pub enum InvalidInput {
     BadAuthor { max: usize },
     #[error("text must be 1 to {max} bytes")]
     BadText { max: usize },
+    #[error("invalid file path: {reason}")]
+    BadPath { reason: &'static str },
 }
 
 fn is_safe_name(s: &str, max: usize) -> bool {

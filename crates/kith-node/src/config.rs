@@ -54,6 +54,26 @@ pub struct NodeConfig {
     /// outgoing peer messages (`kith serve --enable-fault-injection`, for the fault suite
     /// only). Off by default; the route answers 403 when it is off.
     pub fault_injection: bool,
+    /// Copies of each file chunk (R), capped by the member count.
+    pub file_replicas: usize,
+    /// Size of the chunks new uploads are cut into.
+    pub file_chunk_bytes: u32,
+    /// Largest file an upload may carry.
+    pub file_bytes_max: u64,
+    /// Concurrent uploads through this node.
+    pub file_uploads_max: usize,
+    /// An upload whose body stalls this long is abandoned.
+    pub file_body_idle_timeout: Duration,
+    /// An unreferenced chunk is kept this long before garbage collection deletes it; an
+    /// upload must commit within half of it.
+    pub file_gc_grace: Duration,
+    /// A member that has failed every request for this long no longer counts as a holder:
+    /// its chunks are copied to the next members in line.
+    pub file_down_after: Duration,
+    /// How often the repair and garbage-collection passes run.
+    pub file_repair_interval: Duration,
+    /// Bytes of stored chunks the scrubber re-hashes per second (0: off).
+    pub file_scrub_bytes_per_s: u64,
 }
 
 impl NodeConfig {
@@ -84,6 +104,15 @@ impl NodeConfig {
             job_retention: Duration::from_secs(3600),
             job_payload_bytes_max: 256 * 1024,
             fault_injection: false,
+            file_replicas: 3,
+            file_chunk_bytes: kith_core::files::CHUNK_BYTES_DEFAULT,
+            file_bytes_max: kith_core::files::FILE_BYTES_MAX_DEFAULT,
+            file_uploads_max: 16,
+            file_body_idle_timeout: Duration::from_secs(30),
+            file_gc_grace: Duration::from_secs(3600),
+            file_down_after: Duration::from_secs(60),
+            file_repair_interval: Duration::from_secs(10),
+            file_scrub_bytes_per_s: 4 * 1024 * 1024,
         }
     }
 }

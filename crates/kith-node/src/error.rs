@@ -25,6 +25,23 @@ pub enum NodeError {
     /// The node is shutting down or its Raft core stopped.
     #[error("node is shutting down")]
     ShuttingDown,
+    /// A file is larger than the node accepts (or than its Content-Length said).
+    #[error("the file is larger than {max} bytes")]
+    FileTooLarge { max: u64 },
+    /// The request body could not be read in full (cut off, shorter than announced, or
+    /// stalled); nothing was stored.
+    #[error("bad request body: {0}")]
+    BadBody(String),
+    /// A bounded resource is at its limit. Retryable later.
+    #[error("too many {what} (limit {max})")]
+    Busy { what: &'static str, max: usize },
+    /// Too few members stored a chunk for the upload to be safe. Retryable.
+    #[error("a chunk reached {stored} nodes, fewer than the {needed} required: {last_error}")]
+    InsufficientReplicas {
+        needed: usize,
+        stored: usize,
+        last_error: String,
+    },
     /// Local storage failed.
     #[error("storage: {0}")]
     Storage(#[from] kith_storage::StoreError),

@@ -5,6 +5,8 @@
 //! - [`network`]: the client half of the peer transport — Raft RPCs and forwarded requests to
 //!   other nodes' `/internal/…` routes, postcard bodies on pooled keep-alive connections,
 //!   dialled from the node's own listen address.
+//! - [`files`]: chunked, replicated file uploads and downloads, and the per-node repair,
+//!   scrub and garbage-collection passes that keep every chunk on R nodes.
 //! - [`protocol`]: the message types carried on that transport.
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
 //!   this node is not it), linearizable and stale reads, health, cluster view, membership.
@@ -22,6 +24,7 @@
 
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod network;
 pub mod node;
 pub mod protocol;

@@ -109,6 +109,8 @@ pub struct Node {
     pub watchers: Arc<tokio::sync::Semaphore>,
     /// Request counters, written by the HTTP layer, read by `/v1/health` and `/metrics`.
     pub stats: Stats,
+    /// This node's chunk store and files background work (see [`crate::files`]).
+    pub files: crate::files::Blobs,
 }
 
 /// Counters a node keeps about the requests it served.
@@ -151,6 +153,7 @@ impl Node {
         }
         .validate()
         .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
+        let files = crate::files::Blobs::open(&config)?;
         let faults = Arc::new(FaultLayer::new(config.fault_injection));
         let transport = PeerTransport::new(config.listen, config.peer_timeout, faults.clone())
             .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
@@ -169,7 +172,8 @@ impl Node {
             config.expiry_check_interval,
             config.request_timeout,
         ));
-        Ok(Arc::new(Node {
+        let node = Arc::new(Node {
+            files,
             watchers: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
             stats: Stats::default(),
             config,
@@ -179,7 +183,9 @@ impl Node {
             transport,
             faults,
             expiry_task: std::sync::Mutex::new(Some(expiry)),
-        }))
+        });
+        node.start_file_tasks();
+        Ok(node)
     }
 
     /// Dev playground: cut this node off from its peers (outgoing peer messages fail, incoming
@@ -223,6 +229,7 @@ impl Node {
         if let Some(task) = self.expiry_task.lock().expect("expiry task lock").take() {
             task.abort();
         }
+        self.files.stop();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }

@@ -7,6 +7,8 @@
 //!   events (for watches), the ledger (hash chain) and the applied log id, all written in one
 //!   redb transaction per batch of applied entries (`state.redb`), plus the latest snapshot
 //!   (`snapshot.bin`, replaced atomically).
+//! - [`ChunkStore`]: the file chunks this node holds (`chunks/`), one durable file per
+//!   chunk, named and verified by its BLAKE3 hash.
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
 //!   read paths; it never blocks writers (redb is MVCC).
 //!
@@ -16,14 +18,17 @@
 //! Two files rather than one so that log appends and state-machine applies, which openraft
 //! runs concurrently, do not queue behind each other on redb's single writer.
 
+mod chunk_store;
 mod codec;
 mod error;
+mod files_tables;
 mod log_store;
 mod state_machine;
 
 use std::io::Cursor;
 use std::path::Path;
 
+pub use chunk_store::{ChunkInfo, ChunkRead, ChunkStore};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};

@@ -10,6 +10,8 @@
 //! - `jobs`: id → postcard [`Job`]; `job_ready`: (queue, rank, id); `job_timers`:
 //!   (at_ms, id); `job_keys`: (queue, idempotency key) → id; `job_stats`: queue → counts —
 //!   the job queue and its indexes;
+//! - `files`, `chunk_refs`, `shares`, `share_expiry`: file manifests, chunk reference
+//!   counts and share links (see `files_tables`);
 //! - `meta`: `last_applied`, `membership`, `kv_meta` (revision and clock), `ledger_head`,
 //!   `events_compacted` (every event at or below it is gone).
 //!
@@ -45,7 +47,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
+use crate::files_tables::{self, RedbFiles};
 use crate::{StoreError, TypeConfig};
+use kith_core::files::{self, Manifest, Share};
 use kith_core::jobs::{self, Job, JobTable, QueueStats};
 use kith_core::ledger::{self, Hash};
 use kith_core::rooms::{self, Message, RoomMeta, RoomTable};
@@ -117,7 +121,7 @@ pub struct StateMachineStore {
 /// Read-only view of the applied state for the node's read paths. Cheap to clone.
 #[derive(Clone)]
 pub struct StateReader {
-    db: Arc<Database>,
+    pub(crate) db: Arc<Database>,
     revision_tx: Arc<watch::Sender<u64>>,
 }
 
@@ -132,6 +136,8 @@ struct SnapshotBody {
     jobs: Vec<Job>,
     job_stats: Vec<(String, QueueStats)>,
     job_next_id: u64,
+    files: Vec<Manifest>,
+    shares: Vec<Share>,
 }
 
 /// What `snapshot.bin` holds.
@@ -416,6 +422,7 @@ impl StateMachineStore {
         txn.open_table(JOB_TIMERS)?;
         txn.open_table(JOB_KEYS)?;
         txn.open_table(JOB_STATS)?;
+        RedbFiles::open(&txn)?;
         txn.commit()?;
         let db = Arc::new(db);
         let revision = read_kv_meta(&db)?.revision;
@@ -477,6 +484,7 @@ impl StateMachineStore {
                 stats: txn.open_table(JOB_STATS)?,
                 next_id: meta_get(&meta, KEY_JOB_NEXT_ID)?.unwrap_or(0),
             };
+            let mut files_table = RedbFiles::open(&txn)?;
             for entry in entries {
                 assert!(
                     Some(entry.log_id) > last_applied,
@@ -514,6 +522,12 @@ impl StateMachineStore {
                                 rooms::apply(&mut room_table, kv_meta.now_ms, post)?
                             }
                             Command::Job(job) => jobs::apply(&mut job_table, kv_meta.now_ms, job)?,
+                            Command::File(file) => files::apply(
+                                &mut files_table,
+                                entry.log_id.index,
+                                kv_meta.now_ms,
+                                file,
+                            )?,
                             _ => response,
                         }
                     }
@@ -591,6 +605,7 @@ impl StateMachineStore {
             for (queue, s) in &body.job_stats {
                 stats.insert(queue.as_str(), encode(s)?.as_slice())?;
             }
+            RedbFiles::open(&txn)?.install(&body.files, &body.shares)?;
             // The history before the snapshot is not carried: it starts here.
             txn.open_table(EVENTS)?.retain(|_, _| false)?;
             let mut ledger_table = txn.open_table(LEDGER)?;
@@ -700,6 +715,7 @@ impl SnapshotBuilder {
             job_stats.push((k.value().to_owned(), decode(v.value())?));
         }
         let job_next_id: u64 = meta_get(&meta_table, KEY_JOB_NEXT_ID)?.unwrap_or(0);
+        let (files, shares) = files_tables::snapshot(&txn)?;
         let data = encode(&SnapshotBody {
             kv_meta,
             ledger_head,
@@ -709,6 +725,8 @@ impl SnapshotBuilder {
             jobs: jobs_list,
             job_stats,
             job_next_id,
+            files,
+            shares,
         })?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),

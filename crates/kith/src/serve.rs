@@ -64,6 +64,28 @@ pub struct ServeArgs {
     /// the fault suite only; without it the route answers 403.
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
+    /// Copies of each file chunk (capped by the member count).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    file_replicas: u64,
+    /// Size of the chunks uploads are cut into, in bytes.
+    #[arg(long, default_value_t = kith_core::files::CHUNK_BYTES_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(4096..=kith_core::files::CHUNK_BYTES_MAX as i64))]
+    file_chunk_bytes: u32,
+    /// Largest file an upload may carry, in bytes.
+    #[arg(long, default_value_t = kith_core::files::FILE_BYTES_MAX_DEFAULT)]
+    file_bytes_max: u64,
+    /// Seconds an unreferenced chunk is kept before garbage collection deletes it.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    file_gc_grace_s: u64,
+    /// Seconds a member may fail every request before its chunks are copied elsewhere.
+    #[arg(long, default_value_t = 60)]
+    file_down_after_s: u64,
+    /// Milliseconds between repair and garbage-collection passes.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    file_repair_interval_ms: u64,
+    /// Bytes per second the scrubber re-hashes (0 turns it off).
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    file_scrub_bytes_per_s: u64,
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -119,6 +141,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.dev_control = args.dev_control.clone();
     config.job_retention = Duration::from_secs(args.job_retention);
     config.fault_injection = args.enable_fault_injection;
+    config.file_replicas = args.file_replicas as usize;
+    config.file_chunk_bytes = args.file_chunk_bytes;
+    config.file_bytes_max = args.file_bytes_max;
+    config.file_gc_grace = Duration::from_secs(args.file_gc_grace_s);
+    config.file_down_after = Duration::from_secs(args.file_down_after_s);
+    config.file_repair_interval = Duration::from_millis(args.file_repair_interval_ms);
+    config.file_scrub_bytes_per_s = args.file_scrub_bytes_per_s;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -2,6 +2,7 @@
 
 use std::io::Cursor;
 
+use kith_core::files::{ChunkRef, FileCommand, FileOutcome, NewFile};
 use kith_core::{Command, Proposal, Response};
 use kith_storage::TypeConfig;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
@@ -136,4 +137,108 @@ async fn snapshot_installs_into_an_empty_store() {
     let (_, mut reopened) = kith_storage::open(dst.path(), Default::default()).unwrap();
     let current = reopened.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
+}
+
+fn file_command(term: u64, index: u64, now_ms: u64, command: FileCommand) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(Proposal {
+            now_ms,
+            command: Command::File(command),
+        }),
+    }
+}
+
+fn new_file(path: &str, chunk_bytes: &[u8]) -> FileCommand {
+    FileCommand::Put(NewFile {
+        path: path.into(),
+        size: 6,
+        blake3: [9; 32],
+        content_type: "text/plain".into(),
+        chunk_bytes: 4,
+        chunks: vec![
+            ChunkRef {
+                hash: [chunk_bytes[0]; 32],
+                size: 4,
+            },
+            ChunkRef {
+                hash: [chunk_bytes[1]; 32],
+                size: 2,
+            },
+        ],
+    })
+}
+
+#[tokio::test]
+async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
+    let src = tempfile::TempDir::new().unwrap();
+    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    let responses = sm
+        .apply(vec![
+            file_command(1, 1, 1_000, new_file("a/one", &[1, 2])),
+            file_command(1, 2, 1_000, new_file("a/two", &[2, 3])),
+            file_command(
+                1,
+                3,
+                1_000,
+                FileCommand::Share {
+                    token: "t".into(),
+                    path: "a/one".into(),
+                    ttl_ms: 60_000,
+                },
+            ),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        responses[1],
+        Response::File(FileOutcome::Stored {
+            version: 2,
+            created_ms: 1_000
+        })
+    );
+    let reader = sm.reader();
+    assert_eq!(reader.file_counts().unwrap(), (2, 3));
+    assert!(reader.chunk_referenced(&[2; 32]).unwrap());
+    let listed = reader.files("a/", Some("a/one"), 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].path, "a/two");
+    assert_eq!(
+        reader.referenced_chunks(Some(&[1; 32]), 10).unwrap(),
+        vec![[2; 32], [3; 32]]
+    );
+
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let dst = tempfile::TempDir::new().unwrap();
+    let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    let data: Cursor<Vec<u8>> = *snapshot.snapshot;
+    other
+        .install_snapshot(&snapshot.meta, Box::new(data))
+        .await
+        .unwrap();
+    let copy = other.reader();
+    assert_eq!(copy.file("a/one").unwrap(), reader.file("a/one").unwrap());
+    assert_eq!(copy.share("t").unwrap().unwrap().expires_at_ms, 61_000);
+    assert_eq!(copy.file_counts().unwrap(), (2, 3));
+
+    // Deleting releases only the chunks nothing else references; expiry prunes the share.
+    other
+        .apply(vec![file_command(
+            1,
+            4,
+            61_000,
+            FileCommand::Delete {
+                path: "a/one".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(!copy.chunk_referenced(&[1; 32]).unwrap());
+    assert!(copy.chunk_referenced(&[2; 32]).unwrap());
+    assert!(copy.share("t").unwrap().is_none());
 }

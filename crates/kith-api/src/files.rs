@@ -1,0 +1,528 @@
+//! Files over HTTP: `/v1/files/…`, `/v1/shares/…`, the share links `/s/{token}`, and the
+//! peer chunk routes `/internal/chunks/…` (docs/FILES.md is the contract).
+//!
+//! Upload and download bodies are streamed: an upload goes frame by frame into
+//! [`Node::upload`], a download comes out of [`Node::read_file`] chunk by chunk, so a node's
+//! memory does not grow with the size of a file. This router therefore disables axum's
+//! default body limit; every body it reads whole (share requests, peer chunks) is read with
+//! an explicit bound instead.
+//!
+//! Refuses: deciding where chunks go or whether a file exists (that is `kith-node`).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::routes::{parse_consistency, Q};
+use kith_core::files::{self, hex, parse_hex, Hash, Manifest, Share};
+use kith_node::files::{route, ShareLookup, HAVE_HASHES_MAX};
+use kith_node::{Consistency, Node};
+
+type Shared = State<Arc<Node>>;
+type PathResult = Result<Path<String>, axum::extract::rejection::PathRejection>;
+
+/// Largest share request body (`{"expires_in_s":N}`).
+const SHARE_BODY_BYTES_MAX: usize = 4096;
+/// Files a listing returns by default, and at most.
+const LIST_LIMIT_DEFAULT: usize = 100;
+const LIST_LIMIT_MAX: usize = 1000;
+/// Share links `GET /v1/shares` returns at most.
+const SHARES_LISTED_MAX: usize = 1000;
+
+/// The public files routes.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/v1/files", get(list))
+        .route(
+            "/v1/files/{*path}",
+            get(download).put(upload).delete(remove).post(share),
+        )
+        .route("/v1/shares", get(list_shares))
+        .route("/v1/shares/{token}", delete(revoke))
+        .route("/s/{token}", get(shared))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::routes::count_requests,
+        ))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(node)
+}
+
+/// The peer routes that move chunks between nodes.
+pub fn internal_router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(&format!("{}/{{hash}}", route::CHUNKS), put(put_chunk).get(get_chunk))
+        .route(route::HAVE, post(have))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::internal::refuse_when_isolated,
+        ))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(node)
+}
+
+fn file_path(path: PathResult) -> Result<String, ApiError> {
+    let Path(path) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    files::validate_path(&path)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.to_string()))?;
+    Ok(path)
+}
+
+fn not_found(path: &str) -> ApiError {
+    ApiError::not_found(format!("no file at '{path}'"))
+}
+
+/// A manifest as clients see it (without the chunk list).
+fn summary(node: &Node, m: &Manifest) -> Value {
+    json!({
+        "path": m.path,
+        "size": m.size,
+        "blake3": hex(&m.blake3),
+        "content_type": m.content_type,
+        "created_ms": m.created_ms,
+        "version": m.version,
+        "chunk_bytes": m.chunk_bytes,
+        "chunk_count": m.chunks.len(),
+        "replicas": node.file_replicas(),
+    })
+}
+
+async fn upload(
+    State(node): Shared,
+    path: PathResult,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let path = file_path(path)?;
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => "application/octet-stream".to_owned(),
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Content-Type must be visible ASCII"))?;
+            if text.len() > files::CONTENT_TYPE_BYTES_MAX {
+                return Err(ApiError::bad_request("Content-Type is longer than 255 bytes"));
+            }
+            text.to_owned()
+        }
+    };
+    let content_length = match headers.get(header::CONTENT_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| ApiError::bad_request("Content-Length is not a number"))?,
+        ),
+    };
+    let manifest = node
+        .upload(&path, &content_type, content_length, body.into_data_stream())
+        .await?;
+    Ok((StatusCode::CREATED, Json(summary(&node, &manifest))).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    consistency: Option<String>,
+    explain: Option<String>,
+}
+
+async fn download(
+    State(node): Shared,
+    method: Method,
+    path: PathResult,
+    Q(query): Q<ReadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let consistency = parse_consistency(query.consistency.as_deref())?;
+    let path = file_path(path)?;
+    let manifest = node.file(&path, consistency).await?.ok_or_else(|| not_found(&path))?;
+    match query.explain.as_deref() {
+        None | Some("0") | Some("false") => serve_file(&node, manifest, &method, &headers, None),
+        Some("1") | Some("true") => {
+            let chunks = node.explain(&manifest).await;
+            let mut body = summary(&node, &manifest);
+            body["chunks"] = json!(chunks);
+            Ok(Json(body).into_response())
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "explain must be 1 or 0, not '{other}'"
+        ))),
+    }
+}
+
+/// What a `Range` header asks for, against a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    Whole,
+    /// Bytes `start..end` (end exclusive).
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Parses one `bytes=` range (RFC 9110 §14.1.2). Several ranges, other units and malformed
+/// values are ignored (the whole file is served), which the RFC allows.
+fn parse_range(value: &str, size: u64) -> RangeAsk {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    if first.is_empty() {
+        // A suffix: the last N bytes.
+        return match last.parse::<u64>() {
+            Ok(0) => RangeAsk::Unsatisfiable,
+            Ok(_) if size == 0 => RangeAsk::Unsatisfiable,
+            Ok(n) => RangeAsk::Part(size.saturating_sub(n), size),
+            Err(_) => RangeAsk::Whole,
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return RangeAsk::Whole;
+    };
+    let end = if last.is_empty() {
+        size
+    } else {
+        match last.parse::<u64>() {
+            Ok(l) if l >= start => l.saturating_add(1).min(size),
+            _ => return RangeAsk::Whole,
+        }
+    };
+    if start >= size {
+        return RangeAsk::Unsatisfiable;
+    }
+    RangeAsk::Part(start, end)
+}
+
+/// Whether an `If-Match`/`If-None-Match` value names `etag` (or is `*`).
+fn etag_listed(value: &HeaderValue, etag: &str) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == etag)
+    })
+}
+
+fn serve_file(
+    node: &Arc<Node>,
+    manifest: Manifest,
+    method: &Method,
+    headers: &HeaderMap,
+    attachment: Option<&str>,
+) -> Result<Response, ApiError> {
+    let etag = format!("\"{}\"", hex(&manifest.blake3));
+    if let Some(v) = headers.get(header::IF_MATCH) {
+        if !etag_listed(v, &etag) {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "the file's ETag does not match If-Match",
+            ));
+        }
+    }
+    let mut response = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("kith-file-version", manifest.version);
+    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| etag_listed(v, &etag)) {
+        return response
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()));
+    }
+    let size = manifest.size;
+    // If-Range: a range only applies to the version the client already has part of.
+    let range_applies = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.to_str().is_ok_and(|t| t == etag));
+    let ask = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) if range_applies => parse_range(v, size),
+        _ => RangeAsk::Whole,
+    };
+    let (status, start, end) = match ask {
+        RangeAsk::Whole => (StatusCode::OK, 0, size),
+        RangeAsk::Part(start, end) => {
+            response = response.header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{}/{size}", end - 1),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end)
+        }
+        RangeAsk::Unsatisfiable => {
+            let mut error = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("the range is outside the file's {size} bytes"),
+            )
+            .into_response();
+            error.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            return Ok(error);
+        }
+    };
+    response = response
+        .status(status)
+        .header(header::CONTENT_TYPE, &manifest.content_type)
+        .header(header::CONTENT_LENGTH, end - start);
+    if let Some(name) = attachment {
+        response = response.header(header::CONTENT_DISPOSITION, content_disposition(name));
+    }
+    let body = if method == Method::HEAD || start == end {
+        Body::empty()
+    } else {
+        Body::from_stream(node.read_file(manifest, start, end))
+    };
+    response
+        .body(body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// `attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266).
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+    consistency: Option<String>,
+}
+
+async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, ApiError> {
+    let consistency = parse_consistency(query.consistency.as_deref())?;
+    let limit = query.limit.unwrap_or(LIST_LIMIT_DEFAULT);
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {LIST_LIMIT_MAX}"
+        )));
+    }
+    let prefix = query.prefix.unwrap_or_default();
+    if prefix.len() > files::PATH_BYTES_MAX || query.after.as_ref().is_some_and(|a| a.len() > files::PATH_BYTES_MAX) {
+        return Err(ApiError::bad_request("prefix and after are at most 1024 bytes"));
+    }
+    let page = node
+        .files(&prefix, query.after.as_deref(), limit, consistency)
+        .await?;
+    let next = (page.len() == limit).then(|| page.last().map(|m| m.path.clone()));
+    let files: Vec<Value> = page.iter().map(|m| summary(&node, m)).collect();
+    Ok(Json(json!({ "files": files, "next": next.flatten() })).into_response())
+}
+
+async fn remove(State(node): Shared, path: PathResult) -> Result<Response, ApiError> {
+    let path = file_path(path)?;
+    let deleted = node.delete_file(&path).await?;
+    Ok(Json(json!({ "deleted": deleted })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ShareRequest {
+    expires_in_s: Option<u64>,
+}
+
+fn share_json(share: &Share) -> Value {
+    json!({
+        "token": share.token,
+        "url": format!("/s/{}", share.token),
+        "path": share.path,
+        "expires_at_ms": share.expires_at_ms,
+    })
+}
+
+/// `POST /v1/files/{path}/share`: the only POST on a file.
+async fn share(State(node): Shared, path: PathResult, body: Body) -> Result<Response, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Some(path) = raw.strip_suffix("/share") else {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "POST on a file only creates a share link: POST /v1/files/{path}/share",
+        ));
+    };
+    files::validate_path(path)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", e.to_string()))?;
+    let bytes = axum::body::to_bytes(body, SHARE_BODY_BYTES_MAX)
+        .await
+        .map_err(|_| ApiError::bad_request("the share request body is over 4 KiB"))?;
+    let request: ShareRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        ShareRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed share request: {e}")))?
+    };
+    let ttl_s = request.expires_in_s.unwrap_or(files::SHARE_TTL_S_DEFAULT);
+    match node.share_file(path, ttl_s).await? {
+        Some(share) => Ok((StatusCode::CREATED, Json(share_json(&share))).into_response()),
+        None => Err(not_found(path)),
+    }
+}
+
+fn unknown_share() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "unknown_share", "no such share link")
+}
+
+async fn revoke(State(node): Shared, Path(token): Path<String>) -> Result<Response, ApiError> {
+    if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(unknown_share());
+    }
+    if node.unshare(&token).await? {
+        Ok(Json(json!({ "revoked": true })).into_response())
+    } else {
+        Err(unknown_share())
+    }
+}
+
+#[derive(Deserialize)]
+struct SharesQuery {
+    path: Option<String>,
+}
+
+async fn list_shares(State(node): Shared, Q(query): Q<SharesQuery>) -> Result<Response, ApiError> {
+    node.read_barrier(Consistency::Linearizable).await?;
+    let shares = node
+        .state()
+        .shares(query.path.as_deref(), SHARES_LISTED_MAX)
+        .map_err(kith_node::NodeError::from)?;
+    let shares: Vec<Value> = shares.iter().map(share_json).collect();
+    Ok(Json(json!({ "shares": shares })).into_response())
+}
+
+/// `GET /s/{token}`: a download that needs nothing but the token.
+async fn shared(
+    State(node): Shared,
+    method: Method,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    match node.lookup_share(&token).await? {
+        ShareLookup::Found(share, manifest) => {
+            let name = share.path.rsplit('/').next().unwrap_or(&share.path).to_owned();
+            serve_file(&node, manifest, &method, &headers, Some(&name))
+        }
+        ShareLookup::Unknown => Err(unknown_share()),
+        ShareLookup::Expired => Err(ApiError::new(
+            StatusCode::GONE,
+            "share_expired",
+            "this share link has expired",
+        )),
+        ShareLookup::FileGone(share) => Err(not_found(&share.path)),
+    }
+}
+
+fn chunk_hash(text: &str) -> Result<Hash, Response> {
+    parse_hex(text).ok_or_else(|| (StatusCode::BAD_REQUEST, "not a chunk hash").into_response())
+}
+
+async fn put_chunk(State(node): Shared, Path(hash): Path<String>, body: Body) -> Response {
+    let hash = match chunk_hash(&hash) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let bytes: Bytes = match axum::body::to_bytes(body, files::CHUNK_BYTES_MAX as usize).await {
+        Ok(b) => b,
+        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "chunk too large").into_response(),
+    };
+    match node.accept_chunk(hash, bytes).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(kith_node::NodeError::InvalidInput(e)) => {
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn get_chunk(State(node): Shared, Path(hash): Path<String>) -> Response {
+    let hash = match chunk_hash(&hash) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match node.local_chunk(hash).await {
+        Ok(Some(bytes)) => bytes.into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no copy here").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn have(State(node): Shared, body: Body) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, HAVE_HASHES_MAX * 33 + 16).await else {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "too many hashes").into_response();
+    };
+    let hashes: Vec<Hash> = match postcard::from_bytes(&bytes) {
+        Ok(h) => h,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match node.have_chunks(hashes).await {
+        Ok(answer) => match postcard::to_allocvec(&answer) {
+            Ok(b) => b.into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeAsk::Part(0, 10));
+        assert_eq!(parse_range("bytes=90-", 100), RangeAsk::Part(90, 100));
+        assert_eq!(parse_range("bytes=90-500", 100), RangeAsk::Part(90, 100));
+        assert_eq!(parse_range("bytes=-10", 100), RangeAsk::Part(90, 100));
+        assert_eq!(parse_range("bytes=-500", 100), RangeAsk::Part(0, 100));
+        assert_eq!(parse_range("bytes=100-", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), RangeAsk::Unsatisfiable);
+        // Ignored: several ranges, other units, nonsense, backwards.
+        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=x-y", "bytes=9-3", "bytes"] {
+            assert_eq!(parse_range(ignored, 100), RangeAsk::Whole, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn disposition_names_are_safe() {
+        assert_eq!(
+            content_disposition("a \"b\".txt"),
+            "attachment; filename=\"a _b_.txt\"; filename*=UTF-8''a%20%22b%22.txt"
+        );
+        assert!(content_disposition("ünï.txt").contains("filename*=UTF-8''%C3%BCn%C3%AF.txt"));
+    }
+}
