@@ -195,10 +195,10 @@ async fn put(
         println!("{}", info_json(&info));
     } else {
         println!(
-            "stored {} ({}, {} chunks × {} copies, version {})",
+            "stored {} ({}, {} × {} copies, version {})",
             info.path,
             human_bytes(info.size),
-            info.chunk_count,
+            plural(info.chunk_count, "chunk"),
             info.replicas,
             info.version
         );
@@ -366,10 +366,10 @@ fn explain_json(e: &FileExplain) -> serde_json::Value {
 /// One row per chunk: where it is, where it should be, and whether that is enough.
 fn print_placement(e: &FileExplain) {
     println!(
-        "{}: {} in {} chunks, {} copies wanted, version {}",
+        "{}: {} in {}, {} copies wanted, version {}",
         e.path,
         human_bytes(e.size),
-        e.chunks.len(),
+        plural(e.chunks.len() as u64, "chunk"),
         e.replicas,
         e.version
     );
@@ -484,6 +484,14 @@ fn parse_duration_s(text: &str) -> anyhow::Result<u64> {
         bail!("--expires must be between 1s and 30d");
     }
     Ok(seconds)
+}
+
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn human_bytes(n: u64) -> String {
