@@ -11,6 +11,7 @@ const PATH_BYTES_MAX = 1024;
 const SEGMENT_BYTES_MAX = 255;
 
 const $ = (id) => document.getElementById(id);
+const plural = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
 const state = {
   base: origin,        // the member that answered last
   prefix: "",
@@ -107,7 +108,7 @@ async function upload(file, path) {
         state.base = base;
         bar.value = bar.max;
         status.textContent = `stored ${body?.path ?? path} (${formatBytes(body?.size ?? file.size)}, ` +
-          `${body?.chunk_count ?? "?"} chunks × ${body?.replicas ?? "?"} copies)`;
+          `${plural(body?.chunk_count ?? 0, "chunk")} × ${body?.replicas ?? "?"} copies)`;
         return true;
       }
       last = body?.error?.message ?? `HTTP ${code}`;
@@ -271,8 +272,8 @@ async function where(path) {
     $("where-path").textContent = explain.path;
     const states = explain.chunks.map((c) => placementState(c, explain.replicas));
     const healthy = states.filter((s) => s === "ok").length;
-    $("where-summary").textContent = `${formatBytes(explain.size)} in ${explain.chunks.length} chunks, ` +
-      `${explain.replicas} copies each wanted; ${healthy} of ${explain.chunks.length} chunks are where they should be.`;
+    $("where-summary").textContent = `${formatBytes(explain.size)} in ${plural(explain.chunks.length, "chunk")}, ` +
+      `${explain.replicas} copies of each wanted; ${healthy} of ${explain.chunks.length} where they should be.`;
     table("placement", ["chunk", "offset", "size", "hash", "held by", "should be on", "state"],
       explain.chunks.map((c, i) => el("tr", { "data-chunk": c.index },
         el("td", {}, c.index),

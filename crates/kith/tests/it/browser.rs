@@ -321,3 +321,144 @@ async fn two_browsers_chat_through_a_node_failure_and_the_dashboard_renders() {
     alice.close().await.expect("close alice");
     bob.close().await.expect("close bob");
 }
+
+/// The files page: a file picked in the page's file input is uploaded (with progress),
+/// listed, downloads byte for byte, shows where its chunk lives, gets a share link that
+/// works on another node, and is deleted; the page logs no console error. Screenshot:
+/// `target/artifacts/files.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_files_page_uploads_lists_downloads_shares_and_deletes() {
+    let cluster = TestCluster::start(3, &[]);
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let driver = start_driver().await;
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let page = browser(&driver, &dir.path().join("profile")).await;
+    let content = "kith files page test — hello from the browser\n".repeat(50);
+    let local = dir.path().join("hello-files.txt");
+    std::fs::write(&local, &content).expect("write the local file");
+
+    page.goto(&format!("{}/files", cluster.url(2)))
+        .await
+        .expect("open the files page");
+    wait_until("the page to connect", Duration::from_secs(20), || async {
+        let status = text_of(&page, "connection").await?;
+        status.starts_with("connected to").then_some(status)
+    })
+    .await;
+    page.find(Locator::Id("upload-prefix"))
+        .await
+        .expect("folder field")
+        .send_keys("web")
+        .await
+        .expect("type the folder");
+    page.find(Locator::Id("file-input"))
+        .await
+        .expect("file input")
+        .send_keys(local.to_str().expect("utf-8 path"))
+        .await
+        .expect("pick the file");
+    let row = r#"#files tr[data-path="web/hello-files.txt"]"#;
+    wait_until(
+        "the upload to finish and be listed",
+        Duration::from_secs(30),
+        || async {
+            let status = text_of(&page, "upload-status").await?;
+            let listed = page.find(Locator::Css(row)).await.is_ok();
+            (status.starts_with("stored web/hello-files.txt") && listed).then_some(())
+        },
+    )
+    .await;
+
+    // Download through the row's link, as the page would.
+    let script = format!(
+        "const a = document.querySelector('{row} a.download');
+         return fetch(a.href).then(r => r.text());"
+    );
+    let fetched = page
+        .execute(&script, vec![])
+        .await
+        .expect("fetch the download");
+    assert_eq!(fetched.as_str(), Some(content.as_str()));
+
+    // Where: one chunk, held by the three nodes it should be on.
+    page.find(Locator::Css(&format!("{row} button[aria-label^='Where']")))
+        .await
+        .expect("where button")
+        .click()
+        .await
+        .expect("click where");
+    let placement = wait_until("the placement table", Duration::from_secs(20), || async {
+        let text = text_of(&page, "placement").await?;
+        text.contains("node 1").then_some(text)
+    })
+    .await;
+    assert!(placement.contains("ok"), "{placement}");
+    assert_eq!(
+        page.find_all(Locator::Css("#placement tr[data-chunk]"))
+            .await
+            .expect("rows")
+            .len(),
+        1
+    );
+
+    // Share: the link downloads from another node, without the page.
+    page.find(Locator::Css(&format!("{row} button[aria-label^='Share']")))
+        .await
+        .expect("share button")
+        .click()
+        .await
+        .expect("click share");
+    let png = page.screenshot().await.expect("screenshot");
+    let path = artifacts_dir().join("files.png");
+    std::fs::write(&path, png).expect("save screenshot");
+    println!("files page screenshot: {}", path.display());
+    let link = wait_until("the share link", Duration::from_secs(20), || async {
+        let value = page
+            .find(Locator::Id("share-link"))
+            .await
+            .ok()?
+            .prop("value")
+            .await
+            .ok()??;
+        value.contains("/s/").then_some(value)
+    })
+    .await;
+    let token = link.rsplit('/').next().expect("token");
+    let shared = cluster
+        .http()
+        .get(format!("{}/s/{token}", cluster.url(3)))
+        .send()
+        .await
+        .expect("GET the share link");
+    assert_eq!(shared.status(), 200);
+    assert_eq!(shared.text().await.expect("body"), content);
+    page.find(Locator::Id("copy-link"))
+        .await
+        .expect("copy button")
+        .click()
+        .await
+        .expect("click copy");
+
+    // Delete takes a second click to confirm; then the row is gone.
+    for _ in 0..2 {
+        page.find(Locator::Css(&format!("{row} button[aria-label^='Delete']")))
+            .await
+            .expect("delete button")
+            .click()
+            .await
+            .expect("click delete");
+    }
+    wait_until("the row to disappear", Duration::from_secs(20), || async {
+        page.find(Locator::Css(row)).await.is_err().then_some(())
+    })
+    .await;
+    let client = cluster.client(1);
+    assert_eq!(
+        client.stat_file("web/hello-files.txt").await.expect("stat"),
+        None
+    );
+    assert_eq!(console_errors(&driver, &page).await, Vec::<String>::new());
+    page.close().await.expect("close the browser");
+}
