@@ -216,34 +216,43 @@ pub fn print(r: &FilesReport, out: &mut impl Write) -> std::io::Result<()> {
         r.chunk_count,
         r.replicas
     )?;
-    writeln!(out, "  {:<28} {:>10} {:>9}", "", "MB/s", "seconds")?;
-    let row = |out: &mut dyn Write, name: &str, mb_s: f64, s: f64| {
-        writeln!(out, "  {name:<28} {mb_s:>10.1} {s:>9.2}")
-    };
-    row(
-        out,
-        &format!("upload ({})", r.upload_endpoint),
-        r.upload_mb_s,
-        r.upload_s,
-    )?;
-    row(
-        out,
-        &format!("download ({})", r.download_endpoint),
-        r.download_mb_s,
-        r.download_s,
-    )?;
-    row(out, "disk write + fsync", r.disk_mb_s, r.disk_s)?;
-    writeln!(
-        out,
-        "  {:<28} {:>10.1}",
-        format!("limit (disk ÷ {})", r.replicas.max(1)),
-        r.limit_mb_s
-    )?;
+    let rows = [
+        (
+            format!("upload via {}", host_port(&r.upload_endpoint)),
+            r.upload_mb_s,
+            Some(r.upload_s),
+        ),
+        (
+            format!("download via {}", host_port(&r.download_endpoint)),
+            r.download_mb_s,
+            Some(r.download_s),
+        ),
+        ("disk write + fsync".to_owned(), r.disk_mb_s, Some(r.disk_s)),
+        (
+            format!("limit (disk ÷ {})", r.replicas.max(1)),
+            r.limit_mb_s,
+            None,
+        ),
+    ];
+    let w = rows
+        .iter()
+        .map(|(n, _, _)| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    writeln!(out, "  {:<w$} {:>9} {:>9}", "", "MB/s", "seconds")?;
+    for (name, mb_s, s) in rows {
+        let seconds = s.map(|s| format!("{s:.2}")).unwrap_or_default();
+        writeln!(out, "  {name:<w$} {mb_s:>9.1} {seconds:>9}")?;
+    }
     writeln!(
         out,
         "  upload ÷ limit {:.2}, download ÷ upload {:.2}",
         r.upload_to_limit, r.download_to_upload
     )
+}
+
+fn host_port(endpoint: &str) -> &str {
+    endpoint.strip_prefix("http://").unwrap_or(endpoint)
 }
 
 /// Writes `bytes` in 1 MiB writes to a new temp file in `dir`, fsyncs it and removes it;
