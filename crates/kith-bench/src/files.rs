@@ -242,7 +242,8 @@ pub fn print(r: &FilesReport, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "  {:<w$} {:>9} {:>9}", "", "MB/s", "seconds")?;
     for (name, mb_s, s) in rows {
         let seconds = s.map(|s| format!("{s:.2}")).unwrap_or_default();
-        writeln!(out, "  {name:<w$} {mb_s:>9.1} {seconds:>9}")?;
+        let line = format!("  {name:<w$} {mb_s:>9.1} {seconds:>9}");
+        writeln!(out, "{}", line.trim_end())?;
     }
     writeln!(
         out,
