@@ -59,7 +59,10 @@ pub fn router(node: Arc<Node>) -> Router {
 /// The peer routes that move chunks between nodes.
 pub fn internal_router(node: Arc<Node>) -> Router {
     Router::new()
-        .route(&format!("{}/{{hash}}", route::CHUNKS), put(put_chunk).get(get_chunk))
+        .route(
+            &format!("{}/{{hash}}", route::CHUNKS),
+            put(put_chunk).get(get_chunk),
+        )
         .route(route::HAVE, post(have))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
@@ -109,7 +112,9 @@ async fn upload(
                 .to_str()
                 .map_err(|_| ApiError::bad_request("Content-Type must be visible ASCII"))?;
             if text.len() > files::CONTENT_TYPE_BYTES_MAX {
-                return Err(ApiError::bad_request("Content-Type is longer than 255 bytes"));
+                return Err(ApiError::bad_request(
+                    "Content-Type is longer than 255 bytes",
+                ));
             }
             text.to_owned()
         }
@@ -124,7 +129,12 @@ async fn upload(
         ),
     };
     let manifest = node
-        .upload(&path, &content_type, content_length, body.into_data_stream())
+        .upload(
+            &path,
+            &content_type,
+            content_length,
+            body.into_data_stream(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(summary(&node, &manifest))).into_response())
 }
@@ -144,7 +154,10 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let consistency = parse_consistency(query.consistency.as_deref())?;
     let path = file_path(path)?;
-    let manifest = node.file(&path, consistency).await?.ok_or_else(|| not_found(&path))?;
+    let manifest = node
+        .file(&path, consistency)
+        .await?
+        .ok_or_else(|| not_found(&path))?;
     match query.explain.as_deref() {
         None | Some("0") | Some("false") => serve_file(&node, manifest, &method, &headers, None),
         Some("1") | Some("true") => {
@@ -237,11 +250,16 @@ fn serve_file(
         .header(header::ETAG, &etag)
         .header(header::ACCEPT_RANGES, "bytes")
         .header("kith-file-version", manifest.version);
-    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| etag_listed(v, &etag)) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| etag_listed(v, &etag))
+    {
         return response
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()));
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            });
     }
     let size = manifest.size;
     // If-Range: a range only applies to the version the client already has part of.
@@ -334,8 +352,15 @@ async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, A
         )));
     }
     let prefix = query.prefix.unwrap_or_default();
-    if prefix.len() > files::PATH_BYTES_MAX || query.after.as_ref().is_some_and(|a| a.len() > files::PATH_BYTES_MAX) {
-        return Err(ApiError::bad_request("prefix and after are at most 1024 bytes"));
+    if prefix.len() > files::PATH_BYTES_MAX
+        || query
+            .after
+            .as_ref()
+            .is_some_and(|a| a.len() > files::PATH_BYTES_MAX)
+    {
+        return Err(ApiError::bad_request(
+            "prefix and after are at most 1024 bytes",
+        ));
     }
     let page = node
         .files(&prefix, query.after.as_deref(), limit, consistency)
@@ -433,7 +458,12 @@ async fn shared(
 ) -> Result<Response, ApiError> {
     match node.lookup_share(&token).await? {
         ShareLookup::Found(share, manifest) => {
-            let name = share.path.rsplit('/').next().unwrap_or(&share.path).to_owned();
+            let name = share
+                .path
+                .rsplit('/')
+                .next()
+                .unwrap_or(&share.path)
+                .to_owned();
             serve_file(&node, manifest, &method, &headers, Some(&name))
         }
         ShareLookup::Unknown => Err(unknown_share()),
@@ -512,7 +542,13 @@ mod tests {
         assert_eq!(parse_range("bytes=-0", 100), RangeAsk::Unsatisfiable);
         assert_eq!(parse_range("bytes=0-0", 0), RangeAsk::Unsatisfiable);
         // Ignored: several ranges, other units, nonsense, backwards.
-        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=x-y", "bytes=9-3", "bytes"] {
+        for ignored in [
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=x-y",
+            "bytes=9-3",
+            "bytes",
+        ] {
             assert_eq!(parse_range(ignored, 100), RangeAsk::Whole, "{ignored}");
         }
     }

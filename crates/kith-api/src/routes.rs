@@ -348,13 +348,11 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
         | Applied::Posted { .. }
         | Applied::RoomsFull { .. }
         | Applied::Job(_)
-        | Applied::File(_) => {
-            Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "a write produced no result",
-            ))
-        }
+        | Applied::File(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "a write produced no result",
+        )),
     }
 }
 
