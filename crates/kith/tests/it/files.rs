@@ -301,6 +301,47 @@ async fn files_survive_a_dead_holder_and_removal_is_repaired_to_r_copies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_of_a_member_unreachable_too_long_are_copied_elsewhere() {
+    // Node 4 stays a member but is gone longer than --file-down-after-s.
+    let mut cluster = TestCluster::start(
+        4,
+        &[
+            "--file-chunk-bytes",
+            "262144",
+            "--file-repair-interval-ms",
+            "300",
+            "--file-down-after-s",
+            "1",
+        ],
+    );
+    cluster
+        .wait_for_leader(&[1, 2, 3, 4], Duration::from_secs(20))
+        .await;
+    let data = random_bytes("unreachable", 4 * MIB);
+    put_file(&cluster, 1, "u.bin", data.clone()).await;
+    let hashes: Vec<String> = explain(&cluster, 1, "u.bin")
+        .await
+        .iter()
+        .map(|c| c["hash"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(hashes.iter().any(|h| copies(&cluster, &[1, 2, 3], h) < 3));
+    cluster.kill(4);
+    wait_until(
+        "every chunk to have 3 copies on the reachable members",
+        Duration::from_secs(60),
+        || async {
+            hashes
+                .iter()
+                .all(|h| copies(&cluster, &[1, 2, 3], h) == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, _, body) = get_file(&cluster, 2, "u.bin", None).await;
+    assert!(body == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_copies_are_never_served_and_are_repaired() {
     let cluster = TestCluster::start(
         3,
@@ -569,7 +610,9 @@ async fn bad_file_requests_are_refused_and_store_nothing() {
     // …and, without one, once the streamed bytes pass it. The chunks cut before that point
     // are orphans, reclaimed by garbage collection (see the cut-off upload test).
     let stream = futures::stream::iter((0..4).map(|_| Ok::<_, std::io::Error>(vec![1u8; MIB])));
-    let r = http
+    // Its own client: the node answers before reading the rest of the body and then closes
+    // the connection, which must not be handed back to the shared pool.
+    let r = reqwest::Client::new()
         .put(format!("{url}/v1/files/too-big"))
         .body(reqwest::Body::wrap_stream(stream))
         .send()
