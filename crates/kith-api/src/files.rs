@@ -476,14 +476,17 @@ async fn shared(
     }
 }
 
-fn chunk_hash(text: &str) -> Result<Hash, Response> {
-    parse_hex(text).ok_or_else(|| (StatusCode::BAD_REQUEST, "not a chunk hash").into_response())
+fn chunk_hash(text: &str) -> Option<Hash> {
+    parse_hex(text)
+}
+
+fn not_a_hash() -> Response {
+    (StatusCode::BAD_REQUEST, "not a chunk hash").into_response()
 }
 
 async fn put_chunk(State(node): Shared, Path(hash): Path<String>, body: Body) -> Response {
-    let hash = match chunk_hash(&hash) {
-        Ok(h) => h,
-        Err(r) => return r,
+    let Some(hash) = chunk_hash(&hash) else {
+        return not_a_hash();
     };
     let bytes: Bytes = match axum::body::to_bytes(body, files::CHUNK_BYTES_MAX as usize).await {
         Ok(b) => b,
@@ -499,9 +502,8 @@ async fn put_chunk(State(node): Shared, Path(hash): Path<String>, body: Body) ->
 }
 
 async fn get_chunk(State(node): Shared, Path(hash): Path<String>) -> Response {
-    let hash = match chunk_hash(&hash) {
-        Ok(h) => h,
-        Err(r) => return r,
+    let Some(hash) = chunk_hash(&hash) else {
+        return not_a_hash();
     };
     match node.local_chunk(hash).await {
         Ok(Some(bytes)) => bytes.into_response(),

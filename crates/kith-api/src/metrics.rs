@@ -9,6 +9,12 @@ use axum::response::{IntoResponse, Response};
 
 use kith_node::Node;
 
+fn gauge_after(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP kith_{name} {help}");
+    let _ = writeln!(out, "# TYPE kith_{name} gauge");
+    let _ = writeln!(out, "kith_{name} {value}");
+}
+
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let h = node.health();
     let mut out = String::new();
@@ -68,6 +74,35 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         "writes_total",
         "Public API requests that change state.",
         h.writes_total,
+    );
+    let files = &node.files.counters;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    counter(
+        "file_chunks_repaired_total",
+        "Chunk copies this node fetched because it should hold them (repair).",
+        load(&files.chunks_repaired),
+    );
+    counter(
+        "file_chunks_collected_total",
+        "Unreferenced chunks this node deleted after the grace period.",
+        load(&files.chunks_collected),
+    );
+    counter(
+        "file_corrupt_chunks_total",
+        "Corrupt chunk copies this node found and deleted.",
+        load(&files.corrupt_found),
+    );
+    counter(
+        "file_scrubbed_bytes_total",
+        "Bytes of stored chunks the scrubber re-hashed.",
+        load(&files.bytes_scrubbed),
+    );
+    gauge_after(&mut out, "file_chunks", "File chunks held.", h.file_chunks);
+    gauge_after(
+        &mut out,
+        "file_chunk_bytes",
+        "Bytes of file chunks held.",
+        h.file_chunk_bytes,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

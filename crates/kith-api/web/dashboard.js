@@ -55,6 +55,7 @@ function memberCard(m, rates, leaderId) {
     ["ledger head", m.reachable ? el("span", { class: "hash", title: m.ledger_hash }, `#${m.ledger_index} ${shortHash(m.ledger_hash)}`) : "–"],
     ["requests/s", rates.get(m.id)?.toFixed(1) ?? "–"],
     ["data on disk", formatBytes(m.disk_bytes)],
+    ["file chunks held", m.reachable ? `${m.file_chunks} (${formatBytes(m.file_chunk_bytes)})` : "–"],
   ];
   const dl = el("dl", {}, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const card = el("article", { class: `panel member ${role}`, "data-node": m.id, "aria-label": `Node ${m.id}, ${role}` }, title, dl);

@@ -382,12 +382,23 @@ async fn finish(
         return;
     }
 
-    // 2. Final linearizable reads of every register on every node, into the history.
+    // 2. Final linearizable reads of every register on every node, into the history. A
+    //    read that fails (a 503 while a just-resumed node settles) is retried until
+    //    CONVERGE_WAIT: only a node that cannot serve at all fails convergence. A failed
+    //    read has no effect, so only the answered attempt enters the history.
     for client in &clients {
         for key in 0..config.workload.keys {
-            let call = clock.now_ns();
-            let answer = client.get(&register_key(key)).await;
-            let ret = clock.now_ns();
+            let deadline = tokio::time::Instant::now() + CONVERGE_WAIT;
+            let (call, answer, ret) = loop {
+                let call = clock.now_ns();
+                let answer = client.get(&register_key(key)).await;
+                let ret = clock.now_ns();
+                let answered = matches!(answer, Answer::Ok { .. } | Answer::NotFound);
+                if answered || tokio::time::Instant::now() >= deadline {
+                    break (call, answer, ret);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
             let (value, revision) = match answer {
                 Answer::Ok { body, revision } => (
                     Some(

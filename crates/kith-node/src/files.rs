@@ -182,6 +182,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(NodeError::from)
 }
 
+async fn joined<T>(task: tokio::task::JoinHandle<Result<T, NodeError>>) -> Result<T, NodeError> {
+    task.await
+        .map_err(|e| NodeError::Internal(format!("chunk task: {e}")))?
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -228,7 +233,7 @@ impl Node {
     /// the manifest. `content_length` (when the client sent one) is checked against the bytes
     /// that actually arrive. Nothing becomes visible unless every step succeeds.
     pub async fn upload<S, E>(
-        &self,
+        self: &Arc<Self>,
         path: &str,
         content_type: &str,
         content_length: Option<u64>,
@@ -261,7 +266,10 @@ impl Node {
         let mut whole = blake3::Hasher::new();
         let mut buffer = BytesMut::with_capacity(chunk_bytes);
         let mut size: u64 = 0;
-        let mut in_flight = FuturesOrdered::new();
+        // Each chunk is stored by its own task, so storing overlaps receiving; the queue
+        // bounds how many are stored at once. Tasks of an abandoned upload finish on their
+        // own and leave orphans for garbage collection.
+        let mut in_flight = std::collections::VecDeque::new();
         let mut chunks: Vec<ChunkRef> = Vec::new();
         let mut body = std::pin::pin!(body);
         let idle = self.config.file_body_idle_timeout;
@@ -289,10 +297,13 @@ impl Node {
                 let take = buffer.len().min(chunk_bytes);
                 let chunk = buffer.split_to(take).freeze();
                 if in_flight.len() >= UPLOAD_CHUNKS_IN_FLIGHT {
-                    let stored: ChunkRef = in_flight.next().await.expect("in flight")?;
-                    chunks.push(stored);
+                    chunks.push(joined(in_flight.pop_front().expect("in flight")).await?);
                 }
-                in_flight.push_back(self.store_chunk(chunk, &members));
+                let node = self.clone();
+                let members = members.clone();
+                in_flight.push_back(tokio::spawn(async move {
+                    node.store_chunk(chunk, &members).await
+                }));
             }
             if done {
                 break;
@@ -305,8 +316,8 @@ impl Node {
                 )));
             }
         }
-        while let Some(stored) = in_flight.next().await {
-            chunks.push(stored?);
+        while let Some(task) = in_flight.pop_front() {
+            chunks.push(joined(task).await?);
         }
         // Garbage collection spares an unreferenced chunk for the grace period after it was
         // written; committing later than half of that could race it (module docs).

@@ -68,6 +68,11 @@ pub struct Health {
     pub disk_bytes: u64,
     /// True when the node knows a leader and belongs to the cluster, i.e. can serve.
     pub ready: bool,
+    /// File chunks this node holds, and their bytes.
+    #[serde(default)]
+    pub file_chunks: u64,
+    #[serde(default)]
+    pub file_chunk_bytes: u64,
 }
 
 /// One member in `/v1/cluster`.
@@ -88,6 +93,8 @@ pub struct MemberStatus {
     pub requests_total: Option<u64>,
     pub writes_total: Option<u64>,
     pub disk_bytes: Option<u64>,
+    pub file_chunks: Option<u64>,
+    pub file_chunk_bytes: Option<u64>,
     /// Highest log index the leader knows this member has (leader's view).
     pub match_index: Option<u64>,
     /// Entries this member is behind the leader's log.
@@ -268,6 +275,8 @@ impl Node {
                 .map(|m| m.len())
                 .sum(),
             ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
+            file_chunks: self.files.store.usage().0,
+            file_chunk_bytes: self.files.store.usage().1,
         }
     }
 
@@ -398,6 +407,8 @@ impl Node {
                     requests_total: report.as_ref().map(|h| h.requests_total),
                     writes_total: report.as_ref().map(|h| h.writes_total),
                     disk_bytes: report.as_ref().map(|h| h.disk_bytes),
+                    file_chunks: report.as_ref().map(|h| h.file_chunks),
+                    file_chunk_bytes: report.as_ref().map(|h| h.file_chunk_bytes),
                     match_index,
                     lag: match_index.map(|i| leader_last.saturating_sub(i)),
                 }

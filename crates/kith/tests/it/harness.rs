@@ -172,6 +172,11 @@ impl TestCluster {
         .await
     }
 
+    /// The process id of running node `id`.
+    pub fn pid(&self, id: u64) -> u32 {
+        self.node(id).child.as_ref().expect("node is running").id()
+    }
+
     /// The `--endpoints` value naming every node.
     pub fn endpoints(&self) -> String {
         let urls: Vec<String> = self.nodes.iter().map(|n| self.url(n.id)).collect();

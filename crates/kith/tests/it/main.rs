@@ -5,6 +5,7 @@ mod bench;
 mod browser;
 mod failover;
 mod fault;
+mod files;
 mod files_cli;
 mod harness;
 mod jobs;
