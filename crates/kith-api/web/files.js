@@ -5,6 +5,8 @@
 import { refreshMembers, knownMembers, origin, fetchAny, el, formatBytes } from "./common.js";
 
 const PAGE_SIZE = 50;
+const REFRESH_MS = 5000;          // the list is re-read this often (and after a failure)
+const LIST_TIMEOUT_MS = 10000;    // a linearizable list waits for a read index
 const UPLOAD_ROUNDS = 2;          // passes over the member list before an upload gives up
 const UPLOAD_IDLE_MS = 30000;     // an upload with no progress for this long is abandoned
 const PATH_BYTES_MAX = 1024;
@@ -18,6 +20,8 @@ const state = {
   pages: [null],       // the `after` cursor of each page shown so far; the last is current
   next: null,          // the cursor of the following page, or null
   armedDelete: null,   // the path whose delete button awaits a second click
+  listGeneration: 0,   // bumps on every list request; only the newest answer is shown
+  shown: "",           // what the table shows now, so an unchanged refresh leaves it alone
 };
 
 function setConnection(text, ok) {
@@ -149,7 +153,8 @@ function table(id, header, rows, empty) {
 function fileRow(f) {
   const href = `${state.base}/v1/files/${encodePath(f.path)}`;
   const name = f.path.split("/").pop();
-  const del = el("button", { type: "button", "aria-label": `Delete ${f.path}` }, "Delete");
+  const armed = state.armedDelete === f.path;
+  const del = el("button", { type: "button", "aria-label": `Delete ${f.path}` }, armed ? "Really delete?" : "Delete");
   del.addEventListener("click", () => removeFile(f.path, del));
   return el("tr", { "data-path": f.path },
     el("td", {}, f.path),
@@ -165,26 +170,36 @@ function fileRow(f) {
 }
 
 async function showPage() {
+  state.listGeneration += 1;
+  const generation = state.listGeneration;
   const after = state.pages[state.pages.length - 1];
   let query = `/v1/files?prefix=${encodeURIComponent(state.prefix)}&limit=${PAGE_SIZE}`;
   if (after) query += `&after=${encodeURIComponent(after)}`;
   try {
-    const { response, base } = await fetchAny(query, {}, state.base);
+    const { response, base } = await fetchAny(query, { timeoutMs: LIST_TIMEOUT_MS }, state.base);
+    if (generation !== state.listGeneration) return; // a newer request is under way
     if (!response.ok) {
       notice(`could not list files: ${await errorMessage(response)}`);
       return;
     }
     state.base = base;
     setConnection(`connected to ${base.replace(/^https?:\/\//, "")}`, true);
+    if ($("notice").textContent.startsWith("could not list")) notice("");
     const page = await response.json();
+    if (generation !== state.listGeneration) return;
     state.next = page.files.length === PAGE_SIZE ? page.next : null;
+    // Re-render only on a change, so that the rows (and a half-confirmed delete) stay put.
+    const shown = JSON.stringify([base, state.prefix, state.pages, page]);
+    if (shown === state.shown) return;
+    state.shown = shown;
     table("files", ["path", "size", "version", "type", "blake3", ""], page.files.map(fileRow),
       state.prefix ? `No files under "${state.prefix}".` : "No files yet: drop one above, or run kith files put LOCAL PATH.");
     $("prev-page").disabled = state.pages.length <= 1;
     $("next-page").disabled = !state.next;
     $("page-label").textContent = `page ${state.pages.length}`;
   } catch (error) {
-    setConnection("no node answers", false);
+    if (generation !== state.listGeneration) return;
+    setConnection("no node answers; retrying", false);
     notice(`could not list files: ${error.message}`);
   }
 }
@@ -243,6 +258,7 @@ async function removeFile(path, button) {
   } catch (error) {
     notice(`could not delete ${path}: ${error.message}`);
   }
+  state.shown = ""; // re-render even if nothing changed, to reset the button
   await showPage();
 }
 
@@ -334,6 +350,8 @@ function start() {
   $("copy-link").addEventListener("click", copyLink);
   refreshMembers().catch(() => setConnection("no node answers", false));
   setInterval(() => refreshMembers().catch(() => {}), 5000);
+  // Keeps the list current (files uploaded elsewhere appear) and recovers from a failure.
+  setInterval(() => { if (!document.hidden) showPage(); }, REFRESH_MS);
   showPage();
 }
 

@@ -342,7 +342,7 @@ async fn the_files_page_uploads_lists_downloads_shares_and_deletes() {
     page.goto(&format!("{}/files", cluster.url(2)))
         .await
         .expect("open the files page");
-    wait_until("the page to connect", Duration::from_secs(20), || async {
+    wait_until("the page to connect", Duration::from_secs(30), || async {
         let status = text_of(&page, "connection").await?;
         status.starts_with("connected to").then_some(status)
     })
