@@ -2,6 +2,7 @@
 //! random file goes up through the CLI, is listed, comes back byte for byte (whole, by a range
 //! across a chunk boundary, and to stdout), shows three holders per chunk, is shared and
 //! fetched by plain HTTP from every node, unshared, and removed. Bad input fails clearly.
+//! With the first endpoint killed, uploads and downloads fail over to the others.
 //! Also a `kith bench files` smoke run (no figure asserted).
 
 use std::io::Write;
@@ -84,7 +85,7 @@ fn json(bytes: &[u8]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_ls_get_where_share_rm_through_the_cli() {
-    let cluster = TestCluster::start(3, &[]);
+    let mut cluster = TestCluster::start(3, &[]);
     cluster
         .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
         .await;
@@ -209,6 +210,19 @@ async fn put_ls_get_where_share_rm_through_the_cli() {
     assert!(fails(&cluster, &["where", "cli/none"]).contains("no such file"));
     let ls = json(&ok(&cluster, &["ls", "-o", "json"]));
     assert_eq!(ls["files"].as_array().expect("files").len(), 2, "{ls}");
+
+    // The first endpoint dies: the CLI carries on through the others, both ways.
+    cluster.kill(1);
+    ok(&cluster, &["put", local, "cli/after-kill.bin"]);
+    let back = dir.path().join("after-kill.bin");
+    ok(
+        &cluster,
+        &["get", "cli/after-kill.bin", back.to_str().expect("utf-8")],
+    );
+    assert!(
+        std::fs::read(&back).expect("downloaded") == data,
+        "bytes differ"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
