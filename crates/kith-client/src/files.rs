@@ -358,6 +358,10 @@ fn etag_of(headers: &HeaderMap) -> Option<String> {
     header_str(headers, header::ETAG).map(|e| e.trim().trim_matches('"').to_owned())
 }
 
+fn length_of(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok())
+}
+
 fn version_of(headers: &HeaderMap) -> u64 {
     header_str(headers, "kith-file-version")
         .and_then(|v| v.parse().ok())
@@ -578,7 +582,7 @@ impl Client {
                         })?;
                         (a, b - a + 1, size)
                     } else {
-                        let length = response.content_length().ok_or_else(|| {
+                        let length = length_of(&headers).ok_or_else(|| {
                             ClientError::Decode("a download without Content-Length".into())
                         })?;
                         (0, length, length)
@@ -681,7 +685,8 @@ impl Client {
         }
         let headers = response.headers();
         Ok(Some(FileStat {
-            size: response.content_length().unwrap_or(0),
+            // From the header: a HEAD answer has no body, so its body length says nothing.
+            size: length_of(headers).unwrap_or(0),
             blake3: etag_of(headers).unwrap_or_default(),
             version: version_of(headers),
             content_type: content_type_of(headers),
@@ -1167,6 +1172,38 @@ mod tests {
             .await
             .expect("an answer");
         assert_eq!(none, None);
+    }
+
+    #[tokio::test]
+    async fn stat_reads_the_headers_of_a_head_answer() {
+        let head = answer(
+            "200 OK",
+            &[
+                "content-length: 52428800",
+                "etag: \"abc\"",
+                "kith-file-version: 12",
+                "content-type: image/jpeg",
+            ],
+            b"",
+        );
+        let (node, mut seen) = fake_node(vec![head]).await;
+        let client = Client::new(&[node]).expect("client");
+        let stat = client.stat_file("p/cat.jpg").await.expect("stat");
+        assert_eq!(
+            stat,
+            Some(FileStat {
+                size: 52_428_800,
+                blake3: "abc".into(),
+                version: 12,
+                content_type: "image/jpeg".into(),
+            })
+        );
+        assert!(seen
+            .recv()
+            .await
+            .expect("request")
+            .head
+            .starts_with("HEAD /v1/files/p/cat.jpg "));
     }
 
     #[test]
