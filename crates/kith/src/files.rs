@@ -42,7 +42,9 @@ pub struct FilesArgs {
 enum FilesCommand {
     /// Upload LOCAL (a file, or `-` for stdin) to PATH.
     Put {
+        /// The local file, or `-` for stdin.
         local: String,
+        /// The path in the cluster, e.g. `photos/cat.jpg`.
         path: String,
         /// Stored with the file and sent back on download (default: guessed from the name).
         #[arg(long)]
@@ -50,7 +52,9 @@ enum FilesCommand {
     },
     /// Download PATH to LOCAL (default: PATH's last segment here; `-` for stdout).
     Get {
+        /// The path in the cluster.
         path: String,
+        /// Where to write: a file, a directory, or `-` for stdout.
         local: Option<String>,
         /// Only these bytes: `A-B` (inclusive), `A-` or `-N` (the last N).
         #[arg(long)]
@@ -61,6 +65,7 @@ enum FilesCommand {
     },
     /// List files whose path starts with PREFIX.
     Ls {
+        /// Only paths starting with this (default: every file).
         #[arg(default_value = "")]
         prefix: String,
         /// Print at most this many files.
@@ -68,18 +73,28 @@ enum FilesCommand {
         limit: usize,
     },
     /// Delete PATH.
-    Rm { path: String },
+    Rm {
+        /// The path in the cluster.
+        path: String,
+    },
     /// Make a link that downloads PATH without credentials; prints its full URL.
     Share {
+        /// The path in the cluster.
         path: String,
         /// How long the link works: `90s`, `15m`, `1h`, `7d` (at most 30 days).
         #[arg(long, default_value = "1d")]
         expires: String,
     },
     /// Revoke a share link by its TOKEN (the last part of its URL).
-    Unshare { token: String },
+    Unshare {
+        /// The 32 hex digits after `/s/` in the link.
+        token: String,
+    },
     /// Where each chunk of PATH lives, and where it should live.
-    Where { path: String },
+    Where {
+        /// The path in the cluster.
+        path: String,
+    },
 }
 
 pub async fn run(args: FilesArgs) -> anyhow::Result<()> {
