@@ -84,7 +84,8 @@ pub struct Manifest {
     pub chunks: Vec<ChunkRef>,
     /// The leader's clock when the manifest was applied.
     pub created_ms: u64,
-    /// The log index that committed it: grows with every overwrite.
+    /// The cluster's count of committed uploads when this one committed: grows with every
+    /// upload and overwrite.
     pub version: u64,
 }
 
@@ -168,6 +169,8 @@ pub trait FilesTable {
     fn put_file(&mut self, manifest: &Manifest) -> Result<(), Self::Error>;
     fn remove_file(&mut self, path: &str) -> Result<(), Self::Error>;
     fn file_count(&mut self) -> Result<u64, Self::Error>;
+    /// The next manifest version (a counter of committed uploads, starting at 1).
+    fn next_version(&mut self) -> Result<u64, Self::Error>;
     /// References to `hash` from committed manifests (0 when none).
     fn chunk_refs(&mut self, hash: &Hash) -> Result<u64, Self::Error>;
     /// Sets the count; 0 removes the chunk from the table.
@@ -264,10 +267,9 @@ fn release_chunks<T: FilesTable>(table: &mut T, chunks: &[ChunkRef]) -> Result<(
     Ok(())
 }
 
-/// Applies one file command at log index `index` with the leader's clock `now_ms`.
+/// Applies one file command with the leader's clock `now_ms`.
 pub fn apply<T: FilesTable>(
     table: &mut T,
-    index: u64,
     now_ms: u64,
     command: &FileCommand,
 ) -> Result<Response, T::Error> {
@@ -283,6 +285,7 @@ pub fn apply<T: FilesTable>(
             if previous.is_none() && table.file_count()? >= FILES_MAX {
                 return Ok(Response::File(FileOutcome::Full { max: FILES_MAX }));
             }
+            let version = table.next_version()?;
             // Retain the new chunks before releasing the old ones, so a chunk both versions
             // share never drops to zero in between.
             retain_chunks(table, &file.chunks)?;
@@ -297,11 +300,11 @@ pub fn apply<T: FilesTable>(
                 chunk_bytes: file.chunk_bytes,
                 chunks: file.chunks.clone(),
                 created_ms: now_ms,
-                version: index,
+                version,
             };
             table.put_file(&manifest)?;
             FileOutcome::Stored {
-                version: index,
+                version,
                 created_ms: now_ms,
             }
         }
@@ -384,6 +387,7 @@ pub struct MemFiles {
     pub files: std::collections::BTreeMap<String, Manifest>,
     pub refs: std::collections::BTreeMap<Hash, u64>,
     pub shares: std::collections::BTreeMap<String, Share>,
+    pub versions: u64,
 }
 
 impl FilesTable for MemFiles {
@@ -401,6 +405,10 @@ impl FilesTable for MemFiles {
     }
     fn file_count(&mut self) -> Result<u64, Self::Error> {
         Ok(self.files.len() as u64)
+    }
+    fn next_version(&mut self) -> Result<u64, Self::Error> {
+        self.versions += 1;
+        Ok(self.versions)
     }
     fn chunk_refs(&mut self, hash: &Hash) -> Result<u64, Self::Error> {
         Ok(self.refs.get(hash).copied().unwrap_or(0))
@@ -462,8 +470,8 @@ mod tests {
         }
     }
 
-    fn put(t: &mut MemFiles, index: u64, f: NewFile) -> Response {
-        apply(t, index, 1_000, &FileCommand::Put(f)).unwrap()
+    fn put(t: &mut MemFiles, f: NewFile) -> Response {
+        apply(t, 1_000, &FileCommand::Put(f)).unwrap()
     }
 
     #[test]
@@ -501,7 +509,7 @@ mod tests {
         wrong_size.size = 5;
         assert!(validate_new_file(&wrong_size).is_err());
         let mut t = MemFiles::default();
-        let r = put(&mut t, 1, file("../x", vec![chunk(1, 4)]));
+        let r = put(&mut t, file("../x", vec![chunk(1, 4)]));
         assert!(matches!(r, Response::File(FileOutcome::Invalid { .. })));
         assert!(t.files.is_empty() && t.refs.is_empty());
     }
@@ -511,14 +519,13 @@ mod tests {
         let mut t = MemFiles::default();
         put(
             &mut t,
-            1,
             file("a", vec![chunk(1, 4), chunk(1, 4), chunk(2, 2)]),
         );
-        put(&mut t, 2, file("b", vec![chunk(2, 4)]));
+        put(&mut t, file("b", vec![chunk(2, 4)]));
         assert_eq!(t.refs.get(&[1; 32]), Some(&2));
         assert_eq!(t.refs.get(&[2; 32]), Some(&2));
         // Overwrite a: chunk 1 goes away, chunk 3 arrives, the shared chunk 2 stays.
-        let r = put(&mut t, 3, file("a", vec![chunk(2, 4), chunk(3, 1)]));
+        let r = put(&mut t, file("a", vec![chunk(2, 4), chunk(3, 1)]));
         assert_eq!(
             r,
             Response::File(FileOutcome::Stored {
@@ -530,9 +537,9 @@ mod tests {
         assert_eq!(t.refs.get(&[1; 32]), None);
         assert_eq!(t.refs.get(&[2; 32]), Some(&2));
         assert_eq!(t.refs.get(&[3; 32]), Some(&1));
-        let r = apply(&mut t, 4, 1_000, &FileCommand::Delete { path: "a".into() }).unwrap();
+        let r = apply(&mut t, 1_000, &FileCommand::Delete { path: "a".into() }).unwrap();
         assert_eq!(r, Response::File(FileOutcome::Deleted { deleted: true }));
-        let r = apply(&mut t, 5, 1_000, &FileCommand::Delete { path: "a".into() }).unwrap();
+        let r = apply(&mut t, 1_000, &FileCommand::Delete { path: "a".into() }).unwrap();
         assert_eq!(r, Response::File(FileOutcome::Deleted { deleted: false }));
         assert_eq!(t.refs.get(&[2; 32]), Some(&1));
         assert_eq!(t.refs.get(&[3; 32]), None);
@@ -541,41 +548,29 @@ mod tests {
     #[test]
     fn shares_expire_by_the_leaders_clock() {
         let mut t = MemFiles::default();
-        put(&mut t, 1, file("a", vec![chunk(1, 4)]));
+        put(&mut t, file("a", vec![chunk(1, 4)]));
         let share = |token: &str, path: &str| FileCommand::Share {
             token: token.into(),
             path: path.into(),
             ttl_ms: 500,
         };
-        let r = apply(&mut t, 2, 1_000, &share("t1", "a")).unwrap();
+        let r = apply(&mut t, 1_000, &share("t1", "a")).unwrap();
         assert_eq!(
             r,
             Response::File(FileOutcome::Shared {
                 expires_at_ms: 1_500
             })
         );
-        let r = apply(&mut t, 3, 1_000, &share("t2", "missing")).unwrap();
+        let r = apply(&mut t, 1_000, &share("t2", "missing")).unwrap();
         assert_eq!(r, Response::File(FileOutcome::NoSuchFile));
         assert!(t.shares.contains_key("t1"));
         // Any later file command at or past the expiry drops it.
-        apply(&mut t, 4, 1_500, &FileCommand::Delete { path: "x".into() }).unwrap();
+        apply(&mut t, 1_500, &FileCommand::Delete { path: "x".into() }).unwrap();
         assert!(!t.shares.contains_key("t1"));
-        apply(&mut t, 5, 1_600, &share("t3", "a")).unwrap();
-        let r = apply(
-            &mut t,
-            6,
-            1_600,
-            &FileCommand::Unshare { token: "t3".into() },
-        )
-        .unwrap();
+        apply(&mut t, 1_600, &share("t3", "a")).unwrap();
+        let r = apply(&mut t, 1_600, &FileCommand::Unshare { token: "t3".into() }).unwrap();
         assert_eq!(r, Response::File(FileOutcome::Unshared { revoked: true }));
-        let r = apply(
-            &mut t,
-            7,
-            1_600,
-            &FileCommand::Unshare { token: "t3".into() },
-        )
-        .unwrap();
+        let r = apply(&mut t, 1_600, &FileCommand::Unshare { token: "t3".into() }).unwrap();
         assert_eq!(r, Response::File(FileOutcome::Unshared { revoked: false }));
     }
 
@@ -584,7 +579,6 @@ mod tests {
         let mut t = MemFiles::default();
         put(
             &mut t,
-            1,
             file("a", vec![chunk(1, 4), chunk(2, 4), chunk(3, 2)]),
         );
         let m = &t.files["a"];

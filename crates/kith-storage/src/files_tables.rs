@@ -29,11 +29,14 @@ pub(crate) struct RedbFiles<'t> {
     pub refs: Table<'t, &'static [u8], u64>,
     pub shares: Table<'t, &'static str, &'static [u8]>,
     pub share_expiry: Table<'t, (u64, &'static str), ()>,
+    /// The last manifest version handed out; the caller persists it with the batch.
+    pub version: u64,
 }
 
 impl<'t> RedbFiles<'t> {
-    pub fn open(txn: &'t redb::WriteTransaction) -> Result<Self, StoreError> {
+    pub fn open(txn: &'t redb::WriteTransaction, version: u64) -> Result<Self, StoreError> {
         Ok(RedbFiles {
+            version,
             files: txn.open_table(FILES)?,
             refs: txn.open_table(CHUNK_REFS)?,
             shares: txn.open_table(SHARES)?,
@@ -80,6 +83,10 @@ impl FilesTable for RedbFiles<'_> {
     }
     fn file_count(&mut self) -> Result<u64, StoreError> {
         Ok(self.files.len()?)
+    }
+    fn next_version(&mut self) -> Result<u64, StoreError> {
+        self.version += 1;
+        Ok(self.version)
     }
     fn chunk_refs(&mut self, hash: &Hash) -> Result<u64, StoreError> {
         Ok(self.refs.get(hash.as_slice())?.map_or(0, |v| v.value()))

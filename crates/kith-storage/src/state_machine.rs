@@ -69,6 +69,7 @@ const JOB_TIMERS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_ti
 const JOB_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("job_keys");
 const JOB_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_stats");
 const KEY_JOB_NEXT_ID: &str = "job_next_id";
+const KEY_FILES_VERSION: &str = "files_version";
 
 const KEY_LAST_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
@@ -138,6 +139,7 @@ struct SnapshotBody {
     job_next_id: u64,
     files: Vec<Manifest>,
     shares: Vec<Share>,
+    files_version: u64,
 }
 
 /// What `snapshot.bin` holds.
@@ -422,7 +424,7 @@ impl StateMachineStore {
         txn.open_table(JOB_TIMERS)?;
         txn.open_table(JOB_KEYS)?;
         txn.open_table(JOB_STATS)?;
-        RedbFiles::open(&txn)?;
+        RedbFiles::open(&txn, 0)?;
         txn.commit()?;
         let db = Arc::new(db);
         let revision = read_kv_meta(&db)?.revision;
@@ -484,7 +486,8 @@ impl StateMachineStore {
                 stats: txn.open_table(JOB_STATS)?,
                 next_id: meta_get(&meta, KEY_JOB_NEXT_ID)?.unwrap_or(0),
             };
-            let mut files_table = RedbFiles::open(&txn)?;
+            let mut files_table =
+                RedbFiles::open(&txn, meta_get(&meta, KEY_FILES_VERSION)?.unwrap_or(0))?;
             for entry in entries {
                 assert!(
                     Some(entry.log_id) > last_applied,
@@ -522,12 +525,9 @@ impl StateMachineStore {
                                 rooms::apply(&mut room_table, kv_meta.now_ms, post)?
                             }
                             Command::Job(job) => jobs::apply(&mut job_table, kv_meta.now_ms, job)?,
-                            Command::File(file) => files::apply(
-                                &mut files_table,
-                                entry.log_id.index,
-                                kv_meta.now_ms,
-                                file,
-                            )?,
+                            Command::File(file) => {
+                                files::apply(&mut files_table, kv_meta.now_ms, file)?
+                            }
                             _ => response,
                         }
                     }
@@ -546,6 +546,7 @@ impl StateMachineStore {
             meta_put(&mut meta, KEY_LAST_APPLIED, &last_applied)?;
             meta_put(&mut meta, KEY_KV_META, &kv_meta)?;
             meta_put(&mut meta, KEY_JOB_NEXT_ID, &job_table.next_id)?;
+            meta_put(&mut meta, KEY_FILES_VERSION, &files_table.version)?;
             meta_put(&mut meta, KEY_LEDGER_HEAD, &head)?;
             if let Some(m) = membership {
                 meta_put(&mut meta, KEY_MEMBERSHIP, &m)?;
@@ -605,7 +606,7 @@ impl StateMachineStore {
             for (queue, s) in &body.job_stats {
                 stats.insert(queue.as_str(), encode(s)?.as_slice())?;
             }
-            RedbFiles::open(&txn)?.install(&body.files, &body.shares)?;
+            RedbFiles::open(&txn, body.files_version)?.install(&body.files, &body.shares)?;
             // The history before the snapshot is not carried: it starts here.
             txn.open_table(EVENTS)?.retain(|_, _| false)?;
             let mut ledger_table = txn.open_table(LEDGER)?;
@@ -618,6 +619,7 @@ impl StateMachineStore {
             meta_put(&mut m, KEY_LEDGER_HEAD, &body.ledger_head)?;
             meta_put(&mut m, KEY_EVENTS_COMPACTED, &body.kv_meta.revision)?;
             meta_put(&mut m, KEY_JOB_NEXT_ID, &body.job_next_id)?;
+            meta_put(&mut m, KEY_FILES_VERSION, &body.files_version)?;
         }
         txn.commit()?;
         self.revision_tx.send_replace(body.kv_meta.revision);
@@ -716,6 +718,7 @@ impl SnapshotBuilder {
         }
         let job_next_id: u64 = meta_get(&meta_table, KEY_JOB_NEXT_ID)?.unwrap_or(0);
         let (files, shares) = files_tables::snapshot(&txn)?;
+        let files_version: u64 = meta_get(&meta_table, KEY_FILES_VERSION)?.unwrap_or(0);
         let data = encode(&SnapshotBody {
             kv_meta,
             ledger_head,
@@ -727,6 +730,7 @@ impl SnapshotBuilder {
             job_next_id,
             files,
             shares,
+            files_version,
         })?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
