@@ -73,7 +73,8 @@ pub struct FileInfo {
     pub content_type: String,
     #[serde(default)]
     pub created_ms: u64,
-    /// The Raft log index that committed this manifest; grows with every overwrite.
+    /// Uploads the cluster had committed when this one was, itself included; grows with every
+    /// upload and overwrite.
     #[serde(default)]
     pub version: u64,
     #[serde(default)]
