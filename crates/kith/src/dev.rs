@@ -202,7 +202,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             );
         }
         let url = &nodes[0].url;
-        say!("  dashboard: {url}/   chat: {url}/chat   jobs: {url}/jobs");
+        say!("  dashboard: {url}/   chat: {url}/chat   jobs: {url}/jobs   files: {url}/files");
         say!("  try:       kith kv put hello world && kith kv get hello");
     }
     say!("Ctrl-C stops the cluster.");

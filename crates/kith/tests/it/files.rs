@@ -448,7 +448,16 @@ async fn a_cut_off_upload_stores_nothing_and_its_chunks_are_collected() {
     .await;
     drop(socket);
 
-    let (status, _, _) = get_file(&cluster, 1, "cut.bin", None).await;
+    // A linearizable read can answer 503 on a loaded machine; wait for a definite answer.
+    let status = wait_until(
+        "a definite answer for cut.bin",
+        Duration::from_secs(20),
+        || async {
+            let (status, _, _) = get_file(&cluster, 1, "cut.bin", None).await;
+            (status != StatusCode::SERVICE_UNAVAILABLE).then_some(status)
+        },
+    )
+    .await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
