@@ -362,10 +362,13 @@ async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, A
             "prefix and after are at most 1024 bytes",
         ));
     }
-    let page = node
-        .files(&prefix, query.after.as_deref(), limit, consistency)
+    // One more than asked tells whether another page exists.
+    let mut page = node
+        .files(&prefix, query.after.as_deref(), limit + 1, consistency)
         .await?;
-    let next = (page.len() == limit).then(|| page.last().map(|m| m.path.clone()));
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = more.then(|| page.last().map(|m| m.path.clone()));
     let files: Vec<Value> = page.iter().map(|m| summary(&node, m)).collect();
     Ok(Json(json!({ "files": files, "next": next.flatten() })).into_response())
 }
