@@ -140,6 +140,7 @@ async fn upload(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReadQuery {
     consistency: Option<String>,
     explain: Option<String>,
@@ -336,6 +337,7 @@ fn content_disposition(name: &str) -> String {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     prefix: Option<String>,
     after: Option<String>,
@@ -438,6 +440,7 @@ async fn revoke(State(node): Shared, Path(token): Path<String>) -> Result<Respon
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SharesQuery {
     path: Option<String>,
 }

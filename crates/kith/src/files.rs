@@ -21,7 +21,7 @@ use kith_client::{
     UploadOptions, UploadSource,
 };
 
-use crate::commands::{Common, Output};
+use crate::commands::{print_table, Common, Output};
 
 /// Longest share link the node accepts (docs/FILES.md: 1 s to 30 days).
 const SHARE_S_MAX: u64 = 30 * 24 * 3600;
@@ -428,27 +428,6 @@ fn placement_state(holders: &[u64], desired: &[u64], replicas: u64) -> &'static 
         "under"
     } else {
         "moving"
-    }
-}
-
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
     }
 }
 

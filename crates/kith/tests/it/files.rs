@@ -93,16 +93,20 @@ async fn get_file(
     (status, headers, body)
 }
 
-async fn explain(cluster: &TestCluster, id: u64, path: &str) -> Vec<Value> {
-    let v: Value = cluster
+async fn get_json(cluster: &TestCluster, id: u64, path_and_query: &str) -> Value {
+    cluster
         .http()
-        .get(format!("{}/v1/files/{path}?explain=1", cluster.url(id)))
+        .get(format!("{}{path_and_query}", cluster.url(id)))
         .send()
         .await
-        .expect("explain")
+        .expect("GET")
         .json()
         .await
-        .expect("explain json");
+        .expect("a JSON answer")
+}
+
+async fn explain(cluster: &TestCluster, id: u64, path: &str) -> Vec<Value> {
+    let v = get_json(cluster, id, &format!("/v1/files/{path}?explain=1")).await;
     v["chunks"].as_array().expect("chunks").clone()
 }
 
@@ -208,15 +212,7 @@ async fn fifty_megabytes_read_back_identical_from_another_node_with_ranges() {
     assert!(replaced["version"].as_u64() > manifest["version"].as_u64());
     let (_, _, body) = get_file(&cluster, 1, "big/fifty.bin", None).await;
     assert!(body == small);
-    let listing: Value = cluster
-        .http()
-        .get(format!("{}/v1/files?prefix=big/", cluster.url(3)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = get_json(&cluster, 3, "/v1/files?prefix=big/").await;
     assert_eq!(listing["files"].as_array().unwrap().len(), 1);
     assert_eq!(listing["files"][0]["size"], small.len());
 }
@@ -482,15 +478,7 @@ async fn a_cut_off_upload_stores_nothing_and_its_chunks_are_collected() {
     }
     let (_, _, body) = get_file(&cluster, 3, "kept.bin", None).await;
     assert!(body == kept);
-    let listing: Value = cluster
-        .http()
-        .get(format!("{}/v1/files", cluster.url(2)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = get_json(&cluster, 2, "/v1/files").await;
     assert_eq!(listing["files"].as_array().unwrap().len(), 1);
 }
 
