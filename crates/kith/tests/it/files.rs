@@ -338,6 +338,91 @@ async fn chunks_of_a_member_unreachable_too_long_are_copied_elsewhere() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_upload_survives_a_leader_crash_during_uploads() {
+    let mut cluster = TestCluster::start(3, &["--file-chunk-bytes", "65536"]);
+    let leader = cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let file = |i: usize| random_bytes(&format!("crash-{i}"), 200_000 + i * 1_000);
+    // Uploads through every node in turn, from their own task, while the test kills the
+    // leader once ten have been acknowledged (so the crash lands in the middle of the flow).
+    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let uploader = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut acknowledged = Vec::new();
+            let mut refused = 0;
+            for i in 0..30 {
+                let sent = http
+                    .put(format!("{}/v1/files/crash/{i}", urls[i % 3]))
+                    .body(file(i))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status() == StatusCode::CREATED => {
+                        acknowledged.push(i);
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    // The dead node, or a 503 while the survivors elect: not acknowledged.
+                    _ => refused += 1,
+                }
+            }
+            (acknowledged, refused)
+        })
+    };
+    wait_until(
+        "ten acknowledged uploads",
+        Duration::from_secs(60),
+        || async { (done.load(std::sync::atomic::Ordering::SeqCst) >= 10).then_some(()) },
+    )
+    .await;
+    let sent_before_crash = done.load(std::sync::atomic::Ordering::SeqCst) + 1;
+    cluster.kill(leader);
+    let (acknowledged, refused) = uploader.await.expect("uploader");
+    assert!(
+        acknowledged.len() >= 15,
+        "most uploads succeed ({refused} refused)"
+    );
+    assert!(
+        acknowledged.iter().any(|i| *i > sent_before_crash),
+        "uploads go on after the crash"
+    );
+
+    // The old leader comes back; every acknowledged file reads back whole from every node.
+    cluster.spawn(leader);
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(30))
+        .await;
+    for id in [1, 2, 3] {
+        for i in &acknowledged {
+            let path = format!("crash/{i}");
+            let status = wait_until(
+                &format!("{path} on node {id}"),
+                Duration::from_secs(20),
+                || {
+                    let path = path.clone();
+                    let cluster = &cluster;
+                    async move {
+                        let (status, _, body) = get_file(cluster, id, &path, None).await;
+                        match status {
+                            StatusCode::SERVICE_UNAVAILABLE => None,
+                            StatusCode::OK => Some((status, body)),
+                            other => Some((other, Vec::new())),
+                        }
+                    }
+                },
+            )
+            .await;
+            assert_eq!(status.0, StatusCode::OK, "{path} lost (node {id})");
+            assert!(status.1 == file(*i), "{path} intact (node {id})");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_copies_are_never_served_and_are_repaired() {
     let cluster = TestCluster::start(
         3,
