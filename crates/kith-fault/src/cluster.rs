@@ -200,6 +200,8 @@ impl Cluster {
             .arg(node.dir.join("data"))
             .args(["--peers", &peers])
             .args(["--enable-fault-injection", "--exit-with-parent"])
+            // Small chunks, so the file workload's uploads span several chunks and holders.
+            .args(["--file-chunk-bytes", "16384"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",

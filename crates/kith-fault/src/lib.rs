@@ -5,8 +5,8 @@
 //! through kith's transport fault layer, on a seeded random schedule, while clients record
 //! every operation's invoke time, completion time and outcome. Afterwards everything is
 //! healed, and the suite checks that the history is linearizable, that no acknowledged write
-//! or chat post was lost, that every node serves one chat history, and that every replica
-//! holds the same state and ledger.
+//! chat post or file upload was lost, that every node serves one chat history and every
+//! acknowledged file intact, and that every replica holds the same state and ledger.
 //!
 //! Modules, from the bottom up:
 //! - [`checker`]: Wing–Gong/Lowe linearizability search with memoisation (Porcupine-style),
@@ -17,7 +17,7 @@
 //! - [`cluster`]: `kith serve` processes on 127.0.B.11, .12, …: start, kill, pause, probe.
 //! - [`schedule`]: the seeded sequence of faults.
 //! - [`nemesis`]: injects and heals those faults on a running cluster.
-//! - [`workload`]: register, set and chat clients, and how HTTP outcomes become
+//! - [`workload`]: register, set, chat and file-upload clients, and how HTTP outcomes become
 //!   ok/fail/unknown.
 //! - [`watchers`]: watches on every node through the faults; every revision once, in order.
 //! - [`run`]: the proof that partitions bite, one schedule end to end, the suite, the summary.

@@ -9,6 +9,7 @@
 //!     ─▶ converge (leader, a write, every node applied it) ─▶ final reads on every node
 //!     ─▶ checks: linearizability per key, revision agreement, set (lost / duplicated /
 //!        phantom), chat (lost / duplicated / gaps in seq / order differs between nodes),
+//!        files (acknowledged upload missing or altered on any node, phantom upload),
 //!        every node a voter again, watchers (every revision once, in order, agreeing with the history),
 //!        every node's kv state and ledger hash equal
 //! ```
@@ -79,7 +80,8 @@ impl SuiteConfig {
 #[derive(Clone, Debug)]
 pub struct Violation {
     /// `linearizability`, `revision`, `set-lost`, `set-duplicate`, `set-phantom`,
-    /// `chat-lost`, `chat-duplicate`, `chat-gap`, `chat-order`, `membership`, `watch`,
+    /// `chat-lost`, `chat-duplicate`, `chat-gap`, `chat-order`, `file-lost`, `file-corrupt`,
+    /// `file-phantom`, `membership`, `watch`,
     /// `divergence`, `convergence`.
     pub kind: &'static str,
     pub detail: String,
@@ -102,6 +104,8 @@ pub struct ScheduleReport {
     pub acked_lost: usize,
     /// Chat messages in the final history (one node's copy).
     pub chat_messages: usize,
+    /// File uploads checked on every node.
+    pub files_checked: usize,
     /// Keys whose check ran out of budget.
     pub undecided_keys: usize,
     /// Watch events checked (all watchers).
@@ -299,7 +303,8 @@ pub async fn run_schedule(
         }
     }
     let outcomes = recorded.set.iter().map(|s| s.outcome);
-    for outcome in outcomes.chain(recorded.chat.iter().map(|c| c.outcome)) {
+    let outcomes = outcomes.chain(recorded.chat.iter().map(|c| c.outcome));
+    for outcome in outcomes.chain(recorded.files.iter().map(|f| f.outcome)) {
         match outcome {
             Outcome::Ok => report.ops_ok += 1,
             Outcome::Fail => report.ops_failed += 1,
@@ -587,7 +592,11 @@ async fn finish(
     //     and every acknowledged post is there.
     check_chat(&clients, recorded, report).await;
 
-    // 4c. Membership: every node is a voter again, as the leader sees it (a removal whose
+    // 4c. Files: every acknowledged upload reads back whole from every node; an upload whose
+    //     answer was lost is absent or whole; one never delivered is absent.
+    check_files(&clients, recorded, report).await;
+
+    // 4d. Membership: every node is a voter again, as the leader sees it (a removal whose
     //     answer was lost may have taken effect after the heal looked).
     let not_voters: Vec<u64> = futures::future::join_all(
         all.iter()
@@ -628,6 +637,48 @@ async fn finish(
             detail,
         });
     }
+}
+
+/// Checks every recorded upload on every node (after the heal; a read that fails is retried
+/// until CONVERGE_WAIT, since only a node that cannot serve at all fails convergence).
+async fn check_files(clients: &[NodeClient], recorded: &Recorded, report: &mut ScheduleReport) {
+    for client in clients {
+        for upload in &recorded.files {
+            let deadline = tokio::time::Instant::now() + CONVERGE_WAIT;
+            let answer = loop {
+                let answer = client.get_file(&upload.path).await;
+                if !matches!(answer, Answer::Unknown) || tokio::time::Instant::now() >= deadline {
+                    break answer;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let violation = match (&answer, upload.outcome) {
+                (Answer::Ok { body, .. }, _) if blake3::hash(body).as_bytes() != &upload.hash => {
+                    Some(("file-corrupt", "returned bytes that were never uploaded"))
+                }
+                (Answer::Ok { .. }, Outcome::Fail) => Some((
+                    "file-phantom",
+                    "exists though its upload was never delivered",
+                )),
+                (Answer::NotFound, Outcome::Ok) => Some(("file-lost", "acknowledged but missing")),
+                (Answer::Ok { .. } | Answer::NotFound, _) => None,
+                _ => Some(("convergence", "could not be read after healing")),
+            };
+            if let Some((kind, what)) = violation {
+                if kind == "file-lost" {
+                    report.acked_lost += 1;
+                }
+                report.violations.push(Violation {
+                    kind,
+                    detail: format!(
+                        "{} (uploaded via n{}) {what}, on n{}",
+                        upload.path, upload.node, client.node
+                    ),
+                });
+            }
+        }
+    }
+    report.files_checked = recorded.files.len();
 }
 
 /// Reads the chat room's full history from every node, paging; `None` if a page fails.
@@ -867,6 +918,8 @@ pub struct Summary {
     pub undecided_keys: usize,
     pub watch_events: usize,
     pub chat_messages: usize,
+    /// File uploads checked on every node.
+    pub files_checked: usize,
     pub proof: String,
     pub elapsed: Duration,
 }
@@ -892,6 +945,7 @@ impl Summary {
         self.undecided_keys += r.undecided_keys;
         self.watch_events += r.watch_events;
         self.chat_messages += r.chat_messages;
+        self.files_checked += r.files_checked;
     }
 
     /// A Markdown table.
@@ -912,6 +966,10 @@ impl Summary {
         rows.push((
             "chat messages checked".into(),
             self.chat_messages.to_string(),
+        ));
+        rows.push((
+            "file uploads checked".into(),
+            self.files_checked.to_string(),
         ));
         rows.push(("faults injected".into(), total.to_string()));
         for (kind, n) in &self.faults {

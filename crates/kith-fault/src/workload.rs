@@ -53,6 +53,8 @@ pub struct WorkloadConfig {
     pub set_clients: bool,
     /// One chat client per node, when true.
     pub chat_clients: bool,
+    /// One file-upload client per node, when true.
+    pub file_clients: bool,
     /// How long a client waits for an answer before recording "unknown".
     pub op_timeout: Duration,
 }
@@ -66,6 +68,7 @@ impl Default for WorkloadConfig {
             clients_per_node: 3,
             set_clients: true,
             chat_clients: true,
+            file_clients: true,
             op_timeout: Duration::from_secs(3),
         }
     }
@@ -105,12 +108,23 @@ pub struct ChatPost {
     pub outcome: Outcome,
 }
 
+/// One attempted file upload: a fresh path, written once.
+#[derive(Clone, Debug)]
+pub struct FileUpload {
+    pub path: String,
+    /// BLAKE3 of the content sent.
+    pub hash: [u8; 32],
+    pub node: u64,
+    pub outcome: Outcome,
+}
+
 /// Everything the clients recorded.
 #[derive(Debug, Default)]
 pub struct Recorded {
     pub registers: Vec<RegisterEvent>,
     pub set: Vec<SetAppend>,
     pub chat: Vec<ChatPost>,
+    pub files: Vec<FileUpload>,
     /// Operations invoked (including ones never delivered).
     pub ops_invoked: usize,
 }
@@ -278,6 +292,50 @@ impl NodeClient {
         }
     }
 
+    /// Uploads a file: `Ok` on 201, `NotDelivered` when the connection failed, else
+    /// `Unknown` (a 503 may come after the manifest was proposed).
+    pub async fn put_file(&self, path: &str, content: Vec<u8>) -> Answer {
+        let sent = self
+            .http
+            .put(format!("{}/v1/files/{path}", self.url))
+            .timeout(self.timeout)
+            .body(content)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status() == StatusCode::CREATED => Answer::Ok {
+                body: Vec::new(),
+                revision: 0,
+            },
+            Err(e) if e.is_connect() => Answer::NotDelivered,
+            _ => Answer::Unknown,
+        }
+    }
+
+    /// Downloads a file (linearizable): `Ok` with the bytes, `NotFound`, or `Unknown`.
+    pub async fn get_file(&self, path: &str) -> Answer {
+        let sent = self
+            .http
+            .get(format!("{}/v1/files/{path}", self.url))
+            .timeout(self.timeout)
+            .send()
+            .await;
+        let Ok(response) = sent else {
+            return Answer::Unknown;
+        };
+        match response.status() {
+            StatusCode::OK => match response.bytes().await {
+                Ok(body) => Answer::Ok {
+                    body: body.to_vec(),
+                    revision: 0,
+                },
+                Err(_) => Answer::Unknown,
+            },
+            StatusCode::NOT_FOUND => Answer::NotFound,
+            _ => Answer::Unknown,
+        }
+    }
+
     /// One page of `room`'s history after `after` (a linearizable read): the JSON document,
     /// or `None` when the node does not answer 200.
     pub async fn messages(&self, room: &str, after: u64) -> Option<serde_json::Value> {
@@ -325,6 +383,7 @@ struct Shared {
     registers: Mutex<Vec<RegisterEvent>>,
     set: Mutex<Vec<SetAppend>>,
     chat: Mutex<Vec<ChatPost>>,
+    files: Mutex<Vec<FileUpload>>,
     invoked: AtomicUsize,
 }
 
@@ -368,14 +427,16 @@ pub async fn run(
     let register_clients = nodes.len() * config.clients_per_node;
     let set_clients = if config.set_clients { nodes.len() } else { 0 };
     let chat_clients = if config.chat_clients { nodes.len() } else { 0 };
+    let file_clients = if config.file_clients { nodes.len() } else { 0 };
     let shared = Arc::new(Shared {
         tickets: AtomicUsize::new(config.ops),
         clock,
         config: config.clone(),
-        clients_total: register_clients + set_clients + chat_clients,
+        clients_total: register_clients + set_clients + chat_clients + file_clients,
         registers: Mutex::new(Vec::new()),
         set: Mutex::new(Vec::new()),
         chat: Mutex::new(Vec::new()),
+        files: Mutex::new(Vec::new()),
         invoked: AtomicUsize::new(0),
     });
     let mut tasks = Vec::new();
@@ -405,6 +466,16 @@ pub async fn run(
             shared,
         )));
     }
+    for (i, node) in nodes.iter().enumerate().take(file_clients) {
+        let shared = shared.clone();
+        let client_id = (register_clients + set_clients + chat_clients + i) as u32 + 1;
+        tasks.push(tokio::spawn(file_client(
+            node.clone(),
+            client_id,
+            seed,
+            shared,
+        )));
+    }
     for task in tasks {
         if let Err(e) = task.await {
             panic!("a workload client panicked: {e}");
@@ -413,10 +484,12 @@ pub async fn run(
     let registers = std::mem::take(&mut *shared.registers.lock().expect("history lock"));
     let set = std::mem::take(&mut *shared.set.lock().expect("history lock"));
     let chat = std::mem::take(&mut *shared.chat.lock().expect("history lock"));
+    let files = std::mem::take(&mut *shared.files.lock().expect("history lock"));
     Recorded {
         registers,
         set,
         chat,
+        files,
         ops_invoked: shared.invoked.load(Ordering::Relaxed),
     }
 }
@@ -589,6 +662,40 @@ async fn chat_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Share
         }
         shared.chat.lock().expect("chat lock").push(ChatPost {
             id,
+            node: node.node,
+            outcome,
+        });
+    }
+}
+
+/// Largest file a file client uploads; sizes are uniform in 1..=this, so most files span
+/// several of the fault cluster's 16 KiB chunks.
+const FILE_BYTES_MAX: usize = 96 * 1024;
+
+/// Uploads fresh files, each once and never retried (a retry could not tell its own
+/// earlier attempt from success, and the check needs each outcome exact).
+async fn file_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(15_485_863) ^ u64::from(client));
+    let mut seq: u64 = 0;
+    let mut next = tokio::time::Instant::now();
+    loop {
+        shared.pace(&mut rng, &mut next).await;
+        if !shared.ticket() {
+            return;
+        }
+        seq += 1;
+        let path = format!("fault/c{client}-{seq}");
+        let mut content = vec![0u8; rng.random_range(1..=FILE_BYTES_MAX)];
+        rand::RngCore::fill_bytes(&mut rng, &mut content);
+        let hash = *blake3::hash(&content).as_bytes();
+        let outcome = match node.put_file(&path, content).await {
+            Answer::Ok { .. } => Outcome::Ok,
+            Answer::NotDelivered => Outcome::Fail,
+            _ => Outcome::Unknown,
+        };
+        shared.files.lock().expect("files lock").push(FileUpload {
+            path,
+            hash,
             node: node.node,
             outcome,
         });
