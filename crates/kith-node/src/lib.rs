@@ -6,6 +6,8 @@
 //!   other nodes' `/internal/…` routes, postcard bodies on pooled keep-alive connections,
 //!   dialled from the node's own listen address.
 //! - [`protocol`]: the message types carried on that transport.
+//! - `batcher`: group commit on the leader — concurrent writes proposed as one log entry.
+//! - `read_batcher`: concurrent linearizable reads share one leadership confirmation.
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
 //!   this node is not it), linearizable and stale reads, health, cluster view, membership.
 //!
@@ -20,11 +22,13 @@
 //!                                                      apply (StateMachineStore) ──▶ Response
 //! ```
 
+mod batcher;
 pub mod config;
 pub mod error;
 pub mod network;
 pub mod node;
 pub mod protocol;
+mod read_batcher;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

@@ -448,7 +448,7 @@ impl StateMachineStore {
     fn apply_inner(
         &mut self,
         entries: impl Iterator<Item = Entry<TypeConfig>>,
-    ) -> Result<Vec<Response>, StoreError> {
+    ) -> Result<Vec<Vec<Response>>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut responses = Vec::new();
         let kv_meta = {
@@ -499,13 +499,19 @@ impl StateMachineStore {
                     ),
                 };
                 ledger_table.insert(head.index, head.hash.as_slice())?;
-                let response = match entry.payload {
-                    EntryPayload::Blank => Response::None,
+                // One entry is a batch of proposals (the leader's group commit), applied in
+                // order; it answers once per proposal.
+                let mut batch_responses = Vec::new();
+                let proposals = match entry.payload {
+                    EntryPayload::Blank => Vec::new(),
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                        Response::None
+                        Vec::new()
                     }
-                    EntryPayload::Normal(proposal) => {
+                    EntryPayload::Normal(proposals) => proposals,
+                };
+                for proposal in proposals {
+                    let response = {
                         // The clock (and so TTL expiry) applies to every proposal first.
                         let response = kv::apply(&mut table, &mut kv_meta, &proposal)?;
                         jobs::fire_timers(&mut job_table, kv_meta.now_ms)?;
@@ -516,9 +522,10 @@ impl StateMachineStore {
                             Command::Job(job) => jobs::apply(&mut job_table, kv_meta.now_ms, job)?,
                             _ => response,
                         }
-                    }
-                };
-                responses.push(response);
+                    };
+                    batch_responses.push(response);
+                }
+                responses.push(batch_responses);
             }
             // Bounded history: drop the oldest hashes and events.
             let ledger_cutoff = head.index.saturating_sub(self.config.ledger_kept);
@@ -745,7 +752,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.applied_state_inner().map_err(sm_read_err)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Response>>
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Vec<Response>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -14,7 +14,7 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Proposal {
+        payload: EntryPayload::Normal(vec![Proposal {
             now_ms: 1_000,
             command: Command::Put {
                 key: key.into(),
@@ -22,7 +22,7 @@ fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
                 if_revision: None,
                 ttl_ms: None,
             },
-        }),
+        }]),
     }
 }
 
@@ -38,7 +38,10 @@ async fn vote_log_and_state_survive_reopen() {
             .unwrap();
         assert_eq!(
             responses,
-            vec![Response::Put { revision: 1 }, Response::Put { revision: 2 }]
+            vec![
+                vec![Response::Put { revision: 1 }],
+                vec![Response::Put { revision: 2 }]
+            ]
         );
     }
     let (mut log, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
@@ -136,4 +139,30 @@ async fn snapshot_installs_into_an_empty_store() {
     let (_, mut reopened) = kith_storage::open(dst.path(), Default::default()).unwrap();
     let current = reopened.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
+}
+
+/// One entry carries a batch of proposals (the leader's group commit): they apply in order,
+/// each with its own revision, and the entry answers once per proposal.
+#[tokio::test]
+async fn a_batched_entry_applies_each_proposal_in_order() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
+    let mut entry = put(1, 1, "a", "1");
+    if let (EntryPayload::Normal(batch), EntryPayload::Normal(more)) =
+        (&mut entry.payload, put(1, 1, "a", "2").payload)
+    {
+        batch.extend(more);
+    }
+    let responses = sm.apply(vec![entry, put(1, 2, "b", "3")]).await.unwrap();
+    assert_eq!(
+        responses,
+        vec![
+            vec![Response::Put { revision: 1 }, Response::Put { revision: 2 }],
+            vec![Response::Put { revision: 3 }]
+        ]
+    );
+    let reader = sm.reader();
+    let a = reader.get("a").unwrap().unwrap();
+    assert_eq!((a.value.as_slice(), a.version), (&b"2"[..], 2));
+    assert_eq!(reader.ledger_head().unwrap().index, 2);
 }
