@@ -30,6 +30,15 @@
 //! - Jobs run in the order they were queued, so a truncate or purge never overtakes an append
 //!   queued before it. `save_vote`, `truncate` and `purge` return only after their commit
 //!   (Raft §5.1: a server must not vote twice in one term, even across a crash).
+//! - A restarted node never resumes leadership without an election: `read_vote` hands
+//!   openraft the stored vote with `committed` cleared (same term, same candidate, so it
+//!   never lets the node vote twice in a term). openraft 0.9 otherwise restores a node that
+//!   led before the crash as leader at once, reusing its old no-op entry, so its read index
+//!   is `max(old no-op, committed)` — and `committed` restarts from the state machine's
+//!   *durable* `last_applied`, which trails what the node acknowledged before the crash
+//!   (applies are not fsynced one by one; see `state_machine.rs`). A linearizable read could
+//!   then miss an acknowledged write; the fault suite's rolling restart caught exactly that.
+//!   After an election the new leader's no-op comes after every acknowledged entry.
 //! - Every commit is `Durability::Immediate`. The committed index is not persisted at all
 //!   (openraft treats it as optional): an earlier version wrote it with `Durability::None`,
 //!   and under load redb's debug assertions caught a page being freed while a reader still
@@ -397,8 +406,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
-        self.meta_get(KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
+        let vote: Option<Vote<NodeId>> = self
+            .meta_get(KEY_VOTE)
+            .map_err(|e| StorageIOError::read_vote(&e))?;
+        // Never resume leadership without an election (see the module docs).
+        Ok(vote.map(|v| Vote {
+            committed: false,
+            ..v
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {

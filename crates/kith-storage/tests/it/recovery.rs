@@ -166,3 +166,19 @@ async fn a_batched_entry_applies_each_proposal_in_order() {
     assert_eq!((a.value.as_slice(), a.version), (&b"2"[..], 2));
     assert_eq!(reader.ledger_head().unwrap().index, 2);
 }
+
+/// Regression (fault suite seed 1, rolling restart): a leader restarted over non-durable
+/// applies must not resume leading with a read index below what it acknowledged, so the
+/// vote comes back uncommitted and the node has to win an election first.
+#[tokio::test]
+async fn a_restarted_leader_must_win_an_election_again() {
+    let dir = tempfile::TempDir::new().unwrap();
+    {
+        let (mut log, _) = kith_storage::open(dir.path(), Default::default()).unwrap();
+        log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+    }
+    let (mut log, _) = kith_storage::open(dir.path(), Default::default()).unwrap();
+    let vote = log.read_vote().await.unwrap().unwrap();
+    assert_eq!(vote, Vote::new(4, 1));
+    assert!(!vote.is_committed());
+}
