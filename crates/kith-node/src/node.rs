@@ -478,6 +478,12 @@ impl Node {
     /// Waits (bounded by `leader_wait`) until a leader is known — one other than `not`, when
     /// given, so a caller that found the old leader gone waits for its successor.
     async fn wait_for_leader(&self, not: Option<NodeId>) -> Result<NodeId, NodeError> {
+        // Fast path, taken by nearly every request: read the leader under the borrow
+        // (openraft's `Wait` clones the whole `RaftMetrics` to test it).
+        let known = self.raft.metrics().borrow().current_leader;
+        if let Some(leader) = known.filter(|l| Some(*l) != not) {
+            return Ok(leader);
+        }
         let wait = self.raft.wait(Some(self.config.leader_wait));
         let metrics = wait
             .metrics(
