@@ -3,6 +3,9 @@
 #
 #   bash bench/vs-etcd.sh                 # the full comparison (≈ 20 minutes on 2 cores)
 #   ROUNDS=1 SCALE=0.1 bash bench/vs-etcd.sh   # a quick look (figures not comparable)
+#   WORKLOADS="b c" FAILOVER_TRIALS=0 bash bench/vs-etcd.sh   # only some workloads
+#   KITH_HTTP=2 bash bench/vs-etcd.sh     # kith's clients over HTTP/2 (h2c), like etcd's gRPC
+#   KITH_BIN=/tmp/kith-old bash bench/vs-etcd.sh   # another kith build (needs --features etcd)
 #
 # What it does, in order:
 #   1. installs what is missing from Debian: etcd-server, etcd-client (etcdctl),
@@ -27,6 +30,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 SCALE=${SCALE:-1}                 # multiplies every --total (and the prefill)
 FAILOVER_TRIALS=${FAILOVER_TRIALS:-5}
+WORKLOADS=${WORKLOADS:-a b c d e} # which of the workloads below to run
+KITH_HTTP=${KITH_HTTP:-1}         # kith bench --http for kith's (c), (d) and (e): 1 or 2
 KEY_SPACE=${KEY_SPACE:-100000}
 OUT=${OUT:-${TMPDIR:-/tmp}/kith-vs-etcd}
 DATA=${DATA:-$OUT/data}
@@ -49,9 +54,13 @@ if ((${#need[@]})); then
     apt-get -o DPkg::Lock::Timeout=300 update -qq
     apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${need[@]}" >/dev/null
 fi
-log "building kith (release, with the etcd target)"
-cargo build --release --locked -q -p kith --features kith/etcd
-KITH=$PWD/target/release/kith
+if [[ -n ${KITH_BIN:-} ]]; then # a kith binary built elsewhere (e.g. an older commit)
+    KITH=$KITH_BIN
+else
+    log "building kith (release, with the etcd target)"
+    cargo build --release --locked -q -p kith --features kith/etcd
+    KITH=$PWD/target/release/kith
+fi
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*-idle-rss-r* "$OUT"/*.log
 
@@ -157,6 +166,13 @@ declare -A TITLE=(
     [e]="(e) stale get, 256 clients"
 )
 
+wanted() { [[ " $WORKLOADS " == *" $1 "* ]]; }
+# (c)–(e) multiplex 256 clients over 16 connections; with KITH_HTTP=2 kith's do it over
+# HTTP/2 as etcd's do over gRPC. (a) and (b) have one client per connection either way.
+http_for() { # system workload → extra bench arguments
+    if [[ $1 == kith && $KITH_HTTP == 2 && $2 == [cde] ]]; then echo "--http 2"; fi
+}
+
 run_round() { # system round
     local sys=$1 r=$2 w
     log "round $r: $sys"
@@ -166,17 +182,19 @@ run_round() { # system round
     sleep 2
     for i in 1 2 3; do rss_kb "${PID[$sys$i]}"; done | sort -n | tail -1 >"$OUT/$sys-idle-rss-r$r"
     for w in a b c; do
+        wanted "$w" || continue
         # shellcheck disable=SC2086
-        bench "$sys" "$sys-$w-r$r" ${WL[$w]} "${COMMON[@]}" --seed "$r"
+        bench "$sys" "$sys-$w-r$r" ${WL[$w]} $(http_for "$sys" "$w") "${COMMON[@]}" --seed "$r"
     done
     # Reads need the key space filled (unmeasured, once per system).
-    if ((r == 1)); then
+    if ((r == 1)) && { wanted d || wanted e; }; then
         bench "$sys" "$sys-prefill" put --sequential-keys --total "$KEY_SPACE" \
             --clients 64 --conns 64 "${COMMON[@]}"
     fi
     for w in d e; do
+        wanted "$w" || continue
         # shellcheck disable=SC2086
-        bench "$sys" "$sys-$w-r$r" ${WL[$w]} "${COMMON[@]}" --seed "$r"
+        bench "$sys" "$sys-$w-r$r" ${WL[$w]} $(http_for "$sys" "$w") "${COMMON[@]}" --seed "$r"
     done
     stop_cluster "$sys"
 }
@@ -221,7 +239,7 @@ for r in $(seq "$ROUNDS"); do
     if ((r % 2)); then order=(kith etcd); else order=(etcd kith); fi
     for sys in "${order[@]}"; do run_round "$sys" "$r"; done
 done
-for sys in kith etcd; do failover "$sys"; done
+if ((FAILOVER_TRIALS > 0)); then for sys in kith etcd; do failover "$sys"; done; fi
 
 # ---- 4. report --------------------------------------------------------------------------
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -235,13 +253,13 @@ med() { field "$1" "${@:2}" | median; }
     echo
     echo "kith vs etcd $(etcd --version | awk '/etcd Version/ { print $3 }'), 3 nodes each on 127.0.0.1; medians of $ROUNDS alternating rounds"
     echo "durability: both fsync every acknowledged write on a quorum (kith: redb Durability::Immediate per log append; etcd: WAL fsync, its default)"
-    echo "8-byte keys, ${KEY_SPACE} key space, 256-byte values; kith over HTTP/1.1, etcd over gRPC; totals scaled by $SCALE"
+    echo "8-byte keys, ${KEY_SPACE} key space, 256-byte values; kith over HTTP/$KITH_HTTP for (c)–(e) (HTTP/1.1 for (a), (b)), etcd over gRPC; totals scaled by $SCALE"
     echo "disk under \$DATA: ${DISK} µs per synchronous (O_DSYNC) 4 KiB write; $(nproc) cores, shared with whatever else runs"
     echo
     printf '| %-34s | %10s | %10s | %6s | %10s | %10s |\n' workload "kith ops/s" "etcd ops/s" ratio "kith p99" "etcd p99"
     printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
         "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
-    for w in a b c d e; do
+    for w in $WORKLOADS; do
         k=$(med .throughput_ops_s "$OUT"/kith-"$w"-r*.json)
         e=$(med .throughput_ops_s "$OUT"/etcd-"$w"-r*.json)
         kp=$(med .latency.p99_us "$OUT"/kith-"$w"-r*.json)
@@ -254,7 +272,7 @@ med() { field "$1" "${@:2}" | median; }
     printf '| %-34s | %10s | %10s | %12s | %12s |\n' workload "kith" "etcd" "bench (kith)" "bench (etcd)"
     printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
         "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})"
-    for w in a b c d e; do
+    for w in $WORKLOADS; do
         awk -v t="${TITLE[$w]}" -v k="$(med .target_cpu_ms_per_kop "$OUT"/kith-"$w"-r*.json)" \
             -v e="$(med .target_cpu_ms_per_kop "$OUT"/etcd-"$w"-r*.json)" \
             -v bk="$(med .client_cpu_ms_per_kop "$OUT"/kith-"$w"-r*.json)" \
@@ -262,12 +280,14 @@ med() { field "$1" "${@:2}" | median; }
             printf "| %-34s | %10.0f | %10.0f | %12.0f | %12.0f |\n", t, k, e, bk, be }'
     done
     echo
-    kf=$(med .success_gap_ms_max "$OUT"/kith-failover-t*.json)
-    ef=$(med .success_gap_ms_max "$OUT"/etcd-failover-t*.json)
-    echo "leader failover (SIGKILL under 100 writes/s; no successful write for …), median of $FAILOVER_TRIALS:"
-    echo "  kith $(printf '%.0f' "$kf") ms (trials: $(field .success_gap_ms_max "$OUT"/kith-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
-    echo "  etcd $(printf '%.0f' "$ef") ms (trials: $(field .success_gap_ms_max "$OUT"/etcd-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
-    echo
+    if ((FAILOVER_TRIALS > 0)); then
+        kf=$(med .success_gap_ms_max "$OUT"/kith-failover-t*.json)
+        ef=$(med .success_gap_ms_max "$OUT"/etcd-failover-t*.json)
+        echo "leader failover (SIGKILL under 100 writes/s; no successful write for …), median of $FAILOVER_TRIALS:"
+        echo "  kith $(printf '%.0f' "$kf") ms (trials: $(field .success_gap_ms_max "$OUT"/kith-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
+        echo "  etcd $(printf '%.0f' "$ef") ms (trials: $(field .success_gap_ms_max "$OUT"/etcd-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
+        echo
+    fi
     echo "resident memory per node (largest of the 3 nodes; median over rounds):"
     for sys in kith etcd; do
         idle=$(cat "$OUT"/$sys-idle-rss-r* | median)

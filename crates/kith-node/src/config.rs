@@ -78,7 +78,9 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     /// Defaults suited to a LAN or loopback cluster (etcd uses 100 ms heartbeats and a 1 s
-    /// election timeout; kith randomises the election timeout in [min, max]).
+    /// election timeout; kith randomises the election timeout in [min, max]). openraft 0.9
+    /// starts an election only after the leader lease (`election_timeout_ms_max`) *plus* the
+    /// node's timeout have passed without a heartbeat: 900–1000 ms with these defaults.
     pub fn new(id: NodeId, listen: SocketAddr, data_dir: PathBuf) -> Self {
         NodeConfig {
             id,
@@ -86,8 +88,8 @@ impl NodeConfig {
             data_dir,
             value_bytes_max: kith_core::limits::VALUE_BYTES_MAX_DEFAULT,
             heartbeat_interval_ms: 100,
-            election_timeout_ms_min: 700,
-            election_timeout_ms_max: 1400,
+            election_timeout_ms_min: 400,
+            election_timeout_ms_max: 500,
             snapshot_logs_since_last: 10_000,
             snapshot_logs_keep: 1_000,
             request_timeout: Duration::from_secs(5),

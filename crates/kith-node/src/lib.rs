@@ -8,6 +8,8 @@
 //! - [`files`]: chunked, replicated file uploads and downloads, and the per-node repair,
 //!   scrub and garbage-collection passes that keep every chunk on R nodes.
 //! - [`protocol`]: the message types carried on that transport.
+//! - `batcher`: group commit on the leader — concurrent writes proposed as one log entry.
+//! - `read_batcher`: concurrent linearizable reads share one leadership confirmation.
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
 //!   this node is not it), linearizable and stale reads, health, cluster view, membership.
 //!
@@ -22,12 +24,14 @@
 //!                                                      apply (StateMachineStore) ──▶ Response
 //! ```
 
+mod batcher;
 pub mod config;
 pub mod error;
 pub mod files;
 pub mod network;
 pub mod node;
 pub mod protocol;
+mod read_batcher;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

@@ -11,15 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{
-    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
-};
+use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
+use crate::batcher::ProposalBatcher;
 use crate::network::{FaultLayer, PeerTransport, TransportError};
 use crate::protocol::{ForwardError, ForwardRequest, ForwardResponse};
+use crate::read_batcher::ReadIndexBatcher;
 use crate::{NodeConfig, NodeError};
 use kith_core::jobs::JobCommand;
 use kith_core::ledger::to_hex;
@@ -108,6 +108,10 @@ pub struct Node {
     log: LogStore,
     state: StateReader,
     transport: PeerTransport,
+    /// Groups the writes this node proposes as leader into few log entries (group commit).
+    batcher: ProposalBatcher,
+    /// Shares one leadership confirmation between concurrent linearizable reads.
+    read_batcher: ReadIndexBatcher,
     /// Test-only delay and loss on outgoing peer messages; shared with `transport`.
     faults: Arc<FaultLayer>,
     /// The TTL expiry driver; aborted by [`Node::shutdown`].
@@ -179,8 +183,12 @@ impl Node {
             config.expiry_check_interval,
             config.request_timeout,
         ));
+        let batcher = ProposalBatcher::start(raft.clone(), log.clone(), config.request_timeout);
+        let read_batcher = ReadIndexBatcher::start(raft.clone(), config.request_timeout);
         let node = Arc::new(Node {
             files,
+            batcher,
+            read_batcher,
             watchers: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
             stats: Stats::default(),
             config,
@@ -488,6 +496,12 @@ impl Node {
     /// Waits (bounded by `leader_wait`) until a leader is known — one other than `not`, when
     /// given, so a caller that found the old leader gone waits for its successor.
     async fn wait_for_leader(&self, not: Option<NodeId>) -> Result<NodeId, NodeError> {
+        // Fast path, taken by nearly every request: read the leader under the borrow
+        // (openraft's `Wait` clones the whole `RaftMetrics` to test it).
+        let known = self.raft.metrics().borrow().current_leader;
+        if let Some(leader) = known.filter(|l| Some(*l) != not) {
+            return Ok(leader);
+        }
         let wait = self.raft.wait(Some(self.config.leader_wait));
         let metrics = wait
             .metrics(
@@ -543,27 +557,16 @@ impl Node {
                     now_ms: wall_clock_ms(),
                     command,
                 };
-                match timeout(limit, self.raft.client_write(proposal)).await {
+                match timeout(limit, self.batcher.write(proposal)).await {
                     Err(_) => Err(timed_out("commit", limit)),
-                    Ok(Ok(r)) => Ok(ForwardResponse::Written(r.data)),
-                    Ok(Err(e)) => Err(write_error(e)),
+                    Ok(answer) => answer.map(ForwardResponse::Written),
                 }
             }
-            ForwardRequest::ReadIndex => {
-                match timeout(limit, self.raft.ensure_linearizable()).await {
-                    Err(_) => Err(timed_out("read index", limit)),
-                    Ok(Ok(log_id)) => Ok(ForwardResponse::ReadIndex(log_id.map_or(0, |l| l.index))),
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                        Err(ForwardError::NotLeader {
-                            leader_id: f.leader_id,
-                        })
-                    }
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                        Err(ForwardError::NoQuorum)
-                    }
-                    Ok(Err(e)) => Err(ForwardError::Internal(e.to_string())),
-                }
-            }
+            ForwardRequest::ReadIndex => match timeout(limit, self.read_batcher.read_index()).await
+            {
+                Err(_) => Err(timed_out("read index", limit)),
+                Ok(answer) => answer.map(ForwardResponse::ReadIndex),
+            },
             ForwardRequest::AddMember { id, addr } => {
                 let node = BasicNode::new(addr);
                 match timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(id, node, true)).await {
@@ -636,7 +639,9 @@ fn test_bug_stale_reads() -> bool {
     false
 }
 
-fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> ForwardError {
+pub(crate) fn write_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> ForwardError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
             leader_id: f.leader_id,
@@ -691,7 +696,7 @@ async fn drive_expiry(
             now_ms,
             command: Command::Expire,
         };
-        match timeout(request_timeout, raft.client_write(proposal)).await {
+        match timeout(request_timeout, raft.client_write(vec![proposal])).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::debug!("expiry proposal refused: {e}"),
             Err(_) => tracing::warn!("expiry proposal timed out"),

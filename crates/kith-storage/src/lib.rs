@@ -34,11 +34,12 @@ pub use log_store::LogStore;
 pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};
 
 openraft::declare_raft_types!(
-    /// openraft's type configuration for kith: log entries carry [`kith_core::Proposal`]s
-    /// and applying one yields a [`kith_core::Response`].
+    /// openraft's type configuration for kith: a log entry carries a batch of
+    /// [`kith_core::Proposal`]s (the leader's group commit, `kith-node`'s batcher), applied
+    /// in order, and applying it yields one [`kith_core::Response`] per proposal.
     pub TypeConfig:
-        D = kith_core::Proposal,
-        R = kith_core::Response,
+        D = Vec<kith_core::Proposal>,
+        R = Vec<kith_core::Response>,
         NodeId = kith_core::NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

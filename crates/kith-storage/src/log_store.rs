@@ -1,32 +1,64 @@
-//! The durable Raft log (openraft's `RaftLogStorage`) on redb.
+//! The durable Raft log (openraft's `RaftLogStorage`) on redb, written by one storage thread.
 //!
 //! Layout of `raft-log.redb`:
 //! - table `log`: log index (u64) → postcard-encoded `Entry<TypeConfig>`;
 //! - table `meta`: `vote`, `last_purged` → postcard-encoded values.
 //!
+//! ```text
+//!  RaftCore ──append(entries, LogFlushed)──▶ pending (in memory) ──▶ readers see them at once
+//!      │                                   │
+//!      │  save_vote / truncate / purge      ▼ bounded channel (WRITE_QUEUE_MAX jobs)
+//!      └──── (awaits its reply) ─────▶ storage thread: drain everything queued,
+//!                                        ONE redb write transaction, Durability::Immediate
+//!                                        (one fsync), then per job in order: drop the
+//!                                        entries from `pending`, call LogFlushed / reply
+//! ```
+//!
+//! Why a thread: a redb commit blocks on fsync. Done inside `append` it stalled a tokio worker
+//! (the node has two) for every log write; the storage thread keeps both workers serving HTTP
+//! and replication while the disk works, and one fsync covers every job queued meanwhile
+//! (group commit). `LogFlushed` is openraft 0.9's storage-v2 contract for exactly this:
+//! `append` returns once the entries are readable, the callback reports durability.
+//!
 //! Invariants:
-//! - An append is reported complete (`LogFlushed`) only after its redb transaction committed
-//!   with `Durability::Immediate`, i.e. after fsync: this is what makes a quorum
+//! - An append is reported complete (`LogFlushed`) only after the redb transaction holding it
+//!   committed with `Durability::Immediate`, i.e. after fsync: this is what makes a quorum
 //!   acknowledgement durable.
-//! - The vote is fsynced before `save_vote` returns (Raft §5.1: a server must not vote twice
-//!   in one term, even across a crash).
+//! - Entries are readable as soon as `append` returns (openraft's contract): they sit in
+//!   `pending` until their transaction has committed, and a read takes `pending` *before* it
+//!   opens its redb read transaction, so an entry is always in one or the other.
+//! - Jobs run in the order they were queued, so a truncate or purge never overtakes an append
+//!   queued before it. `save_vote`, `truncate` and `purge` return only after their commit
+//!   (Raft §5.1: a server must not vote twice in one term, even across a crash).
+//! - A restarted node never resumes leadership without an election: `read_vote` hands
+//!   openraft the stored vote with `committed` cleared (same term, same candidate, so it
+//!   never lets the node vote twice in a term). openraft 0.9 otherwise restores a node that
+//!   led before the crash as leader at once, reusing its old no-op entry, so its read index
+//!   is `max(old no-op, committed)` — and `committed` restarts from the state machine's
+//!   *durable* `last_applied`, which trails what the node acknowledged before the crash
+//!   (applies are not fsynced one by one; see `state_machine.rs`). A linearizable read could
+//!   then miss an acknowledged write; the fault suite's rolling restart caught exactly that.
+//!   After an election the new leader's no-op comes after every acknowledged entry.
 //! - Every commit is `Durability::Immediate`. The committed index is not persisted at all
 //!   (openraft treats it as optional): an earlier version wrote it with `Durability::None`,
 //!   and under load redb's debug assertions caught a page being freed while a reader still
-//!   referenced it, so kith no longer mixes non-durable commits into the log.
+//!   referenced it, so kith does not mix non-durable commits into the log.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::{decode, encode};
 use crate::{StoreError, TypeConfig};
@@ -38,19 +70,75 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_VOTE: &str = "vote";
 const KEY_LAST_PURGED: &str = "last_purged";
 
-type SResult<T> = Result<T, StorageError<NodeId>>;
+/// Jobs the storage thread's queue holds; `append` waits (asynchronously) when it is full.
+const WRITE_QUEUE_MAX: usize = 1024;
+/// Jobs one redb transaction takes at most, so one commit stays bounded in size and time.
+const GROUP_JOBS_MAX: usize = 256;
 
-/// Handle on the log. Cheap to clone; clones share one database.
+type SResult<T> = Result<T, StorageError<NodeId>>;
+type Pending = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
+
+/// How many appends were queued and how many have been through their commit (failed ones
+/// included), since the store opened. `queued == flushed` means the disk is idle for the log.
+#[derive(Clone, Copy, Debug, Default)]
+struct AppendProgress {
+    queued: u64,
+    flushed: u64,
+}
+
+/// Handle on the log. Cheap to clone; clones share one database and one storage thread.
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    db: Database,
+    db: Arc<Database>,
+    /// Appended entries whose transaction has not committed yet, by index. Inserted by
+    /// `append` (before it queues the job), removed by the storage thread after the commit.
+    pending: Pending,
+    /// The storage thread's queue. `None` only while `Inner` is dropped (closing it stops
+    /// the thread).
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    /// Written by `append` (queued) and the storage thread (flushed); read by
+    /// [`LogStore::wait_idle_after`].
+    progress: Arc<watch::Sender<AppendProgress>>,
     /// Highest committed index openraft has reported; written by `save_committed`, read by
     /// `/v1/health`. Monotonic while the process lives.
     committed_index: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue lets the thread finish what is queued and exit; joining it means
+        // the database is closed when the last handle is gone, so it can be reopened.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One unit of work for the storage thread.
+enum Job {
+    Append {
+        entries: Vec<(u64, LogId<NodeId>, Vec<u8>)>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    SaveVote {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Truncate {
+        index: u64,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    Purge {
+        log_id: LogId<NodeId>,
+        bytes: Vec<u8>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 impl LogStore {
@@ -60,9 +148,26 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
+        let db = Arc::new(db);
+        let pending: Pending = Arc::default();
+        let progress = Arc::new(watch::Sender::new(AppendProgress::default()));
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let thread = {
+            let db = db.clone();
+            let pending = pending.clone();
+            let progress = progress.clone();
+            std::thread::Builder::new()
+                .name("kith-log-writer".into())
+                .spawn(move || writer_loop(&db, &pending, &progress, rx))
+                .map_err(StoreError::Io)?
+        };
         Ok(LogStore {
             inner: Arc::new(Inner {
                 db,
+                pending,
+                jobs: Some(tx),
+                thread: Some(thread),
+                progress,
                 committed_index: AtomicU64::new(0),
             }),
         })
@@ -71,6 +176,23 @@ impl LogStore {
     /// The highest log index known to be committed by a quorum (0 before any).
     pub fn committed_index(&self) -> u64 {
         self.inner.committed_index.load(Ordering::Relaxed)
+    }
+
+    /// Appends queued since the store opened; a mark for [`LogStore::wait_idle_after`].
+    pub fn appends_queued(&self) -> u64 {
+        self.inner.progress.borrow().queued
+    }
+
+    /// Waits until an append after `mark` (from [`LogStore::appends_queued`]) was queued and
+    /// every queued append has been through its commit: the log's disk is idle. The leader's
+    /// write batcher waits for this before it forms the next batch, so that batch takes every
+    /// write that arrived during the fsync instead of queueing behind it as a small one.
+    pub async fn wait_idle_after(&self, mark: u64) {
+        let mut rx = self.inner.progress.subscribe();
+        // An error means the store is gone: nothing left to wait for.
+        let _ = rx
+            .wait_for(|p| p.queued > mark && p.flushed == p.queued)
+            .await;
     }
 
     fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -82,16 +204,27 @@ impl LogStore {
         }
     }
 
-    /// Writes one meta record and fsyncs (redb's default `Durability::Immediate`).
-    fn meta_put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
-        let bytes = encode(value)?;
-        let txn = self.inner.db.begin_write()?;
-        {
-            let mut table = txn.open_table(META)?;
-            table.insert(key, bytes.as_slice())?;
+    /// Queues a job and waits for the storage thread to have committed it.
+    async fn run_job(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Job,
+    ) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.queue(make(done)).await?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Io(std::io::Error::other(e))),
+            Err(_) => Err(writer_gone()),
         }
-        txn.commit()?;
-        Ok(())
+    }
+
+    async fn queue(&self, job: Job) -> Result<(), StoreError> {
+        let jobs = self
+            .inner
+            .jobs
+            .as_ref()
+            .expect("jobs is only taken on drop");
+        jobs.send(job).await.map_err(|_| writer_gone())
     }
 
     fn read_range(
@@ -99,17 +232,34 @@ impl LogStore {
         start: Bound<u64>,
         end: Bound<u64>,
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        // `pending` first, then redb: an entry leaves `pending` only after its commit, so it
+        // is in the copy taken here or in the read transaction opened after.
+        let mut out: BTreeMap<u64, Entry<TypeConfig>> = {
+            let pending = self.inner.pending.lock().expect("pending lock poisoned");
+            pending
+                .range((start, end))
+                .map(|(i, e)| (*i, e.clone()))
+                .collect()
+        };
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(LOG)?;
-        let mut out = Vec::new();
         for item in table.range::<u64>((start, end))? {
-            let (_, v) = item?;
-            out.push(decode(v.value())?);
+            let (k, v) = item?;
+            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(k.value()) {
+                slot.insert(decode(v.value())?);
+            }
         }
-        Ok(out)
+        Ok(out.into_values().collect())
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+        let pending_last = {
+            let pending = self.inner.pending.lock().expect("pending lock poisoned");
+            pending.last_key_value().map(|(_, e)| e.log_id)
+        };
+        if pending_last.is_some() {
+            return Ok(pending_last);
+        }
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(LOG)?;
         let last = match table.last()? {
@@ -118,6 +268,99 @@ impl LogStore {
         };
         Ok(last)
     }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Io(std::io::Error::other(
+        "the log's storage thread has stopped",
+    ))
+}
+
+/// The storage thread: one redb transaction (one fsync) per group of queued jobs.
+fn writer_loop(
+    db: &Database,
+    pending: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
+    progress: &watch::Sender<AppendProgress>,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    let mut group = Vec::with_capacity(GROUP_JOBS_MAX);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < GROUP_JOBS_MAX {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = write_group(db, &group).map_err(|e| e.to_string());
+        let appends = group
+            .iter()
+            .filter(|j| matches!(j, Job::Append { .. }))
+            .count() as u64;
+        for job in group.drain(..) {
+            match job {
+                Job::Append { entries, callback } => {
+                    if result.is_ok() {
+                        let mut pending = pending.lock().expect("pending lock poisoned");
+                        for (index, log_id, _) in &entries {
+                            // A later append may have replaced the entry at this index
+                            // (after a truncate); only the one just written leaves.
+                            if pending.get(index).is_some_and(|e| e.log_id == *log_id) {
+                                pending.remove(index);
+                            }
+                        }
+                    }
+                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                }
+                Job::Truncate { index, done } => {
+                    if result.is_ok() {
+                        pending
+                            .lock()
+                            .expect("pending lock poisoned")
+                            .retain(|i, _| *i < index);
+                    }
+                    let _ = done.send(result.clone());
+                }
+                Job::SaveVote { done, .. } | Job::Purge { done, .. } => {
+                    let _ = done.send(result.clone());
+                }
+            }
+        }
+        progress.send_modify(|p| p.flushed += appends);
+    }
+}
+
+fn write_group(db: &Database, group: &[Job]) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        for job in group {
+            match job {
+                Job::Append { entries, .. } => {
+                    for (index, _, bytes) in entries {
+                        log.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                Job::SaveVote { bytes, .. } => {
+                    meta.insert(KEY_VOTE, bytes.as_slice())?;
+                }
+                // Removes the conflicting suffix [index, ..) — Raft §5.3.
+                Job::Truncate { index, .. } => {
+                    log.retain_in(*index.., |_, _| false)?;
+                }
+                // The purge point is recorded in the same transaction as the deletion, so a
+                // crash never leaves a gap that get_log_state cannot explain.
+                Job::Purge { log_id, bytes, .. } => {
+                    meta.insert(KEY_LAST_PURGED, bytes.as_slice())?;
+                    log.retain_in(..=log_id.index, |_, _| false)?;
+                }
+            }
+        }
+    }
+    // Durability::Immediate is redb's default: commit returns after fsync.
+    txn.commit()?;
+    Ok(())
 }
 
 fn read_err(e: StoreError) -> StorageError<NodeId> {
@@ -156,13 +399,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
-        self.meta_put(KEY_VOTE, vote)
+        let bytes = encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.run_job(|done| Job::SaveVote { bytes, done })
+            .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
-        self.meta_get(KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
+        let vote: Option<Vote<NodeId>> = self
+            .meta_get(KEY_VOTE)
+            .map_err(|e| StorageIOError::read_vote(&e))?;
+        // Never resume leadership without an election (see the module docs).
+        Ok(vote.map(|v| Vote {
+            committed: false,
+            ..v
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
@@ -183,60 +434,49 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = (|| -> Result<(), StoreError> {
-            let txn = self.inner.db.begin_write()?;
-            {
-                let mut table = txn.open_table(LOG)?;
-                for entry in entries {
-                    let bytes = encode(&entry)?;
-                    table.insert(entry.log_id.index, bytes.as_slice())?;
-                }
-            }
-            // Durability::Immediate is redb's default: commit returns after fsync.
-            txn.commit()?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(write_err(e))
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let mut encoded = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            encoded.push((
+                entry.log_id.index,
+                entry.log_id,
+                encode(entry).map_err(write_err)?,
+            ));
+        }
+        {
+            // Readable from here on (openraft's contract for `append`), durable once the
+            // storage thread calls `callback`.
+            let mut pending = self.inner.pending.lock().expect("pending lock poisoned");
+            for entry in entries {
+                pending.insert(entry.log_id.index, entry);
             }
         }
+        self.inner.progress.send_modify(|p| p.queued += 1);
+        self.queue(Job::Append {
+            entries: encoded,
+            callback,
+        })
+        .await
+        .map_err(write_err)
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        // Removes the conflicting suffix [log_id.index, ..) — Raft §5.3.
-        (|| -> Result<(), StoreError> {
-            let txn = self.inner.db.begin_write()?;
-            {
-                let mut table = txn.open_table(LOG)?;
-                table.retain_in(log_id.index.., |_, _| false)?;
-            }
-            txn.commit()?;
-            Ok(())
-        })()
+        self.run_job(|done| Job::Truncate {
+            index: log_id.index,
+            done,
+        })
+        .await
         .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        // Record the purge point first, in the same transaction as the deletion, so a crash
-        // never leaves a gap that get_log_state cannot explain.
-        (|| -> Result<(), StoreError> {
-            let bytes = encode(&log_id)?;
-            let txn = self.inner.db.begin_write()?;
-            {
-                let mut meta = txn.open_table(META)?;
-                meta.insert(KEY_LAST_PURGED, bytes.as_slice())?;
-                let mut table = txn.open_table(LOG)?;
-                table.retain_in(..=log_id.index, |_, _| false)?;
-            }
-            txn.commit()?;
-            Ok(())
-        })()
+        let bytes = encode(&log_id).map_err(write_err)?;
+        self.run_job(|done| Job::Purge {
+            log_id,
+            bytes,
+            done,
+        })
+        .await
         .map_err(write_err)
     }
 }

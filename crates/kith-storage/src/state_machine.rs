@@ -19,6 +19,15 @@
 //! - Each batch of entries openraft hands to [`apply`](RaftStateMachine::apply) is applied in
 //!   one redb write transaction together with the new `last_applied`, ledger head and
 //!   counters, so after a crash they always agree; openraft re-applies anything after.
+//! - Applies are not fsynced one by one: the Raft log is the durable record of every
+//!   committed entry, so an apply commits with `Durability::None` and every
+//!   `APPLIES_PER_FSYNC`-th one with `Durability::Immediate` (which makes all before it durable
+//!   too). A crash rolls `state.redb` back to its last durable apply, and openraft re-applies
+//!   the rest from the log (applying is deterministic, so the state, revisions and ledger come
+//!   out identical). This holds only while **the log is never purged past the durable
+//!   `last_applied`**. openraft purges only entries a snapshot covers (up to its last log id,
+//!   minus `max_in_snapshot_log_to_keep`), so the snapshot builder makes the state it read
+//!   durable before it returns, and an installed snapshot is committed durably.
 //! - `last_applied` only grows (asserted), except when a snapshot replaces the state.
 //! - The ledger links: each applied entry's hash is computed from the hash of the entry
 //!   applied before it (or the snapshot's head), in the same transaction.
@@ -41,7 +50,8 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use redb::{
-    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -77,6 +87,9 @@ const KEY_KV_META: &str = "kv_meta";
 const KEY_LEDGER_HEAD: &str = "ledger_head";
 const KEY_EVENTS_COMPACTED: &str = "events_compacted";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// One apply in this many is committed with fsync; the others rely on the log (see above).
+const APPLIES_PER_FSYNC: u64 = 64;
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -117,6 +130,8 @@ pub struct StateMachineStore {
     snapshot_seq: u64,
     /// Test-only fault: the log index whose bytes this node alters before hashing.
     corrupt_ledger_at: Option<u64>,
+    /// Applies committed without fsync since the last durable one.
+    applies_since_fsync: u64,
 }
 
 /// Read-only view of the applied state for the node's read paths. Cheap to clone.
@@ -435,6 +450,7 @@ impl StateMachineStore {
             revision_tx: Arc::new(watch::Sender::new(revision)),
             snapshot_seq: 0,
             corrupt_ledger_at: corrupt_ledger_at(),
+            applies_since_fsync: 0,
         })
     }
 
@@ -457,8 +473,16 @@ impl StateMachineStore {
     fn apply_inner(
         &mut self,
         entries: impl Iterator<Item = Entry<TypeConfig>>,
-    ) -> Result<Vec<Response>, StoreError> {
-        let txn = self.db.begin_write()?;
+    ) -> Result<Vec<Vec<Response>>, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        self.applies_since_fsync += 1;
+        if self.applies_since_fsync < APPLIES_PER_FSYNC {
+            // The log holds these entries durably; see the module docs for the invariant.
+            txn.set_durability(Durability::None)
+                .map_err(|e| StoreError::Engine(e.into()))?;
+        } else {
+            self.applies_since_fsync = 0;
+        }
         let mut responses = Vec::new();
         let kv_meta = {
             let mut meta = txn.open_table(META)?;
@@ -510,13 +534,19 @@ impl StateMachineStore {
                     ),
                 };
                 ledger_table.insert(head.index, head.hash.as_slice())?;
-                let response = match entry.payload {
-                    EntryPayload::Blank => Response::None,
+                // One entry is a batch of proposals (the leader's group commit), applied in
+                // order; it answers once per proposal.
+                let mut batch_responses = Vec::new();
+                let proposals = match entry.payload {
+                    EntryPayload::Blank => Vec::new(),
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                        Response::None
+                        Vec::new()
                     }
-                    EntryPayload::Normal(proposal) => {
+                    EntryPayload::Normal(proposals) => proposals,
+                };
+                for proposal in proposals {
+                    let response = {
                         // The clock (and so TTL expiry) applies to every proposal first.
                         let response = kv::apply(&mut table, &mut kv_meta, &proposal)?;
                         jobs::fire_timers(&mut job_table, kv_meta.now_ms)?;
@@ -530,9 +560,10 @@ impl StateMachineStore {
                             }
                             _ => response,
                         }
-                    }
-                };
-                responses.push(response);
+                    };
+                    batch_responses.push(response);
+                }
+                responses.push(batch_responses);
             }
             // Bounded history: drop the oldest hashes and events.
             let ledger_cutoff = head.index.saturating_sub(self.config.ledger_kept);
@@ -684,6 +715,9 @@ pub struct SnapshotBuilder {
 impl SnapshotBuilder {
     fn build_inner(&mut self) -> Result<Snapshot<TypeConfig>, StoreError> {
         let txn = self.db.begin_read()?;
+        // Once this snapshot exists openraft may purge the log up to it, so the state it reads
+        // must survive a crash: a durable commit makes every apply before it durable.
+        self.db.begin_write()?.commit()?;
         let meta_table = txn.open_table(META)?;
         let last_applied: Option<LogId<NodeId>> =
             meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
@@ -767,7 +801,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.applied_state_inner().map_err(sm_read_err)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Response>>
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Vec<Response>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,

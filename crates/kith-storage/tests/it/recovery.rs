@@ -15,7 +15,7 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Proposal {
+        payload: EntryPayload::Normal(vec![Proposal {
             now_ms: 1_000,
             command: Command::Put {
                 key: key.into(),
@@ -23,7 +23,7 @@ fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
                 if_revision: None,
                 ttl_ms: None,
             },
-        }),
+        }]),
     }
 }
 
@@ -39,7 +39,10 @@ async fn vote_log_and_state_survive_reopen() {
             .unwrap();
         assert_eq!(
             responses,
-            vec![Response::Put { revision: 1 }, Response::Put { revision: 2 }]
+            vec![
+                vec![Response::Put { revision: 1 }],
+                vec![Response::Put { revision: 2 }]
+            ]
         );
     }
     let (mut log, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
@@ -142,10 +145,10 @@ async fn snapshot_installs_into_an_empty_store() {
 fn file_command(term: u64, index: u64, now_ms: u64, command: FileCommand) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(term, index),
-        payload: EntryPayload::Normal(Proposal {
+        payload: EntryPayload::Normal(vec![Proposal {
             now_ms,
             command: Command::File(command),
-        }),
+        }]),
     }
 }
 
@@ -191,7 +194,7 @@ async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
         .await
         .unwrap();
     assert_eq!(
-        responses[1],
+        responses[1][0],
         Response::File(FileOutcome::Stored {
             version: 2,
             created_ms: 1_000
@@ -241,4 +244,46 @@ async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
     assert!(!copy.chunk_referenced(&[1; 32]).unwrap());
     assert!(copy.chunk_referenced(&[2; 32]).unwrap());
     assert!(copy.share("t").unwrap().is_none());
+}
+
+/// One entry carries a batch of proposals (the leader's group commit): they apply in order,
+/// each with its own revision, and the entry answers once per proposal.
+#[tokio::test]
+async fn a_batched_entry_applies_each_proposal_in_order() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (_, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
+    let mut entry = put(1, 1, "a", "1");
+    if let (EntryPayload::Normal(batch), EntryPayload::Normal(more)) =
+        (&mut entry.payload, put(1, 1, "a", "2").payload)
+    {
+        batch.extend(more);
+    }
+    let responses = sm.apply(vec![entry, put(1, 2, "b", "3")]).await.unwrap();
+    assert_eq!(
+        responses,
+        vec![
+            vec![Response::Put { revision: 1 }, Response::Put { revision: 2 }],
+            vec![Response::Put { revision: 3 }]
+        ]
+    );
+    let reader = sm.reader();
+    let a = reader.get("a").unwrap().unwrap();
+    assert_eq!((a.value.as_slice(), a.version), (&b"2"[..], 2));
+    assert_eq!(reader.ledger_head().unwrap().index, 2);
+}
+
+/// Regression (fault suite seed 1, rolling restart): a leader restarted over non-durable
+/// applies must not resume leading with a read index below what it acknowledged, so the
+/// vote comes back uncommitted and the node has to win an election first.
+#[tokio::test]
+async fn a_restarted_leader_must_win_an_election_again() {
+    let dir = tempfile::TempDir::new().unwrap();
+    {
+        let (mut log, _) = kith_storage::open(dir.path(), Default::default()).unwrap();
+        log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+    }
+    let (mut log, _) = kith_storage::open(dir.path(), Default::default()).unwrap();
+    let vote = log.read_vote().await.unwrap().unwrap();
+    assert_eq!(vote, Vote::new(4, 1));
+    assert!(!vote.is_committed());
 }

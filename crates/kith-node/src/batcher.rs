@@ -1,0 +1,201 @@
+//! Group commit above Raft: the leader proposes many client writes as one log entry.
+//!
+//! openraft 0.9's core appends each `client_write` as its own entry and waits for that
+//! append's fsync before it takes the next request, so one write per entry means one fsync
+//! per write on the leader, however many clients wait. etcd gets its batching from raft's
+//! `Ready` loop (every proposal that arrived during the last WAL fsync goes into the next);
+//! kith gets the same effect here, one layer up:
+//!
+//! ```text
+//!  serve_forwarded(Write) ──▶ queue (PROPOSALS_QUEUED_MAX) ──▶ batcher task
+//!        ▲ awaits its own answer                              │ takes a permit (at most
+//!        │                                                    │ BATCHES_IN_FLIGHT_MAX batches
+//!        │                                                    │ in Raft at once), then
+//!        │                                                    │ everything queued (bounded
+//!        │                                                    ▼ by count and bytes)
+//!        └──── Response i ◀──── Raft::client_write(vec![p1, …, pn]) ─▶ one entry, one fsync
+//!                                                             │
+//!                                 waits until that entry is in the log and the log's fsync
+//!                                 is done (`LogStore::wait_idle_after`) before the next batch
+//! ```
+//!
+//! While the leader's log fsyncs, and while the batches in flight hold every permit, new
+//! writes queue up, and the next batch takes all of them: the busier the leader, the larger
+//! its batches, with no timer and no added latency for a lone client.
+//!
+//! Invariants:
+//! - A batch is one Raft entry: it commits and applies entirely or not at all, and its
+//!   proposals apply in queue order, each with its own revision (the state machine loops over
+//!   them). The entry's response holds exactly one `Response` per proposal (asserted).
+//! - Each waiter gets exactly one answer. A batch that fails or times out gives every
+//!   waiter the same error; as for a single write, a timeout means the outcome is unknown.
+//!
+//! Refuses: deciding what a command means, and any wait of its own: there is no linger
+//! timer, only the queue that forms while earlier batches are in Raft.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::Raft;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::time::timeout;
+
+use kith_core::{Proposal, Response};
+use kith_storage::{LogStore, TypeConfig};
+
+use crate::node::write_error;
+use crate::protocol::ForwardError;
+
+/// Writes waiting for the batcher; senders wait (asynchronously) when it is full.
+const PROPOSALS_QUEUED_MAX: usize = 4096;
+/// Batches handed to Raft and not yet answered. More than one lets the leader append the
+/// next batch while the previous one is being replicated.
+const BATCHES_IN_FLIGHT_MAX: usize = 4;
+/// Proposals in one batch (one log entry).
+const BATCH_PROPOSALS_MAX: usize = 512;
+/// Encoded bytes in one batch: a batch always takes its first proposal, then stops before
+/// one that would pass this (values are at most 1 MiB each).
+const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+type Answer = Result<Response, ForwardError>;
+
+struct Waiting {
+    proposal: Proposal,
+    bytes: usize,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The leader's write batcher. Cheap to clone; its task stops when every clone is gone.
+#[derive(Clone)]
+pub(crate) struct ProposalBatcher {
+    /// The batcher task's queue. Written by [`ProposalBatcher::write`]; closed when the last
+    /// clone is dropped, which ends the task.
+    queue: mpsc::Sender<Waiting>,
+}
+
+impl ProposalBatcher {
+    /// Starts the batcher task. Each batch is bounded by `request_timeout` in Raft.
+    pub(crate) fn start(raft: Raft<TypeConfig>, log: LogStore, request_timeout: Duration) -> Self {
+        let (queue, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
+        tokio::spawn(run(raft, log, rx, request_timeout));
+        ProposalBatcher { queue }
+    }
+
+    /// Proposes `proposal` in the next batch and waits for its own response.
+    pub(crate) async fn write(&self, proposal: Proposal) -> Answer {
+        let bytes = postcard::experimental::serialized_size(&proposal).unwrap_or(0);
+        let (answer, wait) = oneshot::channel();
+        let stopped = || ForwardError::Internal("the write batcher has stopped".into());
+        self.queue
+            .send(Waiting {
+                proposal,
+                bytes,
+                answer,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(
+    raft: Raft<TypeConfig>,
+    log: LogStore,
+    mut rx: mpsc::Receiver<Waiting>,
+    request_timeout: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    // A proposal that did not fit in the previous batch starts the next one.
+    let mut carried: Option<Waiting> = None;
+    loop {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < BATCH_PROPOSALS_MAX {
+            match rx.try_recv() {
+                Ok(w) if bytes + w.bytes > BATCH_BYTES_MAX => {
+                    carried = Some(w);
+                    break;
+                }
+                Ok(w) => {
+                    bytes += w.bytes;
+                    batch.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        let mark = log.appends_queued();
+        let mut proposed = tokio::spawn(async move {
+            let _permit = permit;
+            propose(&raft, batch, request_timeout).await;
+        });
+        // The next batch forms once this one is in the log and the log's fsync is done (or
+        // this one failed before reaching the log): openraft appends one entry at a time and
+        // waits for each fsync, so writes arriving meanwhile are best taken together.
+        tokio::select! {
+            _ = log.wait_idle_after(mark) => {}
+            _ = &mut proposed => {}
+        }
+    }
+}
+
+/// Proposes one batch and answers each of its waiters.
+async fn propose(raft: &Raft<TypeConfig>, batch: Vec<Waiting>, request_timeout: Duration) {
+    let (proposals, answers): (Vec<Proposal>, Vec<oneshot::Sender<Answer>>) =
+        batch.into_iter().map(|w| (w.proposal, w.answer)).unzip();
+    let count = proposals.len();
+    match timeout(request_timeout, raft.client_write(proposals)).await {
+        Ok(Ok(written)) => {
+            assert_eq!(
+                written.data.len(),
+                count,
+                "a batch's entry answers once per proposal"
+            );
+            for (answer, response) in answers.into_iter().zip(written.data) {
+                let _ = answer.send(Ok(response));
+            }
+        }
+        Ok(Err(e)) => {
+            let e = write_error(e);
+            for answer in answers {
+                let _ = answer.send(Err(copy_error(&e)));
+            }
+        }
+        Err(_) => {
+            for answer in answers {
+                let _ = answer.send(Err(ForwardError::Timeout {
+                    what: "commit".into(),
+                    ms: request_timeout.as_millis() as u64,
+                }));
+            }
+        }
+    }
+}
+
+/// The same error for another waiter of the batch.
+fn copy_error(e: &ForwardError) -> ForwardError {
+    match e {
+        ForwardError::NotLeader { leader_id } => ForwardError::NotLeader {
+            leader_id: *leader_id,
+        },
+        ForwardError::Timeout { what, ms } => ForwardError::Timeout {
+            what: what.clone(),
+            ms: *ms,
+        },
+        ForwardError::NoQuorum => ForwardError::NoQuorum,
+        ForwardError::Membership(m) => ForwardError::Membership(m.clone()),
+        ForwardError::Internal(m) => ForwardError::Internal(m.clone()),
+    }
+}
