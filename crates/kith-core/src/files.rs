@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 use crate::limits::InvalidInput;
 use crate::{NodeId, Response};
 
-/// A BLAKE3 hash: names a chunk, and (over the whole content) a file.
-pub type Hash = [u8; 32];
+/// A BLAKE3 hash (the ledger's type): names a chunk, and (over the whole content) a file.
+/// `hex` is the ledger's lower-case hex encoding.
+pub use crate::ledger::{to_hex as hex, Hash};
 
 /// Default chunk size: big enough that per-chunk overhead (one request per replica, one
 /// manifest entry) is small, small enough that range reads and repair move little extra.
@@ -369,11 +370,6 @@ pub fn rendezvous(hash: &Hash, nodes: &[NodeId]) -> Vec<NodeId> {
         .collect();
     scored.sort_unstable_by(|a, b| b.cmp(a));
     scored.into_iter().map(|(_, node)| node).collect()
-}
-
-/// Lower-case hex of a hash.
-pub fn hex(hash: &Hash) -> String {
-    blake3::Hash::from_bytes(*hash).to_hex().to_string()
 }
 
 /// Parses 64 hex digits into a hash.
