@@ -34,7 +34,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesOrdered, FuturesUnordered};
@@ -107,11 +107,10 @@ pub struct FileCounters {
     pub bytes_scrubbed: AtomicU64,
 }
 
-/// A node's files machinery: its chunk store, the client it moves chunks with, and the
-/// bookkeeping of its background passes.
+/// A node's files machinery: its chunk store, its view of which peers are down, and the
+/// bookkeeping of its background passes. Chunks travel on the peer transport's client.
 pub struct Blobs {
     pub store: Arc<ChunkStore>,
-    http: reqwest::Client,
     /// Bounds concurrent uploads through this node (`file_uploads_max`).
     uploads: Arc<Semaphore>,
     /// Since when each peer has failed every request (absent: it answered last time).
@@ -127,21 +126,8 @@ pub struct Blobs {
 impl Blobs {
     pub fn open(config: &NodeConfig) -> Result<Self, NodeError> {
         let store = ChunkStore::open(&config.data_dir.join("chunks"))?;
-        let mut builder = reqwest::Client::builder()
-            .no_proxy()
-            .http1_only()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_millis(500))
-            .pool_max_idle_per_host(8);
-        if !config.listen.ip().is_unspecified() {
-            // As for Raft traffic: dial from the node's own address so partitions bite.
-            builder = builder.local_address(config.listen.ip());
-        }
         Ok(Blobs {
             store: Arc::new(store),
-            http: builder
-                .build()
-                .map_err(|e| NodeError::Internal(format!("chunk client: {e}")))?,
             uploads: Arc::new(Semaphore::new(config.file_uploads_max)),
             down_since: Mutex::new(HashMap::new()),
             unreferenced_since: Mutex::new(HashMap::new()),
@@ -187,18 +173,15 @@ async fn joined<T>(task: tokio::task::JoinHandle<Result<T, NodeError>>) -> Resul
         .map_err(|e| NodeError::Internal(format!("chunk task: {e}")))?
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Node {
     /// The members chunks may live on: every node in the current membership, voters and
     /// learners alike, in id order.
     fn file_members(&self) -> Vec<(NodeId, String)> {
-        let m = self.raft().metrics().borrow().clone();
-        m.membership_config
+        // Read under the borrow: cloning all of openraft's metrics per chunk read is waste.
+        self.raft()
+            .metrics()
+            .borrow()
+            .membership_config
             .membership()
             .nodes()
             .map(|(id, n)| (*id, n.addr.clone()))
@@ -424,8 +407,8 @@ impl Node {
         let addr = member_addr(members, id)?;
         let result = self
             .chunk_request(
-                self.files
-                    .http
+                self.transport()
+                    .http()
                     .put(format!("http://{addr}{}/{}", route::CHUNKS, hex(&hash)))
                     .timeout(CHUNK_TRANSFER_TIMEOUT)
                     .body(chunk),
@@ -516,8 +499,8 @@ impl Node {
         let addr = member_addr(members, id)?;
         let result = self
             .chunk_request(
-                self.files
-                    .http
+                self.transport()
+                    .http()
                     .get(format!("http://{addr}{}/{}", route::CHUNKS, hex(&hash)))
                     .timeout(CHUNK_TRANSFER_TIMEOUT),
             )
@@ -604,8 +587,8 @@ impl Node {
             .map_err(|e| NodeError::Internal(format!("encode: {e}")))?;
         let result = self
             .chunk_request(
-                self.files
-                    .http
+                self.transport()
+                    .http()
                     .post(format!("http://{addr}{}", route::HAVE))
                     .timeout(PROBE_TIMEOUT)
                     .body(body),
@@ -713,7 +696,7 @@ impl Node {
         let Some(share) = self.state().share(token)? else {
             return Ok(ShareLookup::Unknown);
         };
-        if share.expires_at_ms <= now_ms() {
+        if share.expires_at_ms <= crate::node::wall_clock_ms() {
             return Ok(ShareLookup::Expired);
         }
         match self.state().file(&share.path)? {

@@ -249,6 +249,12 @@ impl PeerTransport {
             .await
     }
 
+    /// The pooled client itself, for peer traffic that is not a postcard RPC (file chunks).
+    /// Callers check [`PeerTransport::is_isolated`] first, as [`PeerTransport::call`] does.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// A GET of a JSON document, for gathering other members' status.
     pub async fn get_json<T: DeserializeOwned>(
         &self,

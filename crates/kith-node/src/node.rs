@@ -133,9 +133,9 @@ pub struct Stats {
     pub writes: std::sync::atomic::AtomicU64,
 }
 
-/// Milliseconds since the Unix epoch on this machine's clock. Read only on the leader, to
-/// stamp proposals; state machines never call it.
-fn wall_clock_ms() -> u64 {
+/// Milliseconds since the Unix epoch on this machine's clock. Read on the leader to stamp
+/// proposals, and by a node judging a share link's expiry; state machines never call it.
+pub(crate) fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -216,6 +216,11 @@ impl Node {
     /// The applied state, for watches and the ledger.
     pub fn state(&self) -> &StateReader {
         &self.state
+    }
+
+    /// The peer transport, whose pooled client also carries file chunks.
+    pub(crate) fn transport(&self) -> &PeerTransport {
+        &self.transport
     }
 
     /// The fault layer on outgoing peer messages, for `/internal/faults`.
