@@ -83,8 +83,9 @@ fn not_found(path: &str) -> ApiError {
     ApiError::not_found(format!("no file at '{path}'"))
 }
 
-/// A manifest as clients see it (without the chunk list).
-fn summary(node: &Node, m: &Manifest) -> Value {
+/// A manifest as clients see it (without the chunk list); `replicas` is
+/// [`Node::file_replicas`], read once per response.
+fn summary(replicas: usize, m: &Manifest) -> Value {
     json!({
         "path": m.path,
         "size": m.size,
@@ -94,7 +95,7 @@ fn summary(node: &Node, m: &Manifest) -> Value {
         "version": m.version,
         "chunk_bytes": m.chunk_bytes,
         "chunk_count": m.chunks.len(),
-        "replicas": node.file_replicas(),
+        "replicas": replicas,
     })
 }
 
@@ -136,7 +137,11 @@ async fn upload(
             body.into_data_stream(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(summary(&node, &manifest))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(summary(node.file_replicas(), &manifest)),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -163,7 +168,7 @@ async fn download(
         None | Some("0") | Some("false") => serve_file(&node, manifest, &method, &headers, None),
         Some("1") | Some("true") => {
             let chunks = node.explain(&manifest).await;
-            let mut body = summary(&node, &manifest);
+            let mut body = summary(node.file_replicas(), &manifest);
             body["chunks"] = json!(chunks);
             Ok(Json(body).into_response())
         }
@@ -371,7 +376,8 @@ async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, A
     let more = page.len() > limit;
     page.truncate(limit);
     let next = more.then(|| page.last().map(|m| m.path.clone()));
-    let files: Vec<Value> = page.iter().map(|m| summary(&node, m)).collect();
+    let replicas = node.file_replicas();
+    let files: Vec<Value> = page.iter().map(|m| summary(replicas, m)).collect();
     Ok(Json(json!({ "files": files, "next": next.flatten() })).into_response())
 }
 

@@ -9,12 +9,6 @@ use axum::response::{IntoResponse, Response};
 
 use kith_node::Node;
 
-fn gauge_after(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(out, "# HELP kith_{name} {help}");
-    let _ = writeln!(out, "# TYPE kith_{name} gauge");
-    let _ = writeln!(out, "kith_{name} {value}");
-}
-
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let h = node.health();
     let mut out = String::new();
@@ -60,6 +54,12 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         "1 if the node knows a leader and is a member.",
         u64::from(h.ready),
     );
+    gauge("file_chunks", "File chunks held.", h.file_chunks);
+    gauge(
+        "file_chunk_bytes",
+        "Bytes of file chunks held.",
+        h.file_chunk_bytes,
+    );
     let mut counter = |name: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP kith_{name} {help}");
         let _ = writeln!(out, "# TYPE kith_{name} counter");
@@ -96,13 +96,6 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         "file_scrubbed_bytes_total",
         "Bytes of stored chunks the scrubber re-hashed.",
         load(&files.bytes_scrubbed),
-    );
-    gauge_after(&mut out, "file_chunks", "File chunks held.", h.file_chunks);
-    gauge_after(
-        &mut out,
-        "file_chunk_bytes",
-        "Bytes of file chunks held.",
-        h.file_chunk_bytes,
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
