@@ -703,37 +703,29 @@ async fn bad_file_requests_are_refused_and_store_nothing() {
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
     // Unknown files, shares and malformed requests.
-    let r = http
-        .get(format!("{url}/v1/files/nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = http
-        .post(format!("{url}/v1/files/nope/share"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = http
-        .post(format!("{url}/v1/files/nope/share"))
-        .body("{\"expires_in_s\": 99999999999}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    let r = http
-        .get(format!("{url}/s/not-a-token"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = http
-        .get(format!("{url}/v1/files?limit=100000"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let cases = [
+        ("GET", "/v1/files/nope", "", StatusCode::NOT_FOUND),
+        ("POST", "/v1/files/nope/share", "", StatusCode::NOT_FOUND),
+        (
+            "POST",
+            "/v1/files/nope/share",
+            "{\"expires_in_s\": 99999999999}",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/s/not-a-token", "", StatusCode::NOT_FOUND),
+        ("GET", "/v1/files?limit=100000", "", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/files?bogus=1", "", StatusCode::BAD_REQUEST),
+    ];
+    for (method, path, body, expected) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = http
+            .request(method.clone(), format!("{url}{path}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), expected, "{method} {path} {body}");
+    }
 
     // A body shorter than its Content-Length: the client hangs up early.
     let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -799,6 +791,8 @@ async fn memory_stays_flat_through_a_gigabyte_upload_and_download() {
         tokio::spawn(async move {
             loop {
                 peak.fetch_max(rss_bytes(pid), std::sync::atomic::Ordering::Relaxed);
+                // The sampling period of the peak, not a wait for anything: the sampler
+                // runs until the transfers are done and is then aborted.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
