@@ -282,11 +282,12 @@ impl Node {
                 .requests
                 .load(std::sync::atomic::Ordering::Relaxed),
             writes_total: self.stats.writes.load(std::sync::atomic::Ordering::Relaxed),
-            disk_bytes: ["raft-log.redb", "state.redb", "snapshot.bin"]
-                .iter()
-                .filter_map(|f| std::fs::metadata(self.config.data_dir.join(f)).ok())
-                .map(|m| m.len())
-                .sum(),
+            disk_bytes: self.log.disk_bytes()
+                + ["state.redb", "snapshot.bin"]
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(self.config.data_dir.join(f)).ok())
+                    .map(|m| m.len())
+                    .sum::<u64>(),
             ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
             file_chunks: self.files.store.usage().0,
             file_chunk_bytes: self.files.store.usage().1,

@@ -1,8 +1,10 @@
-//! kith-storage: everything kith keeps on disk, on the redb embedded engine.
+//! kith-storage: everything kith keeps on disk: the Raft log in its own segment files, the
+//! state on the redb embedded engine.
 //!
 //! Owns:
-//! - [`LogStore`]: the Raft log, the vote and the committed index (`raft-log.redb`). Every
-//!   append, truncate, purge and vote is fsynced before openraft is told it is done.
+//! - [`LogStore`]: the Raft log and the vote (`raft-log/`, segment files of checksummed
+//!   records; see `wal`). Every append, truncate, purge and vote is fsynced before openraft
+//!   is told it is done.
 //! - [`StateMachineStore`]: the applied key-value state, its expiry index, the recent change
 //!   events (for watches), the ledger (hash chain) and the applied log id, all written in one
 //!   redb transaction per batch of applied entries (`state.redb`), plus the latest snapshot
@@ -15,8 +17,8 @@
 //! Refuses: networking, clocks, deciding what a command means (that is `kith-core`), and
 //! knowing about HTTP. Only this crate knows redb exists.
 //!
-//! Two files rather than one so that log appends and state-machine applies, which openraft
-//! runs concurrently, do not queue behind each other on redb's single writer.
+//! The log and the state apart, so that log appends and state-machine applies, which
+//! openraft runs concurrently, never queue behind each other.
 
 mod chunk_store;
 mod codec;
@@ -24,6 +26,7 @@ mod error;
 mod files_tables;
 mod log_store;
 mod state_machine;
+mod wal;
 
 use std::io::Cursor;
 use std::path::Path;
@@ -50,7 +53,7 @@ openraft::declare_raft_types!(
 /// Opens (or creates) a node's stores under `dir`.
 pub fn open(dir: &Path, config: StoreConfig) -> Result<(LogStore, StateMachineStore), StoreError> {
     std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
-    let log = LogStore::open(&dir.join("raft-log.redb"))?;
+    let log = LogStore::open(dir)?;
     let sm = StateMachineStore::open(dir, config)?;
     Ok((log, sm))
 }

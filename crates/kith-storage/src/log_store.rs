@@ -1,35 +1,31 @@
-//! The durable Raft log (openraft's `RaftLogStorage`) on redb, written by one storage thread.
-//!
-//! Layout of `raft-log.redb`:
-//! - table `log`: log index (u64) → postcard-encoded `Entry<TypeConfig>`;
-//! - table `meta`: `vote`, `last_purged` → postcard-encoded values.
+//! The durable Raft log (openraft's `RaftLogStorage`), written by one storage thread into
+//! the segment files of [`crate::wal`] (`raft-log/`).
 //!
 //! ```text
 //!  RaftCore ──append(entries, LogFlushed)──▶ pending (in memory) ──▶ readers see them at once
 //!      │                                   │
 //!      │  save_vote / truncate / purge      ▼ bounded channel (WRITE_QUEUE_MAX jobs)
-//!      └──── (awaits its reply) ─────▶ storage thread: drain everything queued,
-//!                                        ONE redb write transaction, Durability::Immediate
-//!                                        (one fsync), then per job in order: drop the
-//!                                        entries from `pending`, call LogFlushed / reply
+//!      └──── (awaits its reply) ─────▶ storage thread: drain everything queued, write it
+//!                                        in order, ONE fdatasync for all the appends, then
+//!                                        per job in order: drop the entries from `pending`,
+//!                                        call LogFlushed / reply
 //! ```
 //!
-//! Why a thread: a redb commit blocks on fsync. Done inside `append` it stalled a tokio worker
-//! (the node has two) for every log write; the storage thread keeps both workers serving HTTP
-//! and replication while the disk works, and one fsync covers every job queued meanwhile
-//! (group commit). `LogFlushed` is openraft 0.9's storage-v2 contract for exactly this:
-//! `append` returns once the entries are readable, the callback reports durability.
+//! Why a thread: an fsync blocks. Done inside `append` it stalled a tokio worker (the node
+//! has two) for every log write; the storage thread keeps both workers serving HTTP and
+//! replication while the disk works, and one fsync covers every job queued meanwhile (group
+//! commit). `LogFlushed` is openraft 0.9's storage-v2 contract for exactly this: `append`
+//! returns once the entries are readable, the callback reports durability.
 //!
 //! Invariants:
-//! - An append is reported complete (`LogFlushed`) only after the redb transaction holding it
-//!   committed with `Durability::Immediate`, i.e. after fsync: this is what makes a quorum
-//!   acknowledgement durable.
+//! - An append is reported complete (`LogFlushed`) only after its records were fsynced:
+//!   this is what makes a quorum acknowledgement durable.
 //! - Entries are readable as soon as `append` returns (openraft's contract): they sit in
-//!   `pending` until their transaction has committed, and a read takes `pending` *before* it
-//!   opens its redb read transaction, so an entry is always in one or the other.
+//!   `pending` until they are durable, and a read takes `pending` *before* it looks at the
+//!   files, so an entry is always in one or the other.
 //! - Jobs run in the order they were queued, so a truncate or purge never overtakes an append
-//!   queued before it. `save_vote`, `truncate` and `purge` return only after their commit
-//!   (Raft §5.1: a server must not vote twice in one term, even across a crash).
+//!   queued before it. `save_vote`, `truncate` and `purge` return only once durable (Raft
+//!   §5.1: a server must not vote twice in one term, even across a crash).
 //! - A restarted node never resumes leadership without an election: `read_vote` hands
 //!   openraft the stored vote with `committed` cleared (same term, same candidate, so it
 //!   never lets the node vote twice in a term). openraft 0.9 otherwise restores a node that
@@ -39,17 +35,18 @@
 //!   (applies are not fsynced one by one; see `state_machine.rs`). A linearizable read could
 //!   then miss an acknowledged write; the fault suite's rolling restart caught exactly that.
 //!   After an election the new leader's no-op comes after every acknowledged entry.
-//! - Every commit is `Durability::Immediate`. The committed index is not persisted at all
-//!   (openraft treats it as optional): an earlier version wrote it with `Durability::None`,
-//!   and under load redb's debug assertions caught a page being freed while a reader still
-//!   referenced it, so kith does not mix non-durable commits into the log.
+//! - The committed index is not persisted at all (openraft treats it as optional).
+//!
+//! A data directory from before the segment files (`raft-log.redb`) is converted once, at
+//! open: its vote, purge point and entries are written as segments, made durable, and only
+//! then is the old file renamed to `raft-log.redb.converted`.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -57,22 +54,20 @@ use openraft::{
     Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::codec::{decode, encode};
+use crate::wal::{Index, Wal};
 use crate::{StoreError, TypeConfig};
 use kith_core::NodeId;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-
-const KEY_VOTE: &str = "vote";
-const KEY_LAST_PURGED: &str = "last_purged";
+/// The tables of the log's redb file before the segment files (read once, to convert it).
+const OLD_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const OLD_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Jobs the storage thread's queue holds; `append` waits (asynchronously) when it is full.
 const WRITE_QUEUE_MAX: usize = 1024;
-/// Jobs one redb transaction takes at most, so one commit stays bounded in size and time.
+/// Jobs one group (one fsync) takes at most, so one group stays bounded in size and time.
 const GROUP_JOBS_MAX: usize = 256;
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
@@ -93,7 +88,9 @@ pub struct LogStore {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    /// Where the durable entries lie, the vote and the purge point; written by the storage
+    /// thread's [`Wal`].
+    index: Arc<RwLock<Index>>,
     /// Appended entries whose transaction has not committed yet, by index. Inserted by
     /// `append` (before it queues the job), removed by the storage thread after the commit.
     pending: Pending,
@@ -112,7 +109,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Closing the queue lets the thread finish what is queued and exit; joining it means
-        // the database is closed when the last handle is gone, so it can be reopened.
+        // the files are closed when the last handle is gone, so the log can be reopened.
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -127,7 +124,7 @@ enum Job {
         callback: LogFlushed<TypeConfig>,
     },
     SaveVote {
-        bytes: Vec<u8>,
+        vote: Vote<NodeId>,
         done: oneshot::Sender<Result<(), String>>,
     },
     Truncate {
@@ -136,34 +133,35 @@ enum Job {
     },
     Purge {
         log_id: LogId<NodeId>,
-        bytes: Vec<u8>,
         done: oneshot::Sender<Result<(), String>>,
     },
 }
 
 impl LogStore {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(LOG)?;
-        txn.open_table(META)?;
-        txn.commit()?;
-        let db = Arc::new(db);
+    /// Opens (or creates) the log in `dir/raft-log/`, converting `dir/raft-log.redb` first
+    /// if an older kith left one.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let wal_dir = dir.join("raft-log");
+        let old = dir.join("raft-log.redb");
+        if old.exists() {
+            convert_redb_log(&old, &wal_dir)?;
+        }
+        let wal = Wal::open(&wal_dir)?;
+        let index = wal.index();
         let pending: Pending = Arc::default();
         let progress = Arc::new(watch::Sender::new(AppendProgress::default()));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
         let thread = {
-            let db = db.clone();
             let pending = pending.clone();
             let progress = progress.clone();
             std::thread::Builder::new()
                 .name("kith-log-writer".into())
-                .spawn(move || writer_loop(&db, &pending, &progress, rx))
+                .spawn(move || writer_loop(wal, &pending, &progress, rx))
                 .map_err(StoreError::Io)?
         };
         Ok(LogStore {
             inner: Arc::new(Inner {
-                db,
+                index,
                 pending,
                 jobs: Some(tx),
                 thread: Some(thread),
@@ -176,6 +174,11 @@ impl LogStore {
     /// The highest log index known to be committed by a quorum (0 before any).
     pub fn committed_index(&self) -> u64 {
         self.inner.committed_index.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the log's segment files.
+    pub fn disk_bytes(&self) -> u64 {
+        self.index().disk_bytes()
     }
 
     /// Appends queued since the store opened; a mark for [`LogStore::wait_idle_after`].
@@ -195,13 +198,8 @@ impl LogStore {
             .await;
     }
 
-    fn meta_get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(META)?;
-        match table.get(key)? {
-            Some(v) => Ok(Some(decode(v.value())?)),
-            None => Ok(None),
-        }
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.inner.index.read().expect("log index lock poisoned")
     }
 
     /// Queues a job and waits for the storage thread to have committed it.
@@ -232,8 +230,8 @@ impl LogStore {
         start: Bound<u64>,
         end: Bound<u64>,
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
-        // `pending` first, then redb: an entry leaves `pending` only after its commit, so it
-        // is in the copy taken here or in the read transaction opened after.
+        // `pending` first, then the files: an entry leaves `pending` only once it is durable,
+        // so it is in the copy taken here or in the index read after.
         let mut out: BTreeMap<u64, Entry<TypeConfig>> = {
             let pending = self.inner.pending.lock().expect("pending lock poisoned");
             pending
@@ -241,14 +239,17 @@ impl LogStore {
                 .map(|(i, e)| (*i, e.clone()))
                 .collect()
         };
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(LOG)?;
-        for item in table.range::<u64>((start, end))? {
-            let (k, v) = item?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = out.entry(k.value()) {
-                slot.insert(decode(v.value())?);
-            }
-        }
+        let from = match start {
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let to = match end {
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        self.index().read_into(from, to, &mut out)?;
         Ok(out.into_values().collect())
     }
 
@@ -260,13 +261,7 @@ impl LogStore {
         if pending_last.is_some() {
             return Ok(pending_last);
         }
-        let txn = self.inner.db.begin_read()?;
-        let table = txn.open_table(LOG)?;
-        let last = match table.last()? {
-            Some((_, v)) => Some(decode::<Entry<TypeConfig>>(v.value())?.log_id),
-            None => None,
-        };
-        Ok(last)
+        Ok(self.index().last_log_id())
     }
 }
 
@@ -276,9 +271,9 @@ fn writer_gone() -> StoreError {
     ))
 }
 
-/// The storage thread: one redb transaction (one fsync) per group of queued jobs.
+/// The storage thread: one fsync per group of queued jobs.
 fn writer_loop(
-    db: &Database,
+    mut wal: Wal,
     pending: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
     progress: &watch::Sender<AppendProgress>,
     mut rx: mpsc::Receiver<Job>,
@@ -292,7 +287,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let result = write_group(db, &group).map_err(|e| e.to_string());
+        let result = write_group(&mut wal, &group).map_err(|e| e.to_string());
         let appends = group
             .iter()
             .filter(|j| matches!(j, Job::Append { .. }))
@@ -330,36 +325,60 @@ fn writer_loop(
     }
 }
 
-fn write_group(db: &Database, group: &[Job]) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
-    {
-        let mut log = txn.open_table(LOG)?;
-        let mut meta = txn.open_table(META)?;
-        for job in group {
-            match job {
-                Job::Append { entries, .. } => {
-                    for (index, _, bytes) in entries {
-                        log.insert(*index, bytes.as_slice())?;
-                    }
-                }
-                Job::SaveVote { bytes, .. } => {
-                    meta.insert(KEY_VOTE, bytes.as_slice())?;
-                }
-                // Removes the conflicting suffix [index, ..) — Raft §5.3.
-                Job::Truncate { index, .. } => {
-                    log.retain_in(*index.., |_, _| false)?;
-                }
-                // The purge point is recorded in the same transaction as the deletion, so a
-                // crash never leaves a gap that get_log_state cannot explain.
-                Job::Purge { log_id, bytes, .. } => {
-                    meta.insert(KEY_LAST_PURGED, bytes.as_slice())?;
-                    log.retain_in(..=log_id.index, |_, _| false)?;
-                }
-            }
+fn write_group(wal: &mut Wal, group: &[Job]) -> Result<(), StoreError> {
+    for job in group {
+        match job {
+            Job::Append { entries, .. } => wal.append(entries)?,
+            Job::SaveVote { vote, .. } => wal.save_vote(*vote)?,
+            // Removes the conflicting suffix [index, ..) — Raft §5.3.
+            Job::Truncate { index, .. } => wal.truncate(*index)?,
+            Job::Purge { log_id, .. } => wal.purge(*log_id)?,
         }
     }
-    // Durability::Immediate is redb's default: commit returns after fsync.
-    txn.commit()?;
+    // One fdatasync for every append of the group (truncate, purge and vote are durable on
+    // their own, and rare).
+    wal.sync()
+}
+
+/// Converts a log kept in redb by an older kith into segment files. The old file is renamed
+/// only after the new log is durable, so a crash during conversion just converts again.
+fn convert_redb_log(old: &Path, wal_dir: &Path) -> Result<(), StoreError> {
+    let staging = wal_dir.with_extension("converting");
+    let _ = std::fs::remove_dir_all(&staging);
+    if wal_dir.exists() {
+        // A conversion that finished, crashed before the rename below: the segments win.
+        std::fs::rename(old, old.with_extension("redb.converted")).map_err(StoreError::Io)?;
+        return Ok(());
+    }
+    {
+        let db = Database::create(old)?;
+        let txn = db.begin_read()?;
+        let mut wal = Wal::open(&staging)?;
+        if let Ok(meta) = txn.open_table(OLD_META) {
+            if let Some(v) = meta.get("vote")? {
+                wal.save_vote(decode(v.value())?)?;
+            }
+            if let Some(v) = meta.get("last_purged")? {
+                wal.purge(decode(v.value())?)?;
+            }
+        }
+        if let Ok(log) = txn.open_table(OLD_LOG) {
+            for item in log.iter()? {
+                let (k, v) = item?;
+                let entry: Entry<TypeConfig> = decode(v.value())?;
+                wal.append(&[(k.value(), entry.log_id, v.value().to_vec())])?;
+            }
+        }
+        wal.sync()?;
+    }
+    std::fs::rename(&staging, wal_dir).map_err(StoreError::Io)?;
+    if let Some(parent) = wal_dir.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(StoreError::Io)?;
+    }
+    std::fs::rename(old, old.with_extension("redb.converted")).map_err(StoreError::Io)?;
+    tracing::info!(from = %old.display(), to = %wal_dir.display(), "converted the Raft log to segment files");
     Ok(())
 }
 
@@ -385,8 +404,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> SResult<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> =
-            self.meta_get(KEY_LAST_PURGED).map_err(read_err)?;
+        let last_purged_log_id = self.index().last_purged();
         let last = self.last_entry_log_id().map_err(read_err)?;
         Ok(LogState {
             last_purged_log_id,
@@ -399,16 +417,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> SResult<()> {
-        let bytes = encode(vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        self.run_job(|done| Job::SaveVote { bytes, done })
+        let vote = *vote;
+        self.run_job(|done| Job::SaveVote { vote, done })
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> SResult<Option<Vote<NodeId>>> {
-        let vote: Option<Vote<NodeId>> = self
-            .meta_get(KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e))?;
+        let vote = self.index().vote();
         // Never resume leadership without an election (see the module docs).
         Ok(vote.map(|v| Vote {
             committed: false,
@@ -417,9 +433,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> SResult<()> {
-        // Kept in memory only, for `/v1/health`. Persisting it would cost either an fsync per
-        // commit or a non-durable redb commit (which this store avoids entirely; see the
-        // module docs). Without it a restarted node re-applies from its durable
+        // Kept in memory only, for `/v1/health`. Persisting it would cost a write per commit.
+        // Without it a restarted node re-applies from its durable
         // `last_applied` once the leader tells it the commit index again.
         if let Some(c) = committed {
             self.inner
@@ -470,13 +485,53 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
-        let bytes = encode(&log_id).map_err(write_err)?;
-        self.run_job(|done| Job::Purge {
-            log_id,
-            bytes,
-            done,
-        })
-        .await
-        .map_err(write_err)
+        self.run_job(|done| Job::Purge { log_id, done })
+            .await
+            .map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    #[tokio::test]
+    async fn a_log_kept_in_redb_by_an_older_kith_is_converted_once() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let old = dir.path().join("raft-log.redb");
+        let log_id = |i| LogId::new(CommittedLeaderId::new(2, 1), i);
+        {
+            let db = Database::create(&old).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut log = txn.open_table(OLD_LOG).unwrap();
+                for i in 4..=6 {
+                    let e = Entry::<TypeConfig> {
+                        log_id: log_id(i),
+                        payload: EntryPayload::Blank,
+                    };
+                    log.insert(i, encode(&e).unwrap().as_slice()).unwrap();
+                }
+                let mut meta = txn.open_table(OLD_META).unwrap();
+                let vote = encode(&Vote::<NodeId>::new_committed(2, 1)).unwrap();
+                meta.insert("vote", vote.as_slice()).unwrap();
+                let purged = encode(&log_id(3)).unwrap();
+                meta.insert("last_purged", purged.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let mut log = LogStore::open(dir.path()).unwrap();
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(log_id(3)));
+            assert_eq!(state.last_log_id, Some(log_id(6)));
+            let entries = log.try_get_log_entries(0..100).await.unwrap();
+            let ids: Vec<_> = entries.iter().map(|e| e.log_id).collect();
+            assert_eq!(ids, vec![log_id(4), log_id(5), log_id(6)]);
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+            assert!(!old.exists());
+            assert!(dir.path().join("raft-log.redb.converted").exists());
+        }
     }
 }
