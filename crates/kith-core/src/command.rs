@@ -25,6 +25,7 @@ pub enum Command {
     /// deleted once the cluster's clock passes `now_ms + ttl_ms`.
     Put {
         key: String,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         if_revision: Option<u64>,
         ttl_ms: Option<u64>,
@@ -71,4 +72,41 @@ pub enum Response {
     Job(crate::jobs::JobOutcome),
     /// What a files command produced.
     File(crate::files::FileOutcome),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Put` as it was encoded before its value was marked as bytes: logs, snapshots and
+    /// peers written by an older kith must still decode.
+    #[derive(Serialize)]
+    enum OldCommand {
+        Put {
+            key: String,
+            value: Vec<u8>,
+            if_revision: Option<u64>,
+            ttl_ms: Option<u64>,
+        },
+    }
+
+    #[test]
+    fn a_value_marked_as_bytes_keeps_the_postcard_encoding() {
+        let value: Vec<u8> = (0..=255).collect();
+        let old = OldCommand::Put {
+            key: "k".into(),
+            value: value.clone(),
+            if_revision: Some(3),
+            ttl_ms: None,
+        };
+        let new = Command::Put {
+            key: "k".into(),
+            value,
+            if_revision: Some(3),
+            ttl_ms: None,
+        };
+        let old_bytes = postcard::to_allocvec(&old).unwrap();
+        assert_eq!(postcard::to_allocvec(&new).unwrap(), old_bytes);
+        assert_eq!(postcard::from_bytes::<Command>(&old_bytes).unwrap(), new);
+    }
 }

@@ -22,6 +22,7 @@ pub const EXPIRE_PER_APPLY_MAX: usize = 1000;
 /// One stored key's value and bookkeeping.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Store revision at which this key was (last) created.
     pub create_revision: u64,
@@ -45,6 +46,7 @@ pub struct KvEvent {
 pub enum EventKind {
     /// The key now holds `value`.
     Put {
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         create_revision: u64,
         version: u64,
