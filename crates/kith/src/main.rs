@@ -15,6 +15,13 @@ mod worker;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: under many concurrent writes a node allocates and
+/// frees small buffers on every thread (HTTP, postcard, redb pages), and glibc's
+/// `malloc`/`free`/`malloc_consolidate` took about a fifth of a node's CPU in profiles
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Endpoints of the cluster `kith dev` starts by default.
 pub const DEV_ENDPOINTS: &str = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003";
 
