@@ -32,7 +32,10 @@
 //! - `last_applied` only grows (asserted), except when a snapshot replaces the state.
 //! - The ledger links: each applied entry's hash is computed from the hash of the entry
 //!   applied before it (or the snapshot's head), in the same transaction.
-//! - History is bounded: at most `events_kept` events and `ledger_kept` hashes are retained.
+//! - History is bounded: at most `events_kept` + 255 events and `ledger_kept` + 255 hashes are
+//!   retained, and compaction never drops the newest `events_kept` or `ledger_kept`. It trims
+//!   in chunks of a sixteenth of what is kept (1 to 256, see `history_cutoff`), at cutoffs
+//!   that depend only on the newest revision or index, not on how applies were batched.
 //! - A snapshot is a consistent read of one redb transaction; the latest one is kept in
 //!   `snapshot.bin`, written to a temporary file, fsynced and renamed into place. It carries
 //!   the keys, counters and ledger head, not the event history: a node that installs one
@@ -91,6 +94,12 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// One apply in this many is committed with fsync; the others rely on the log (see above).
 const APPLIES_PER_FSYNC: u64 = 64;
+
+/// History is trimmed in chunks of a sixteenth of what is kept, at most this many: dropping
+/// the oldest item on every apply would dirty, and so rewrite, the tables' leftmost pages
+/// every time.
+const HISTORY_CHUNK_MAX: u64 = 256;
+const HISTORY_CHUNK_DIVISOR: u64 = 16;
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -429,6 +438,16 @@ fn index_job(
     Ok(())
 }
 
+/// Everything at or below this goes from a history whose newest item is `newest` and which
+/// keeps `kept`: `newest - kept`, rounded down to a multiple of the chunk. It depends on
+/// `newest` alone, so replicas that batch their applies differently keep the same history;
+/// a chunk of 1 (`kept` below 32) keeps exactly `kept`.
+fn history_cutoff(newest: u64, kept: u64) -> u64 {
+    let chunk = (kept / HISTORY_CHUNK_DIVISOR).clamp(1, HISTORY_CHUNK_MAX);
+    let exact = newest.saturating_sub(kept);
+    exact - exact % chunk
+}
+
 fn meta_get<T: for<'de> Deserialize<'de>>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
@@ -617,10 +636,13 @@ impl StateMachineStore {
                 }
                 responses.push(batch_responses);
             }
-            // Bounded history: drop the oldest hashes and events.
-            let ledger_cutoff = head.index.saturating_sub(self.config.ledger_kept);
-            ledger_table.retain_in(..=ledger_cutoff, |_, _| false)?;
-            let events_cutoff = kv_meta.revision.saturating_sub(self.config.events_kept);
+            // Bounded history: drop the oldest hashes and events, a chunk at a time.
+            let ledger_cutoff = history_cutoff(head.index, self.config.ledger_kept);
+            let ledger_oldest = ledger_table.first()?.map(|(k, _)| k.value());
+            if ledger_oldest.is_some_and(|oldest| oldest <= ledger_cutoff) {
+                ledger_table.retain_in(..=ledger_cutoff, |_, _| false)?;
+            }
+            let events_cutoff = history_cutoff(kv_meta.revision, self.config.events_kept);
             let compacted: u64 = meta_get(&meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0);
             if events_cutoff > compacted {
                 table.events.retain_in(..=events_cutoff, |_, _| false)?;
