@@ -13,7 +13,8 @@
 //! - `files`, `chunk_refs`, `shares`, `share_expiry`: file manifests, chunk reference
 //!   counts and share links (see `files_tables`);
 //! - `meta`: `last_applied`, `membership`, `kv_meta` (revision and clock), `ledger_head`,
-//!   `events_compacted` (every event at or below it is gone).
+//!   `events_compacted` (every event at or below it is gone), `job_next_id` and
+//!   `files_version` (the last ids handed out; absent means 0).
 //!
 //! Invariants:
 //! - Each batch of entries openraft hands to [`apply`](RaftStateMachine::apply) is applied in
@@ -31,7 +32,10 @@
 //! - `last_applied` only grows (asserted), except when a snapshot replaces the state.
 //! - The ledger links: each applied entry's hash is computed from the hash of the entry
 //!   applied before it (or the snapshot's head), in the same transaction.
-//! - History is bounded: at most `events_kept` events and `ledger_kept` hashes are retained.
+//! - History is bounded: at most `events_kept` + 255 events and `ledger_kept` + 255 hashes are
+//!   retained, and compaction never drops the newest `events_kept` or `ledger_kept`. It trims
+//!   in chunks of a sixteenth of what is kept (1 to 256, see `history_cutoff`), at cutoffs
+//!   that depend only on the newest revision or index, not on how applies were batched.
 //! - A snapshot is a consistent read of one redb transaction; the latest one is kept in
 //!   `snapshot.bin`, written to a temporary file, fsynced and renamed into place. It carries
 //!   the keys, counters and ledger head, not the event history: a node that installs one
@@ -51,7 +55,7 @@ use openraft::{
 };
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -90,6 +94,12 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// One apply in this many is committed with fsync; the others rely on the log (see above).
 const APPLIES_PER_FSYNC: u64 = 64;
+
+/// History is trimmed in chunks of a sixteenth of what is kept, at most this many: dropping
+/// the oldest item on every apply would dirty, and so rewrite, the tables' leftmost pages
+/// every time.
+const HISTORY_CHUNK_MAX: u64 = 256;
+const HISTORY_CHUNK_DIVISOR: u64 = 16;
 
 type SResult<T> = Result<T, StorageError<NodeId>>;
 type Membership = StoredMembership<NodeId, BasicNode>;
@@ -132,6 +142,11 @@ pub struct StateMachineStore {
     corrupt_ledger_at: Option<u64>,
     /// Applies committed without fsync since the last durable one.
     applies_since_fsync: u64,
+    /// When the earliest job timer in the committed state is set for (`None`: no timers).
+    /// Exact, not a hint: set on open, after a snapshot install, and after every apply that
+    /// opened the job tables (only those can change the timers). Lets an apply leave the job
+    /// tables closed while no timer is due.
+    job_timer_first_ms: Option<u64>,
 }
 
 /// Read-only view of the applied state for the node's read paths. Cheap to clone.
@@ -221,6 +236,16 @@ struct RedbRooms<'t> {
     ids: Table<'t, (&'static str, &'static str), u64>,
 }
 
+impl<'t> RedbRooms<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(RedbRooms {
+            rooms: txn.open_table(ROOMS)?,
+            messages: txn.open_table(MESSAGES)?,
+            ids: txn.open_table(MESSAGE_IDS)?,
+        })
+    }
+}
+
 impl RoomTable for RedbRooms<'_> {
     type Error = StoreError;
     fn room(&mut self, name: &str) -> Result<Option<RoomMeta>, StoreError> {
@@ -270,6 +295,24 @@ struct RedbJobs<'t> {
     stats: Table<'t, &'static str, &'static [u8]>,
     /// Next id to hand out; written back to `meta` when the batch commits.
     next_id: u64,
+}
+
+impl<'t> RedbJobs<'t> {
+    fn open(txn: &'t WriteTransaction, next_id: u64) -> Result<Self, StoreError> {
+        Ok(RedbJobs {
+            jobs: txn.open_table(JOBS)?,
+            ready: txn.open_table(JOB_READY)?,
+            timers: txn.open_table(JOB_TIMERS)?,
+            keys: txn.open_table(JOB_KEYS)?,
+            stats: txn.open_table(JOB_STATS)?,
+            next_id,
+        })
+    }
+
+    /// When the earliest timer is set for, as this transaction sees it.
+    fn first_timer_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.timers.first()?.map(|(k, _)| k.value().0))
+    }
 }
 
 impl JobTable for RedbJobs<'_> {
@@ -395,6 +438,16 @@ fn index_job(
     Ok(())
 }
 
+/// Everything at or below this goes from a history whose newest item is `newest` and which
+/// keeps `kept`: `newest - kept`, rounded down to a multiple of the chunk. It depends on
+/// `newest` alone, so replicas that batch their applies differently keep the same history;
+/// a chunk of 1 (`kept` below 32) keeps exactly `kept`.
+fn history_cutoff(newest: u64, kept: u64) -> u64 {
+    let chunk = (kept / HISTORY_CHUNK_DIVISOR).clamp(1, HISTORY_CHUNK_MAX);
+    let exact = newest.saturating_sub(kept);
+    exact - exact % chunk
+}
+
 fn meta_get<T: for<'de> Deserialize<'de>>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
@@ -443,6 +496,7 @@ impl StateMachineStore {
         txn.commit()?;
         let db = Arc::new(db);
         let revision = read_kv_meta(&db)?.revision;
+        let job_timer_first_ms = read_job_timer_first_ms(&db)?;
         Ok(StateMachineStore {
             db,
             dir: dir.to_path_buf(),
@@ -451,6 +505,7 @@ impl StateMachineStore {
             snapshot_seq: 0,
             corrupt_ledger_at: corrupt_ledger_at(),
             applies_since_fsync: 0,
+            job_timer_first_ms,
         })
     }
 
@@ -484,7 +539,7 @@ impl StateMachineStore {
             self.applies_since_fsync = 0;
         }
         let mut responses = Vec::new();
-        let kv_meta = {
+        let (kv_meta, job_timer_first_ms) = {
             let mut meta = txn.open_table(META)?;
             let mut last_applied: Option<LogId<NodeId>> =
                 meta_get(&meta, KEY_LAST_APPLIED)?.flatten();
@@ -497,21 +552,13 @@ impl StateMachineStore {
                 expiry: txn.open_table(EXPIRY)?,
                 events: txn.open_table(EVENTS)?,
             };
-            let mut room_table = RedbRooms {
-                rooms: txn.open_table(ROOMS)?,
-                messages: txn.open_table(MESSAGES)?,
-                ids: txn.open_table(MESSAGE_IDS)?,
-            };
-            let mut job_table = RedbJobs {
-                jobs: txn.open_table(JOBS)?,
-                ready: txn.open_table(JOB_READY)?,
-                timers: txn.open_table(JOB_TIMERS)?,
-                keys: txn.open_table(JOB_KEYS)?,
-                stats: txn.open_table(JOB_STATS)?,
-                next_id: meta_get(&meta, KEY_JOB_NEXT_ID)?.unwrap_or(0),
-            };
-            let mut files_table =
-                RedbFiles::open(&txn, meta_get(&meta, KEY_FILES_VERSION)?.unwrap_or(0))?;
+            // The rooms, jobs and files tables are opened on first use: most batches touch
+            // none of them, and opening (then closing, at commit) a table is not free.
+            let mut room_table: Option<RedbRooms> = None;
+            let mut job_table: Option<RedbJobs> = None;
+            let mut job_next_id_stored = 0;
+            let mut files_table: Option<RedbFiles> = None;
+            let mut files_version_stored = 0;
             for entry in entries {
                 assert!(
                     Some(entry.log_id) > last_applied,
@@ -546,29 +593,56 @@ impl StateMachineStore {
                     EntryPayload::Normal(proposals) => proposals,
                 };
                 for proposal in proposals {
-                    let response = {
-                        // The clock (and so TTL expiry) applies to every proposal first.
-                        let response = kv::apply(&mut table, &mut kv_meta, &proposal)?;
-                        jobs::fire_timers(&mut job_table, kv_meta.now_ms)?;
-                        match &proposal.command {
-                            Command::Post(post) => {
-                                rooms::apply(&mut room_table, kv_meta.now_ms, post)?
+                    // The clock (and so TTL expiry) applies to every proposal first.
+                    let response = kv::apply(&mut table, &mut kv_meta, &proposal)?;
+                    let now_ms = kv_meta.now_ms;
+                    // Due job timers fire before every proposal. While the job tables are
+                    // closed they are unchanged in this transaction, so the cached earliest
+                    // timer is exact: if it is not due, `fire_timers` would fire nothing.
+                    let timer_due = self.job_timer_first_ms.is_some_and(|at| at <= now_ms);
+                    if job_table.is_none()
+                        && (timer_due || matches!(proposal.command, Command::Job(_)))
+                    {
+                        job_next_id_stored = meta_get(&meta, KEY_JOB_NEXT_ID)?.unwrap_or(0);
+                        job_table = Some(RedbJobs::open(&txn, job_next_id_stored)?);
+                    }
+                    if let Some(jobs_open) = job_table.as_mut() {
+                        jobs::fire_timers(jobs_open, now_ms)?;
+                    }
+                    let response = match &proposal.command {
+                        Command::Post(post) => {
+                            if room_table.is_none() {
+                                room_table = Some(RedbRooms::open(&txn)?);
                             }
-                            Command::Job(job) => jobs::apply(&mut job_table, kv_meta.now_ms, job)?,
-                            Command::File(file) => {
-                                files::apply(&mut files_table, kv_meta.now_ms, file)?
-                            }
-                            _ => response,
+                            let rooms_open = room_table.as_mut().expect("opened just above");
+                            rooms::apply(rooms_open, now_ms, post)?
                         }
+                        Command::Job(job) => {
+                            let jobs_open = job_table.as_mut().expect("opened above for a job");
+                            jobs::apply(jobs_open, now_ms, job)?
+                        }
+                        Command::File(file) => {
+                            if files_table.is_none() {
+                                files_version_stored =
+                                    meta_get(&meta, KEY_FILES_VERSION)?.unwrap_or(0);
+                                files_table = Some(RedbFiles::open(&txn, files_version_stored)?);
+                            }
+                            let files_open = files_table.as_mut().expect("opened just above");
+                            files::apply(files_open, now_ms, file)?
+                        }
+                        _ => response,
                     };
                     batch_responses.push(response);
                 }
                 responses.push(batch_responses);
             }
-            // Bounded history: drop the oldest hashes and events.
-            let ledger_cutoff = head.index.saturating_sub(self.config.ledger_kept);
-            ledger_table.retain_in(..=ledger_cutoff, |_, _| false)?;
-            let events_cutoff = kv_meta.revision.saturating_sub(self.config.events_kept);
+            // Bounded history: drop the oldest hashes and events, a chunk at a time.
+            let ledger_cutoff = history_cutoff(head.index, self.config.ledger_kept);
+            let ledger_oldest = ledger_table.first()?.map(|(k, _)| k.value());
+            if ledger_oldest.is_some_and(|oldest| oldest <= ledger_cutoff) {
+                ledger_table.retain_in(..=ledger_cutoff, |_, _| false)?;
+            }
+            let events_cutoff = history_cutoff(kv_meta.revision, self.config.events_kept);
             let compacted: u64 = meta_get(&meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0);
             if events_cutoff > compacted {
                 table.events.retain_in(..=events_cutoff, |_, _| false)?;
@@ -576,15 +650,26 @@ impl StateMachineStore {
             }
             meta_put(&mut meta, KEY_LAST_APPLIED, &last_applied)?;
             meta_put(&mut meta, KEY_KV_META, &kv_meta)?;
-            meta_put(&mut meta, KEY_JOB_NEXT_ID, &job_table.next_id)?;
-            meta_put(&mut meta, KEY_FILES_VERSION, &files_table.version)?;
+            let mut job_timer_first_ms = self.job_timer_first_ms;
+            if let Some(jobs_open) = &job_table {
+                if jobs_open.next_id != job_next_id_stored {
+                    meta_put(&mut meta, KEY_JOB_NEXT_ID, &jobs_open.next_id)?;
+                }
+                job_timer_first_ms = jobs_open.first_timer_ms()?;
+            }
+            if let Some(files_open) = &files_table {
+                if files_open.version != files_version_stored {
+                    meta_put(&mut meta, KEY_FILES_VERSION, &files_open.version)?;
+                }
+            }
             meta_put(&mut meta, KEY_LEDGER_HEAD, &head)?;
             if let Some(m) = membership {
                 meta_put(&mut meta, KEY_MEMBERSHIP, &m)?;
             }
-            kv_meta
+            (kv_meta, job_timer_first_ms)
         };
         txn.commit()?;
+        self.job_timer_first_ms = job_timer_first_ms;
         self.revision_tx.send_replace(kv_meta.revision);
         Ok(responses)
     }
@@ -596,6 +681,7 @@ impl StateMachineStore {
     ) -> Result<(), StoreError> {
         let body: SnapshotBody = decode(&data)?;
         let txn = self.db.begin_write()?;
+        let job_timer_first_ms;
         {
             let mut kv_table = txn.open_table(KV)?;
             let mut expiry = txn.open_table(EXPIRY)?;
@@ -637,6 +723,7 @@ impl StateMachineStore {
             for (queue, s) in &body.job_stats {
                 stats.insert(queue.as_str(), encode(s)?.as_slice())?;
             }
+            job_timer_first_ms = timers.first()?.map(|(k, _)| k.value().0);
             RedbFiles::open(&txn, body.files_version)?.install(&body.files, &body.shares)?;
             // The history before the snapshot is not carried: it starts here.
             txn.open_table(EVENTS)?.retain(|_, _| false)?;
@@ -653,6 +740,7 @@ impl StateMachineStore {
             meta_put(&mut m, KEY_FILES_VERSION, &body.files_version)?;
         }
         txn.commit()?;
+        self.job_timer_first_ms = job_timer_first_ms;
         self.revision_tx.send_replace(body.kv_meta.revision);
         save_snapshot_file(
             &self.dir,
@@ -674,6 +762,13 @@ fn corrupt_ledger_at() -> Option<u64> {
 #[cfg(not(feature = "test-hooks"))]
 fn corrupt_ledger_at() -> Option<u64> {
     None
+}
+
+fn read_job_timer_first_ms(db: &Database) -> Result<Option<u64>, StoreError> {
+    let txn = db.begin_read()?;
+    let timers = txn.open_table(JOB_TIMERS)?;
+    let first = timers.first()?.map(|(k, _)| k.value().0);
+    Ok(first)
 }
 
 fn read_kv_meta(db: &Database) -> Result<KvMeta, StoreError> {

@@ -23,4 +23,5 @@ fn openraft_storage_conformance_suite() {
     Suite::test_all(RedbBuilder).expect("openraft storage suite");
 }
 
+mod job_timers;
 mod recovery;

@@ -77,7 +77,7 @@ async fn identical_histories_have_identical_ledgers_and_bounded_history() {
     let (ra, rb) = (sm_a.reader(), sm_b.reader());
     assert_eq!(ra.ledger_head().unwrap(), rb.ledger_head().unwrap());
     assert_eq!(ra.ledger_at(8).unwrap().0, rb.ledger_at(8).unwrap().0);
-    // Only the newest 4 hashes and 5 events are kept.
+    // Only the newest 4 hashes and 5 events are kept (histories this small trim exactly).
     assert_eq!(ra.ledger_at(6).unwrap(), (None, Some(7)));
     assert_eq!(ra.events_compacted().unwrap(), 5);
     assert_eq!(ra.events(0, "", 100).unwrap().events.len(), 5);
@@ -98,6 +98,36 @@ async fn identical_histories_have_identical_ledgers_and_bounded_history() {
         ra.ledger_head().unwrap().hash
     );
     drop(c);
+}
+
+/// A longer history is trimmed a chunk at a time (a sixteenth of what is kept): never below
+/// what is kept, never more than a chunk above, and at the same cutoff however it is batched.
+#[tokio::test]
+async fn longer_histories_are_trimmed_in_chunks_whatever_the_batching() {
+    let config = kith_storage::StoreConfig {
+        events_kept: 64, // chunks of 4
+        ledger_kept: 48, // chunks of 3
+    };
+    let (a, b) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
+    let (_, mut sm_b) = kith_storage::open(b.path(), config).unwrap();
+    let entries: Vec<_> = (1..=101)
+        .map(|i| put(1, i, &format!("k{i}"), "v"))
+        .collect();
+    sm_a.apply(entries.clone()).await.unwrap();
+    for batch in entries.chunks(7) {
+        sm_b.apply(batch.to_vec()).await.unwrap();
+    }
+    for reader in [sm_a.reader(), sm_b.reader()] {
+        // 101 - 48 = 53, down to a multiple of 3: 51 and below are gone, 50 hashes remain.
+        assert_eq!(reader.ledger_at(51).unwrap(), (None, Some(52)));
+        // 101 - 64 = 37, down to a multiple of 4: 36 and below are gone, 65 events remain.
+        assert_eq!(reader.events_compacted().unwrap(), 36);
+        assert_eq!(reader.events(0, "", 1_000).unwrap().events.len(), 65);
+    }
 }
 
 #[tokio::test]
