@@ -21,9 +21,11 @@
 //!   one redb write transaction together with the new `last_applied`, ledger head and
 //!   counters, so after a crash they always agree; openraft re-applies anything after.
 //! - Applies are not fsynced one by one: the Raft log is the durable record of every
-//!   committed entry, so an apply commits with `Durability::None` and every
-//!   `APPLIES_PER_FSYNC`-th one with `Durability::Immediate` (which makes all before it durable
-//!   too). A crash rolls `state.redb` back to its last durable apply, and openraft re-applies
+//!   committed entry, so an apply commits with `Durability::None`, and one with
+//!   `Durability::Immediate` (which makes all before it durable too) once `DURABLE_EVERY` has
+//!   passed or `APPLIES_PER_FSYNC` applies were made since the last. A durable apply stalls
+//!   the applies queued behind it for an fsync, so it is kept rare: one in 64 put one write
+//!   in 64 of a lone client behind an fsync, which was that client's p99. A crash rolls `state.redb` back to its last durable apply, and openraft re-applies
 //!   the rest from the log (applying is deterministic, so the state, revisions and ledger come
 //!   out identical). This holds only while **the log is never purged past the durable
 //!   `last_applied`**. openraft purges only entries a snapshot covers (up to its last log id,
@@ -92,8 +94,11 @@ const KEY_LEDGER_HEAD: &str = "ledger_head";
 const KEY_EVENTS_COMPACTED: &str = "events_compacted";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
-/// One apply in this many is committed with fsync; the others rely on the log (see above).
-const APPLIES_PER_FSYNC: u64 = 64;
+/// An apply is committed with fsync once this long has passed since the last one that was,
+/// or after this many applies without; the others rely on the log (see above). Together they
+/// bound what a restart re-applies from the log.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const APPLIES_PER_FSYNC: u64 = 4096;
 
 /// History is trimmed in chunks of a sixteenth of what is kept, at most this many: dropping
 /// the oldest item on every apply would dirty, and so rewrite, the tables' leftmost pages
@@ -140,8 +145,9 @@ pub struct StateMachineStore {
     snapshot_seq: u64,
     /// Test-only fault: the log index whose bytes this node alters before hashing.
     corrupt_ledger_at: Option<u64>,
-    /// Applies committed without fsync since the last durable one.
+    /// Applies committed without fsync since the last durable one, and when that was.
     applies_since_fsync: u64,
+    last_durable: std::time::Instant,
     /// When the earliest job timer in the committed state is set for (`None`: no timers).
     /// Exact, not a hint: set on open, after a snapshot install, and after every apply that
     /// opened the job tables (only those can change the timers). Lets an apply leave the job
@@ -505,6 +511,7 @@ impl StateMachineStore {
             snapshot_seq: 0,
             corrupt_ledger_at: corrupt_ledger_at(),
             applies_since_fsync: 0,
+            last_durable: std::time::Instant::now(),
             job_timer_first_ms,
         })
     }
@@ -531,12 +538,15 @@ impl StateMachineStore {
     ) -> Result<Vec<Vec<Response>>, StoreError> {
         let mut txn = self.db.begin_write()?;
         self.applies_since_fsync += 1;
-        if self.applies_since_fsync < APPLIES_PER_FSYNC {
+        if self.applies_since_fsync < APPLIES_PER_FSYNC
+            && self.last_durable.elapsed() < DURABLE_EVERY
+        {
             // The log holds these entries durably; see the module docs for the invariant.
             txn.set_durability(Durability::None)
                 .map_err(|e| StoreError::Engine(e.into()))?;
         } else {
             self.applies_since_fsync = 0;
+            self.last_durable = std::time::Instant::now();
         }
         let mut responses = Vec::new();
         let (kv_meta, job_timer_first_ms) = {
