@@ -353,16 +353,8 @@ impl Wal {
 
     /// Records `upto` as purged (durably), then deletes the segments it covers entirely.
     pub(crate) fn purge(&mut self, upto: LogId<NodeId>) -> Result<(), StoreError> {
-        let meta = {
-            let index = self.index.read().expect("wal index lock poisoned");
-            Meta {
-                last_purged: Some(upto),
-                ..index.meta.clone()
-            }
-        };
-        self.write_meta(&meta)?;
+        self.update_meta(|meta| meta.last_purged = Some(upto))?;
         let mut index = self.index.write().expect("wal index lock poisoned");
-        index.meta = meta;
         while index
             .segments
             .first()
@@ -370,7 +362,7 @@ impl Wal {
         {
             let seg = index.segments.remove(0);
             if index.segments.is_empty() {
-                // The last segment goes too: nothing after it was fsynced but unwritten.
+                // The last segment goes too, and with it anything that awaited an fsync.
                 self.unsynced = false;
             }
             std::fs::remove_file(&seg.path).map_err(StoreError::Io)?;
@@ -383,27 +375,28 @@ impl Wal {
 
     /// Stores `vote` durably.
     pub(crate) fn save_vote(&mut self, vote: Vote<NodeId>) -> Result<(), StoreError> {
-        let meta = {
-            let index = self.index.read().expect("wal index lock poisoned");
-            Meta {
-                vote: Some(vote),
-                ..index.meta.clone()
-            }
-        };
-        self.write_meta(&meta)?;
-        self.index.write().expect("wal index lock poisoned").meta = meta;
-        Ok(())
+        self.update_meta(|meta| meta.vote = Some(vote))
     }
 
-    fn write_meta(&self, meta: &Meta) -> Result<(), StoreError> {
+    /// Changes the meta file durably, then what readers see.
+    fn update_meta(&self, change: impl FnOnce(&mut Meta)) -> Result<(), StoreError> {
+        let mut meta = self
+            .index
+            .read()
+            .expect("wal index lock poisoned")
+            .meta
+            .clone();
+        change(&mut meta);
         let mut buf = Vec::new();
-        frame(&encode(meta)?, &mut buf);
+        frame(&encode(&meta)?, &mut buf);
         let tmp = self.dir.join(META_TMP);
         let mut file = File::create(&tmp).map_err(StoreError::Io)?;
         file.write_all(&buf).map_err(StoreError::Io)?;
         file.sync_all().map_err(StoreError::Io)?;
         std::fs::rename(&tmp, self.dir.join(META)).map_err(StoreError::Io)?;
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        self.index.write().expect("wal index lock poisoned").meta = meta;
+        Ok(())
     }
 }
 
