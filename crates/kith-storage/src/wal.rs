@@ -51,6 +51,8 @@ const HEADER: usize = 12;
 /// The largest payload recovery accepts; anything larger is a torn or damaged length. An
 /// entry is at most one write batch (2 MiB of proposals) plus its framing.
 const RECORD_MAX: usize = 64 * 1024 * 1024;
+/// Bytes one read of a range takes from a segment at most (unless one record is larger).
+const READ_CHUNK: u64 = 1024 * 1024;
 const META: &str = "meta";
 const META_TMP: &str = "meta.tmp";
 
@@ -111,19 +113,33 @@ impl Index {
             if from >= to {
                 continue;
             }
-            let (lo, _) = seg.span(from).expect("index within the segment");
-            let hi = seg.span(to - 1).expect("index within the segment").1;
-            let mut buf = vec![0u8; (hi - lo) as usize];
-            seg.file
-                .read_exact_at(&mut buf, lo)
-                .map_err(StoreError::Io)?;
-            for index in from..to {
-                let (a, b) = seg.span(index).expect("index within the segment");
-                let record = &buf[(a - lo) as usize..(b - lo) as usize];
-                let entry = parse(record).ok_or_else(|| {
-                    corrupt(format!("log record {index} in {}", seg.path.display()))
-                })?;
-                out.entry(index).or_insert(entry);
+            // One read per run of records up to READ_CHUNK bytes (or one record, if larger),
+            // through one buffer: a whole range at once would hold its bytes twice (raw and
+            // decoded) and leave that much with the allocator.
+            let mut buf = Vec::new();
+            let mut index = from;
+            while index < to {
+                let lo = seg.span(index).expect("index within the segment").0;
+                let mut last = index;
+                while last + 1 < to
+                    && seg.span(last + 1).expect("index within the segment").1 - lo <= READ_CHUNK
+                {
+                    last += 1;
+                }
+                let hi = seg.span(last).expect("index within the segment").1;
+                buf.resize((hi - lo) as usize, 0);
+                seg.file
+                    .read_exact_at(&mut buf, lo)
+                    .map_err(StoreError::Io)?;
+                for i in index..=last {
+                    let (a, b) = seg.span(i).expect("index within the segment");
+                    let record = &buf[(a - lo) as usize..(b - lo) as usize];
+                    let entry = parse(record).ok_or_else(|| {
+                        corrupt(format!("log record {i} in {}", seg.path.display()))
+                    })?;
+                    out.entry(i).or_insert(entry);
+                }
+                index = last + 1;
             }
         }
         Ok(())
@@ -419,14 +435,16 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) {
 /// The payload of the record at the start of `bytes`, if its header is whole and sane and
 /// its payload is all there and passes its check.
 fn whole_record(bytes: &[u8]) -> Option<&[u8]> {
-    let header = bytes.get(..HEADER)?;
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-    let sum = u64::from_le_bytes(header[4..].try_into().expect("8 bytes"));
-    if len == 0 || len > RECORD_MAX {
-        return None;
-    }
+    let (len, sum) = parse_header(bytes.get(..HEADER)?)?;
     let payload = bytes.get(HEADER..HEADER + len)?;
     (check(payload) == sum).then_some(payload)
+}
+
+/// A record header's payload length and check, if the length is possible.
+fn parse_header(header: &[u8]) -> Option<(usize, u64)> {
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let sum = u64::from_le_bytes(header[4..HEADER].try_into().expect("8 bytes"));
+    (len != 0 && len <= RECORD_MAX).then_some((len, sum))
 }
 
 /// Decodes one whole record (exactly `bytes`).
@@ -436,6 +454,17 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
         return None;
     }
     decode(payload).ok()
+}
+
+/// Reads the next record's payload into `payload`, if the record is whole, sane and passes
+/// its check.
+fn read_record(reader: &mut impl std::io::Read, payload: &mut Vec<u8>) -> Option<()> {
+    let mut header = [0u8; HEADER];
+    reader.read_exact(&mut header).ok()?;
+    let (len, sum) = parse_header(&header)?;
+    payload.resize(len, 0);
+    reader.read_exact(payload).ok()?;
+    (check(payload) == sum).then_some(())
 }
 
 /// Reads a segment and rebuilds its offsets; cuts a torn tail off the last segment.
@@ -449,28 +478,30 @@ fn recover_segment(
         .write(true)
         .open(path)
         .map_err(StoreError::Io)?;
-    let bytes = std::fs::read(path).map_err(StoreError::Io)?;
+    let file_len = file.metadata().map_err(StoreError::Io)?.len();
+    // Record by record through one reused buffer: a segment can be 64 MiB, and reading it
+    // whole would leave that much with the allocator after every restart.
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+    let mut payload = Vec::new();
     let mut offsets = Vec::new();
-    let mut pos = 0usize;
+    let mut pos = 0u64;
     let mut last: Option<LogId<NodeId>> = None;
-    while pos < bytes.len() {
+    while pos < file_len {
         let expected = first + offsets.len() as u64;
-        let entry = whole_record(&bytes[pos..])
-            .and_then(|payload| {
-                decode::<Entry<TypeConfig>>(payload)
-                    .ok()
-                    .map(|e| (e, payload.len()))
-            })
-            .filter(|(e, _)| {
+        let Some(entry) = read_record(&mut reader, &mut payload)
+            .and_then(|()| decode::<Entry<TypeConfig>>(&payload).ok())
+            .filter(|e| {
                 e.log_id.index == expected
                     && last.is_none_or(|l| l.leader_id.term <= e.log_id.leader_id.term)
-            });
-        let Some((entry, len)) = entry else { break };
-        offsets.push(pos as u64);
+            })
+        else {
+            break;
+        };
+        offsets.push(pos);
         last = Some(entry.log_id);
-        pos += HEADER + len;
+        pos += (HEADER + payload.len()) as u64;
     }
-    if pos < bytes.len() {
+    if pos < file_len {
         if !is_last {
             return Err(corrupt(format!(
                 "{} is damaged at byte {pos} and is not the last segment",
@@ -480,10 +511,10 @@ fn recover_segment(
         tracing::warn!(
             segment = %path.display(),
             at = pos,
-            dropped_bytes = bytes.len() - pos,
+            dropped_bytes = file_len - pos,
             "cutting a torn tail off the Raft log (a write the crash interrupted)"
         );
-        file.set_len(pos as u64).map_err(StoreError::Io)?;
+        file.set_len(pos).map_err(StoreError::Io)?;
         sync_file(&file)?;
     }
     Ok((
@@ -492,7 +523,7 @@ fn recover_segment(
             path: path.to_path_buf(),
             file: Arc::new(file),
             offsets,
-            end: pos as u64,
+            end: pos,
         },
         last,
     ))
