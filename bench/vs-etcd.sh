@@ -19,7 +19,7 @@
 #   4. prints one table of medians (and writes every run's JSON under $OUT).
 #
 # Durability: both systems run with their defaults. kith fsyncs each Raft log append
-# (redb Durability::Immediate) before a node acknowledges it; etcd fsyncs its WAL before
+# (fdatasync of its log segment) before a node acknowledges it; etcd fsyncs its WAL before
 # acknowledging (no --unsafe-no-fsync). A write is acknowledged once 2 of 3 nodes have it
 # on disk, in both.
 #
@@ -252,7 +252,7 @@ med() { field "$1" "${@:2}" | median; }
 {
     echo
     echo "kith vs etcd $(etcd --version | awk '/etcd Version/ { print $3 }'), 3 nodes each on 127.0.0.1; medians of $ROUNDS alternating rounds"
-    echo "durability: both fsync every acknowledged write on a quorum (kith: redb Durability::Immediate per log append; etcd: WAL fsync, its default)"
+    echo "durability: both fsync every acknowledged write on a quorum (kith: fdatasync of the log segment per append group; etcd: WAL fsync, its default)"
     echo "8-byte keys, ${KEY_SPACE} key space, 256-byte values; kith over HTTP/$KITH_HTTP for (c)–(e) (HTTP/1.1 for (a), (b)), etcd over gRPC; totals scaled by $SCALE"
     echo "disk under \$DATA: ${DISK} µs per synchronous (O_DSYNC) 4 KiB write; $(nproc) cores, shared with whatever else runs"
     echo
