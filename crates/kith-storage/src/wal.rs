@@ -585,15 +585,21 @@ mod tests {
         Wal::open_with(dir, 64).unwrap()
     }
 
+    /// Entries 1..=10 of term 1, durable, across several tiny segments.
+    fn ten_entries_in_small_segments(dir: &Path) -> Wal {
+        let mut wal = open_small(dir);
+        for i in 1..=10 {
+            wal.append(&[entry(1, i)]).unwrap();
+        }
+        wal.sync().unwrap();
+        wal
+    }
+
     #[test]
     fn entries_vote_and_segments_survive_reopen() {
         let dir = tempfile::TempDir::new().unwrap();
         {
-            let mut wal = open_small(dir.path());
-            for i in 1..=10 {
-                wal.append(&[entry(1, i)]).unwrap();
-            }
-            wal.sync().unwrap();
+            let mut wal = ten_entries_in_small_segments(dir.path());
             wal.save_vote(Vote::new_committed(3, 2)).unwrap();
         }
         assert!(
@@ -640,13 +646,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_before_the_last_segment_refuses_to_open() {
         let dir = tempfile::TempDir::new().unwrap();
-        {
-            let mut wal = open_small(dir.path());
-            for i in 1..=10 {
-                wal.append(&[entry(1, i)]).unwrap();
-            }
-            wal.sync().unwrap();
-        }
+        drop(ten_entries_in_small_segments(dir.path()));
         let first = dir.path().join(&segment_files(dir.path())[0]);
         let mut bytes = std::fs::read(&first).unwrap();
         let at = bytes.len() - 1;
@@ -662,11 +662,7 @@ mod tests {
     fn truncate_is_durable_and_later_appends_replace_the_suffix() {
         let dir = tempfile::TempDir::new().unwrap();
         {
-            let mut wal = open_small(dir.path());
-            for i in 1..=10 {
-                wal.append(&[entry(1, i)]).unwrap();
-            }
-            wal.sync().unwrap();
+            let mut wal = ten_entries_in_small_segments(dir.path());
             wal.truncate(4).unwrap();
             assert_eq!(
                 wal.index.read().unwrap().last_log_id().map(|l| l.index),
@@ -688,11 +684,7 @@ mod tests {
         let dir = tempfile::TempDir::new().unwrap();
         let purged = |term, index| LogId::new(CommittedLeaderId::new(term, 1), index);
         {
-            let mut wal = open_small(dir.path());
-            for i in 1..=10 {
-                wal.append(&[entry(1, i)]).unwrap();
-            }
-            wal.sync().unwrap();
+            let mut wal = ten_entries_in_small_segments(dir.path());
             let before = segment_files(dir.path()).len();
             wal.purge(purged(1, 6)).unwrap();
             assert!(segment_files(dir.path()).len() < before);
