@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::routes::{parse_consistency, Q};
+use crate::routes::{parse_consistency, parse_limit, Q};
 use kith_core::files::{self, hex, parse_hex, Hash, Manifest, Share};
 use kith_node::files::{route, ShareLookup, HAVE_HASHES_MAX};
 use kith_node::{Consistency, Node};
@@ -352,12 +352,7 @@ struct ListQuery {
 
 async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, ApiError> {
     let consistency = parse_consistency(query.consistency.as_deref())?;
-    let limit = query.limit.unwrap_or(LIST_LIMIT_DEFAULT);
-    if limit == 0 || limit > LIST_LIMIT_MAX {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {LIST_LIMIT_MAX}"
-        )));
-    }
+    let limit = parse_limit(query.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let prefix = query.prefix.unwrap_or_default();
     if prefix.len() > files::PATH_BYTES_MAX
         || query

@@ -160,6 +160,20 @@ fn key_from_path(
     Ok(key)
 }
 
+/// A listing's `limit`: `default` when absent, else 1 to `max`.
+pub(crate) fn parse_limit(
+    limit: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match limit.unwrap_or(default) {
+        limit @ 1.. if limit <= max => Ok(limit),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}"
+        ))),
+    }
+}
+
 pub(crate) fn parse_consistency(value: Option<&str>) -> Result<Consistency, ApiError> {
     match value {
         None | Some("linearizable") => Ok(Consistency::Linearizable),
@@ -368,12 +382,7 @@ struct ListQuery {
 
 async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, ApiError> {
     let consistency = parse_consistency(query.consistency.as_deref())?;
-    let limit = query.limit.unwrap_or(LIST_LIMIT_DEFAULT);
-    if limit == 0 || limit > LIST_LIMIT_MAX {
-        return Err(ApiError::bad_request(format!(
-            "limit must be between 1 and {LIST_LIMIT_MAX}"
-        )));
-    }
+    let limit = parse_limit(query.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     if query.prefix.len() > kith_core::limits::KEY_BYTES_MAX {
         return Err(ApiError::bad_request(
             "prefix is longer than the longest key",
