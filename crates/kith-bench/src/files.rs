@@ -410,17 +410,7 @@ async fn upload(endpoint: &str, path: &str, bytes: u64) -> Result<serde_json::Va
 
 /// Downloads `path`, counting (and dropping) every byte; returns the count.
 async fn download(endpoint: &str, path: &str) -> Result<u64, BenchError> {
-    let (mut sender, authority) = connect::<Empty<Bytes>>(endpoint).await?;
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header(hyper::header::HOST, &authority)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| failed(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| failed(format!("download from {authority}: {e}")))?;
+    let response = send_empty(endpoint, Method::GET, path).await?;
     let status = response.status();
     if status != StatusCode::OK {
         let answer = read_small(response.into_body()).await?;
@@ -442,18 +432,26 @@ async fn download(endpoint: &str, path: &str) -> Result<u64, BenchError> {
 }
 
 async fn call(endpoint: &str, method: Method, path: &str) -> Result<StatusCode, BenchError> {
+    Ok(send_empty(endpoint, method, path).await?.status())
+}
+
+/// Sends a body-less request on a new connection and returns the answer's head and body.
+async fn send_empty(
+    endpoint: &str,
+    method: Method,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, BenchError> {
     let (mut sender, authority) = connect::<Empty<Bytes>>(endpoint).await?;
     let request = Request::builder()
-        .method(method)
+        .method(method.clone())
         .uri(path)
         .header(hyper::header::HOST, &authority)
         .body(Empty::<Bytes>::new())
         .map_err(|e| failed(e.to_string()))?;
-    let response = sender
+    sender
         .send_request(request)
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(response.status())
+        .map_err(|e| failed(format!("{method} {path} on {authority}: {e}")))
 }
 
 async fn read_small(mut body: hyper::body::Incoming) -> Result<Vec<u8>, BenchError> {
