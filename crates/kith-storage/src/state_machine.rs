@@ -14,7 +14,8 @@
 //!   counts and share links (see `files_tables`);
 //! - `meta`: `last_applied`, `membership`, `kv_meta` (revision and clock), `ledger_head`,
 //!   `events_compacted` (every event at or below it is gone), `job_next_id` and
-//!   `files_version` (the last ids handed out; absent means 0).
+//!   `files_version` (the last ids handed out; absent means 0), `snapshot` (the newest
+//!   snapshot's metadata).
 //!
 //! Invariants:
 //! - Each batch of entries openraft hands to [`apply`](RaftStateMachine::apply) is applied in
@@ -38,12 +39,19 @@
 //!   retained, and compaction never drops the newest `events_kept` or `ledger_kept`. It trims
 //!   in chunks of a sixteenth of what is kept (1 to 256, see `history_cutoff`), at cutoffs
 //!   that depend only on the newest revision or index, not on how applies were batched.
-//! - A snapshot is a consistent read of one redb transaction; the latest one is kept in
-//!   `snapshot.bin`, written to a temporary file, fsynced and renamed into place. It carries
-//!   the keys, counters and ledger head, not the event history: a node that installs one
-//!   starts its history at the snapshot's revision.
+//! - Building a snapshot copies nothing. `state.redb` already holds the state, so a build
+//!   commits durably (everything up to the snapshot's `last_applied`, and the snapshot's
+//!   metadata under `meta.snapshot`) and returns the metadata, which is all openraft keeps of
+//!   a built snapshot: it decides from it how far the log may be purged. The data is made
+//!   only when openraft asks for the current snapshot (to send it to a follower that is
+//!   behind the purged log, and once at startup): one consistent redb read of the state as it
+//!   is then, at or past the promised index, encoded in memory and kept in `snapshot.bin`
+//!   (temporary file, fsync, rename) until a newer build makes it stale. So the cost of a
+//!   copy of the whole state is paid per follower that needs one, not per 10,000 entries.
+//! - A snapshot carries the keys, counters and ledger head, not the event history: a node that
+//!   installs one starts its history at the snapshot's revision.
 //!
-//! Snapshots are built in memory (the whole key space postcard-encoded): fine for the data
+//! Snapshot data is built in memory (the whole key space postcard-encoded): fine for the data
 //! sizes kith's kv store targets; a streaming format is the upgrade path for larger stores.
 
 use std::io::{Cursor, Write};
@@ -92,6 +100,8 @@ const KEY_MEMBERSHIP: &str = "membership";
 const KEY_KV_META: &str = "kv_meta";
 const KEY_LEDGER_HEAD: &str = "ledger_head";
 const KEY_EVENTS_COMPACTED: &str = "events_compacted";
+/// The metadata of the newest snapshot built or installed (see the module docs).
+const KEY_SNAPSHOT: &str = "snapshot";
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// An apply is committed with fsync once this long has passed since the last one that was,
@@ -748,6 +758,7 @@ impl StateMachineStore {
             meta_put(&mut m, KEY_EVENTS_COMPACTED, &body.kv_meta.revision)?;
             meta_put(&mut m, KEY_JOB_NEXT_ID, &body.job_next_id)?;
             meta_put(&mut m, KEY_FILES_VERSION, &body.files_version)?;
+            meta_put(&mut m, KEY_SNAPSHOT, meta)?;
         }
         txn.commit()?;
         self.job_timer_first_ms = job_timer_first_ms;
@@ -810,96 +821,154 @@ fn load_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, StoreError> 
     }
 }
 
-/// Builds a snapshot from one consistent read of the state.
+/// Builds a snapshot: records, durably, what the state holds now (see the module docs).
 pub struct SnapshotBuilder {
     db: Arc<Database>,
-    dir: PathBuf,
     seq: u64,
 }
 
 impl SnapshotBuilder {
+    /// Promises a snapshot of the state as it is now; see the module docs.
     fn build_inner(&mut self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let txn = self.db.begin_read()?;
-        // Once this snapshot exists openraft may purge the log up to it, so the state it reads
-        // must survive a crash: a durable commit makes every apply before it durable.
-        self.db.begin_write()?.commit()?;
-        let meta_table = txn.open_table(META)?;
-        let last_applied: Option<LogId<NodeId>> =
-            meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
-        let last_membership: Membership =
-            meta_get(&meta_table, KEY_MEMBERSHIP)?.unwrap_or_default();
-        let kv_meta: KvMeta = meta_get(&meta_table, KEY_KV_META)?.unwrap_or_default();
-        let ledger_head: LedgerHead = meta_get(&meta_table, KEY_LEDGER_HEAD)?.unwrap_or_default();
-        let kv_table = txn.open_table(KV)?;
-        let mut entries = Vec::new();
-        for item in kv_table.iter()? {
-            let (k, v) = item?;
-            entries.push((k.value().to_owned(), decode(v.value())?));
-        }
-        let mut rooms = Vec::new();
-        for item in txn.open_table(ROOMS)?.iter()? {
-            let (k, v) = item?;
-            rooms.push((k.value().to_owned(), decode(v.value())?));
-        }
-        let mut messages = Vec::new();
-        for item in txn.open_table(MESSAGES)?.iter()? {
-            let (k, v) = item?;
-            messages.push((k.value().0.to_owned(), decode(v.value())?));
-        }
-        let mut jobs_list = Vec::new();
-        for item in txn.open_table(JOBS)?.iter()? {
-            jobs_list.push(decode(item?.1.value())?);
-        }
-        let mut job_stats = Vec::new();
-        for item in txn.open_table(JOB_STATS)?.iter()? {
-            let (k, v) = item?;
-            job_stats.push((k.value().to_owned(), decode(v.value())?));
-        }
-        let job_next_id: u64 = meta_get(&meta_table, KEY_JOB_NEXT_ID)?.unwrap_or(0);
-        let (files, shares) = files_tables::snapshot(&txn)?;
-        let files_version: u64 = meta_get(&meta_table, KEY_FILES_VERSION)?.unwrap_or(0);
-        let data = encode(&SnapshotBody {
-            kv_meta,
-            ledger_head,
-            entries,
-            rooms,
-            messages,
-            jobs: jobs_list,
-            job_stats,
-            job_next_id,
-            files,
-            shares,
-            files_version,
-        })?;
-        let snapshot_id = match last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
-            None => format!("0-0-{}", self.seq),
+        let (last_applied, last_membership) = {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let last_applied: Option<LogId<NodeId>> = meta_get(&meta, KEY_LAST_APPLIED)?.flatten();
+            let membership: Membership = meta_get(&meta, KEY_MEMBERSHIP)?.unwrap_or_default();
+            (last_applied, membership)
         };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership,
-            snapshot_id,
+            snapshot_id: snapshot_id(last_applied, self.seq),
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        save_snapshot_file(&self.dir, &stored)?;
+        // Once this snapshot exists openraft may purge the log up to it, so the state it
+        // covers must survive a crash: this durable commit makes every apply before it
+        // durable. An install that committed meanwhile holds a newer state: keep its record.
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(META)?;
+            let recorded: Option<SnapshotMeta<NodeId, BasicNode>> = meta_get(&table, KEY_SNAPSHOT)?;
+            if recorded.is_none_or(|r| r.last_log_id < meta.last_log_id) {
+                meta_put(&mut table, KEY_SNAPSHOT, &meta)?;
+            }
+        }
+        txn.commit()?;
+        // openraft keeps only the metadata of a snapshot it had built; the data is made when
+        // it asks for the current snapshot.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
 
+/// `TERM-INDEX-SEQ`: unique per snapshot of this process, and readable in logs.
+fn snapshot_id(last_applied: Option<LogId<NodeId>>, seq: u64) -> String {
+    match last_applied {
+        Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
+        None => format!("0-0-{seq}"),
+    }
+}
+
+/// The current snapshot: `snapshot.bin` while it is at least as new as the recorded one,
+/// otherwise a fresh copy of the state, which then replaces `snapshot.bin`.
+fn current_snapshot(
+    db: &Database,
+    dir: &Path,
+    seq: u64,
+) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+    let txn = db.begin_read()?;
+    let meta_table = txn.open_table(META)?;
+    let recorded: Option<SnapshotMeta<NodeId, BasicNode>> = meta_get(&meta_table, KEY_SNAPSHOT)?;
+    let stored = load_snapshot_file(dir)?;
+    let as_snapshot = |s: StoredSnapshot| Snapshot {
+        meta: s.meta,
+        snapshot: Box::new(Cursor::new(s.data)),
+    };
+    let Some(recorded) = recorded else {
+        // Nothing was built since (or a data directory from before `meta.snapshot`).
+        return Ok(stored.map(as_snapshot));
+    };
+    if let Some(stored) = stored.filter(|s| s.meta.last_log_id >= recorded.last_log_id) {
+        return Ok(Some(as_snapshot(stored)));
+    }
+    // The state only moves forward from the recorded snapshot (an install records its own),
+    // so this copy is at or past it: a follower that installs it needs no purged entry.
+    let last_applied: Option<LogId<NodeId>> = meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
+    let meta = if last_applied == recorded.last_log_id {
+        recorded
+    } else {
+        SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: meta_get(&meta_table, KEY_MEMBERSHIP)?.unwrap_or_default(),
+            snapshot_id: snapshot_id(last_applied, seq),
+        }
+    };
+    let stored = StoredSnapshot {
+        meta,
+        data: encode(&snapshot_body(&txn, &meta_table)?)?,
+    };
+    save_snapshot_file(dir, &stored)?;
+    Ok(Some(as_snapshot(stored)))
+}
+
+/// Everything a snapshot carries, read from one transaction.
+fn snapshot_body(
+    txn: &redb::ReadTransaction,
+    meta_table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+) -> Result<SnapshotBody, StoreError> {
+    let kv_meta: KvMeta = meta_get(meta_table, KEY_KV_META)?.unwrap_or_default();
+    let ledger_head: LedgerHead = meta_get(meta_table, KEY_LEDGER_HEAD)?.unwrap_or_default();
+    let mut entries = Vec::new();
+    for item in txn.open_table(KV)?.iter()? {
+        let (k, v) = item?;
+        entries.push((k.value().to_owned(), decode(v.value())?));
+    }
+    let mut rooms = Vec::new();
+    for item in txn.open_table(ROOMS)?.iter()? {
+        let (k, v) = item?;
+        rooms.push((k.value().to_owned(), decode(v.value())?));
+    }
+    let mut messages = Vec::new();
+    for item in txn.open_table(MESSAGES)?.iter()? {
+        let (k, v) = item?;
+        messages.push((k.value().0.to_owned(), decode(v.value())?));
+    }
+    let mut jobs_list = Vec::new();
+    for item in txn.open_table(JOBS)?.iter()? {
+        jobs_list.push(decode(item?.1.value())?);
+    }
+    let mut job_stats = Vec::new();
+    for item in txn.open_table(JOB_STATS)?.iter()? {
+        let (k, v) = item?;
+        job_stats.push((k.value().to_owned(), decode(v.value())?));
+    }
+    let job_next_id: u64 = meta_get(meta_table, KEY_JOB_NEXT_ID)?.unwrap_or(0);
+    let (files, shares) = files_tables::snapshot(txn)?;
+    let files_version: u64 = meta_get(meta_table, KEY_FILES_VERSION)?.unwrap_or(0);
+    Ok(SnapshotBody {
+        kv_meta,
+        ledger_head,
+        entries,
+        rooms,
+        messages,
+        jobs: jobs_list,
+        job_stats,
+        job_next_id,
+        files,
+        shares,
+        files_version,
+    })
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
-        // Reading, encoding and fsyncing the whole state takes a while (about half a second
-        // for 100,000 keys on a loaded 2-core VM). openraft runs this future on a runtime
-        // worker, of which a node has two; a blocking thread keeps both serving meanwhile.
+        // The durable commit waits for an fsync and for the write lock an apply may hold.
+        // openraft runs this future on a runtime worker, of which a node has two; a blocking
+        // thread keeps both serving meanwhile.
         let mut builder = SnapshotBuilder {
             db: self.db.clone(),
-            dir: self.dir.clone(),
             seq: self.seq,
         };
         tokio::task::spawn_blocking(move || builder.build_inner())
@@ -929,7 +998,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.snapshot_seq += 1;
         SnapshotBuilder {
             db: self.db.clone(),
-            dir: self.dir.clone(),
             seq: self.snapshot_seq,
         }
     }
@@ -948,12 +1016,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
-        let stored =
-            load_snapshot_file(&self.dir).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        // Copying the state can take a while; off the runtime's workers, as a build was.
+        self.snapshot_seq += 1;
+        let (db, dir, seq) = (self.db.clone(), self.dir.clone(), self.snapshot_seq);
+        tokio::task::spawn_blocking(move || current_snapshot(&db, &dir, seq))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))
+            .and_then(|current| current)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }
 

@@ -9,7 +9,7 @@ use kith_core::jobs::{Enqueue, Job, JobCommand, JobState};
 use kith_core::{Command, Proposal};
 use kith_storage::{StateMachineStore, TypeConfig};
 use openraft::storage::RaftStateMachine;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
 fn entry(index: u64, now_ms: u64, command: Command) -> Entry<TypeConfig> {
     Entry {
@@ -94,12 +94,7 @@ async fn timers_fire_alike_in_one_batch_one_by_one_after_reopen_and_after_instal
     );
     one.apply(entries[3..5].to_vec()).await.unwrap();
     assert_eq!(job(&one).state, JobState::Leased);
-    let snapshot = one
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = crate::recovery::snapshot_to_send(&mut one).await;
     one.apply(entries[5..6].to_vec()).await.unwrap();
     one.apply(entries[6..].to_vec()).await.unwrap();
     assert_eq!(job(&one), reference);

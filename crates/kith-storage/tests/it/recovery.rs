@@ -4,9 +4,11 @@ use std::io::Cursor;
 
 use kith_core::files::{ChunkRef, FileCommand, FileOutcome, NewFile};
 use kith_core::{Command, Proposal, Response};
-use kith_storage::TypeConfig;
+use kith_storage::{StateMachineStore, TypeConfig};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Vote};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, Vote,
+};
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 0), index)
@@ -130,6 +132,65 @@ async fn longer_histories_are_trimmed_in_chunks_whatever_the_batching() {
     }
 }
 
+/// What openraft does to send a snapshot: build one (which records it), then ask for the
+/// current one (which copies the state).
+pub(crate) async fn snapshot_to_send(sm: &mut StateMachineStore) -> Snapshot<TypeConfig> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    sm.get_current_snapshot().await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_built_snapshot_is_copied_only_when_asked_for_and_then_kept() {
+    let src = tempfile::TempDir::new().unwrap();
+    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    sm.apply(vec![put(1, 1, "x/1", "one"), put(1, 2, "x/2", "two")])
+        .await
+        .unwrap();
+    let built = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 2)));
+    assert!(
+        !src.path().join("snapshot.bin").exists(),
+        "a build copies nothing"
+    );
+
+    // Asked for later, the snapshot is a copy of the state as it is then, at or past the
+    // built one, so a follower that installs it needs no entry the log may have dropped.
+    sm.apply(vec![put(1, 3, "x/3", "three")]).await.unwrap();
+    let current = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta.last_log_id, Some(log_id(1, 3)));
+    let dst = tempfile::TempDir::new().unwrap();
+    let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    other
+        .install_snapshot(&current.meta, current.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(other.reader().list("x/", 10).unwrap().0.len(), 3);
+
+    // The copy is kept, across a restart too, until a newer build makes it stale.
+    let again = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(again.meta, current.meta);
+    drop(sm);
+    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    assert_eq!(
+        sm.get_current_snapshot().await.unwrap().unwrap().meta,
+        current.meta
+    );
+    sm.apply(vec![put(1, 4, "x/4", "four")]).await.unwrap();
+    let newer = snapshot_to_send(&mut sm).await;
+    assert_eq!(newer.meta.last_log_id, Some(log_id(1, 4)));
+    assert_ne!(newer.meta.snapshot_id, current.meta.snapshot_id);
+}
+
 #[tokio::test]
 async fn snapshot_installs_into_an_empty_store() {
     let src = tempfile::TempDir::new().unwrap();
@@ -137,12 +198,7 @@ async fn snapshot_installs_into_an_empty_store() {
     sm.apply(vec![put(1, 1, "x/1", "one"), put(1, 2, "x/2", "two")])
         .await
         .unwrap();
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = snapshot_to_send(&mut sm).await;
 
     let dst = tempfile::TempDir::new().unwrap();
     let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
@@ -241,12 +297,7 @@ async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
         vec![[2; 32], [3; 32]]
     );
 
-    let snapshot = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = snapshot_to_send(&mut sm).await;
     let dst = tempfile::TempDir::new().unwrap();
     let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
     let data: Cursor<Vec<u8>> = *snapshot.snapshot;
