@@ -30,6 +30,7 @@ pub mod web;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use kith_node::Node;
 use tokio::net::TcpListener;
@@ -51,6 +52,13 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Answers go out as soon as they are written: with Nagle's algorithm on, a small write
+    // behind an unacknowledged one waits for the peer's delayed ACK (up to 40 ms on Linux).
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+        }
+    });
     axum::serve(listener, router(node))
         .with_graceful_shutdown(shutdown)
         .await
