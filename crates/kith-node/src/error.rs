@@ -49,3 +49,35 @@ pub enum NodeError {
     #[error("internal: {0}")]
     Internal(String),
 }
+
+impl NodeError {
+    /// The same error again, for each of several requests that share one failure (a batch
+    /// forwarded to the leader). A storage error, which cannot be copied, keeps its message.
+    pub(crate) fn same(&self) -> NodeError {
+        match self {
+            NodeError::NoLeader => NodeError::NoLeader,
+            NodeError::Timeout { what, ms } => NodeError::Timeout { what, ms: *ms },
+            NodeError::LeaderUnreachable { leader_id, message } => NodeError::LeaderUnreachable {
+                leader_id: *leader_id,
+                message: message.clone(),
+            },
+            NodeError::InvalidInput(e) => NodeError::InvalidInput(e.clone()),
+            NodeError::Membership(m) => NodeError::Membership(m.clone()),
+            NodeError::ShuttingDown => NodeError::ShuttingDown,
+            NodeError::FileTooLarge { max } => NodeError::FileTooLarge { max: *max },
+            NodeError::BadBody(m) => NodeError::BadBody(m.clone()),
+            NodeError::Busy { what, max } => NodeError::Busy { what, max: *max },
+            NodeError::InsufficientReplicas {
+                needed,
+                stored,
+                last_error,
+            } => NodeError::InsufficientReplicas {
+                needed: *needed,
+                stored: *stored,
+                last_error: last_error.clone(),
+            },
+            NodeError::Storage(e) => NodeError::Internal(format!("storage: {e}")),
+            NodeError::Internal(m) => NodeError::Internal(m.clone()),
+        }
+    }
+}

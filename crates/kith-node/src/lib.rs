@@ -28,6 +28,7 @@ mod batcher;
 pub mod config;
 pub mod error;
 pub mod files;
+mod forwarder;
 pub mod network;
 pub mod node;
 pub mod protocol;

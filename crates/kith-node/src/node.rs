@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
 use crate::batcher::ProposalBatcher;
+use crate::forwarder::{Forwarder, FORWARD_COMMANDS_MAX};
 use crate::network::{FaultLayer, PeerTransport, TransportError};
 use crate::protocol::{ForwardError, ForwardRequest, ForwardResponse};
 use crate::read_batcher::ReadIndexBatcher;
@@ -112,6 +113,8 @@ pub struct Node {
     batcher: ProposalBatcher,
     /// Shares one leadership confirmation between concurrent linearizable reads.
     read_batcher: ReadIndexBatcher,
+    /// Sends the writes this node receives as a follower to the leader together.
+    forwarder: Forwarder,
     /// Test-only delay and loss on outgoing peer messages; shared with `transport`.
     faults: Arc<FaultLayer>,
     /// The TTL expiry driver; aborted by [`Node::shutdown`].
@@ -185,10 +188,11 @@ impl Node {
         ));
         let batcher = ProposalBatcher::start(raft.clone(), log.clone(), config.request_timeout);
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.request_timeout);
-        let node = Arc::new(Node {
+        let node = Arc::new_cyclic(|node| Node {
             files,
             batcher,
             read_batcher,
+            forwarder: Forwarder::start(node.clone()),
             watchers: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
             stats: Stats::default(),
             config,
@@ -296,11 +300,37 @@ impl Node {
 
     /// Proposes `command` and waits until it is committed by a quorum and applied.
     pub async fn write(&self, command: Command) -> Result<Response, NodeError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader.is_some_and(|l| l != self.config.id) {
+            return self.forwarder.write(command).await;
+        }
         match self
             .on_leader(ForwardRequest::Write(command), self.config.request_timeout)
             .await?
         {
             ForwardResponse::Written(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs `commands` on the leader in one forwarded request (see [`crate::forwarder`]):
+    /// one answer per command, in order, or one error for all of them.
+    pub(crate) async fn forward_writes(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Response, NodeError>>, NodeError> {
+        let count = commands.len();
+        match self
+            .on_leader(
+                ForwardRequest::Writes(commands),
+                self.config.request_timeout,
+            )
+            .await?
+        {
+            ForwardResponse::WrittenEach(results) if results.len() == count => Ok(results
+                .into_iter()
+                .map(|r| r.map_err(final_error))
+                .collect()),
             other => Err(unexpected(other)),
         }
     }
@@ -485,15 +515,7 @@ impl Node {
                     last_error = NodeError::NoLeader;
                     self.wait_for_leader(Some(leader)).await?;
                 }
-                Err(ForwardError::Timeout { ms, .. }) => {
-                    return Err(NodeError::Timeout {
-                        what: "a quorum to commit",
-                        ms,
-                    })
-                }
-                Err(ForwardError::NoQuorum) => return Err(NodeError::NoLeader),
-                Err(ForwardError::Membership(m)) => return Err(NodeError::Membership(m)),
-                Err(ForwardError::Internal(m)) => return Err(NodeError::Internal(m)),
+                Err(e) => return Err(final_error(e)),
             }
         }
         Err(last_error)
@@ -528,6 +550,37 @@ impl Node {
             .map(|n| n.addr.clone())
     }
 
+    /// Proposes one command on this node (the leader) and waits until it is applied.
+    async fn propose(&self, mut command: Command, now_ms: u64) -> Result<Response, ForwardError> {
+        // Cluster-wide bounds are the leader's to set, so every replica applies the same ones.
+        let retention_ms = self.config.job_retention.as_millis() as u64;
+        match &mut command {
+            Command::Post(post) => {
+                post.keep = self.config.room_messages_kept;
+                post.rooms_max = self.config.rooms_max;
+            }
+            Command::Job(JobCommand::Enqueue(e)) => e.retention_ms = retention_ms,
+            Command::Job(JobCommand::Complete {
+                retention_ms: r, ..
+            })
+            | Command::Job(JobCommand::Cancel {
+                retention_ms: r, ..
+            }) => *r = retention_ms,
+            _ => {}
+        }
+        // The leader's clock, read once when the request reached it, is the time every
+        // replica applies.
+        let proposal = Proposal { now_ms, command };
+        let limit = self.config.request_timeout;
+        match timeout(limit, self.batcher.write(proposal)).await {
+            Err(_) => Err(ForwardError::Timeout {
+                what: "commit".into(),
+                ms: limit.as_millis() as u64,
+            }),
+            Ok(answer) => answer,
+        }
+    }
+
     /// Serves a request that needs the leader, on this node. Answers `NotLeader` when this
     /// node is not (or no longer) the leader.
     pub async fn serve_forwarded(
@@ -540,33 +593,34 @@ impl Node {
             ms: d.as_millis() as u64,
         };
         match request {
-            ForwardRequest::Write(mut command) => {
-                // Cluster-wide bounds are the leader's to set, so every replica applies the
-                // same ones.
-                let retention_ms = self.config.job_retention.as_millis() as u64;
-                match &mut command {
-                    Command::Post(post) => {
-                        post.keep = self.config.room_messages_kept;
-                        post.rooms_max = self.config.rooms_max;
+            ForwardRequest::Write(command) => self
+                .propose(command, wall_clock_ms())
+                .await
+                .map(ForwardResponse::Written),
+            ForwardRequest::Writes(commands) => {
+                if commands.len() > FORWARD_COMMANDS_MAX {
+                    return Err(ForwardError::Internal(format!(
+                        "{} forwarded writes in one request; at most {FORWARD_COMMANDS_MAX}",
+                        commands.len()
+                    )));
+                }
+                // All are proposed at once, so the batcher can put them in one entry.
+                let now_ms = wall_clock_ms();
+                let results = futures::future::join_all(
+                    commands.into_iter().map(|c| self.propose(c, now_ms)),
+                )
+                .await;
+                // Not the leader for any of them: let the sender find the leader and retry.
+                if results
+                    .iter()
+                    .all(|r| matches!(r, Err(ForwardError::NotLeader { .. })))
+                {
+                    if let Some(Err(e)) = results.into_iter().next() {
+                        return Err(e);
                     }
-                    Command::Job(JobCommand::Enqueue(e)) => e.retention_ms = retention_ms,
-                    Command::Job(JobCommand::Complete {
-                        retention_ms: r, ..
-                    })
-                    | Command::Job(JobCommand::Cancel {
-                        retention_ms: r, ..
-                    }) => *r = retention_ms,
-                    _ => {}
+                    return Ok(ForwardResponse::WrittenEach(Vec::new()));
                 }
-                // The leader's clock, read once here, is the time every replica applies.
-                let proposal = Proposal {
-                    now_ms: wall_clock_ms(),
-                    command,
-                };
-                match timeout(limit, self.batcher.write(proposal)).await {
-                    Err(_) => Err(timed_out("commit", limit)),
-                    Ok(answer) => answer.map(ForwardResponse::Written),
-                }
+                Ok(ForwardResponse::WrittenEach(results))
             }
             ForwardRequest::ReadIndex => match timeout(limit, self.read_batcher.read_index()).await
             {
@@ -659,6 +713,19 @@ pub(crate) fn write_error(
             other => ForwardError::Membership(other.to_string()),
         },
         RaftError::Fatal(f) => ForwardError::Internal(f.to_string()),
+    }
+}
+
+/// What a leader's refusal means to the client, once retrying elsewhere is not the answer.
+fn final_error(e: ForwardError) -> NodeError {
+    match e {
+        ForwardError::NotLeader { .. } | ForwardError::NoQuorum => NodeError::NoLeader,
+        ForwardError::Timeout { ms, .. } => NodeError::Timeout {
+            what: "a quorum to commit",
+            ms,
+        },
+        ForwardError::Membership(m) => NodeError::Membership(m),
+        ForwardError::Internal(m) => NodeError::Internal(m),
     }
 }
 

@@ -20,6 +20,9 @@ pub mod route {
 pub enum ForwardRequest {
     /// Propose a command.
     Write(Command),
+    /// Propose each of these commands (writes a follower received at about the same time);
+    /// answered one by one with [`ForwardResponse::WrittenEach`].
+    Writes(Vec<Command>),
     /// Confirm leadership with a quorum and return the index a linearizable read must wait
     /// for (ReadIndex, Raft thesis §6.4).
     ReadIndex,
@@ -35,6 +38,8 @@ pub enum ForwardRequest {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardResponse {
     Written(Response),
+    /// One outcome per command of a [`ForwardRequest::Writes`], in order.
+    WrittenEach(Vec<Result<Response, ForwardError>>),
     ReadIndex(u64),
     MembershipChanged,
     Replication(Vec<(NodeId, Option<u64>)>),
