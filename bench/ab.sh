@@ -13,7 +13,9 @@
 #   a: 1 client          b: 16 clients, 16 connections
 #   c: 256 clients over 16 HTTP/2 connections
 # Knobs: TOTAL_A (1500), TOTAL_B (8000), TOTAL_C (20000), PORT0 (17500), OUT
-# ($TMPDIR/kith-ab: each run's JSON). The bench binary is the first build's.
+# ($TMPDIR/kith-ab: each run's JSON), PREFILL (0; N > 0 first writes keys 0..N-1 with 64
+# clients, then restarts the cluster over them, as vs-etcd.sh's rounds 2 and 3 run over
+# the keys its first read workload loaded). The bench binary is the first build's.
 set -uo pipefail
 
 ROUNDS=${1:?usage: ab.sh ROUNDS NAME=BINARY …}
@@ -35,14 +37,11 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-run_one() { # name binary round
-    local name=$1 bin=$2 round=$3 data=$OUT/data
-    rm -rf "$data"
-    mkdir -p "$data"
+start_cluster() { # binary data
     local peers="1=127.0.0.1:$((PORT0 + 1)),2=127.0.0.1:$((PORT0 + 2)),3=127.0.0.1:$((PORT0 + 3))"
     for i in 1 2 3; do
-        RUST_LOG=warn "$bin" serve --id "$i" --listen "127.0.0.1:$((PORT0 + i))" \
-            --data "$data/n$i" --peers "$peers" >"$data/kith$i.log" 2>&1 &
+        RUST_LOG=warn "$1" serve --id "$i" --listen "127.0.0.1:$((PORT0 + i))" \
+            --data "$2/n$i" --peers "$peers" >>"$2/kith$i.log" 2>&1 &
         pids+=($!)
     done
     for _ in $(seq 100); do
@@ -50,7 +49,21 @@ run_one() { # name binary round
             | grep -q '"leader_id":[0-9]' && break
         sleep 0.1
     done
+}
+
+run_one() { # name binary round
+    local name=$1 bin=$2 round=$3 data=$OUT/data
+    rm -rf "$data"
+    mkdir -p "$data"
     local endpoints="http://127.0.0.1:$((PORT0 + 1)),http://127.0.0.1:$((PORT0 + 2)),http://127.0.0.1:$((PORT0 + 3))"
+    start_cluster "$bin" "$data"
+    if ((${PREFILL:-0} > 0)); then
+        "$BENCH" bench put --sequential-keys --total "$PREFILL" --clients 64 --conns 64 \
+            --key-size 8 --val-size 256 --key-space "$PREFILL" --endpoints "$endpoints" \
+            --quiet >/dev/null 2>&1
+        stop_all
+        start_cluster "$bin" "$data"
+    fi
     local line="round $round  $name"
     for w in $WORKLOADS; do
         local args
