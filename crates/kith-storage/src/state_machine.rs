@@ -44,8 +44,9 @@
 //!   metadata under `meta.snapshot`) and returns the metadata, which is all openraft keeps of
 //!   a built snapshot: it decides from it how far the log may be purged. The data is made
 //!   only when openraft asks for the current snapshot (to send it to a follower that is
-//!   behind the purged log, and once at startup): one consistent redb read of the state as it
-//!   is then, at or past the promised index, encoded in memory and kept in `snapshot.bin`
+//!   behind the purged log, and once at startup): after a durable commit (a copy must never
+//!   be ahead of what survives a crash), one consistent redb read of the state as it is
+//!   then, at or past the promised index, encoded in memory and kept in `snapshot.bin`
 //!   (temporary file, fsync, rename) until a newer build makes it stale. So the cost of a
 //!   copy of the whole state is paid per follower that needs one, not per 10,000 entries.
 //! - A snapshot carries the keys, counters and ledger head, not the event history: a node that
@@ -893,6 +894,14 @@ fn current_snapshot(
     if let Some(stored) = stored.filter(|s| s.meta.last_log_id >= recorded.last_log_id) {
         return Ok(Some(as_snapshot(stored)));
     }
+    drop((meta_table, txn));
+    // The copy must never be ahead of what survives a crash: openraft takes the current
+    // snapshot's index as a point the log may be purged up to, and after a crash the
+    // entries past the durable state must still be in the log to be re-applied. So make the state durable first
+    // (the caller is openraft's state-machine task, so no apply runs meanwhile), then read.
+    db.begin_write()?.commit()?;
+    let txn = db.begin_read()?;
+    let meta_table = txn.open_table(META)?;
     // The state only moves forward from the recorded snapshot (an install records its own),
     // so this copy is at or past it: a follower that installs it needs no purged entry.
     let last_applied: Option<LogId<NodeId>> = meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
