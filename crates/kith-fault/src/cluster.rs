@@ -202,6 +202,10 @@ impl Cluster {
             .args(["--enable-fault-injection", "--exit-with-parent"])
             // Small chunks, so the file workload's uploads span several chunks and holders.
             .args(["--file-chunk-bytes", "16384"])
+            // Frequent snapshots and a short log behind them, so every schedule builds
+            // snapshots and purges the log, and a node that was down or joined late catches
+            // up by installing one (with the defaults, a schedule never reaches the first).
+            .args(["--snapshot-threshold", "100", "--snapshot-keep", "20"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(
                 "RUST_LOG",

@@ -49,8 +49,10 @@
 //!   then, at or past the promised index, encoded in memory and kept in `snapshot.bin`
 //!   (temporary file, fsync, rename) until a newer build makes it stale. So the cost of a
 //!   copy of the whole state is paid per follower that needs one, not per 10,000 entries.
-//! - A snapshot carries the keys, counters and ledger head, not the event history: a node that
-//!   installs one starts its history at the snapshot's revision.
+//! - A snapshot carries the state and the kept history (events and ledger hashes, after the
+//!   body: see [`SnapshotHistory`]), so a node that installs one answers watches and ledger
+//!   lookups exactly as the others do, and goes on trimming alike. A snapshot from before
+//!   the history was carried installs with the history starting at its revision.
 //!
 //! Snapshot data is built in memory (the whole key space postcard-encoded): fine for the data
 //! sizes kith's kv store targets; a streaming format is the upgrade path for larger stores.
@@ -187,6 +189,20 @@ struct SnapshotBody {
     files: Vec<Manifest>,
     shares: Vec<Share>,
     files_version: u64,
+}
+
+/// The recent history a snapshot carries after its [`SnapshotBody`], so that a node which
+/// installs it serves the same watches and ledger lookups as every other member. Encoded
+/// after the body: snapshots from before it end with the body, and install as "no history
+/// before the snapshot".
+#[derive(Serialize, Deserialize)]
+struct SnapshotHistory {
+    /// Every event at or below this revision is gone.
+    events_compacted: u64,
+    /// The kept change events, oldest first.
+    events: Vec<KvEvent>,
+    /// The kept ledger hashes, by log index, oldest first (the head's included).
+    ledger: Vec<(u64, Hash)>,
 }
 
 /// What `snapshot.bin` holds.
@@ -700,7 +716,12 @@ impl StateMachineStore {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         data: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let body: SnapshotBody = decode(&data)?;
+        let (body, rest): (SnapshotBody, &[u8]) = postcard::take_from_bytes(&data)?;
+        let history: Option<SnapshotHistory> = if rest.is_empty() {
+            None
+        } else {
+            Some(decode(rest)?)
+        };
         let txn = self.db.begin_write()?;
         let job_timer_first_ms;
         {
@@ -746,17 +767,30 @@ impl StateMachineStore {
             }
             job_timer_first_ms = timers.first()?.map(|(k, _)| k.value().0);
             RedbFiles::open(&txn, body.files_version)?.install(&body.files, &body.shares)?;
-            // The history before the snapshot is not carried: it starts here.
-            txn.open_table(EVENTS)?.retain(|_, _| false)?;
+            // The kept history travels with the snapshot; one from an older kith has none,
+            // and then the history starts here.
+            let mut events = txn.open_table(EVENTS)?;
+            events.retain(|_, _| false)?;
             let mut ledger_table = txn.open_table(LEDGER)?;
             ledger_table.retain(|_, _| false)?;
             ledger_table.insert(body.ledger_head.index, body.ledger_head.hash.as_slice())?;
+            if let Some(history) = &history {
+                for event in &history.events {
+                    events.insert(event.revision, encode(event)?.as_slice())?;
+                }
+                for (index, hash) in &history.ledger {
+                    ledger_table.insert(*index, hash.as_slice())?;
+                }
+            }
             let mut m = txn.open_table(META)?;
             meta_put(&mut m, KEY_LAST_APPLIED, &meta.last_log_id)?;
             meta_put(&mut m, KEY_MEMBERSHIP, &meta.last_membership)?;
             meta_put(&mut m, KEY_KV_META, &body.kv_meta)?;
             meta_put(&mut m, KEY_LEDGER_HEAD, &body.ledger_head)?;
-            meta_put(&mut m, KEY_EVENTS_COMPACTED, &body.kv_meta.revision)?;
+            let events_compacted = history
+                .as_ref()
+                .map_or(body.kv_meta.revision, |h| h.events_compacted);
+            meta_put(&mut m, KEY_EVENTS_COMPACTED, &events_compacted)?;
             meta_put(&mut m, KEY_JOB_NEXT_ID, &body.job_next_id)?;
             meta_put(&mut m, KEY_FILES_VERSION, &body.files_version)?;
             meta_put(&mut m, KEY_SNAPSHOT, meta)?;
@@ -914,15 +948,39 @@ fn current_snapshot(
             snapshot_id: snapshot_id(last_applied, seq),
         }
     };
-    let stored = StoredSnapshot {
-        meta,
-        data: encode(&snapshot_body(&txn, &meta_table)?)?,
-    };
+    let mut data = encode(&snapshot_body(&txn, &meta_table)?)?;
+    data.extend(encode(&snapshot_history(&txn, &meta_table)?)?);
+    let stored = StoredSnapshot { meta, data };
     save_snapshot_file(dir, &stored)?;
     Ok(Some(as_snapshot(stored)))
 }
 
-/// Everything a snapshot carries, read from one transaction.
+/// The history a snapshot carries, read from the same transaction as its body.
+fn snapshot_history(
+    txn: &redb::ReadTransaction,
+    meta_table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+) -> Result<SnapshotHistory, StoreError> {
+    let mut events = Vec::new();
+    for item in txn.open_table(EVENTS)?.iter()? {
+        events.push(decode(item?.1.value())?);
+    }
+    let mut ledger = Vec::new();
+    for item in txn.open_table(LEDGER)?.iter()? {
+        let (index, hash) = item?;
+        let hash: Hash = hash
+            .value()
+            .try_into()
+            .map_err(|_| StoreError::Io(std::io::Error::other("ledger hash is not 32 bytes")))?;
+        ledger.push((index.value(), hash));
+    }
+    Ok(SnapshotHistory {
+        events_compacted: meta_get(meta_table, KEY_EVENTS_COMPACTED)?.unwrap_or(0),
+        events,
+        ledger,
+    })
+}
+
+/// Everything a snapshot carries but its history, read from one transaction.
 fn snapshot_body(
     txn: &redb::ReadTransaction,
     meta_table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
@@ -1266,5 +1324,57 @@ impl StateReader {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kith_core::Proposal;
+    use openraft::CommittedLeaderId;
+
+    fn put(index: u64, key: &str) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(vec![Proposal {
+                now_ms: 1_000,
+                command: Command::Put {
+                    key: key.into(),
+                    value: b"v".to_vec(),
+                    if_revision: None,
+                    ttl_ms: None,
+                },
+            }]),
+        }
+    }
+
+    /// A snapshot made before snapshots carried history ends with its body; it still
+    /// installs, and the node's history starts at the snapshot.
+    #[tokio::test]
+    async fn a_snapshot_without_history_installs_with_history_from_its_revision() {
+        let src = tempfile::TempDir::new().unwrap();
+        let mut sm = StateMachineStore::open(src.path(), StoreConfig::default()).unwrap();
+        sm.apply(vec![put(1, "a"), put(2, "b")]).await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        let data = current.snapshot.into_inner();
+        let (_, history): (SnapshotBody, &[u8]) = postcard::take_from_bytes(&data).unwrap();
+        let body_only = data[..data.len() - history.len()].to_vec();
+
+        let dst = tempfile::TempDir::new().unwrap();
+        let mut other = StateMachineStore::open(dst.path(), StoreConfig::default()).unwrap();
+        other
+            .install_snapshot(&current.meta, Box::new(Cursor::new(body_only)))
+            .await
+            .unwrap();
+        let reader = other.reader();
+        assert_eq!(reader.get("b").unwrap().unwrap().value, b"v");
+        assert_eq!(reader.events_compacted().unwrap(), 2);
+        assert!(reader.events(0, "", 10).unwrap().events.is_empty());
+        assert_eq!(reader.ledger_at(1).unwrap(), (None, Some(2)));
     }
 }

@@ -218,14 +218,66 @@ async fn snapshot_installs_into_an_empty_store() {
         reader.ledger_head().unwrap(),
         sm.reader().ledger_head().unwrap()
     );
-    // The history before a snapshot does not travel with it.
-    assert_eq!(reader.events_compacted().unwrap(), 2);
+    // The kept history travels with it (see the next test).
+    assert_eq!(reader.events_compacted().unwrap(), 0);
+    assert_eq!(reader.events(0, "", 10).unwrap().events.len(), 2);
     // The installed snapshot is what a restarted node will offer to others.
     drop(reader);
     drop(other);
     let (_, mut reopened) = kith_storage::open(dst.path(), Default::default()).unwrap();
     let current = reopened.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
+}
+
+/// A node that installs a snapshot serves the same watch history and ledger lookups as the
+/// node it came from, so a watcher that fails over to it is not told "compacted" early.
+#[tokio::test]
+async fn a_snapshot_carries_the_kept_history() {
+    let config = kith_storage::StoreConfig {
+        events_kept: 16,
+        ledger_kept: 16,
+    };
+    let src = tempfile::TempDir::new().unwrap();
+    let (_, mut sm) = kith_storage::open(src.path(), config).unwrap();
+    let entries: Vec<_> = (1..=60)
+        .map(|i| put(1, i, &format!("k/{}", i % 7), &i.to_string()))
+        .collect();
+    sm.apply(entries).await.unwrap();
+    let source = sm.reader();
+    assert!(
+        source.events_compacted().unwrap() > 0,
+        "history was trimmed"
+    );
+    let snapshot = snapshot_to_send(&mut sm).await;
+
+    let dst = tempfile::TempDir::new().unwrap();
+    let (_, mut other) = kith_storage::open(dst.path(), config).unwrap();
+    other
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    let copy = other.reader();
+    assert_eq!(
+        copy.events_compacted().unwrap(),
+        source.events_compacted().unwrap()
+    );
+    assert_eq!(
+        copy.events(0, "", 1_000).unwrap().events,
+        source.events(0, "", 1_000).unwrap().events
+    );
+    for index in 1..=60 {
+        assert_eq!(
+            copy.ledger_at(index).unwrap(),
+            source.ledger_at(index).unwrap()
+        );
+    }
+    // And both go on trimming alike: history depends only on the newest revision.
+    sm.apply(vec![put(1, 61, "k/x", "61")]).await.unwrap();
+    other.apply(vec![put(1, 61, "k/x", "61")]).await.unwrap();
+    assert_eq!(
+        copy.events(0, "", 1_000).unwrap().events,
+        source.events(0, "", 1_000).unwrap().events
+    );
 }
 
 fn file_command(term: u64, index: u64, now_ms: u64, command: FileCommand) -> Entry<TypeConfig> {
