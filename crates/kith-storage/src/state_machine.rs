@@ -57,7 +57,7 @@
 //! Snapshot data is built in memory (the whole key space postcard-encoded): fine for the data
 //! sizes kith's kv store targets; a streaming format is the upgrade path for larger stores.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -835,10 +835,13 @@ fn read_kv_meta(db: &Database) -> Result<KvMeta, StoreError> {
 
 /// Writes `snapshot.bin` crash-safely: temp file, fsync, rename, fsync the directory.
 fn save_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
-    let bytes = encode(snapshot)?;
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(StoreError::Io)?;
-    f.write_all(&bytes).map_err(StoreError::Io)?;
+    let f = std::fs::File::create(&tmp).map_err(StoreError::Io)?;
+    // Encoded straight into the file: a snapshot can be tens of MiB, and an encoded copy
+    // in memory beside it would double what the copy costs.
+    let f = postcard::to_io(snapshot, std::io::BufWriter::new(f))?
+        .into_inner()
+        .map_err(|e| StoreError::Io(e.into_error()))?;
     f.sync_all().map_err(StoreError::Io)?;
     drop(f);
     std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(StoreError::Io)?;
