@@ -43,6 +43,7 @@ use tokio::time::timeout;
 use kith_core::{Proposal, Response};
 use kith_storage::{LogStore, TypeConfig};
 
+use crate::batch_queue::BatchQueue;
 use crate::node::write_error;
 use crate::protocol::ForwardError;
 
@@ -101,40 +102,20 @@ impl ProposalBatcher {
 async fn run(
     raft: Raft<TypeConfig>,
     log: LogStore,
-    mut rx: mpsc::Receiver<Waiting>,
+    rx: mpsc::Receiver<Waiting>,
     request_timeout: Duration,
 ) {
     let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    // A proposal that did not fit in the previous batch starts the next one.
-    let mut carried: Option<Waiting> = None;
+    let mut queue = BatchQueue::new(rx, BATCH_PROPOSALS_MAX, BATCH_BYTES_MAX, |w| w.bytes);
     loop {
         let permit = permits
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let first = match carried.take() {
-            Some(w) => w,
-            None => match rx.recv().await {
-                Some(w) => w,
-                None => return,
-            },
+        let Some(batch) = queue.next().await else {
+            return;
         };
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        while batch.len() < BATCH_PROPOSALS_MAX {
-            match rx.try_recv() {
-                Ok(w) if bytes + w.bytes > BATCH_BYTES_MAX => {
-                    carried = Some(w);
-                    break;
-                }
-                Ok(w) => {
-                    bytes += w.bytes;
-                    batch.push(w);
-                }
-                Err(_) => break,
-            }
-        }
         let raft = raft.clone();
         let mark = log.appends_queued();
         let mut proposed = tokio::spawn(async move {

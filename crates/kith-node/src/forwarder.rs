@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use kith_core::{Command, Response};
 
+use crate::batch_queue::BatchQueue;
 use crate::error::NodeError;
 use crate::node::Node;
 
@@ -84,38 +85,18 @@ impl Forwarder {
     }
 }
 
-async fn run(node: Weak<Node>, mut rx: mpsc::Receiver<Waiting>) {
+async fn run(node: Weak<Node>, rx: mpsc::Receiver<Waiting>) {
     let permits = std::sync::Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
-    // A command that did not fit in the previous batch starts the next one.
-    let mut carried: Option<Waiting> = None;
+    let mut queue = BatchQueue::new(rx, FORWARD_COMMANDS_MAX, FORWARD_BYTES_MAX, |w| w.bytes);
     loop {
         let permit = permits
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let first = match carried.take() {
-            Some(w) => w,
-            None => match rx.recv().await {
-                Some(w) => w,
-                None => return,
-            },
+        let Some(batch) = queue.next().await else {
+            return;
         };
-        let mut bytes = first.bytes;
-        let mut batch = vec![first];
-        while batch.len() < FORWARD_COMMANDS_MAX {
-            match rx.try_recv() {
-                Ok(w) if bytes + w.bytes > FORWARD_BYTES_MAX => {
-                    carried = Some(w);
-                    break;
-                }
-                Ok(w) => {
-                    bytes += w.bytes;
-                    batch.push(w);
-                }
-                Err(_) => break,
-            }
-        }
         let Some(node) = node.upgrade() else {
             return; // the node is gone; dropping the batch answers "shutting down"
         };

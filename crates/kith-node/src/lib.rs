@@ -24,6 +24,7 @@
 //!                                                      apply (StateMachineStore) ──▶ Response
 //! ```
 
+mod batch_queue;
 mod batcher;
 pub mod config;
 pub mod error;
