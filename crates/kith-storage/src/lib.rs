@@ -53,7 +53,8 @@ openraft::declare_raft_types!(
 /// Opens (or creates) a node's stores under `dir`.
 pub fn open(dir: &Path, config: StoreConfig) -> Result<(LogStore, StateMachineStore), StoreError> {
     std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
-    let log = LogStore::open(dir)?;
     let sm = StateMachineStore::open(dir, config)?;
+    // Linked: the log is never purged past what the state machine holds durably.
+    let log = LogStore::open_linked(dir, Some(sm.durable_applied()))?;
     Ok((log, sm))
 }

@@ -36,6 +36,14 @@
 //!   then miss an acknowledged write; the fault suite's rolling restart caught exactly that.
 //!   After an election the new leader's no-op comes after every acknowledged entry.
 //! - The committed index is not persisted at all (openraft treats it as optional).
+//! - The log is never purged past the state machine's *durable* `last_applied` (when the
+//!   store was opened with [`crate::open`], which links the two). openraft 0.9 purges only
+//!   what a snapshot covers, but when a follower installs a snapshot it sends the purge to
+//!   the log at the same time as the install to the state machine, without waiting for it.
+//!   A crash between the two left a log purged past a state that had not moved: the node
+//!   could never start again (openraft asserts it), and the entries it had acknowledged were
+//!   gone. So `purge` waits (at most `PURGE_WAIT_MAX`) until the state machine reports the
+//!   purge point durable; the fault suite's frequent snapshots found this.
 //!
 //! A data directory from before the segment files (`raft-log.redb`) is converted once, at
 //! open: its vote, purge point and entries are written as segments, made durable, and only
@@ -67,6 +75,9 @@ const OLD_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Jobs the storage thread's queue holds; `append` waits (asynchronously) when it is full.
 const WRITE_QUEUE_MAX: usize = 1024;
+/// How long a purge waits for the state machine to make the purge point durable before it
+/// fails (which stops the node rather than leave a log it cannot restart from).
+const PURGE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// Jobs one group (one fsync) takes at most, so one group stays bounded in size and time.
 const GROUP_JOBS_MAX: usize = 256;
 
@@ -104,6 +115,9 @@ struct Inner {
     /// Highest committed index openraft has reported; written by `save_committed`, read by
     /// `/v1/health`. Monotonic while the process lives.
     committed_index: AtomicU64,
+    /// The state machine's durable `last_applied` index, which a purge must not pass (see
+    /// the module docs). `None` for a log opened on its own.
+    durable_applied: Option<watch::Receiver<u64>>,
 }
 
 impl Drop for Inner {
@@ -140,7 +154,17 @@ enum Job {
 impl LogStore {
     /// Opens (or creates) the log in `dir/raft-log/`, converting `dir/raft-log.redb` first
     /// if an older kith left one.
+    /// Opens the log on its own, with no state machine to wait for before a purge.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_linked(dir, None)
+    }
+
+    /// Opens the log so that a purge waits until `durable_applied` (the state machine's
+    /// durable `last_applied` index) reaches the purge point.
+    pub(crate) fn open_linked(
+        dir: &Path,
+        durable_applied: Option<watch::Receiver<u64>>,
+    ) -> Result<Self, StoreError> {
         let wal_dir = dir.join("raft-log");
         let old = dir.join("raft-log.redb");
         if old.exists() {
@@ -167,6 +191,7 @@ impl LogStore {
                 thread: Some(thread),
                 progress,
                 committed_index: AtomicU64::new(0),
+                durable_applied,
             }),
         })
     }
@@ -485,6 +510,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
+        if let Some(durable) = &self.inner.durable_applied {
+            let mut durable = durable.clone();
+            let reached =
+                tokio::time::timeout(PURGE_WAIT_MAX, durable.wait_for(|d| *d >= log_id.index))
+                    .await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return Err(write_err(StoreError::Io(std::io::Error::other(format!(
+                    "refusing to purge the log to {}: the state machine has not made it \
+                     durable within {} s",
+                    log_id.index,
+                    PURGE_WAIT_MAX.as_secs()
+                )))));
+            }
+        }
         self.run_job(|done| Job::Purge { log_id, done })
             .await
             .map_err(write_err)

@@ -154,6 +154,9 @@ pub struct StateMachineStore {
     config: StoreConfig,
     /// Publishes the store revision after every committed apply; watchers wait on it.
     revision_tx: Arc<watch::Sender<u64>>,
+    /// Publishes the durable `last_applied` index (0 for none) after every durable commit;
+    /// the log's purge waits on it (see `log_store.rs`).
+    durable: Arc<watch::Sender<u64>>,
     /// Counts snapshots built by this process, to make snapshot ids unique.
     snapshot_seq: u64,
     /// Test-only fault: the log index whose bytes this node alters before hashing.
@@ -530,17 +533,25 @@ impl StateMachineStore {
         let db = Arc::new(db);
         let revision = read_kv_meta(&db)?.revision;
         let job_timer_first_ms = read_job_timer_first_ms(&db)?;
+        // What the file holds at open is durable, whatever commits made it.
+        let durable = applied_index(&db.begin_read()?.open_table(META)?)?;
         Ok(StateMachineStore {
             db,
             dir: dir.to_path_buf(),
             config,
             revision_tx: Arc::new(watch::Sender::new(revision)),
+            durable: Arc::new(watch::Sender::new(durable)),
             snapshot_seq: 0,
             corrupt_ledger_at: corrupt_ledger_at(),
             applies_since_fsync: 0,
             last_durable: std::time::Instant::now(),
             job_timer_first_ms,
         })
+    }
+
+    /// Follows the durable `last_applied` index (0 for none), for the log's purge.
+    pub(crate) fn durable_applied(&self) -> watch::Receiver<u64> {
+        self.durable.subscribe()
     }
 
     /// A read handle sharing this store's database.
@@ -565,18 +576,18 @@ impl StateMachineStore {
     ) -> Result<Vec<Vec<Response>>, StoreError> {
         let mut txn = self.db.begin_write()?;
         self.applies_since_fsync += 1;
-        if self.applies_since_fsync < APPLIES_PER_FSYNC
-            && self.last_durable.elapsed() < DURABLE_EVERY
-        {
+        let durable = self.applies_since_fsync >= APPLIES_PER_FSYNC
+            || self.last_durable.elapsed() >= DURABLE_EVERY;
+        if durable {
+            self.applies_since_fsync = 0;
+            self.last_durable = std::time::Instant::now();
+        } else {
             // The log holds these entries durably; see the module docs for the invariant.
             txn.set_durability(Durability::None)
                 .map_err(|e| StoreError::Engine(e.into()))?;
-        } else {
-            self.applies_since_fsync = 0;
-            self.last_durable = std::time::Instant::now();
         }
         let mut responses = Vec::new();
-        let (kv_meta, job_timer_first_ms) = {
+        let (kv_meta, job_timer_first_ms, applied) = {
             let mut meta = txn.open_table(META)?;
             let mut last_applied: Option<LogId<NodeId>> =
                 meta_get(&meta, KEY_LAST_APPLIED)?.flatten();
@@ -703,9 +714,16 @@ impl StateMachineStore {
             if let Some(m) = membership {
                 meta_put(&mut meta, KEY_MEMBERSHIP, &m)?;
             }
-            (kv_meta, job_timer_first_ms)
+            (
+                kv_meta,
+                job_timer_first_ms,
+                last_applied.map_or(0, |l| l.index),
+            )
         };
         txn.commit()?;
+        if durable {
+            advance(&self.durable, applied);
+        }
         self.job_timer_first_ms = job_timer_first_ms;
         self.revision_tx.send_replace(kv_meta.revision);
         Ok(responses)
@@ -796,6 +814,7 @@ impl StateMachineStore {
             meta_put(&mut m, KEY_SNAPSHOT, meta)?;
         }
         txn.commit()?;
+        advance(&self.durable, meta.last_log_id.map_or(0, |l| l.index));
         self.job_timer_first_ms = job_timer_first_ms;
         self.revision_tx.send_replace(body.kv_meta.revision);
         save_snapshot_file(
@@ -818,6 +837,23 @@ fn corrupt_ledger_at() -> Option<u64> {
 #[cfg(not(feature = "test-hooks"))]
 fn corrupt_ledger_at() -> Option<u64> {
     None
+}
+
+/// Raises the published durable index to `index` (it never goes back).
+fn advance(durable: &watch::Sender<u64>, index: u64) {
+    durable.send_if_modified(|d| {
+        let raised = index > *d;
+        *d = (*d).max(index);
+        raised
+    });
+}
+
+/// The `last_applied` index in `meta` (0 for none).
+fn applied_index(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<u64, StoreError> {
+    let last_applied: Option<LogId<NodeId>> = meta_get(meta, KEY_LAST_APPLIED)?.flatten();
+    Ok(last_applied.map_or(0, |l| l.index))
 }
 
 fn read_job_timer_first_ms(db: &Database) -> Result<Option<u64>, StoreError> {
@@ -862,6 +898,7 @@ fn load_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, StoreError> 
 /// Builds a snapshot: records, durably, what the state holds now (see the module docs).
 pub struct SnapshotBuilder {
     db: Arc<Database>,
+    durable: Arc<watch::Sender<u64>>,
     seq: u64,
 }
 
@@ -892,6 +929,7 @@ impl SnapshotBuilder {
             }
         }
         txn.commit()?;
+        advance(&self.durable, last_applied.map_or(0, |l| l.index));
         // openraft keeps only the metadata of a snapshot it had built; the data is made when
         // it asks for the current snapshot.
         Ok(Snapshot {
@@ -913,6 +951,7 @@ fn snapshot_id(last_applied: Option<LogId<NodeId>>, seq: u64) -> String {
 /// otherwise a fresh copy of the state, which then replaces `snapshot.bin`.
 fn current_snapshot(
     db: &Database,
+    durable: &watch::Sender<u64>,
     dir: &Path,
     seq: u64,
 ) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
@@ -939,6 +978,7 @@ fn current_snapshot(
     db.begin_write()?.commit()?;
     let txn = db.begin_read()?;
     let meta_table = txn.open_table(META)?;
+    advance(durable, applied_index(&meta_table)?);
     // The state only moves forward from the recorded snapshot (an install records its own),
     // so this copy is at or past it: a follower that installs it needs no purged entry.
     let last_applied: Option<LogId<NodeId>> = meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
@@ -1039,6 +1079,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // thread keeps both serving meanwhile.
         let mut builder = SnapshotBuilder {
             db: self.db.clone(),
+            durable: self.durable.clone(),
             seq: self.seq,
         };
         tokio::task::spawn_blocking(move || builder.build_inner())
@@ -1068,6 +1109,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.snapshot_seq += 1;
         SnapshotBuilder {
             db: self.db.clone(),
+            durable: self.durable.clone(),
             seq: self.snapshot_seq,
         }
     }
@@ -1088,8 +1130,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
         // Copying the state can take a while; off the runtime's workers, as a build was.
         self.snapshot_seq += 1;
-        let (db, dir, seq) = (self.db.clone(), self.dir.clone(), self.snapshot_seq);
-        tokio::task::spawn_blocking(move || current_snapshot(&db, &dir, seq))
+        let (db, durable) = (self.db.clone(), self.durable.clone());
+        let (dir, seq) = (self.dir.clone(), self.snapshot_seq);
+        tokio::task::spawn_blocking(move || current_snapshot(&db, &durable, &dir, seq))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))
             .and_then(|current| current)

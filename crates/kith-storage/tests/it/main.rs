@@ -13,7 +13,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RedbBuil
         &self,
     ) -> Result<(TempDir, LogStore, StateMachineStore), StorageError<kith_core::NodeId>> {
         let dir = TempDir::new().expect("create temp dir");
-        let (log, sm) = kith_storage::open(dir.path(), Default::default()).expect("open stores");
+        // Opened apart, not linked by `kith_storage::open`: the suite purges logs its state
+        // machine never applied, which a linked log refuses (its purge waits for the state
+        // machine to make the purge point durable; see `recovery.rs` for that).
+        let sm = StateMachineStore::open(dir.path(), Default::default()).expect("open state");
+        let log = LogStore::open(dir.path()).expect("open log");
         Ok((dir, log, sm))
     }
 }

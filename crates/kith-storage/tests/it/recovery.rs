@@ -420,3 +420,38 @@ async fn a_restarted_leader_must_win_an_election_again() {
     assert_eq!(vote, Vote::new(4, 1));
     assert!(!vote.is_committed());
 }
+
+/// openraft 0.9 sends a follower's purge to the log while the snapshot that covers it is
+/// still being installed. The log waits for the install to be durable, so a crash between
+/// the two can never leave a log purged past the state.
+#[tokio::test]
+async fn the_log_is_not_purged_past_the_durable_state() {
+    let src = tempfile::TempDir::new().unwrap();
+    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    sm.apply(vec![put(1, 1, "a", "1"), put(1, 2, "b", "2")])
+        .await
+        .unwrap();
+    let snapshot = snapshot_to_send(&mut sm).await;
+
+    let dst = tempfile::TempDir::new().unwrap();
+    let (mut log, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    let mut purging = log.clone();
+    let mut purge = tokio::spawn(async move { purging.purge(log_id(1, 2)).await });
+    // An unlinked purge is done in a few milliseconds; this one must still be waiting.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut purge)
+            .await
+            .is_err(),
+        "the purge waits for the install"
+    );
+    assert_eq!(log.get_log_state().await.unwrap().last_purged_log_id, None);
+    other
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    purge.await.unwrap().unwrap();
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_purged_log_id,
+        Some(log_id(1, 2))
+    );
+}
