@@ -33,11 +33,10 @@
 //! Refuses: deciding what a command means, and any wait of its own: there is no linger
 //! timer, only the queue that forms while earlier batches are in Raft.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::Raft;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
 use kith_core::{Proposal, Response};
@@ -105,15 +104,15 @@ async fn run(
     rx: mpsc::Receiver<Waiting>,
     request_timeout: Duration,
 ) {
-    let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
-    let mut queue = BatchQueue::new(rx, BATCH_PROPOSALS_MAX, BATCH_BYTES_MAX, |w| w.bytes);
+    let mut queue = BatchQueue::new(
+        rx,
+        BATCHES_IN_FLIGHT_MAX,
+        BATCH_PROPOSALS_MAX,
+        BATCH_BYTES_MAX,
+        |w| w.bytes,
+    );
     loop {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let Some(batch) = queue.next().await else {
+        let Some((permit, batch)) = queue.next().await else {
             return;
         };
         let raft = raft.clone();

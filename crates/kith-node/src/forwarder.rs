@@ -29,7 +29,7 @@
 
 use std::sync::Weak;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use kith_core::{Command, Response};
 
@@ -86,15 +86,15 @@ impl Forwarder {
 }
 
 async fn run(node: Weak<Node>, rx: mpsc::Receiver<Waiting>) {
-    let permits = std::sync::Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX));
-    let mut queue = BatchQueue::new(rx, FORWARD_COMMANDS_MAX, FORWARD_BYTES_MAX, |w| w.bytes);
+    let mut queue = BatchQueue::new(
+        rx,
+        FORWARDS_IN_FLIGHT_MAX,
+        FORWARD_COMMANDS_MAX,
+        FORWARD_BYTES_MAX,
+        |w| w.bytes,
+    );
     loop {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let Some(batch) = queue.next().await else {
+        let Some((permit, batch)) = queue.next().await else {
             return;
         };
         let Some(node) = node.upgrade() else {
