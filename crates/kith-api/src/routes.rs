@@ -57,6 +57,11 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/jobs/{id}/{action}", post(crate::jobs::report))
         .route("/v1/dev", get(crate::dev::status))
         .route("/v1/dev/nodes/{id}/{action}", post(crate::dev::act))
+        .route(
+            "/v1/kv/{*key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+        // Applies to the routes above only (axum layers wrap what is already added).
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             count_requests,
@@ -67,17 +72,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/jobs", get(crate::web::jobs))
         .route("/files", get(crate::web::files))
         .route("/assets/{name}", get(crate::web::asset))
-        .route(
-            "/v1/kv/{*key}",
-            get(get_key).put(put_key).delete(delete_key),
-        )
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }
 
-/// Counts public API requests for `/v1/health` and `/metrics`.
+/// Counts public API requests for `/v1/health` and `/metrics`, and names the leader in the
+/// answer to every write (`kith-leader: http://ADDR`), so a client can send its next writes
+/// there directly instead of through this node's forwarder (one hop and one peer call
+/// fewer per write; see ARCHITECTURE.md, "Where clients send writes").
 pub(crate) async fn count_requests(
     State(node): Shared,
     request: axum::extract::Request,
@@ -86,11 +90,23 @@ pub(crate) async fn count_requests(
     use std::sync::atomic::Ordering::Relaxed;
     node.stats.requests.fetch_add(1, Relaxed);
     let method = request.method();
-    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
-        node.stats.writes.fetch_add(1, Relaxed);
+    let write = method != axum::http::Method::GET && method != axum::http::Method::HEAD;
+    if !write {
+        return next.run(request).await;
     }
-    next.run(request).await
+    node.stats.writes.fetch_add(1, Relaxed);
+    let mut response = next.run(request).await;
+    // Read after the write: if it moved leadership, the answer names the new leader.
+    if let Some(url) = node.leader_url() {
+        if let Ok(value) = axum::http::HeaderValue::try_from(url) {
+            response.headers_mut().insert(LEADER_HEADER, value);
+        }
+    }
+    response
 }
+
+/// The answer header that names the leader's API address (see [`count_requests`]).
+pub const LEADER_HEADER: &str = "kith-leader";
 
 /// The public API may be called from any origin: the web UI served by one node keeps
 /// talking to the others when its own node dies. No credentials are involved.
@@ -118,6 +134,7 @@ pub(crate) fn cors() -> tower_http::cors::CorsLayer {
             HeaderName::from_static("kith-version"),
             HeaderName::from_static("kith-expires-at-ms"),
             HeaderName::from_static("kith-file-version"),
+            HeaderName::from_static(LEADER_HEADER),
             header::ETAG,
             header::CONTENT_RANGE,
             header::CONTENT_DISPOSITION,

@@ -71,6 +71,19 @@ pub enum HttpVersion {
     Http2,
 }
 
+/// Where a connection sends the writes it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Route {
+    /// Straight to the leader. kith: a connection whose write is answered with a
+    /// `kith-leader` header naming another of the endpoints moves there, as kith's client
+    /// does. etcd: a connection of a run with writes (`put`, `mixed`) asks its member for
+    /// the leader when it connects, and connects to the leader instead when it is one of
+    /// the endpoints (etcd's own client does not do this; it is etcd at its best).
+    Leader,
+    /// Each connection stays on its endpoint, and a follower forwards the writes it gets.
+    Any,
+}
+
 /// `kith bench put|get|mixed [options]`.
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -128,6 +141,9 @@ pub struct BenchArgs {
     /// HTTP version towards kith.
     #[arg(long, value_enum, default_value_t = HttpVersion::Http1)]
     pub http: HttpVersion,
+    /// Where writes go: straight to the leader, or to whichever endpoint a connection has.
+    #[arg(long, value_enum, default_value_t = Route::Leader)]
+    pub route: Route,
     /// Comma-separated endpoint URLs; connections are spread over them round-robin.
     /// Default: the `kith dev` cluster.
     #[arg(long, env = "KITH_ENDPOINTS", value_delimiter = ',', default_value = DEV_ENDPOINTS)]

@@ -31,7 +31,7 @@ pub use args::BenchArgs;
 pub use error::BenchError;
 pub use report::Report;
 
-use args::{HttpVersion, ReadConsistency, TargetKind, Workload};
+use args::{HttpVersion, ReadConsistency, Route, TargetKind, Workload};
 use plan::Plan;
 use procs::Procs;
 use report::{JobsFigures, Latency, PutBaseline, RunConfig};
@@ -185,6 +185,7 @@ async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> 
         args.http,
         false,
         std::time::Duration::from_millis(args.timeout_ms),
+        args.route == Route::Leader,
     )?);
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -284,6 +285,11 @@ fn config(args: &BenchArgs) -> RunConfig {
         http: match args.http {
             HttpVersion::Http1 => "1.1",
             HttpVersion::Http2 => "2",
+        }
+        .into(),
+        route: match args.route {
+            Route::Leader => "leader",
+            Route::Any => "any",
         }
         .into(),
         total: args.total,

@@ -46,6 +46,8 @@ pub struct RunConfig {
     pub clients: usize,
     pub conns: usize,
     pub http: String,
+    /// Where writes went: "leader" or "any" (see `--route`).
+    pub route: String,
     pub total: u64,
     pub warmup: u64,
     pub key_size: usize,
@@ -146,14 +148,15 @@ impl Report {
         };
         writeln!(
             out,
-            "{} {} on {} ({}): {} clients over {} conns (HTTP/{} for kith), {mode}",
+            "{} {} on {} ({}): {} clients over {} conns (HTTP/{} for kith), writes to {}, {mode}",
             c.target,
             c.workload,
             c.endpoints.join(","),
             c.consistency,
             c.clients,
             c.conns,
-            c.http
+            c.http,
+            c.route
         )?;
         writeln!(
             out,

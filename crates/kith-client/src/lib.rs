@@ -5,7 +5,8 @@
 //! cannot be made goes to the next endpoint. Reads and other idempotent requests are also retried
 //! on the next endpoint when a node answers 503 (no leader, timeout). A write is retried
 //! only when it certainly did not happen (connection refused, or `no_leader`), never after a
-//! timeout, whose outcome is unknown. Attempts and backoff are bounded.
+//! timeout, whose outcome is unknown. Attempts and backoff are bounded. Writes go first to
+//! the endpoint the cluster last named as its leader (`kith-leader`), when the client has it.
 //!
 //! Refuses: knowing cluster internals; it speaks only the public `/v1` API.
 
@@ -40,6 +41,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(70);
 /// How long an endpoint that failed to connect is skipped by reads.
 const DOWN_FOR: Duration = Duration::from_secs(3);
 const OCTETS: &str = "application/octet-stream";
+/// The header in which a node names the leader's address (`http://ADDR`).
+const LEADER_HEADER: &str = "kith-leader";
 pub(crate) const JSON: &str = "application/json";
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +134,8 @@ pub struct Client {
     http: reqwest::Client,
     /// For long-lived streams: no overall timeout, only the connect timeout.
     stream_http: reqwest::Client,
-    /// Index of the endpoint writes try first: the last one that answered.
+    /// Index of the endpoint writes try first: the leader, as the last answer to a write
+    /// named it, or else the last endpoint that answered.
     preferred: AtomicUsize,
     /// Round-robin position for reads.
     next_read: AtomicUsize,
@@ -240,7 +244,14 @@ impl Client {
                     )));
                 }
                 Ok(response) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    match self.leader_named_by(&response) {
+                        Some(leader) => self.preferred.store(leader, Ordering::Relaxed),
+                        // A read's answer says nothing about where writes should go.
+                        None if retry != Retry::Idempotent => {
+                            self.preferred.store(index, Ordering::Relaxed)
+                        }
+                        None => {}
+                    }
                     return Ok(response);
                 }
                 Err(e) if e.is_connect() => {
@@ -260,6 +271,16 @@ impl Client {
             }
         }
         Err(ClientError::Unavailable(last))
+    }
+
+    /// The endpoint the answer's `kith-leader` header names, when it is one of ours. Nodes
+    /// name the leader in the answer to every write; sending the next writes there saves
+    /// the hop through a follower's forwarder. An address the client was not given is not
+    /// followed: the client talks only to the endpoints it was configured with.
+    fn leader_named_by(&self, response: &reqwest::Response) -> Option<usize> {
+        let named = response.headers().get(LEADER_HEADER)?.to_str().ok()?;
+        let named = named.trim_end_matches('/');
+        self.endpoints.iter().position(|e| e == named)
     }
 
     /// The endpoint a read starts at: the next in round-robin order that has not failed

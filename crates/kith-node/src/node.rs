@@ -541,6 +541,16 @@ impl Node {
         metrics.current_leader.ok_or(NodeError::NoLeader)
     }
 
+    /// The current leader's address as a URL (`http://ADDR`), when this node knows one.
+    /// Members serve the public API on the address they are known by to their peers.
+    pub fn leader_url(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some(format!("http://{}", node.addr))
+    }
+
     fn member_addr(&self, id: NodeId) -> Option<String> {
         let m = self.raft.metrics();
         let m = m.borrow();

@@ -4,7 +4,9 @@
 //! One `etcd_client::Client` per `--conns`, each given a single endpoint, so each is one
 //! HTTP/2 connection that its clients multiplex over (as etcd's own benchmark tool does).
 //! After a transport failure or an `Unavailable` status the connection is rebuilt against
-//! the next endpoint, which is how a run survives a killed member.
+//! the next endpoint, which is how a run survives a killed member. With `leader_first` a
+//! connection asks the member it reached for the leader (`Status`, `MemberList`) and
+//! connects to the leader instead, when the leader is one of the endpoints.
 
 use std::time::Duration;
 
@@ -29,10 +31,18 @@ pub struct EtcdTarget {
     conns: Vec<Mutex<ConnState>>,
     stale: bool,
     timeout: Duration,
+    /// Connect to the leader rather than to the connection's own endpoint.
+    leader_first: bool,
 }
 
 impl EtcdTarget {
-    pub fn new(endpoints: &[String], conns: usize, stale: bool, timeout: Duration) -> Self {
+    pub fn new(
+        endpoints: &[String],
+        conns: usize,
+        stale: bool,
+        timeout: Duration,
+        leader_first: bool,
+    ) -> Self {
         EtcdTarget {
             endpoints: endpoints.to_vec(),
             conns: (0..conns)
@@ -45,7 +55,21 @@ impl EtcdTarget {
                 .collect(),
             stale,
             timeout,
+            leader_first,
         }
+    }
+
+    /// Which of the endpoints the leader is, as the member `client` reached reports it.
+    async fn leader_index(&self, client: &mut Client) -> Option<usize> {
+        let leader = client.status().await.ok()?.leader();
+        let members = client.member_list().await.ok()?;
+        let member = members.members().iter().find(|m| m.id() == leader)?;
+        member.client_urls().iter().find_map(|url| {
+            let url = url.trim_end_matches('/');
+            self.endpoints
+                .iter()
+                .position(|e| e.trim_end_matches('/') == url)
+        })
     }
 
     pub async fn exec(&self, conn: usize, op: &Op) -> Result<Outcome, OpError> {
@@ -62,8 +86,26 @@ impl EtcdTarget {
                         .with_connect_timeout(CONNECT_TIMEOUT)
                         .with_timeout(self.timeout);
                     let endpoint = &self.endpoints[state.endpoint];
-                    match timeout_at(deadline, Client::connect([endpoint], Some(options))).await {
-                        Ok(Ok(client)) => {
+                    match timeout_at(deadline, Client::connect([endpoint], Some(options.clone())))
+                        .await
+                    {
+                        Ok(Ok(mut client)) => {
+                            if self.leader_first {
+                                let leader = timeout_at(deadline, self.leader_index(&mut client))
+                                    .await
+                                    .ok()
+                                    .flatten();
+                                if let Some(i) = leader.filter(|i| *i != state.endpoint) {
+                                    let url = &self.endpoints[i];
+                                    if let Ok(Ok(c)) =
+                                        timeout_at(deadline, Client::connect([url], Some(options)))
+                                            .await
+                                    {
+                                        client = c;
+                                        state.endpoint = i;
+                                    }
+                                }
+                            }
                             let kv = client.kv_client();
                             state.kv = Some(kv.clone());
                             kv

@@ -7,7 +7,9 @@
 //! they multiplex, as etcd's gRPC clients do.
 //!
 //! A broken connection is dropped and reopened by the next request; an endpoint that
-//! refuses a connection makes that connection move to the next endpoint.
+//! refuses a connection makes that connection move to the next endpoint. With `--route
+//! leader` a connection whose write is answered with `kith-leader` naming another of the
+//! endpoints moves there (reconnecting on its next request), as kith's client does.
 
 use std::time::Duration;
 
@@ -50,6 +52,8 @@ pub struct KithTarget {
     http: HttpVersion,
     stale: bool,
     timeout: Duration,
+    /// Move a connection to the endpoint a write's answer names as the leader.
+    follow_leader: bool,
 }
 
 impl KithTarget {
@@ -59,6 +63,7 @@ impl KithTarget {
         http: HttpVersion,
         stale: bool,
         timeout: Duration,
+        follow_leader: bool,
     ) -> Result<Self, BenchError> {
         let authorities = endpoints
             .iter()
@@ -89,6 +94,7 @@ impl KithTarget {
             http,
             stale,
             timeout,
+            follow_leader,
         })
     }
 
@@ -133,6 +139,7 @@ impl KithTarget {
                 Err(_) => return Err(OpError::Timeout),
             }
         }
+        let write = method != Method::GET && method != Method::HEAD;
         let request = self.request(method, path, body, json, &self.authorities[state.endpoint]);
         let result = match state.sender.as_mut() {
             Some(Sender::H1(sender)) => timeout_at(deadline, send_h1(sender, request)).await,
@@ -146,7 +153,18 @@ impl KithTarget {
             None => unreachable!("connected above"),
         };
         match result {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok((status, leader, body))) => {
+                if write && self.follow_leader {
+                    if let Some(i) = leader.and_then(|l| self.endpoint_index(&l)) {
+                        if i != state.endpoint {
+                            // The next request on this connection opens one to the leader.
+                            state.endpoint = i;
+                            state.sender = None;
+                        }
+                    }
+                }
+                Ok((status, body))
+            }
             Ok(Err(e)) => {
                 if matches!(e, OpError::Transport) {
                     state.sender = None;
@@ -159,6 +177,12 @@ impl KithTarget {
                 Err(OpError::Timeout)
             }
         }
+    }
+
+    /// Which of the endpoints `url` (`http://HOST:PORT`, as `kith-leader` gives it) is.
+    fn endpoint_index(&self, url: &str) -> Option<usize> {
+        let authority = url.strip_prefix("http://")?.trim_end_matches('/');
+        self.authorities.iter().position(|a| a == authority)
     }
 
     fn request(
@@ -214,10 +238,13 @@ async fn connect(authority: &str, http: HttpVersion) -> Result<Sender, OpError> 
     }
 }
 
+/// An answer: its status, the leader it names (`kith-leader`), and its whole body.
+type Answer = (StatusCode, Option<String>, Bytes);
+
 async fn send_h1(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Bytes), OpError> {
+) -> Result<Answer, OpError> {
     sender.ready().await.map_err(|_| OpError::Transport)?;
     let response = sender
         .send_request(request)
@@ -229,7 +256,7 @@ async fn send_h1(
 async fn send_h2(
     sender: &mut http2::SendRequest<Full<Bytes>>,
     request: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Bytes), OpError> {
+) -> Result<Answer, OpError> {
     sender.ready().await.map_err(|_| OpError::Transport)?;
     let response = sender
         .send_request(request)
@@ -239,16 +266,19 @@ async fn send_h2(
 }
 
 /// Reads the whole body, so the connection can carry the next request.
-async fn read_body(
-    response: hyper::Response<hyper::body::Incoming>,
-) -> Result<(StatusCode, Bytes), OpError> {
+async fn read_body(response: hyper::Response<hyper::body::Incoming>) -> Result<Answer, OpError> {
     let status = response.status();
+    let leader = response
+        .headers()
+        .get("kith-leader")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = http_body_util::Limited::new(response.into_body(), RESPONSE_BYTES_MAX)
         .collect()
         .await
         .map_err(|_| OpError::Transport)?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, leader, body))
 }
 
 /// Maps the status: 2xx is done, 404 on a read is "not found", anything else an error by
@@ -282,6 +312,7 @@ mod tests {
     use hyper::server::conn::{http1 as server1, http2 as server2};
     use hyper::service::service_fn;
     use hyper::Response;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     use tokio::net::TcpListener;
@@ -354,6 +385,7 @@ mod tests {
                 version,
                 false,
                 Duration::from_secs(5),
+                true,
             )
             .expect("target");
             assert_eq!(target.exec(0, &put("00000001")).await, Ok(Outcome::Done));
@@ -380,8 +412,8 @@ mod tests {
             for task in tasks {
                 assert_eq!(task.await.expect("task"), Ok(Outcome::Done), "{version:?}");
             }
-            let stale =
-                KithTarget::new(&[url], 1, version, true, Duration::from_secs(5)).expect("target");
+            let stale = KithTarget::new(&[url], 1, version, true, Duration::from_secs(5), true)
+                .expect("target");
             assert_eq!(stale.exec(0, &get("00000001")).await, Ok(Outcome::Done));
         }
     }
@@ -399,6 +431,7 @@ mod tests {
             HttpVersion::Http1,
             false,
             Duration::from_secs(5),
+            true,
         )
         .expect("target");
         assert_eq!(
@@ -406,6 +439,69 @@ mod tests {
             Err(OpError::Connect)
         );
         assert_eq!(target.exec(0, &put("00000001")).await, Ok(Outcome::Done));
+    }
+
+    /// Answers every PUT with `kith-leader: <leader>` and counts the PUTs it served.
+    async fn naming_server(leader: Arc<std::sync::Mutex<String>>) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let puts = Arc::new(AtomicUsize::new(0));
+        let served = puts.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let leader = leader.clone();
+                let served = served.clone();
+                let service = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    served.fetch_add(1, Ordering::SeqCst);
+                    let named = leader.lock().expect("leader").clone();
+                    async move {
+                        let response = Response::builder()
+                            .header("kith-leader", named)
+                            .body(Full::new(Bytes::from_static(br#"{"revision":1}"#)))
+                            .expect("response");
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                tokio::spawn(
+                    server1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (format!("http://{addr}"), puts)
+    }
+
+    #[tokio::test]
+    async fn writes_move_to_the_endpoint_named_as_leader_unless_told_not_to() {
+        for follow in [true, false] {
+            let leader = Arc::new(std::sync::Mutex::new(String::new()));
+            let (a, a_puts) = naming_server(leader.clone()).await;
+            let (b, b_puts) = naming_server(leader.clone()).await;
+            *leader.lock().expect("leader") = format!("{b}/");
+            let target = KithTarget::new(
+                &[a.clone(), b.clone()],
+                1,
+                HttpVersion::Http1,
+                false,
+                Duration::from_secs(5),
+                follow,
+            )
+            .expect("target");
+            for _ in 0..5 {
+                assert_eq!(target.exec(0, &put("00000001")).await, Ok(Outcome::Done));
+            }
+            let (a_n, b_n) = (a_puts.load(Ordering::SeqCst), b_puts.load(Ordering::SeqCst));
+            if follow {
+                assert_eq!((a_n, b_n), (1, 4), "only the first write goes through a");
+            } else {
+                assert_eq!((a_n, b_n), (5, 0), "--route any stays on its endpoint");
+            }
+            // A leader that is not one of the endpoints is not followed.
+            *leader.lock().expect("leader") = "http://127.0.0.1:1".into();
+            target.exec(0, &put("00000001")).await.expect("put");
+            target.exec(0, &put("00000001")).await.expect("put");
+            let (a_n, b_n) = (a_puts.load(Ordering::SeqCst), b_puts.load(Ordering::SeqCst));
+            assert_eq!((a_n, b_n), if follow { (1, 6) } else { (7, 0) });
+        }
     }
 
     #[test]
@@ -417,6 +513,7 @@ mod tests {
                 HttpVersion::Http1,
                 false,
                 Duration::from_secs(1),
+                true,
             )
             .is_err()
         };

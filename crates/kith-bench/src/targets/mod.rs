@@ -4,7 +4,9 @@
 //!
 //! Both keep exactly `--conns` connections, spread over the endpoints round-robin, and
 //! move a connection to the next endpoint when its endpoint refuses it, so a run keeps
-//! going when a node dies (that is how the failover measurement works).
+//! going when a node dies (that is how the failover measurement works). With `--route
+//! leader` (the default) connections that carry writes move to the leader (see
+//! [`crate::args::Route`]).
 
 pub mod kith;
 
@@ -13,7 +15,7 @@ pub mod etcd;
 
 use std::time::Duration;
 
-use crate::args::{BenchArgs, ReadConsistency, TargetKind};
+use crate::args::{BenchArgs, ReadConsistency, Route, TargetKind};
 use crate::error::BenchError;
 use crate::plan::Op;
 
@@ -87,6 +89,7 @@ impl Target {
                 args.http,
                 stale,
                 timeout,
+                args.route == Route::Leader,
             )?)),
             #[cfg(feature = "etcd")]
             TargetKind::Etcd => Ok(Target::Etcd(etcd::EtcdTarget::new(
@@ -94,6 +97,8 @@ impl Target {
                 args.conns,
                 stale,
                 timeout,
+                // Only runs with writes: reads stay spread over the endpoints.
+                args.route == Route::Leader && args.workload != crate::args::Workload::Get,
             ))),
             #[cfg(not(feature = "etcd"))]
             TargetKind::Etcd => Err(BenchError::EtcdNotBuilt),

@@ -14,6 +14,7 @@ mod lifecycle;
 mod membership;
 mod reads;
 mod rooms;
+mod routing;
 mod snapshot;
 mod ttl;
 mod watch;
