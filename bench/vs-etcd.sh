@@ -18,6 +18,14 @@
 #      measures the longest time without a successful write; restarts the killed member;
 #   4. prints one table of medians (and writes every run's JSON under $OUT).
 #
+# Where writes go: each system as its own client sends them. kith's client (and `kith bench
+# --route leader`) writes to the leader that every write's answer names (`kith-leader`);
+# etcd's client sends each request to the member its connection reached, which forwards
+# writes to its leader (`--route any`). Each etcd round also runs the put workloads with
+# etcd's writes pinned to its leader (`--route leader`), and the report prints that table
+# too, so the difference routing makes is on record for both. The failover trials use
+# `--route any` for both: they measure the cluster's recovery, not a client's rediscovery.
+#
 # Durability: both systems run with their defaults. kith fsyncs each Raft log append
 # (fdatasync of its log segment) before a node acknowledges it; etcd fsyncs its WAL before
 # acknowledging (no --unsafe-no-fsync). A write is acknowledged once 2 of 3 nodes have it
@@ -172,6 +180,9 @@ wanted() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 http_for() { # system workload → extra bench arguments
     if [[ $1 == kith && $KITH_HTTP == 2 && $2 == [cde] ]]; then echo "--http 2"; fi
 }
+route_for() { # system → where its writes go: as its own client sends them
+    if [[ $1 == kith ]]; then echo "--route leader"; else echo "--route any"; fi
+}
 
 run_round() { # system round
     local sys=$1 r=$2 w
@@ -184,7 +195,12 @@ run_round() { # system round
     for w in a b c; do
         wanted "$w" || continue
         # shellcheck disable=SC2086
-        bench "$sys" "$sys-$w-r$r" ${WL[$w]} $(http_for "$sys" "$w") "${COMMON[@]}" --seed "$r"
+        bench "$sys" "$sys-$w-r$r" ${WL[$w]} $(http_for "$sys" "$w") $(route_for "$sys") \
+            "${COMMON[@]}" --seed "$r"
+        if [[ $sys == etcd ]]; then
+            # shellcheck disable=SC2086
+            bench etcd "etcd-$w-leader-r$r" ${WL[$w]} --route leader "${COMMON[@]}" --seed "$r"
+        fi
     done
     # Reads need the key space filled (unmeasured, once per system).
     if ((r == 1)) && { wanted d || wanted e; }; then
@@ -210,7 +226,7 @@ failover() { # system
     start_cluster "$sys" fresh
     for t in $(seq "$FAILOVER_TRIALS"); do
         "$KITH" bench put --target "$sys" --endpoints "$(endpoints "$sys")" --clients 256 \
-            --conns 256 --rate 100 --total 1000 --timeout-ms 5000 "${COMMON[@]}" --seed "$t" \
+            --conns 256 --rate 100 --total 1000 --timeout-ms 5000 --route any "${COMMON[@]}" --seed "$t" \
             --quiet --json "$OUT/$sys-failover-t$t.json" >"$OUT/$sys-failover-t$t.txt" 2>&1 &
         bpid=$!
         sleep 3
@@ -254,6 +270,7 @@ med() { field "$1" "${@:2}" | median; }
     echo "kith vs etcd $(etcd --version | awk '/etcd Version/ { print $3 }'), 3 nodes each on 127.0.0.1; medians of $ROUNDS alternating rounds"
     echo "durability: both fsync every acknowledged write on a quorum (kith: fdatasync of the log segment per append group; etcd: WAL fsync, its default)"
     echo "8-byte keys, ${KEY_SPACE} key space, 256-byte values; kith over HTTP/$KITH_HTTP for (c)–(e) (HTTP/1.1 for (a), (b)), etcd over gRPC; totals scaled by $SCALE"
+    echo "writes: kith's to the leader its nodes name (--route leader, as kith's client does); etcd's to the member each connection reached (--route any, as etcd's client does)"
     echo "disk under \$DATA: ${DISK} µs per synchronous (O_DSYNC) 4 KiB write; $(nproc) cores, shared with whatever else runs"
     echo
     printf '| %-34s | %10s | %10s | %6s | %10s | %10s |\n' workload "kith ops/s" "etcd ops/s" ratio "kith p99" "etcd p99"
@@ -264,6 +281,20 @@ med() { field "$1" "${@:2}" | median; }
         e=$(med .throughput_ops_s "$OUT"/etcd-"$w"-r*.json)
         kp=$(med .latency.p99_us "$OUT"/kith-"$w"-r*.json)
         ep=$(med .latency.p99_us "$OUT"/etcd-"$w"-r*.json)
+        awk -v t="${TITLE[$w]}" -v k="$k" -v e="$e" -v kp="$kp" -v ep="$ep" 'BEGIN {
+            printf "| %-34s | %10.0f | %10.0f | %5.2fx | %7.2f ms | %7.2f ms |\n", t, k, e, k / e, kp / 1000, ep / 1000 }'
+    done
+    echo
+    echo "the same put workloads with etcd's writes pinned to its leader (--route leader; etcd's own client does not do this):"
+    printf '| %-34s | %10s | %10s | %6s | %10s | %10s |\n' workload "kith ops/s" "etcd ops/s" ratio "kith p99" "etcd p99"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
+        "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
+    for w in $WORKLOADS; do
+        [[ $w == [abc] ]] || continue
+        k=$(med .throughput_ops_s "$OUT"/kith-"$w"-r*.json)
+        e=$(med .throughput_ops_s "$OUT"/etcd-"$w"-leader-r*.json)
+        kp=$(med .latency.p99_us "$OUT"/kith-"$w"-r*.json)
+        ep=$(med .latency.p99_us "$OUT"/etcd-"$w"-leader-r*.json)
         awk -v t="${TITLE[$w]}" -v k="$k" -v e="$e" -v kp="$kp" -v ep="$ep" 'BEGIN {
             printf "| %-34s | %10.0f | %10.0f | %5.2fx | %7.2f ms | %7.2f ms |\n", t, k, e, k / e, kp / 1000, ep / 1000 }'
     done
