@@ -29,6 +29,15 @@
 //! - `purge` records the new `last_purged` durably *before* it deletes any segment. A crash
 //!   in between leaves segments that recovery recognises as purged and deletes.
 //! - Entries at or below `last_purged` are never returned, even while their segment exists.
+//! - The last segment's file runs ahead of its records with zeros (`PREALLOC_BYTES` at a
+//!   time, written, not just reserved): an append then overwrites blocks the file already
+//!   has, and its `fdatasync` flushes the data alone, where growing the file also rewrote
+//!   the inode each time (a measured 20–35 µs of a 70–80 µs fsync on this machine's disk,
+//!   and a third off its p99). A zero header is no record, so recovery stops there; a tail
+//!   of zeros is kept as it is, anything else after the last whole record is cut. Only the
+//!   last segment has such a tail: a full segment is cut to its records (durably) before
+//!   the next one starts, and `truncate` cuts the file itself, so no stale record can
+//!   follow the ones written after it.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -46,6 +55,8 @@ use kith_core::NodeId;
 
 /// A new segment starts once the last one holds this many bytes.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Zeros written ahead of the last segment's records at a time (see the module docs).
+const PREALLOC_BYTES: u64 = 1024 * 1024;
 /// Bytes of a record's header: `len: u32`, `check: u64`.
 const HEADER: usize = 12;
 /// The largest payload recovery accepts; anything larger is a torn or damaged length. An
@@ -71,6 +82,8 @@ struct Segment {
     offsets: Vec<u64>,
     /// Where the next record goes: the end of the last whole record.
     end: u64,
+    /// The file's length: `end`, or more while zeros run ahead of the records.
+    allocated: u64,
 }
 
 impl Segment {
@@ -277,6 +290,14 @@ impl Wal {
                 sync_file(&index.segments.last().expect("unsynced segment").file)?;
                 self.unsynced = false;
             }
+            if let Some(old) = index.segments.last_mut() {
+                // Only the last segment may end in zeros (see the module docs).
+                if old.allocated > old.end {
+                    old.file.set_len(old.end).map_err(StoreError::Io)?;
+                    old.file.sync_all().map_err(StoreError::Io)?;
+                    old.allocated = old.end;
+                }
+            }
             let path = self.dir.join(segment_name(*first_index));
             let file = OpenOptions::new()
                 .read(true)
@@ -292,6 +313,7 @@ impl Wal {
                 file: Arc::new(file),
                 offsets: Vec::new(),
                 end: 0,
+                allocated: 0,
             });
         }
         let seg = index.segments.last_mut().expect("a segment to append to");
@@ -303,6 +325,16 @@ impl Wal {
             }
             offsets.push(seg.end + buf.len() as u64);
             frame(bytes, &mut buf);
+        }
+        let needed = seg.end + buf.len() as u64;
+        if needed > seg.allocated {
+            // Zeros ahead of the records, made durable by this group's fsync.
+            let upto = needed + PREALLOC_BYTES;
+            let zeros = vec![0u8; (upto - needed) as usize];
+            seg.file
+                .write_all_at(&zeros, needed)
+                .map_err(StoreError::Io)?;
+            seg.allocated = upto;
         }
         seg.file
             .write_all_at(&buf, seg.end)
@@ -348,10 +380,13 @@ impl Wal {
         }
         if let Some(seg) = index.segments.last_mut() {
             if let Some((cut, _)) = seg.span(since) {
+                // The file itself is cut, zeros and all: a record left past the cut could
+                // otherwise continue the index sequence after a later crash.
                 seg.file.set_len(cut).map_err(StoreError::Io)?;
                 sync_file(&seg.file)?;
                 seg.offsets.truncate((since - seg.first) as usize);
                 seg.end = cut;
+                seg.allocated = cut;
             }
         }
         let last = match index.segments.last() {
@@ -501,21 +536,30 @@ fn recover_segment(
         last = Some(entry.log_id);
         pos += (HEADER + payload.len()) as u64;
     }
+    let mut allocated = file_len;
     if pos < file_len {
-        if !is_last {
+        let zeros = only_zeros_from(&file, pos, file_len)?;
+        if !is_last && !zeros {
             return Err(corrupt(format!(
                 "{} is damaged at byte {pos} and is not the last segment",
                 path.display()
             )));
         }
-        tracing::warn!(
-            segment = %path.display(),
-            at = pos,
-            dropped_bytes = file_len - pos,
-            "cutting a torn tail off the Raft log (a write the crash interrupted)"
-        );
-        file.set_len(pos).map_err(StoreError::Io)?;
-        sync_file(&file)?;
+        if is_last && zeros {
+            // The preallocated tail (see the module docs): appends go on over it.
+        } else {
+            if !zeros {
+                tracing::warn!(
+                    segment = %path.display(),
+                    at = pos,
+                    dropped_bytes = file_len - pos,
+                    "cutting a torn tail off the Raft log (a write the crash interrupted)"
+                );
+            }
+            file.set_len(pos).map_err(StoreError::Io)?;
+            file.sync_all().map_err(StoreError::Io)?;
+            allocated = pos;
+        }
     }
     Ok((
         Segment {
@@ -524,9 +568,26 @@ fn recover_segment(
             file: Arc::new(file),
             offsets,
             end: pos,
+            allocated,
         },
         last,
     ))
+}
+
+/// Whether `file` holds only zero bytes in `[from, to)`.
+fn only_zeros_from(file: &File, from: u64, to: u64) -> Result<bool, StoreError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(StoreError::Io)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 fn sync_file(file: &File) -> Result<(), StoreError> {
@@ -624,13 +685,14 @@ mod tests {
             wal.sync().unwrap();
         }
         let seg = dir.path().join(segment_name(1));
-        let whole = std::fs::metadata(&seg).unwrap().len();
-        // A crash in the middle of the next record: its header and half its payload.
+        let whole: u64 = (1..=3).map(|i| (HEADER + entry(1, i).2.len()) as u64).sum();
+        // A crash in the middle of the next record: its header and half its payload, written
+        // where it goes, over the zeros that run ahead of the records.
         let mut torn = Vec::new();
         frame(&entry(1, 4).2, &mut torn);
         torn.truncate(torn.len() / 2);
-        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(&torn).unwrap();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&torn, whole).unwrap();
         drop(f);
         {
             let mut wal = Wal::open(dir.path()).unwrap();
@@ -641,6 +703,71 @@ mod tests {
         }
         let wal = Wal::open(dir.path()).unwrap();
         assert_eq!(contents(&wal), vec![(1, 1), (2, 1), (3, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn zeros_run_ahead_of_the_last_segment_and_survive_a_reopen() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let seg = dir.path().join(segment_name(1));
+        let records: u64 = (1..=3).map(|i| (HEADER + entry(1, i).2.len()) as u64).sum();
+        {
+            let mut wal = Wal::open(dir.path()).unwrap();
+            wal.append(&[entry(1, 1), entry(1, 2), entry(1, 3)])
+                .unwrap();
+            wal.sync().unwrap();
+        }
+        let len = std::fs::metadata(&seg).unwrap().len();
+        assert_eq!(len, records + PREALLOC_BYTES);
+        {
+            let mut wal = Wal::open(dir.path()).unwrap();
+            assert_eq!(contents(&wal), vec![(1, 1), (2, 1), (3, 1)]);
+            // Kept as it was: the next appends overwrite blocks the file already has.
+            assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+            wal.append(&[entry(2, 4)]).unwrap();
+            wal.sync().unwrap();
+            assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+        }
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(contents(&wal), vec![(1, 1), (2, 1), (3, 1), (4, 2)]);
+    }
+
+    #[test]
+    fn only_the_last_segment_ends_in_zeros() {
+        let dir = tempfile::TempDir::new().unwrap();
+        drop(ten_entries_in_small_segments(dir.path()));
+        let names = segment_files(dir.path());
+        assert!(names.len() > 2, "small segments roll over");
+        for name in &names[..names.len() - 1] {
+            let bytes = std::fs::read(dir.path().join(name)).unwrap();
+            let mut at = 0;
+            while at < bytes.len() {
+                let payload = whole_record(&bytes[at..]).expect("only whole records");
+                at += HEADER + payload.len();
+            }
+        }
+        let last = std::fs::read(dir.path().join(names.last().unwrap())).unwrap();
+        assert!(last.ends_with(&[0u8; 64]), "the last one runs ahead");
+    }
+
+    #[test]
+    fn a_truncated_suffix_never_comes_back_after_same_sized_appends() {
+        let dir = tempfile::TempDir::new().unwrap();
+        {
+            // One segment; every record has the same size, so the new records end exactly
+            // where old ones began. The removed entries are of a later term than the ones
+            // that replace them (an uncommitted leader's), so only the cut keeps them out.
+            let mut wal = Wal::open(dir.path()).unwrap();
+            let all: Vec<_> = (1..=10)
+                .map(|i| entry(if i < 4 { 1 } else { 3 }, i))
+                .collect();
+            wal.append(&all).unwrap();
+            wal.sync().unwrap();
+            wal.truncate(4).unwrap();
+            wal.append(&[entry(2, 4), entry(2, 5)]).unwrap();
+            wal.sync().unwrap();
+        }
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(contents(&wal), vec![(1, 1), (2, 1), (3, 1), (4, 2), (5, 2)]);
     }
 
     #[test]
