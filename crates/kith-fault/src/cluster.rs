@@ -255,16 +255,30 @@ impl Cluster {
     }
 
     /// Resumes paused nodes and restarts dead ones.
-    pub fn revive_all(&mut self) -> anyhow::Result<()> {
+    ///
+    /// A node whose process exited on its own (`kith serve` exits when its Raft core stops
+    /// on a fatal error) is restarted too, as a supervisor would; each such restart is
+    /// returned as a note, so the run reports it.
+    pub fn revive_all(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut notes = Vec::new();
         for id in self.ids() {
             if self.node(id).paused {
                 self.resume(id);
+            }
+            let node = self.node_mut(id);
+            if let Some(status) = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                node.child = None;
+                notes.push(format!("n{id} had exited on its own ({status}); restarted"));
             }
             if !self.node(id).is_running() {
                 self.spawn(id)?;
             }
         }
-        Ok(())
+        Ok(notes)
     }
 
     /// Node `id`'s `/v1/health` document (also when it answers 503), if it answers at all.

@@ -217,10 +217,11 @@ async fn readd_removed(cluster: &mut Cluster) {
     }
 }
 
-/// Heals everything: no rules, no fault layer, every node running and a voter.
-pub async fn heal(cluster: &mut Cluster, fw: &Firewall) -> anyhow::Result<()> {
+/// Heals everything: no rules, no fault layer, every node running and a voter. Returns a
+/// note for each node that had exited on its own and was restarted.
+pub async fn heal(cluster: &mut Cluster, fw: &Firewall) -> anyhow::Result<Vec<String>> {
     fw.heal()?;
-    cluster.revive_all()?;
+    let notes = cluster.revive_all()?;
     // Nodes that were restarted start with the layer off; the others are switched off here.
     // A node that refuses the connection is still starting, so its layer is off already.
     for id in cluster.ids() {
@@ -236,5 +237,5 @@ pub async fn heal(cluster: &mut Cluster, fw: &Firewall) -> anyhow::Result<()> {
         }
     }
     readd_removed(cluster).await;
-    Ok(())
+    Ok(notes)
 }

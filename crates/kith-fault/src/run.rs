@@ -110,6 +110,8 @@ pub struct ScheduleReport {
     pub undecided_keys: usize,
     /// Watch events checked (all watchers).
     pub watch_events: usize,
+    /// Nodes whose process exited on its own (a fatal error), restarted at a heal.
+    pub self_exits: usize,
     pub elapsed: Duration,
     /// Where the report file went, if there was a violation.
     pub report_file: Option<PathBuf>,
@@ -209,7 +211,9 @@ pub async fn prove_partitions_bite(config: &SuiteConfig, fw: &Firewall) -> anyho
     }
     fw.heal()?;
     cluster.wait_for_leader(&all, LEADER_WAIT).await?;
-    cluster.revive_all()?;
+    if let Some(note) = cluster.revive_all()?.into_iter().next() {
+        bail!(fail(&note));
+    }
     Ok(format!(
         "partitions bite: isolated leader n{leader}; the majority elected n{new_leader} and \
          committed; the isolated node neither learned it nor committed a write ({:.1} s)",
@@ -252,6 +256,7 @@ pub async fn run_schedule(
     let mut schedule = Schedule::new(seed, nodes, &config.kinds);
     let mut log = Vec::new();
     let mut faults: BTreeMap<FaultKind, u32> = BTreeMap::new();
+    let mut self_exits = 0;
     let nemesis = async {
         let at = |clock: &Clock| format!("{:7.3}s", clock.now_ns() as f64 / 1e9);
         loop {
@@ -272,18 +277,27 @@ pub async fn run_schedule(
             )
             .await
             .is_ok();
-            nemesis::heal(&mut cluster, fw).await?;
+            let notes = nemesis::heal(&mut cluster, fw).await?;
             log.push(format!("{} heal", at(&clock)));
+            for note in notes {
+                log.push(format!("{} {note}", at(&clock)));
+                self_exits += 1;
+            }
         }
         anyhow::Ok(())
     };
     let (recorded, nemesis_result) = tokio::join!(workload, nemesis);
     nemesis_result?;
-    nemesis::heal(&mut cluster, fw).await?;
+    report.self_exits += self_exits;
+    let notes = nemesis::heal(&mut cluster, fw).await?;
     log.push(format!(
         "{:7.3}s workload done; healed",
         clock.now_ns() as f64 / 1e9
     ));
+    for note in notes {
+        log.push(format!("{:7.3}s {note}", clock.now_ns() as f64 / 1e9));
+        report.self_exits += 1;
+    }
     let mut recorded: Recorded = recorded;
     report.ops_invoked = recorded.ops_invoked;
     report.faults = faults;
@@ -920,6 +934,7 @@ pub struct Summary {
     pub chat_messages: usize,
     /// File uploads checked on every node.
     pub files_checked: usize,
+    pub self_exits: usize,
     pub proof: String,
     pub elapsed: Duration,
 }
@@ -946,6 +961,7 @@ impl Summary {
         self.watch_events += r.watch_events;
         self.chat_messages += r.chat_messages;
         self.files_checked += r.files_checked;
+        self.self_exits += r.self_exits;
     }
 
     /// A Markdown table.
@@ -992,6 +1008,10 @@ impl Summary {
         rows.push((
             "keys the checker could not decide".into(),
             self.undecided_keys.to_string(),
+        ));
+        rows.push((
+            "nodes that exited on their own (restarted at the heal)".into(),
+            self.self_exits.to_string(),
         ));
         rows.push((
             "time".into(),

@@ -541,6 +541,15 @@ impl Node {
         metrics.current_leader.ok_or(NodeError::NoLeader)
     }
 
+    /// Resolves when openraft's core has stopped: after [`Node::shutdown`], or on its own
+    /// after a fatal error (a storage failure, or an openraft bug), from which it does not
+    /// recover. A node in that state answers every request with an error forever, so
+    /// `kith serve` exits instead and lets its supervisor restart it from its data.
+    pub async fn raft_stopped(&self) {
+        let mut metrics = self.raft.metrics();
+        while metrics.changed().await.is_ok() {}
+    }
+
     /// The current leader's address as a URL (`http://ADDR`), when this node knows one.
     /// Members serve the public API on the address they are known by to their peers.
     pub fn leader_url(&self) -> Option<String> {

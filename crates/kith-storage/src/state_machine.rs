@@ -161,6 +161,7 @@ pub struct StateMachineStore {
     snapshot_seq: u64,
     /// Test-only fault: the log index whose bytes this node alters before hashing.
     corrupt_ledger_at: Option<u64>,
+    fail_apply_at: Option<u64>,
     /// Applies committed without fsync since the last durable one, and when that was.
     applies_since_fsync: u64,
     last_durable: std::time::Instant,
@@ -543,6 +544,7 @@ impl StateMachineStore {
             durable: Arc::new(watch::Sender::new(durable)),
             snapshot_seq: 0,
             corrupt_ledger_at: corrupt_ledger_at(),
+            fail_apply_at: fail_apply_at(),
             applies_since_fsync: 0,
             last_durable: std::time::Instant::now(),
             job_timer_first_ms,
@@ -614,6 +616,11 @@ impl StateMachineStore {
                     entry.log_id,
                     last_applied
                 );
+                if self.fail_apply_at == Some(entry.log_id.index) {
+                    return Err(StoreError::Io(std::io::Error::other(
+                        "KITH_TEST_FAIL_APPLY_INDEX: this apply fails on purpose",
+                    )));
+                }
                 last_applied = Some(entry.log_id);
                 let mut bytes = encode(&entry)?;
                 if self.corrupt_ledger_at == Some(entry.log_id.index) {
@@ -836,6 +843,20 @@ fn corrupt_ledger_at() -> Option<u64> {
 
 #[cfg(not(feature = "test-hooks"))]
 fn corrupt_ledger_at() -> Option<u64> {
+    None
+}
+
+/// Test hook: applying this log index fails, as a broken disk would make it, which stops
+/// openraft's core on this node (a fatal storage error).
+#[cfg(feature = "test-hooks")]
+fn fail_apply_at() -> Option<u64> {
+    std::env::var("KITH_TEST_FAIL_APPLY_INDEX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn fail_apply_at() -> Option<u64> {
     None
 }
 

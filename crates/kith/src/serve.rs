@@ -168,10 +168,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         join(&node, url, args.id, &args.listen.to_string()).await?;
     }
 
-    wait_for_stop(args.exit_with_parent).await;
-    tracing::info!("shutting down");
+    let core_stopped = tokio::select! {
+        () = wait_for_stop(args.exit_with_parent) => false,
+        () = node.raft_stopped() => true,
+    };
+    if core_stopped {
+        // openraft logged why. Serving on would only answer errors: exit non-zero, so a
+        // supervisor restarts the node, which recovers from its data like after a crash.
+        tracing::error!("the Raft core stopped on a fatal error; exiting");
+    } else {
+        tracing::info!("shutting down");
+    }
     let _ = stop_tx.send(true);
     node.shutdown().await;
+    if core_stopped {
+        bail!("the Raft core stopped on a fatal error (see the log above); restart the node");
+    }
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e).context("http server"),

@@ -99,6 +99,22 @@ impl TestCluster {
         self.spawn(id);
     }
 
+    /// Forgets the environment `restart_with_env` set for node `id` (for its next start).
+    pub fn clear_env(&mut self, id: u64) {
+        self.node_mut(id).env.clear();
+    }
+
+    /// Waits (bounded) for node `id` to exit on its own and reaps it; returns its status.
+    pub async fn wait_for_exit(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
+        let node = self.node_mut(id);
+        let mut child = node.child.take().expect("node is running");
+        wait_until(&format!("node {id} to exit"), within, || {
+            let status = child.try_wait().expect("try_wait");
+            async move { status }
+        })
+        .await
+    }
+
     /// Starts a new node `id` that joins through `via`'s URL.
     pub fn start_joining(&mut self, id: u64, via: u64) {
         let url = self.url(via);

@@ -1,5 +1,6 @@
-//! Process lifecycle: `kith serve` stops cleanly on SIGTERM; `kith dev` leaves no child
-//! behind, whether it is asked to stop or killed outright.
+//! Process lifecycle: `kith serve` stops cleanly on SIGTERM, and exits when its Raft core
+//! stops on a fatal error; `kith dev` leaves no child behind, whether it is asked to stop or
+//! killed outright.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -252,4 +253,40 @@ async fn the_playground_breaks_dev_nodes_and_is_refused_elsewhere() {
 
     kill(Pid::from_raw(dev.id() as i32), Signal::SIGTERM).expect("SIGTERM");
     dev.wait().expect("reap kith dev");
+}
+
+/// A node whose Raft core stops on a fatal error (here a failing apply, as a broken disk
+/// would cause) exits non-zero instead of answering errors forever, and a restart from its
+/// data brings it back with everything the cluster wrote meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_raft_core_stops_exits_and_recovers_when_restarted() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let victim = (1..=3).find(|id| *id != leader).expect("a follower");
+    let others: Vec<u64> = (1..=3).filter(|id| *id != victim).collect();
+    let applied = cluster.health(victim).await.expect("health")["applied_index"]
+        .as_u64()
+        .expect("applied_index");
+    cluster.restart_with_env(
+        victim,
+        "KITH_TEST_FAIL_APPLY_INDEX",
+        &(applied + 5).to_string(),
+    );
+    let client = cluster.client_over(&others);
+    for i in 0..20 {
+        client.put(&format!("k{i}"), b"v", None).await.expect("put");
+    }
+    let status = cluster.wait_for_exit(victim, Duration::from_secs(20)).await;
+    assert!(
+        !status.success(),
+        "a stopped core is an error exit: {status}"
+    );
+
+    cluster.clear_env(victim);
+    cluster.spawn(victim);
+    cluster
+        .wait_for_value(victim, "k19", b"v", Duration::from_secs(20))
+        .await;
 }
