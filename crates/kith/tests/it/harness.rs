@@ -105,14 +105,22 @@ impl TestCluster {
     }
 
     /// Waits (bounded) for node `id` to exit on its own and reaps it; returns its status.
+    /// The child stays with the cluster until it has exited, so a timeout's panic still
+    /// kills it when the cluster is dropped.
     pub async fn wait_for_exit(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
         let node = self.node_mut(id);
-        let mut child = node.child.take().expect("node is running");
-        wait_until(&format!("node {id} to exit"), within, || {
-            let status = child.try_wait().expect("try_wait");
+        let status = wait_until(&format!("node {id} to exit"), within, || {
+            let status = node
+                .child
+                .as_mut()
+                .expect("node is running")
+                .try_wait()
+                .expect("try_wait");
             async move { status }
         })
-        .await
+        .await;
+        node.child = None;
+        status
     }
 
     /// Starts a new node `id` that joins through `via`'s URL.
@@ -190,14 +198,9 @@ impl TestCluster {
 
     /// Sends SIGTERM to node `id` and waits (bounded) for it to exit; returns its status.
     pub async fn terminate(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
-        let node = self.node_mut(id);
-        let mut child = node.child.take().expect("node is running");
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("SIGTERM");
-        wait_until(&format!("node {id} to exit"), within, || {
-            let status = child.try_wait().expect("try_wait");
-            async move { status }
-        })
-        .await
+        let pid = self.pid(id);
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).expect("SIGTERM");
+        self.wait_for_exit(id, within).await
     }
 
     /// The process id of running node `id`.
