@@ -543,8 +543,8 @@ impl StateMachineStore {
             revision_tx: Arc::new(watch::Sender::new(revision)),
             durable: Arc::new(watch::Sender::new(durable)),
             snapshot_seq: 0,
-            corrupt_ledger_at: corrupt_ledger_at(),
-            fail_apply_at: fail_apply_at(),
+            corrupt_ledger_at: hook_index("KITH_TEST_CORRUPT_LEDGER_INDEX"),
+            fail_apply_at: hook_index("KITH_TEST_FAIL_APPLY_INDEX"),
             applies_since_fsync: 0,
             last_durable: std::time::Instant::now(),
             job_timer_first_ms,
@@ -834,29 +834,17 @@ impl StateMachineStore {
     }
 }
 
+/// A log index named by a test hook's environment variable; always `None` without the
+/// `test-hooks` feature. The hooks: `KITH_TEST_CORRUPT_LEDGER_INDEX` (this entry's ledger
+/// hash is computed over altered bytes) and `KITH_TEST_FAIL_APPLY_INDEX` (applying this
+/// entry fails, as a broken disk would make it, which stops openraft's core on this node).
 #[cfg(feature = "test-hooks")]
-fn corrupt_ledger_at() -> Option<u64> {
-    std::env::var("KITH_TEST_CORRUPT_LEDGER_INDEX")
-        .ok()
-        .and_then(|v| v.parse().ok())
+fn hook_index(var: &str) -> Option<u64> {
+    std::env::var(var).ok().and_then(|v| v.parse().ok())
 }
 
 #[cfg(not(feature = "test-hooks"))]
-fn corrupt_ledger_at() -> Option<u64> {
-    None
-}
-
-/// Test hook: applying this log index fails, as a broken disk would make it, which stops
-/// openraft's core on this node (a fatal storage error).
-#[cfg(feature = "test-hooks")]
-fn fail_apply_at() -> Option<u64> {
-    std::env::var("KITH_TEST_FAIL_APPLY_INDEX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-}
-
-#[cfg(not(feature = "test-hooks"))]
-fn fail_apply_at() -> Option<u64> {
+fn hook_index(_var: &str) -> Option<u64> {
     None
 }
 
