@@ -81,7 +81,7 @@ pub fn router(node: Arc<Node>) -> Router {
 /// Counts public API requests for `/v1/health` and `/metrics`, and names the leader in the
 /// answer to every write (`kith-leader: http://ADDR`), so a client can send its next writes
 /// there directly instead of through this node's forwarder (one hop and one peer call
-/// fewer per write; see ARCHITECTURE.md, "Where clients send writes").
+/// fewer per write; see ARCHITECTURE.md, "How a write flows").
 pub(crate) async fn count_requests(
     State(node): Shared,
     request: axum::extract::Request,

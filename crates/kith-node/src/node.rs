@@ -553,11 +553,9 @@ impl Node {
     /// The current leader's address as a URL (`http://ADDR`), when this node knows one.
     /// Members serve the public API on the address they are known by to their peers.
     pub fn leader_url(&self) -> Option<String> {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        let leader = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&leader)?;
-        Some(format!("http://{}", node.addr))
+        let leader = self.raft.metrics().borrow().current_leader?;
+        self.member_addr(leader)
+            .map(|addr| format!("http://{addr}"))
     }
 
     fn member_addr(&self, id: NodeId) -> Option<String> {

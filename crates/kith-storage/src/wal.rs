@@ -545,9 +545,9 @@ fn recover_segment(
                 path.display()
             )));
         }
-        if is_last && zeros {
-            // The preallocated tail (see the module docs): appends go on over it.
-        } else {
+        // The last segment's tail of zeros is its preallocation (see the module docs) and
+        // stays for appends to go on over; anything else past the records is cut.
+        if !(is_last && zeros) {
             if !zeros {
                 tracing::warn!(
                     segment = %path.display(),
