@@ -1,10 +1,17 @@
 //! The client half of the peer transport.
 //!
 //! Every peer message is an HTTP/1.1 POST with a postcard body to the target's
-//! `/internal/…` route, on one shared `reqwest` client: connections are pooled and kept
-//! alive, `TCP_NODELAY` is on, and when the node listens on a specific IP its outgoing
-//! connections are bound to that IP, so a packet's source address names the node that sent
-//! it (the fault suite partitions nodes by address).
+//! `/internal/…` route, with `TCP_NODELAY` on. When the node listens on a specific IP its
+//! outgoing connections are bound to that IP, so a packet's source address names the node
+//! that sent it (the fault suite partitions nodes by address).
+//!
+//! Two kinds of connection carry them:
+//! - Raft RPCs go over a connection each [`PeerConnection`] owns, one per replication stream
+//!   and kept for its life: those RPCs are sequential per stream, and a lone write waits on
+//!   two of them (the entries, then the commit index), so the path is kept as short as hyper
+//!   allows.
+//! - Forwarded client requests, file chunks and status reads, which run many at once, share
+//!   one pooled `reqwest` client.
 //!
 //! Retries: openraft re-sends Raft RPCs itself (with backoff on `Unreachable`), so this layer
 //! never retries them. Forwarded client requests are retried by [`crate::Node`] only when the
@@ -15,11 +22,13 @@
 //! node started with `--enable-fault-injection` accepts settings for it (through
 //! `POST /internal/faults`), and with both knobs at zero it costs one atomic load per message.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -157,6 +166,8 @@ pub struct PeerTransport {
     isolated: Arc<AtomicBool>,
     /// Test-only delay and loss, inert unless the node allows fault injection.
     faults: Arc<FaultLayer>,
+    /// The address outgoing connections are bound to, when the node listens on one.
+    local_ip: Option<IpAddr>,
 }
 
 impl PeerTransport {
@@ -172,14 +183,16 @@ impl PeerTransport {
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_PEER_MAX);
-        if !listen.ip().is_unspecified() {
-            builder = builder.local_address(listen.ip());
+        let local_ip = (!listen.ip().is_unspecified()).then_some(listen.ip());
+        if let Some(ip) = local_ip {
+            builder = builder.local_address(ip);
         }
         Ok(PeerTransport {
             http: builder.build()?,
             timeout,
             isolated: Arc::new(AtomicBool::new(false)),
             faults,
+            local_ip,
         })
     }
 
@@ -190,6 +203,76 @@ impl PeerTransport {
 
     pub fn is_isolated(&self) -> bool {
         self.isolated.load(Ordering::Relaxed)
+    }
+
+    /// The checks every outgoing peer message passes (the playground's cut, the fault
+    /// layer), then its postcard encoding. `Err` means the message was not sent.
+    async fn admit<Req: Serialize>(
+        &self,
+        addr: &str,
+        body: &Req,
+    ) -> Result<Vec<u8>, TransportError> {
+        if self.is_isolated() {
+            return Err(TransportError::Connect {
+                addr: addr.to_owned(),
+                message: "this node is cut off from its peers (dev playground)".into(),
+            });
+        }
+        let bytes = postcard::to_allocvec(body).map_err(|e| TransportError::Other {
+            addr: addr.to_owned(),
+            message: e.to_string(),
+        })?;
+        if self.faults.disturb().await.is_err() {
+            // A dropped message was certainly not delivered, like a connection never made.
+            return Err(TransportError::Connect {
+                addr: addr.to_owned(),
+                message: "dropped by fault injection".into(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// A new HTTP/1.1 connection to `addr`, bound to this node's address like the pool's.
+    async fn open_link(&self, addr: &str) -> Result<Link, TransportError> {
+        let connect = |message: String| TransportError::Connect {
+            addr: addr.to_owned(),
+            message,
+        };
+        let open = async {
+            let target = tokio::net::lookup_host(addr)
+                .await
+                .map_err(|e| connect(e.to_string()))?
+                .next()
+                .ok_or_else(|| connect("the address resolves to nothing".into()))?;
+            let socket = if target.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            }
+            .map_err(|e| connect(e.to_string()))?;
+            if let Some(ip) = self.local_ip {
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .map_err(|e| connect(e.to_string()))?;
+            }
+            let stream = socket
+                .connect(target)
+                .await
+                .map_err(|e| connect(e.to_string()))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|e| connect(e.to_string()))?;
+            let (link, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| connect(e.to_string()))?;
+            // The connection's I/O runs on its own task and ends when the link is dropped.
+            tokio::spawn(connection);
+            Ok(link)
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .unwrap_or_else(|_| Err(connect("connect timed out".into())))
     }
 
     /// POSTs `body` to `addr` + `path` and decodes the postcard answer.
@@ -204,20 +287,7 @@ impl PeerTransport {
             addr: addr.to_owned(),
             message,
         };
-        if self.is_isolated() {
-            return Err(TransportError::Connect {
-                addr: addr.to_owned(),
-                message: "this node is cut off from its peers (dev playground)".into(),
-            });
-        }
-        let bytes = postcard::to_allocvec(body).map_err(|e| other(e.to_string()))?;
-        if self.faults.disturb().await.is_err() {
-            // A dropped message was certainly not delivered, like a connection never made.
-            return Err(TransportError::Connect {
-                addr: addr.to_owned(),
-                message: "dropped by fault injection".into(),
-            });
-        }
+        let bytes = self.admit(addr, body).await?;
         let response = self
             .http
             .post(format!("http://{addr}{path}"))
@@ -298,20 +368,30 @@ impl RaftNetworkFactory<TypeConfig> for PeerTransport {
             transport: self.clone(),
             target,
             addr: node.addr.clone(),
+            link: None,
         }
     }
 }
 
 /// openraft's view of the link to one peer.
+///
+/// openraft makes one of these per replication stream (and one per election), and calls it
+/// one RPC at a time, so it owns a single HTTP/1.1 connection outright instead of checking
+/// one out of `reqwest`'s pool per message: on a lone write's path the pool checkout, URL
+/// parsing and per-request timer cost more than the follower's own work. The connection is
+/// dropped on any failure and made again for the next message.
 pub struct PeerConnection {
     transport: PeerTransport,
     target: NodeId,
     addr: String,
+    link: Option<Link>,
 }
+
+type Link = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl PeerConnection {
     async fn rpc<Req, Resp, E>(
-        &self,
+        &mut self,
         path: &str,
         request: &Req,
         option: &RPCOption,
@@ -322,9 +402,9 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let ttl = option.hard_ttl();
         let answer: Result<Resp, RaftError<NodeId, E>> = self
-            .transport
-            .call(&self.addr, path, request, Some(option.hard_ttl()))
+            .exchange(path, request, ttl)
             .await
             .map_err(|e| match e {
                 TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
@@ -332,11 +412,110 @@ impl PeerConnection {
                     action,
                     id: 0,
                     target: self.target,
-                    timeout: option.hard_ttl(),
+                    timeout: ttl,
                 }),
                 TransportError::Other { .. } => RPCError::Network(NetworkError::new(&e)),
             })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// One request and its answer over this peer's own connection, within `ttl`.
+    async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, TransportError> {
+        let addr = self.addr.clone();
+        let other = |message: String| TransportError::Other {
+            addr: addr.clone(),
+            message,
+        };
+        let bytes = self.transport.admit(&self.addr, body).await?;
+        let result = tokio::time::timeout(ttl, self.round_trip(path, bytes)).await;
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(_) => Err(TransportError::Timeout {
+                addr: self.addr.clone(),
+            }),
+        };
+        if outcome.is_err() {
+            // Whatever state the connection is in (half-written request, unread answer),
+            // it cannot carry the next message.
+            self.link = None;
+        }
+        let (status, bytes) = outcome?;
+        if !status.is_success() {
+            return Err(other(format!(
+                "HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            )));
+        }
+        postcard::from_bytes(&bytes).map_err(|e| other(format!("undecodable answer: {e}")))
+    }
+
+    async fn round_trip(
+        &mut self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(hyper::StatusCode, Bytes), TransportError> {
+        let other = |message: String| TransportError::Other {
+            addr: self.addr.clone(),
+            message,
+        };
+        let mut request = self.request(path, Bytes::from(body));
+        // A kept connection may have been closed by the peer (a restart) since its last
+        // message. hyper hands a request back when it was certainly not sent; only then is
+        // it sent again, once, on a fresh connection.
+        for attempt in 0..2 {
+            let link = match self.link.as_mut() {
+                Some(link) if !link.is_closed() => link,
+                _ => self
+                    .link
+                    .insert(self.transport.open_link(&self.addr).await?),
+            };
+            if link.ready().await.is_err() {
+                self.link = None;
+                continue;
+            }
+            match link.try_send_request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    let bytes = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| other(format!("reading the answer: {e}")))?
+                        .to_bytes();
+                    return Ok((status, bytes));
+                }
+                Err(mut failed) => {
+                    self.link = None;
+                    match failed.take_message() {
+                        Some(unsent) if attempt == 0 => request = unsent,
+                        _ => return Err(other(failed.into_error().to_string())),
+                    }
+                }
+            }
+        }
+        Err(other(
+            "the connection closed before the message was sent".into(),
+        ))
+    }
+
+    fn request(&self, path: &str, body: Bytes) -> hyper::Request<Full<Bytes>> {
+        let mut request = hyper::Request::new(Full::new(body));
+        *request.method_mut() = hyper::Method::POST;
+        *request.uri_mut() = hyper::Uri::try_from(path).unwrap_or_default();
+        let headers = request.headers_mut();
+        if let Ok(host) = hyper::header::HeaderValue::from_str(&self.addr) {
+            headers.insert(hyper::header::HOST, host);
+        }
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(POSTCARD),
+        );
+        request
     }
 }
 
