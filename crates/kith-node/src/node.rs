@@ -35,6 +35,8 @@ const LEADER_ATTEMPTS_MAX: u32 = 5;
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeout for asking another member for its status.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often [`Node::raft_stopped`] looks whether the Raft core has stopped.
+const RAFT_STOPPED_CHECK: Duration = Duration::from_millis(100);
 
 /// Read consistency, as in etcd: linearizable (default) or stale (local, possibly behind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -545,9 +547,20 @@ impl Node {
     /// after a fatal error (a storage failure, or an openraft bug), from which it does not
     /// recover. A node in that state answers every request with an error forever, so
     /// `kith serve` exits instead and lets its supervisor restart it from its data.
+    ///
+    /// The core's metrics channel closes when it stops. That is checked on a timer, not by
+    /// waiting for the channel's next change: the metrics change several times per write,
+    /// and waking a waiter for each cost every write a thread wake-up.
     pub async fn raft_stopped(&self) {
-        let mut metrics = self.raft.metrics();
-        while metrics.changed().await.is_ok() {}
+        let metrics = self.raft.metrics();
+        let mut tick = tokio::time::interval(RAFT_STOPPED_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if metrics.has_changed().is_err() {
+                return;
+            }
+        }
     }
 
     /// The current leader's address as a URL (`http://ADDR`), when this node knows one.
