@@ -14,8 +14,10 @@
 //!   one pooled `reqwest` client.
 //!
 //! Retries: openraft re-sends Raft RPCs itself (with backoff on `Unreachable`), so this layer
-//! never retries them. Forwarded client requests are retried by [`crate::Node`] only when the
-//! connection could not be made, i.e. when the request certainly was not delivered.
+//! never retries one that may have been delivered; the only exception is a request hyper
+//! hands back unsent because its kept connection had closed, which goes once more on a fresh
+//! one. Forwarded client requests are retried by [`crate::Node`] only when the connection
+//! could not be made, i.e. when the request certainly was not delivered.
 //!
 //! [`FaultLayer`] is the fault suite's (`crates/kith-fault`) way to delay or drop outgoing
 //! peer messages, since the test kernel has no netem. It is compiled in but inert: only a

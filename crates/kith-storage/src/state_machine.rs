@@ -23,19 +23,20 @@
 //!   counters, so after a crash they always agree; openraft re-applies anything after.
 //! - Applies are not fsynced one by one: the Raft log is the durable record of every
 //!   committed entry, so an apply commits with `Durability::None`, and one with
-//!   `Durability::Immediate` (which makes all before it durable too) once `DURABLE_EVERY` has
-//!   passed or `APPLIES_PER_FSYNC` applies were made since the last. A durable apply writes
-//!   every page the applies since the last one dirtied and fsyncs, and the applies queued
-//!   behind it wait: over 100,000 keys, puts dirty pages all over the table, and a durable
-//!   apply each second stalled 16 writers for about 90 ms every second (their p99.9).
-//!   Ten seconds dirty under twice the pages of one (most leaves are touched either way), so
-//!   the stall is under twice as long and ten times rarer (docs/BENCHMARKS.md, fifth
-//!   pass). A crash rolls `state.redb` back to its last durable apply, and openraft
+//!   `Durability::Immediate` (which makes all before it durable too) once `DURABLE_EVERY`
+//!   has passed or `APPLIES_PER_FSYNC` applies were made since the last. A durable apply
+//!   writes every page the applies since the last one dirtied and fsyncs, and the applies
+//!   queued behind it wait: over 100,000 keys, puts dirty pages all over the table, and a
+//!   durable apply each second stalled 16 writers for about 90 ms every second (their
+//!   p99.9). Ten seconds dirty under twice the pages of one (most leaves are touched either
+//!   way), so the stall is under twice as long and ten times rarer (docs/BENCHMARKS.md,
+//!   fifth pass). A crash rolls `state.redb` back to its last durable apply, and openraft
 //!   re-applies the rest from the log (applying is deterministic, so the state, revisions
-//!   and ledger come out identical). This holds only while **the log is never purged past the durable
-//!   `last_applied`**. openraft purges only entries a snapshot covers (up to its last log id,
-//!   minus `max_in_snapshot_log_to_keep`), so the snapshot builder makes the state it read
-//!   durable before it returns, and an installed snapshot is committed durably.
+//!   and ledger come out identical). This holds only while **the log is never purged past
+//!   the durable `last_applied`**. openraft purges only entries a snapshot covers (up to
+//!   its last log id, minus `max_in_snapshot_log_to_keep`), so the snapshot builder makes
+//!   the state it read durable before it returns, and an installed snapshot is committed
+//!   durably.
 //! - `last_applied` only grows (asserted), except when a snapshot replaces the state.
 //! - The ledger links: each applied entry's hash is computed from the hash of the entry
 //!   applied before it (or the snapshot's head), in the same transaction.
