@@ -285,10 +285,6 @@ impl PeerTransport {
         body: &Req,
         timeout: Option<Duration>,
     ) -> Result<Resp, TransportError> {
-        let other = |message: String| TransportError::Other {
-            addr: addr.to_owned(),
-            message,
-        };
         let bytes = self.admit(addr, body).await?;
         let response = self
             .http
@@ -301,13 +297,7 @@ impl PeerTransport {
             .map_err(|e| classify(addr, e))?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| classify(addr, e))?;
-        if !status.is_success() {
-            return Err(other(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            )));
-        }
-        postcard::from_bytes(&bytes).map_err(|e| other(format!("undecodable answer: {e}")))
+        decode_answer(addr, status, &bytes)
     }
 
     /// Sends a request to the leader at `addr`.
@@ -343,6 +333,26 @@ impl PeerTransport {
             .map_err(|e| classify(addr, e))?;
         response.json().await.map_err(|e| classify(addr, e))
     }
+}
+
+/// A peer's answer: its postcard body when the status is a success, else the status and
+/// the start of the body as the error.
+fn decode_answer<Resp: DeserializeOwned>(
+    addr: &str,
+    status: hyper::StatusCode,
+    bytes: &[u8],
+) -> Result<Resp, TransportError> {
+    let other = |message: String| TransportError::Other {
+        addr: addr.to_owned(),
+        message,
+    };
+    if !status.is_success() {
+        return Err(other(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+        )));
+    }
+    postcard::from_bytes(bytes).map_err(|e| other(format!("undecodable answer: {e}")))
 }
 
 fn classify(addr: &str, e: reqwest::Error) -> TransportError {
@@ -428,11 +438,6 @@ impl PeerConnection {
         body: &Req,
         ttl: Duration,
     ) -> Result<Resp, TransportError> {
-        let addr = self.addr.clone();
-        let other = |message: String| TransportError::Other {
-            addr: addr.clone(),
-            message,
-        };
         let bytes = self.transport.admit(&self.addr, body).await?;
         let result = tokio::time::timeout(ttl, self.round_trip(path, bytes)).await;
         let outcome = match result {
@@ -447,13 +452,7 @@ impl PeerConnection {
             self.link = None;
         }
         let (status, bytes) = outcome?;
-        if !status.is_success() {
-            return Err(other(format!(
-                "HTTP {status}: {}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-            )));
-        }
-        postcard::from_bytes(&bytes).map_err(|e| other(format!("undecodable answer: {e}")))
+        decode_answer(&self.addr, status, &bytes)
     }
 
     async fn round_trip(
