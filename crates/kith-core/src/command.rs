@@ -44,12 +44,6 @@ pub enum Command {
     Job(crate::jobs::JobCommand),
     /// A files command: commit or delete a manifest, create or revoke a share link.
     File(crate::files::FileCommand),
-    /// Names the log entry it opens as batch `seq` of the write batcher `origin` (random per
-    /// process), so that the node which proposed it can answer the batch's writers as soon
-    /// as the entry is applied, without waiting for the state's commit to disk. Changes
-    /// nothing and answers nothing on any replica. Only a leader's batcher puts it in an
-    /// entry; a client or a forwarding peer cannot send it.
-    Batch { origin: u64, seq: u64 },
 }
 
 /// The outcome of applying one log entry.

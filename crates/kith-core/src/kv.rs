@@ -157,11 +157,9 @@ pub fn apply<T: KvTable>(
             })
         }
         // Not a key-value command: only the clock (and so expiry) applied here.
-        Command::Expire
-        | Command::Post(_)
-        | Command::Job(_)
-        | Command::File(_)
-        | Command::Batch { .. } => Ok(Response::None),
+        Command::Expire | Command::Post(_) | Command::Job(_) | Command::File(_) => {
+            Ok(Response::None)
+        }
     }
 }
 

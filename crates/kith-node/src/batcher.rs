@@ -23,38 +23,24 @@
 //! writes queue up, and the next batch takes all of them: the busier the leader, the larger
 //! its batches, with no timer and no added latency for a lone client.
 //!
-//! Each batch's entry opens with a [`Command::Batch`] marker (this batcher's random `origin`
-//! and the batch's `seq`), under which the batch's answer is registered with the state
-//! machine ([`EarlyAnswers`]). The apply of the entry on this node answers the waiters as
-//! soon as it has their responses, before its redb commit and before openraft hands the
-//! result back to `client_write` (kith-storage's `early.rs` says why that is safe). When
-//! `client_write` returns, the batcher takes the registration back; if it is still there, the
-//! batch was not answered early (an error, a timeout, an entry applied elsewhere) and the
-//! result of `client_write` answers it, as before.
-//!
 //! Invariants:
 //! - A batch is one Raft entry: it commits and applies entirely or not at all, and its
 //!   proposals apply in queue order, each with its own revision (the state machine loops over
 //!   them). The entry's response holds exactly one `Response` per proposal (asserted).
-//! - Each waiter gets exactly one answer: whoever takes the batch's registration (the apply,
-//!   or the batcher after `client_write`) answers it. A batch that fails or times out gives
-//!   every waiter the same error; as for a single write, a timeout means the outcome is
-//!   unknown.
-//! - At most `BATCHES_IN_FLIGHT_MAX` registrations exist: each is taken back when its
-//!   `client_write` returns.
+//! - Each waiter gets exactly one answer. A batch that fails or times out gives every
+//!   waiter the same error; as for a single write, a timeout means the outcome is unknown.
 //!
 //! Refuses: deciding what a command means, and any wait of its own: there is no linger
 //! timer, only the queue that forms while earlier batches are in Raft.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::Raft;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
-use kith_core::{Command, Proposal, Response};
-use kith_storage::{EarlyAnswers, LogStore, TypeConfig};
+use kith_core::{Proposal, Response};
+use kith_storage::{LogStore, TypeConfig};
 
 use crate::batch_queue::BatchQueue;
 use crate::node::write_error;
@@ -88,23 +74,10 @@ pub(crate) struct ProposalBatcher {
 }
 
 impl ProposalBatcher {
-    /// Starts the batcher task. Each batch is bounded by `request_timeout` in Raft; `early`
-    /// is the state machine's registry of batches to answer from the apply.
-    pub(crate) fn start(
-        raft: Raft<TypeConfig>,
-        log: LogStore,
-        early: EarlyAnswers,
-        request_timeout: Duration,
-    ) -> Self {
+    /// Starts the batcher task. Each batch is bounded by `request_timeout` in Raft.
+    pub(crate) fn start(raft: Raft<TypeConfig>, log: LogStore, request_timeout: Duration) -> Self {
         let (queue, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
-        let mut origin = [0u8; 8];
-        // Without randomness, the clock: the origin only has to differ from every other
-        // batcher's whose entries this node may apply.
-        if getrandom::fill(&mut origin).is_err() {
-            origin = crate::node::wall_clock_ms().to_le_bytes();
-        }
-        let origin = u64::from_le_bytes(origin);
-        tokio::spawn(run(raft, log, early, origin, rx, request_timeout));
+        tokio::spawn(run(raft, log, rx, request_timeout));
         ProposalBatcher { queue }
     }
 
@@ -128,12 +101,9 @@ impl ProposalBatcher {
 async fn run(
     raft: Raft<TypeConfig>,
     log: LogStore,
-    early: EarlyAnswers,
-    origin: u64,
     rx: mpsc::Receiver<Waiting>,
     request_timeout: Duration,
 ) {
-    let mut seq = 0u64;
     let mut queue = BatchQueue::new(
         rx,
         BATCHES_IN_FLIGHT_MAX,
@@ -146,12 +116,10 @@ async fn run(
             return;
         };
         let raft = raft.clone();
-        let early = early.clone();
-        seq += 1;
         let mark = log.appends_queued();
         let mut proposed = tokio::spawn(async move {
             let _permit = permit;
-            propose(&raft, &early, (origin, seq), batch, request_timeout).await;
+            propose(&raft, batch, request_timeout).await;
         });
         // The next batch forms once this one is in the log and the log's fsync is done (or
         // this one failed before reaching the log): openraft appends one entry at a time and
@@ -163,44 +131,22 @@ async fn run(
     }
 }
 
-/// Proposes one batch, opened by the marker `(origin, seq)`, and answers each of its
-/// waiters: from the apply if it comes to that first, else with what `client_write` returned.
-async fn propose(
-    raft: &Raft<TypeConfig>,
-    early: &EarlyAnswers,
-    (origin, seq): (u64, u64),
-    batch: Vec<Waiting>,
-    request_timeout: Duration,
-) {
-    let (mut proposals, answers): (Vec<Proposal>, Vec<oneshot::Sender<Answer>>) =
+/// Proposes one batch and answers each of its waiters.
+async fn propose(raft: &Raft<TypeConfig>, batch: Vec<Waiting>, request_timeout: Duration) {
+    let (proposals, answers): (Vec<Proposal>, Vec<oneshot::Sender<Answer>>) =
         batch.into_iter().map(|w| (w.proposal, w.answer)).unzip();
     let count = proposals.len();
-    let answers = Arc::new(Mutex::new(Some(answers)));
-    let from_apply = answers.clone();
-    early.register(
-        origin,
-        seq,
-        Box::new(move |responses: Vec<Response>| {
-            if let Some(answers) = take(&from_apply) {
-                answer_all(answers, responses, count);
+    match timeout(request_timeout, raft.client_write(proposals)).await {
+        Ok(Ok(written)) => {
+            assert_eq!(
+                written.data.len(),
+                count,
+                "a batch's entry answers once per proposal"
+            );
+            for (answer, response) in answers.into_iter().zip(written.data) {
+                let _ = answer.send(Ok(response));
             }
-        }),
-    );
-    let now_ms = proposals.first().map_or(0, |p| p.now_ms);
-    proposals.insert(
-        0,
-        Proposal {
-            now_ms,
-            command: Command::Batch { origin, seq },
-        },
-    );
-    let written = timeout(request_timeout, raft.client_write(proposals)).await;
-    early.take(origin, seq);
-    let Some(answers) = take(&answers) else {
-        return; // answered from the apply
-    };
-    match written {
-        Ok(Ok(written)) => answer_all(answers, written.data, count),
+        }
         Ok(Err(e)) => {
             let e = write_error(e);
             for answer in answers {
@@ -215,23 +161,6 @@ async fn propose(
                 }));
             }
         }
-    }
-}
-
-fn take(
-    answers: &Mutex<Option<Vec<oneshot::Sender<Answer>>>>,
-) -> Option<Vec<oneshot::Sender<Answer>>> {
-    answers.lock().expect("batch answers lock poisoned").take()
-}
-
-fn answer_all(answers: Vec<oneshot::Sender<Answer>>, responses: Vec<Response>, count: usize) {
-    assert_eq!(
-        responses.len(),
-        count,
-        "a batch's entry answers once per proposal"
-    );
-    for (answer, response) in answers.into_iter().zip(responses) {
-        let _ = answer.send(Ok(response));
     }
 }
 

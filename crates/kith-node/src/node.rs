@@ -156,7 +156,6 @@ impl Node {
         };
         let (log, sm) = kith_storage::open(&config.data_dir, store_config)?;
         let state = sm.reader();
-        let early = sm.early_answers();
         let raft_config = openraft::Config {
             cluster_name: "kith".into(),
             heartbeat_interval: config.heartbeat_interval_ms,
@@ -189,8 +188,7 @@ impl Node {
             config.expiry_check_interval,
             config.request_timeout,
         ));
-        let batcher =
-            ProposalBatcher::start(raft.clone(), log.clone(), early, config.request_timeout);
+        let batcher = ProposalBatcher::start(raft.clone(), log.clone(), config.request_timeout);
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.request_timeout);
         let node = Arc::new_cyclic(|node| Node {
             files,
@@ -365,19 +363,6 @@ impl Node {
     /// applied it (ReadIndex). Every write acknowledged before the read started has an index
     /// at or below the read index, so the local read sees it.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
-        // Every write this node has answered is in the state this read sees, even a stale
-        // one: its answer may leave before the apply's commit (see kith-storage's `early`).
-        if !self
-            .state
-            .visibility()
-            .wait(self.config.request_timeout)
-            .await
-        {
-            return Err(NodeError::Timeout {
-                what: "this node to commit the writes it answered",
-                ms: self.config.request_timeout.as_millis() as u64,
-            });
-        }
         if consistency == Consistency::Stale || test_bug_stale_reads() {
             return Ok(());
         }
@@ -597,12 +582,6 @@ impl Node {
 
     /// Proposes one command on this node (the leader) and waits until it is applied.
     async fn propose(&self, mut command: Command, now_ms: u64) -> Result<Response, ForwardError> {
-        if matches!(command, Command::Batch { .. }) {
-            // Only this node's batcher marks its entries; a peer cannot claim a batch.
-            return Err(ForwardError::Internal(
-                "a batch marker is not a write a peer may forward".into(),
-            ));
-        }
         // Cluster-wide bounds are the leader's to set, so every replica applies the same ones.
         let retention_ms = self.config.job_retention.as_millis() as u64;
         match &mut command {

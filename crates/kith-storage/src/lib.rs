@@ -13,8 +13,6 @@
 //!   chunk, named and verified by its BLAKE3 hash.
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
 //!   read paths; it never blocks writers (redb is MVCC).
-//! - [`EarlyAnswers`] and [`Visibility`]: the leader's batches answered from inside the
-//!   apply, before its commit, and the wait that keeps this node's reads from missing them.
 //!
 //! Refuses: networking, clocks, deciding what a command means (that is `kith-core`), and
 //! knowing about HTTP. Only this crate knows redb exists.
@@ -24,7 +22,6 @@
 
 mod chunk_store;
 mod codec;
-mod early;
 mod error;
 mod files_tables;
 mod log_store;
@@ -35,7 +32,6 @@ use std::io::Cursor;
 use std::path::Path;
 
 pub use chunk_store::{ChunkInfo, ChunkRead, ChunkStore};
-pub use early::{EarlyAnswer, EarlyAnswers, Visibility};
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};

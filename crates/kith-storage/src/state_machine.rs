@@ -37,11 +37,6 @@
 //!   its last log id, minus `max_in_snapshot_log_to_keep`), so the snapshot builder makes
 //!   the state it read durable before it returns, and an installed snapshot is committed
 //!   durably.
-//! - An entry opened by a [`Command::Batch`] marker registered on this node (its own
-//!   batcher's) is answered from inside the apply, once its responses are computed and
-//!   before the transaction commits; the marker itself changes nothing and answers nothing.
-//!   Readers of this node wait for the commit of everything it answered ([`Visibility`];
-//!   `early.rs` says why answering first is safe).
 //! - `last_applied` only grows (asserted), except when a snapshot replaces the state.
 //! - The ledger links: each applied entry's hash is computed from the hash of the entry
 //!   applied before it (or the snapshot's head), in the same transaction.
@@ -84,7 +79,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
-use crate::early::{EarlyAnswers, Visibility};
 use crate::files_tables::{self, RedbFiles};
 use crate::{StoreError, TypeConfig};
 use kith_core::files::{self, Manifest, Share};
@@ -176,10 +170,6 @@ pub struct StateMachineStore {
     /// Applies committed without fsync since the last durable one, and when that was.
     applies_since_fsync: u64,
     last_durable: std::time::Instant,
-    /// Batches proposed on this node, answered from inside the apply (see `early.rs`).
-    early: EarlyAnswers,
-    /// What this node answered early, and what its committed state holds.
-    visibility: Visibility,
     /// When the earliest job timer in the committed state is set for (`None`: no timers).
     /// Exact, not a hint: set on open, after a snapshot install, and after every apply that
     /// opened the job tables (only those can change the timers). Lets an apply leave the job
@@ -192,7 +182,6 @@ pub struct StateMachineStore {
 pub struct StateReader {
     pub(crate) db: Arc<Database>,
     revision_tx: Arc<watch::Sender<u64>>,
-    visibility: Visibility,
 }
 
 /// The payload of a snapshot: the full key space at `last_applied`.
@@ -563,8 +552,6 @@ impl StateMachineStore {
             fail_apply_at: hook_index("KITH_TEST_FAIL_APPLY_INDEX"),
             applies_since_fsync: 0,
             last_durable: std::time::Instant::now(),
-            early: EarlyAnswers::default(),
-            visibility: Visibility::new(durable),
             job_timer_first_ms,
         })
     }
@@ -579,14 +566,7 @@ impl StateMachineStore {
         StateReader {
             db: self.db.clone(),
             revision_tx: self.revision_tx.clone(),
-            visibility: self.visibility.clone(),
         }
-    }
-
-    /// Where this node's write batcher registers the batches it proposes, to be answered
-    /// from inside the apply.
-    pub fn early_answers(&self) -> EarlyAnswers {
-        self.early.clone()
     }
 
     fn applied_state_inner(&self) -> Result<(Option<LogId<NodeId>>, Membership), StoreError> {
@@ -664,7 +644,6 @@ impl StateMachineStore {
                 // One entry is a batch of proposals (the leader's group commit), applied in
                 // order; it answers once per proposal.
                 let mut batch_responses = Vec::new();
-                let mut marker = None;
                 let proposals = match entry.payload {
                     EntryPayload::Blank => Vec::new(),
                     EntryPayload::Membership(m) => {
@@ -674,10 +653,6 @@ impl StateMachineStore {
                     EntryPayload::Normal(proposals) => proposals,
                 };
                 for proposal in proposals {
-                    if let Command::Batch { origin, seq } = proposal.command {
-                        marker = Some((origin, seq));
-                        continue;
-                    }
                     // The clock (and so TTL expiry) applies to every proposal first.
                     let response = kv::apply(&mut table, &mut kv_meta, &proposal)?;
                     let now_ms = kv_meta.now_ms;
@@ -719,12 +694,6 @@ impl StateMachineStore {
                     };
                     batch_responses.push(response);
                 }
-                // The entry is committed in Raft and these responses are final: the node that
-                // proposed it answers now, while this transaction is still to commit.
-                if let Some(answer) = marker.and_then(|(o, s)| self.early.take(o, s)) {
-                    self.visibility.answering(entry.log_id.index);
-                    answer(batch_responses.clone());
-                }
                 responses.push(batch_responses);
             }
             // Bounded history: drop the oldest hashes and events, a chunk at a time.
@@ -764,7 +733,6 @@ impl StateMachineStore {
             )
         };
         txn.commit()?;
-        self.visibility.committed(applied);
         if durable {
             advance(&self.durable, applied);
         }
@@ -858,8 +826,6 @@ impl StateMachineStore {
             meta_put(&mut m, KEY_SNAPSHOT, meta)?;
         }
         txn.commit()?;
-        self.visibility
-            .committed(meta.last_log_id.map_or(0, |l| l.index));
         advance(&self.durable, meta.last_log_id.map_or(0, |l| l.index));
         self.job_timer_first_ms = job_timer_first_ms;
         self.revision_tx.send_replace(body.kv_meta.revision);
@@ -1274,12 +1240,6 @@ impl StateReader {
             events,
             next_revision,
         })
-    }
-
-    /// What this node answered early against what its committed state holds: a read waits
-    /// on it so that it never misses a write this node has answered.
-    pub fn visibility(&self) -> &Visibility {
-        &self.visibility
     }
 
     /// A receiver that sees the store revision after every apply.
