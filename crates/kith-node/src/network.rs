@@ -170,6 +170,10 @@ pub struct PeerTransport {
     faults: Arc<FaultLayer>,
     /// The address outgoing connections are bound to, when the node listens on one.
     local_ip: Option<IpAddr>,
+    /// The last index this node's log holds durably, when the leader's fsync overlaps
+    /// replication (`LogStore::overlap_leader_fsync`): see [`PeerConnection`]'s
+    /// `append_entries`.
+    log_durable: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl PeerTransport {
@@ -195,7 +199,36 @@ impl PeerTransport {
             isolated: Arc::new(AtomicBool::new(false)),
             faults,
             local_ip,
+            log_durable: None,
         })
+    }
+
+    /// Gates AppendEntries on this node's log: a follower's acknowledgement reaches openraft
+    /// only once `log_durable` covers what it acknowledges, and a commit index leaves only
+    /// once it covers that index. Required with `LogStore::overlap_leader_fsync`.
+    pub fn with_log_gate(mut self, log_durable: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.log_durable = Some(log_durable);
+        self
+    }
+
+    /// Waits (at most `ttl`) until this node's log holds `index` durably. Without a gate,
+    /// at once.
+    async fn log_holds(&self, index: u64, ttl: Duration) -> Result<(), TransportError> {
+        let Some(durable) = &self.log_durable else {
+            return Ok(());
+        };
+        if *durable.borrow() >= index {
+            return Ok(());
+        }
+        let mut durable = durable.clone();
+        let reached = tokio::time::timeout(ttl, durable.wait_for(|d| *d >= index)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(TransportError::Other {
+                addr: "this node's log".into(),
+                message: format!("index {index} not durable within {} ms", ttl.as_millis()),
+            }),
+        }
     }
 
     /// Cuts (or restores) this node's outgoing peer traffic.
@@ -526,13 +559,41 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(
-            route::APPEND,
-            &rpc,
-            &option,
-            openraft::RPCTypes::AppendEntries,
-        )
-        .await
+        // The leader reports its own appends to openraft before their fsync (see
+        // `LogStore::overlap_leader_fsync`), so its core counts its own copy of an entry
+        // while the disk still writes it. An entry commits only with a follower's
+        // acknowledgement too (or with none, where the leader alone is a quorum, which the
+        // state machine's wait covers), so it is the acknowledgement that waits here: until
+        // the leader's log holds what it acknowledges, openraft does not see it. Then every
+        // commit stands on a quorum of durable copies, the leader's included, as with the
+        // fsync first. The same goes for the commit index a follower or learner is told.
+        let ttl = option.hard_ttl();
+        let gate = |e: TransportError| RPCError::Network(NetworkError::new(&e));
+        let commit = rpc.leader_commit.map_or(0, |l| l.index);
+        self.transport.log_holds(commit, ttl).await.map_err(gate)?;
+        let acked = rpc
+            .entries
+            .last()
+            .map(|e| e.log_id.index)
+            .or(rpc.prev_log_id.map(|l| l.index))
+            .unwrap_or(0);
+        let answer = self
+            .rpc(
+                route::APPEND,
+                &rpc,
+                &option,
+                openraft::RPCTypes::AppendEntries,
+            )
+            .await?;
+        let holds = match &answer {
+            AppendEntriesResponse::Success => Some(acked),
+            AppendEntriesResponse::PartialSuccess(upto) => upto.map(|l| l.index),
+            AppendEntriesResponse::Conflict | AppendEntriesResponse::HigherVote(_) => None,
+        };
+        if let Some(index) = holds {
+            self.transport.log_holds(index, ttl).await.map_err(gate)?;
+        }
+        Ok(answer)
     }
 
     async fn install_snapshot(

@@ -154,7 +154,7 @@ impl Node {
             events_kept: config.events_kept,
             ledger_kept: config.ledger_kept,
         };
-        let (log, sm) = kith_storage::open(&config.data_dir, store_config)?;
+        let (log, mut sm) = kith_storage::open(&config.data_dir, store_config)?;
         let state = sm.reader();
         let raft_config = openraft::Config {
             cluster_name: "kith".into(),
@@ -172,7 +172,14 @@ impl Node {
         let files = crate::files::Blobs::open(&config)?;
         let faults = Arc::new(FaultLayer::new(config.fault_injection));
         let transport = PeerTransport::new(config.listen, config.peer_timeout, faults.clone())
-            .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
+            .map_err(|e| NodeError::Internal(format!("http client: {e}")))?
+            .with_log_gate(log.durable_index());
+        // The leader's fsync overlaps replication (see `LogStore::overlap_leader_fsync`). Two
+        // gates keep every commit on durable copies, the leader's included: the transport's
+        // above, on the followers' acknowledgements, and the state machine's, on what it
+        // applies (for when the leader alone is a quorum).
+        sm.apply_after_log_durable(log.durable_index());
+        log.overlap_leader_fsync(config.id);
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

@@ -19,7 +19,21 @@
 //!
 //! Invariants:
 //! - An append is reported complete (`LogFlushed`) only after its records were fsynced:
-//!   this is what makes a quorum acknowledgement durable.
+//!   this is what makes a quorum acknowledgement durable. One exception, once the node has
+//!   called [`LogStore::overlap_leader_fsync`]: its own appends as the elected leader are
+//!   reported as soon as they are queued, so openraft 0.9's core, which waits for that
+//!   report before its next command, replicates them while the disk writes them (etcd's
+//!   leader does the same). The leader's own copy then counts toward a commit before it is
+//!   durable, so two gates stand where the fsync stood: the peer transport hands openraft a
+//!   follower's acknowledgement only once [`LogStore::durable_index`] covers what it
+//!   acknowledges, and the state machine applies nothing the log does not hold durably. An
+//!   entry therefore commits only on a quorum of durable copies (a follower's and the
+//!   leader's), and where the leader alone is a quorum, it commits but takes no effect and
+//!   answers no one until durable. A follower's appends always wait for their fsync: it
+//!   acknowledges what it writes.
+//! - `durable_index` only covers what an fsync made durable; after a failed write the
+//!   storage thread writes nothing more and the index never moves again, and `append` fails
+//!   (stopping the Raft core), so no entry whose write may have failed passes a gate.
 //! - Entries are readable as soon as `append` returns (openraft's contract): they sit in
 //!   `pending` until they are durable, and a read takes `pending` *before* it looks at the
 //!   files, so an entry is always in one or the other.
@@ -53,7 +67,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -118,6 +132,17 @@ struct Inner {
     /// The state machine's durable `last_applied` index, which a purge must not pass (see
     /// the module docs). `None` for a log opened on its own.
     durable_applied: Option<watch::Receiver<u64>>,
+    /// This node's id once [`LogStore::overlap_leader_fsync`] was called: then its own
+    /// appends as the leader are reported to openraft before their fsync.
+    own_id: std::sync::OnceLock<NodeId>,
+    /// The last index of the log as it is durable on disk (after truncations, the cut-back
+    /// index). Published by the storage thread after each fsync; the gates that keep an
+    /// entry from committing before the leader's own copy is durable wait on it.
+    durable_index: Arc<watch::Sender<u64>>,
+    /// Set by the storage thread on its first failed write. From then on nothing is written
+    /// and `durable_index` never moves again, so no entry whose write may have failed can
+    /// pass a gate, and `append` fails (which stops the Raft core).
+    failed: Arc<AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -135,7 +160,9 @@ impl Drop for Inner {
 enum Job {
     Append {
         entries: Vec<(u64, LogId<NodeId>, Vec<u8>)>,
-        callback: LogFlushed<TypeConfig>,
+        /// `None` when openraft was told at once (the leader's own appends, see
+        /// [`LogStore::overlap_leader_fsync`]).
+        callback: Option<LogFlushed<TypeConfig>>,
     },
     SaveVote {
         vote: Vote<NodeId>,
@@ -172,15 +199,27 @@ impl LogStore {
         }
         let wal = Wal::open(&wal_dir)?;
         let index = wal.index();
+        let last = index
+            .read()
+            .expect("log index lock poisoned")
+            .last_log_id()
+            .map_or(0, |l| l.index);
         let pending: Pending = Arc::default();
         let progress = Arc::new(watch::Sender::new(AppendProgress::default()));
+        let durable_index = Arc::new(watch::Sender::new(last));
+        let failed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
         let thread = {
-            let pending = pending.clone();
-            let progress = progress.clone();
+            let writer = Writer {
+                pending: pending.clone(),
+                progress: progress.clone(),
+                durable_index: durable_index.clone(),
+                failed: failed.clone(),
+                last,
+            };
             std::thread::Builder::new()
                 .name("kith-log-writer".into())
-                .spawn(move || writer_loop(wal, &pending, &progress, rx))
+                .spawn(move || writer.run(wal, rx))
                 .map_err(StoreError::Io)?
         };
         Ok(LogStore {
@@ -192,8 +231,50 @@ impl LogStore {
                 progress,
                 committed_index: AtomicU64::new(0),
                 durable_applied,
+                own_id: std::sync::OnceLock::new(),
+                durable_index,
+                failed,
             }),
         })
+    }
+
+    /// From now on, this node's (`id`) own appends as the leader are reported flushed to
+    /// openraft as soon as they are queued, so that its core replicates them while the
+    /// storage thread writes and fsyncs them, as etcd's leader does. openraft 0.9's core
+    /// otherwise waits for each append's fsync before it sends the entries to anyone, and a
+    /// write pays the leader's fsync and then a follower's, one after the other.
+    ///
+    /// This is safe only together with two gates, which the node must install (see the
+    /// module docs): the peer transport holds back a follower's acknowledgement until
+    /// [`LogStore::durable_index`] covers what it acknowledges, and the state machine applies
+    /// nothing this log does not hold durably.
+    pub fn overlap_leader_fsync(&self, id: NodeId) {
+        let _ = self.inner.own_id.set(id);
+    }
+
+    /// The last index this log holds durably, updated after every fsync. Never moves
+    /// again after a failed write.
+    pub fn durable_index(&self) -> watch::Receiver<u64> {
+        self.inner.durable_index.subscribe()
+    }
+
+    /// Whether `entries` are this node's own appends as the current leader: the stored vote
+    /// is this node's, committed (it won the election), and every entry was made under it.
+    /// A follower's appends are the leader's entries; even entries this node made in an
+    /// earlier term and gets back from a later leader carry an older term than its vote.
+    fn own_leader_append(&self, entries: &[Entry<TypeConfig>]) -> bool {
+        let Some(id) = self.inner.own_id.get() else {
+            return false;
+        };
+        let Some(vote) = self.index().vote() else {
+            return false;
+        };
+        vote.committed
+            && vote.leader_id.node_id == *id
+            && !entries.is_empty()
+            && entries.iter().all(|e| {
+                e.log_id.leader_id.term == vote.leader_id.term && e.log_id.leader_id.node_id == *id
+            })
     }
 
     /// The highest log index known to be committed by a quorum (0 before any).
@@ -296,23 +377,62 @@ fn writer_gone() -> StoreError {
     ))
 }
 
-/// The storage thread: one fsync per group of queued jobs.
-fn writer_loop(
-    mut wal: Wal,
-    pending: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
-    progress: &watch::Sender<AppendProgress>,
-    mut rx: mpsc::Receiver<Job>,
-) {
-    let mut group = Vec::with_capacity(GROUP_JOBS_MAX);
-    while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < GROUP_JOBS_MAX {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+/// The storage thread's state.
+struct Writer {
+    pending: Pending,
+    progress: Arc<watch::Sender<AppendProgress>>,
+    durable_index: Arc<watch::Sender<u64>>,
+    failed: Arc<AtomicBool>,
+    /// The log's last index once everything handed to the thread so far is written.
+    last: u64,
+}
+
+impl Writer {
+    /// One fsync per group of queued jobs.
+    fn run(mut self, mut wal: Wal, mut rx: mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(GROUP_JOBS_MAX);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < GROUP_JOBS_MAX {
+                match rx.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_group(&mut wal, &mut group);
+        }
+    }
+
+    fn run_group(&mut self, wal: &mut Wal, group: &mut Vec<Job>) {
+        let result = if self.failed.load(Ordering::SeqCst) {
+            Err("an earlier write to the log failed; nothing more is written".to_string())
+        } else {
+            write_group(wal, group).map_err(|e| e.to_string())
+        };
+        match &result {
+            Ok(()) => {
+                for job in group.iter() {
+                    match job {
+                        Job::Append { entries, .. } => {
+                            if let Some((index, _, _)) = entries.last() {
+                                self.last = *index;
+                            }
+                        }
+                        Job::Truncate { index, .. } => {
+                            self.last = self.last.min(index.saturating_sub(1));
+                        }
+                        Job::SaveVote { .. } | Job::Purge { .. } => {}
+                    }
+                }
+                self.durable_index.send_replace(self.last);
+            }
+            Err(e) => {
+                if !self.failed.swap(true, Ordering::SeqCst) {
+                    tracing::error!(error = %e, "a write to the Raft log failed; the log takes no more writes");
+                }
             }
         }
-        let result = write_group(&mut wal, &group).map_err(|e| e.to_string());
+        let pending = &self.pending;
         let appends = group
             .iter()
             .filter(|j| matches!(j, Job::Append { .. }))
@@ -330,7 +450,9 @@ fn writer_loop(
                             }
                         }
                     }
-                    callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                    if let Some(callback) = callback {
+                        callback.log_io_completed(result.clone().map_err(std::io::Error::other));
+                    }
                 }
                 Job::Truncate { index, done } => {
                     if result.is_ok() {
@@ -346,7 +468,7 @@ fn writer_loop(
                 }
             }
         }
-        progress.send_modify(|p| p.flushed += appends);
+        self.progress.send_modify(|p| p.flushed += appends);
     }
 }
 
@@ -474,7 +596,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        if self.inner.failed.load(Ordering::SeqCst) {
+            return Err(write_err(StoreError::Io(std::io::Error::other(
+                "an earlier write to the log failed; nothing more is written",
+            ))));
+        }
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        let early = self.own_leader_append(&entries);
         let mut encoded = Vec::with_capacity(entries.len());
         for entry in &entries {
             encoded.push((
@@ -492,12 +620,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         self.inner.progress.send_modify(|p| p.queued += 1);
+        let (callback, now) = if early {
+            (None, Some(callback))
+        } else {
+            (Some(callback), None)
+        };
         self.queue(Job::Append {
             entries: encoded,
             callback,
         })
         .await
-        .map_err(write_err)
+        .map_err(write_err)?;
+        if let Some(callback) = now {
+            // Queued and readable; durable once `durable_index` passes it (see
+            // `overlap_leader_fsync` for what keeps that from mattering to a commit).
+            callback.log_io_completed(Ok(()));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
@@ -572,5 +711,81 @@ mod tests {
             assert!(!old.exists());
             assert!(dir.path().join("raft-log.redb.converted").exists());
         }
+    }
+
+    fn blank(term: u64, node: NodeId, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, node), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// Only this node's appends as the current, elected leader skip the wait for their
+    /// fsync; a follower's never do, not even entries it made itself in an earlier term.
+    #[tokio::test]
+    async fn only_the_elected_leaders_own_appends_are_reported_before_their_fsync() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut log = LogStore::open(dir.path()).unwrap();
+        log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        assert!(
+            !log.own_leader_append(&[blank(3, 1, 1)]),
+            "not enabled: every append waits for its fsync"
+        );
+        log.overlap_leader_fsync(1);
+        assert!(log.own_leader_append(&[blank(3, 1, 1), blank(3, 1, 2)]));
+        assert!(!log.own_leader_append(&[]));
+        assert!(
+            !log.own_leader_append(&[blank(2, 1, 1)]),
+            "made in an earlier term"
+        );
+        assert!(
+            !log.own_leader_append(&[blank(3, 1, 1), blank(2, 1, 2)]),
+            "one entry of an earlier term"
+        );
+        // A candidate that has not won.
+        log.save_vote(&Vote::new(4, 1)).await.unwrap();
+        assert!(!log.own_leader_append(&[blank(4, 1, 1)]));
+        // A follower of node 2, given entries node 1 made when it led in term 3.
+        log.save_vote(&Vote::new_committed(5, 2)).await.unwrap();
+        assert!(!log.own_leader_append(&[blank(3, 1, 1)]));
+        assert!(!log.own_leader_append(&[blank(5, 2, 1)]));
+        // Elected again.
+        log.save_vote(&Vote::new_committed(6, 1)).await.unwrap();
+        log.blocking_append([blank(6, 1, 1), blank(6, 1, 2)])
+            .await
+            .unwrap();
+        let mut durable = log.durable_index();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            durable.wait_for(|d| *d >= 2),
+        )
+        .await
+        .expect("the storage thread makes the appends durable")
+        .unwrap();
+    }
+
+    /// The durable index follows the log's last durable entry, back down after a
+    /// truncation, and survives a reopen.
+    #[tokio::test]
+    async fn the_durable_index_follows_appends_and_truncations() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::TempDir::new().unwrap();
+        {
+            let mut log = LogStore::open(dir.path()).unwrap();
+            assert_eq!(*log.durable_index().borrow(), 0);
+            log.blocking_append((1..=5).map(|i| blank(1, 1, i)))
+                .await
+                .unwrap();
+            assert_eq!(*log.durable_index().borrow(), 5, "reported after the fsync");
+            log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 4))
+                .await
+                .unwrap();
+            assert_eq!(*log.durable_index().borrow(), 3);
+            log.blocking_append([blank(2, 2, 4)]).await.unwrap();
+            assert_eq!(*log.durable_index().borrow(), 4);
+        }
+        let log = LogStore::open(dir.path()).unwrap();
+        assert_eq!(*log.durable_index().borrow(), 4);
     }
 }

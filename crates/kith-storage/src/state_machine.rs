@@ -117,6 +117,9 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 /// bound what a restart re-applies from the log.
 const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 const APPLIES_PER_FSYNC: u64 = 4096;
+/// How long an apply waits for the log to make its entries durable before it fails (which
+/// stops the node): only a log whose writes fail takes longer than one fsync.
+const APPLY_LOG_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// History is trimmed in chunks of a sixteenth of what is kept, at most this many: dropping
 /// the oldest item on every apply would dirty, and so rewrite, the tables' leftmost pages
@@ -170,6 +173,10 @@ pub struct StateMachineStore {
     /// Applies committed without fsync since the last durable one, and when that was.
     applies_since_fsync: u64,
     last_durable: std::time::Instant,
+    /// The last index the Raft log holds durably (`LogStore::durable_index`), when linked:
+    /// an apply waits until it covers the entries it applies (see `log_store.rs`, the
+    /// leader's overlapped fsync). `None` for a store opened on its own.
+    log_durable: Option<watch::Receiver<u64>>,
     /// When the earliest job timer in the committed state is set for (`None`: no timers).
     /// Exact, not a hint: set on open, after a snapshot install, and after every apply that
     /// opened the job tables (only those can change the timers). Lets an apply leave the job
@@ -552,8 +559,15 @@ impl StateMachineStore {
             fail_apply_at: hook_index("KITH_TEST_FAIL_APPLY_INDEX"),
             applies_since_fsync: 0,
             last_durable: std::time::Instant::now(),
+            log_durable: None,
             job_timer_first_ms,
         })
+    }
+
+    /// From now on, an apply waits until `log_durable` (`LogStore::durable_index`) covers
+    /// the entries it applies. Required with `LogStore::overlap_leader_fsync`.
+    pub fn apply_after_log_durable(&mut self, log_durable: watch::Receiver<u64>) {
+        self.log_durable = Some(log_durable);
     }
 
     /// Follows the durable `last_applied` index (0 for none), for the log's purge.
@@ -1116,6 +1130,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        if let (Some(last), Some(durable)) = (entries.last(), self.log_durable.as_mut()) {
+            // The leader's log may still be writing an entry that is already committed
+            // (when it alone is a quorum); nothing of it may take effect before it is durable.
+            let index = last.log_id.index;
+            if *durable.borrow() < index {
+                let reached =
+                    tokio::time::timeout(APPLY_LOG_WAIT_MAX, durable.wait_for(|d| *d >= index))
+                        .await;
+                if !matches!(reached, Ok(Ok(_))) {
+                    return Err(sm_write_err(StoreError::Io(std::io::Error::other(
+                        format!(
+                            "entry {index} is committed but the log has not made it durable \
+                         within {} s",
+                            APPLY_LOG_WAIT_MAX.as_secs()
+                        ),
+                    ))));
+                }
+            }
+        }
         self.apply_inner(entries.into_iter()).map_err(sm_write_err)
     }
 
