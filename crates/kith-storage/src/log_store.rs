@@ -239,8 +239,9 @@ impl LogStore {
     }
 
     /// From now on, this node's (`id`) own appends as the leader are reported flushed to
-    /// openraft as soon as they are queued, so that its core replicates them while the
-    /// storage thread writes and fsyncs them, as etcd's leader does. openraft 0.9's core
+    /// openraft as soon as they are queued (when no earlier append is still being written),
+    /// so that its core replicates them while the storage thread writes and fsyncs them, as
+    /// etcd's leader does. openraft 0.9's core
     /// otherwise waits for each append's fsync before it sends the entries to anyone, and a
     /// write pays the leader's fsync and then a follower's, one after the other.
     ///
@@ -409,6 +410,13 @@ impl Writer {
         } else {
             write_group(wal, group).map_err(|e| e.to_string())
         };
+        let appends = group
+            .iter()
+            .filter(|j| matches!(j, Job::Append { .. }))
+            .count() as u64;
+        // First, so that an append that follows from what this group unblocks (the next
+        // write, once its predecessor commits) finds the disk idle (see `append`).
+        self.progress.send_modify(|p| p.flushed += appends);
         match &result {
             Ok(()) => {
                 for job in group.iter() {
@@ -433,10 +441,6 @@ impl Writer {
             }
         }
         let pending = &self.pending;
-        let appends = group
-            .iter()
-            .filter(|j| matches!(j, Job::Append { .. }))
-            .count() as u64;
         for job in group.drain(..) {
             match job {
                 Job::Append { entries, callback } => {
@@ -468,7 +472,6 @@ impl Writer {
                 }
             }
         }
-        self.progress.send_modify(|p| p.flushed += appends);
     }
 }
 
@@ -602,7 +605,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ))));
         }
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        let early = self.own_leader_append(&entries);
+        // Only while the log's disk keeps up: with an append still unwritten, this one waits
+        // for its fsync as before, which holds the Raft core, so a leader whose disk hangs
+        // stops sending heartbeats and loses its leadership instead of keeping it.
+        let idle = {
+            let p = self.inner.progress.borrow();
+            p.queued == p.flushed
+        };
+        let early = idle && self.own_leader_append(&entries);
         let mut encoded = Vec::with_capacity(entries.len());
         for entry in &entries {
             encoded.push((

@@ -238,16 +238,21 @@ impl Wal {
             segments.push(seg);
         }
         sync_dir(dir)?;
-        Ok(Wal {
+        let mut wal = Wal {
             dir: dir.to_path_buf(),
             index: Arc::new(RwLock::new(Index {
                 segments,
                 meta,
                 last,
             })),
-            unsynced: false,
+            // A process killed between a write and its fsync leaves records in the page
+            // cache that recovery reads back like any other. The log reports everything it
+            // holds as durable from here on, so they are made durable before that.
+            unsynced: true,
             segment_bytes,
-        })
+        };
+        wal.sync()?;
+        Ok(wal)
     }
 
     /// The readers' view; shared with every clone of the log store.
