@@ -50,7 +50,7 @@ function memberCard(m, rates, leaderId) {
   const rows = [
     ["address", m.addr],
     ["term", m.term ?? "–"],
-    ["log/commit/applied", m.reachable ? `${m.last_log_index} / ${m.commit_index} / ${m.applied_index}` : "–"],
+    ["log/durable/commit/applied", m.reachable ? `${m.last_log_index} / ${m.durable_index} / ${m.commit_index} / ${m.applied_index}` : "–"],
     ["lag", m.lag ?? (m.id === leaderId ? 0 : "–")],
     ["ledger head", m.reachable ? el("span", { class: "hash", title: m.ledger_hash }, `#${m.ledger_index} ${shortHash(m.ledger_hash)}`) : "–"],
     ["requests/s", rates.get(m.id)?.toFixed(1) ?? "–"],

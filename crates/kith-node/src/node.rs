@@ -55,6 +55,10 @@ pub struct Health {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
+    /// The last log index this node's log holds durably (fsynced). On the leader, whose
+    /// fsync overlaps replication, the commit index never passes it.
+    #[serde(default)]
+    pub durable_index: u64,
     /// Last log index covered by this node's latest snapshot.
     pub snapshot_index: Option<u64>,
     /// Log entries up to here have been compacted away.
@@ -93,6 +97,7 @@ pub struct MemberStatus {
     pub ledger_index: Option<u64>,
     pub ledger_hash: Option<String>,
     pub last_log_index: Option<u64>,
+    pub durable_index: Option<u64>,
     pub requests_total: Option<u64>,
     pub writes_total: Option<u64>,
     pub disk_bytes: Option<u64>,
@@ -277,14 +282,19 @@ impl Node {
             .is_some();
         let head = self.state.ledger_head().unwrap_or_default();
         let revision = self.state.kv_meta().map_or(0, |k| k.revision);
+        // Read after the commit index: on the leader it only grows, so the pair as reported
+        // keeps `commit_index <= durable_index`.
+        let commit_index = self.log.committed_index();
+        let durable_index = *self.log.durable_index().borrow();
         Health {
             node_id: self.config.id,
             role: role_name(m.state).into(),
             leader_id: m.current_leader,
             term: m.current_term,
-            commit_index: self.log.committed_index(),
+            commit_index,
             applied_index: m.last_applied.map_or(0, |l| l.index),
             last_log_index: m.last_log_index.unwrap_or(0),
+            durable_index,
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             revision,
@@ -453,6 +463,7 @@ impl Node {
                     role: report.as_ref().map(|h| h.role.clone()),
                     term: report.as_ref().map(|h| h.term),
                     commit_index: report.as_ref().map(|h| h.commit_index),
+                    durable_index: report.as_ref().map(|h| h.durable_index),
                     applied_index: report.as_ref().map(|h| h.applied_index),
                     ledger_index: report.as_ref().map(|h| h.ledger_index),
                     ledger_hash: report.as_ref().map(|h| h.ledger_hash.clone()),

@@ -405,6 +405,15 @@ impl Writer {
     }
 
     fn run_group(&mut self, wal: &mut Wal, group: &mut Vec<Job>) {
+        if let Some(ms) = leader_sync_delay_ms() {
+            if group
+                .iter()
+                .any(|j| matches!(j, Job::Append { callback: None, .. }))
+            {
+                // Test-only: a leader whose disk is slow, to show nothing commits before it.
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
         let result = if self.failed.load(Ordering::SeqCst) {
             Err("an earlier write to the log failed; nothing more is written".to_string())
         } else {
@@ -473,6 +482,23 @@ impl Writer {
             }
         }
     }
+}
+
+/// Test-only fault (`KITH_TEST_LEADER_SYNC_DELAY_MS`): the storage thread waits this long
+/// before writing a group that holds an append reported to openraft before its fsync.
+#[cfg(feature = "test-hooks")]
+fn leader_sync_delay_ms() -> Option<u64> {
+    static DELAY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("KITH_TEST_LEADER_SYNC_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn leader_sync_delay_ms() -> Option<u64> {
+    None
 }
 
 fn write_group(wal: &mut Wal, group: &[Job]) -> Result<(), StoreError> {

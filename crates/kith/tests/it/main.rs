@@ -3,6 +3,7 @@
 mod bad_input;
 mod bench;
 mod browser;
+mod durability;
 mod failover;
 mod fault;
 mod files;
