@@ -241,9 +241,9 @@ impl LogStore {
     /// From now on, this node's (`id`) own appends as the leader are reported flushed to
     /// openraft as soon as they are queued (when no earlier append is still being written),
     /// so that its core replicates them while the storage thread writes and fsyncs them, as
-    /// etcd's leader does. openraft 0.9's core
-    /// otherwise waits for each append's fsync before it sends the entries to anyone, and a
-    /// write pays the leader's fsync and then a follower's, one after the other.
+    /// etcd's leader does. openraft 0.9's core otherwise waits for each append's fsync
+    /// before it sends the entries to anyone, and a write pays the leader's fsync and then a
+    /// follower's, one after the other.
     ///
     /// This is safe only together with two gates, which the node must install (see the
     /// module docs): the peer transport holds back a follower's acknowledgement until
