@@ -217,18 +217,13 @@ impl PeerTransport {
         let Some(durable) = &self.log_durable else {
             return Ok(());
         };
-        if *durable.borrow() >= index {
+        if kith_storage::index_reaches(durable, index, ttl).await {
             return Ok(());
         }
-        let mut durable = durable.clone();
-        let reached = tokio::time::timeout(ttl, durable.wait_for(|d| *d >= index)).await;
-        match reached {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(TransportError::Other {
-                addr: "this node's log".into(),
-                message: format!("index {index} not durable within {} ms", ttl.as_millis()),
-            }),
-        }
+        Err(TransportError::Other {
+            addr: "this node's log".into(),
+            message: format!("index {index} not durable within {} ms", ttl.as_millis()),
+        })
     }
 
     /// Cuts (or restores) this node's outgoing peer traffic.

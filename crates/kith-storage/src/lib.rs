@@ -50,6 +50,22 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
+/// Waits (at most `within`) until the index `index` follows reaches `at_least`: the log's
+/// durable index, or the state machine's durable `last_applied`. False if it did not in
+/// time, or if what publishes it is gone.
+pub async fn index_reaches(
+    index: &tokio::sync::watch::Receiver<u64>,
+    at_least: u64,
+    within: std::time::Duration,
+) -> bool {
+    if *index.borrow() >= at_least {
+        return true;
+    }
+    let mut index = index.clone();
+    let reached = tokio::time::timeout(within, index.wait_for(|i| *i >= at_least)).await;
+    matches!(reached, Ok(Ok(_)))
+}
+
 /// Opens (or creates) a node's stores under `dir`.
 pub fn open(dir: &Path, config: StoreConfig) -> Result<(LogStore, StateMachineStore), StoreError> {
     std::fs::create_dir_all(dir).map_err(StoreError::Io)?;

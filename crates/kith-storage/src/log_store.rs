@@ -649,7 +649,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         {
             // Readable from here on (openraft's contract for `append`), durable once the
-            // storage thread calls `callback`.
+            // storage thread has written it (and `durable_index` covers it).
             let mut pending = self.inner.pending.lock().expect("pending lock poisoned");
             for entry in entries {
                 pending.insert(entry.log_id.index, entry);
@@ -686,11 +686,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> SResult<()> {
         if let Some(durable) = &self.inner.durable_applied {
-            let mut durable = durable.clone();
-            let reached =
-                tokio::time::timeout(PURGE_WAIT_MAX, durable.wait_for(|d| *d >= log_id.index))
-                    .await;
-            if !matches!(reached, Ok(Ok(_))) {
+            if !crate::index_reaches(durable, log_id.index, PURGE_WAIT_MAX).await {
                 return Err(write_err(StoreError::Io(std::io::Error::other(format!(
                     "refusing to purge the log to {}: the state machine has not made it \
                      durable within {} s",

@@ -1132,23 +1132,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        if let (Some(last), Some(durable)) = (entries.last(), self.log_durable.as_mut()) {
+        if let (Some(last), Some(durable)) = (entries.last(), &self.log_durable) {
             // The leader's log may still be writing an entry that is already committed
             // (when it alone is a quorum); nothing of it may take effect before it is durable.
             let index = last.log_id.index;
-            if *durable.borrow() < index {
-                let reached =
-                    tokio::time::timeout(APPLY_LOG_WAIT_MAX, durable.wait_for(|d| *d >= index))
-                        .await;
-                if !matches!(reached, Ok(Ok(_))) {
-                    return Err(sm_write_err(StoreError::Io(std::io::Error::other(
-                        format!(
-                            "entry {index} is committed but the log has not made it durable \
-                         within {} s",
-                            APPLY_LOG_WAIT_MAX.as_secs()
-                        ),
-                    ))));
-                }
+            if !crate::index_reaches(durable, index, APPLY_LOG_WAIT_MAX).await {
+                return Err(sm_write_err(StoreError::Io(std::io::Error::other(
+                    format!(
+                    "entry {index} is committed but the log has not made it durable within {} s",
+                    APPLY_LOG_WAIT_MAX.as_secs()
+                ),
+                ))));
             }
         }
         self.apply_inner(entries.into_iter()).map_err(sm_write_err)
