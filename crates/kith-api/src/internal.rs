@@ -18,14 +18,11 @@ use axum::Router;
 use serde::{de::DeserializeOwned, Serialize};
 
 use kith_node::network::{FaultSettings, POSTCARD};
-use kith_node::node::APPEND_ENTRIES_MAX;
 use kith_node::protocol::route;
 use kith_node::Node;
 
 pub fn router(node: Arc<Node>) -> Router {
-    // An AppendEntries batch holds at most APPEND_ENTRIES_MAX entries of at most one value
-    // each; snapshot chunks are smaller than that.
-    let body_limit = (APPEND_ENTRIES_MAX as usize + 2) * node.config.value_bytes_max + (4 << 20);
+    let body_limit = kith_node::protocol::peer_body_bytes_max(&node.config);
     Router::new()
         .route(route::APPEND, post(append))
         .route(route::VOTE, post(vote))

@@ -5,6 +5,17 @@ use serde::{Deserialize, Serialize};
 
 use kith_core::{Command, NodeId, Response};
 
+use crate::NodeConfig;
+
+/// Largest body a node accepts on its `/internal` Raft and forward routes, and so the
+/// largest request a peer may build for it. Both sides derive it from the same settings.
+///
+/// Today: an AppendEntries batch of `APPEND_ENTRIES_MAX` entries of at most one value each,
+/// plus room for encoding overhead.
+pub fn peer_body_bytes_max(config: &NodeConfig) -> usize {
+    (crate::node::APPEND_ENTRIES_MAX as usize + 2) * config.value_bytes_max + (4 << 20)
+}
+
 /// Peer routes, relative to a node's base URL.
 pub mod route {
     pub const APPEND: &str = "/internal/raft/append";
