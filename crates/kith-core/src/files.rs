@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::InvalidInput;
+use crate::limits::{validate_range, InvalidInput, Limits};
 use crate::{NodeId, Response};
 
 /// A BLAKE3 hash (the ledger's type): names a chunk, and (over the whole content) a file.
@@ -50,6 +50,8 @@ pub const SHARES_MAX: u64 = 100_000;
 pub const SHARE_TTL_S_MAX: u64 = 30 * 24 * 3600;
 /// A share link's life when the request names none, in seconds (one day).
 pub const SHARE_TTL_S_DEFAULT: u64 = 24 * 3600;
+/// A share token's length: 16 random bytes in hex.
+pub const SHARE_TOKEN_CHARS: usize = 32;
 /// Expired share links dropped per file command (the rest go with later commands).
 const SHARES_PRUNED_PER_APPLY_MAX: usize = 100;
 
@@ -251,10 +253,51 @@ pub fn validate_new_file(file: &NewFile) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a share token's form: [`SHARE_TOKEN_CHARS`] hex digits.
+pub fn validate_share_token(token: &str) -> Result<(), InvalidInput> {
+    if token.len() != SHARE_TOKEN_CHARS || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(InvalidInput::OutOfRange {
+            what: "share token",
+            expected: format!("{SHARE_TOKEN_CHARS} hex digits"),
+        });
+    }
+    Ok(())
+}
+
+impl FileCommand {
+    /// Checks everything the command carries, as the upload, delete and share routes do.
+    pub fn validate(&self, limits: &Limits) -> Result<(), InvalidInput> {
+        match self {
+            FileCommand::Put(file) => {
+                validate_new_file(file).map_err(InvalidInput::BadManifest)?;
+                if file.size > limits.file_bytes_max {
+                    return Err(InvalidInput::TooLarge {
+                        what: "file",
+                        len: usize::try_from(file.size).unwrap_or(usize::MAX),
+                        max: usize::try_from(limits.file_bytes_max).unwrap_or(usize::MAX),
+                    });
+                }
+                Ok(())
+            }
+            FileCommand::Delete { path } => validate_path(path),
+            FileCommand::Share {
+                token,
+                path,
+                ttl_ms,
+            } => {
+                validate_share_token(token)?;
+                validate_path(path)?;
+                validate_range("share ttl", *ttl_ms, 1, SHARE_TTL_S_MAX * 1000, "ms")
+            }
+            FileCommand::Unshare { token } => validate_share_token(token),
+        }
+    }
+}
+
 fn retain_chunks<T: FilesTable>(table: &mut T, chunks: &[ChunkRef]) -> Result<(), T::Error> {
     for chunk in chunks {
         let refs = table.chunk_refs(&chunk.hash)?;
-        table.set_chunk_refs(&chunk.hash, refs + 1)?;
+        table.set_chunk_refs(&chunk.hash, refs.saturating_add(1))?;
     }
     Ok(())
 }
@@ -277,11 +320,19 @@ pub fn apply<T: FilesTable>(
     for share in table.shares_expired(now_ms, SHARES_PRUNED_PER_APPLY_MAX)? {
         table.remove_share(&share)?;
     }
+    // A manifest keeps its own refusal (older entries answered it); the rest are rejected.
+    if let FileCommand::Put(file) = command {
+        if let Err(reason) = validate_new_file(file) {
+            return Ok(Response::File(FileOutcome::Invalid { reason }));
+        }
+    }
+    if let Err(e) = command.validate(&Limits::CEILING) {
+        return Ok(Response::Rejected {
+            reason: e.to_string(),
+        });
+    }
     let outcome = match command {
         FileCommand::Put(file) => {
-            if let Err(reason) = validate_new_file(file) {
-                return Ok(Response::File(FileOutcome::Invalid { reason }));
-            }
             let previous = table.file(&file.path)?;
             if previous.is_none() && table.file_count()? >= FILES_MAX {
                 return Ok(Response::File(FileOutcome::Full { max: FILES_MAX }));
@@ -544,29 +595,30 @@ mod tests {
     #[test]
     fn shares_expire_by_the_leaders_clock() {
         let mut t = MemFiles::default();
+        let tok = |n: u8| format!("{n:032x}");
         put(&mut t, file("a", vec![chunk(1, 4)]));
         let share = |token: &str, path: &str| FileCommand::Share {
             token: token.into(),
             path: path.into(),
             ttl_ms: 500,
         };
-        let r = apply(&mut t, 1_000, &share("t1", "a")).unwrap();
+        let r = apply(&mut t, 1_000, &share(&tok(1), "a")).unwrap();
         assert_eq!(
             r,
             Response::File(FileOutcome::Shared {
                 expires_at_ms: 1_500
             })
         );
-        let r = apply(&mut t, 1_000, &share("t2", "missing")).unwrap();
+        let r = apply(&mut t, 1_000, &share(&tok(2), "missing")).unwrap();
         assert_eq!(r, Response::File(FileOutcome::NoSuchFile));
-        assert!(t.shares.contains_key("t1"));
+        assert!(t.shares.contains_key(&tok(1)));
         // Any later file command at or past the expiry drops it.
         apply(&mut t, 1_500, &FileCommand::Delete { path: "x".into() }).unwrap();
-        assert!(!t.shares.contains_key("t1"));
-        apply(&mut t, 1_600, &share("t3", "a")).unwrap();
-        let r = apply(&mut t, 1_600, &FileCommand::Unshare { token: "t3".into() }).unwrap();
+        assert!(!t.shares.contains_key(&tok(1)));
+        apply(&mut t, 1_600, &share(&tok(3), "a")).unwrap();
+        let r = apply(&mut t, 1_600, &FileCommand::Unshare { token: tok(3) }).unwrap();
         assert_eq!(r, Response::File(FileOutcome::Unshared { revoked: true }));
-        let r = apply(&mut t, 1_600, &FileCommand::Unshare { token: "t3".into() }).unwrap();
+        let r = apply(&mut t, 1_600, &FileCommand::Unshare { token: tok(3) }).unwrap();
         assert_eq!(r, Response::File(FileOutcome::Unshared { revoked: false }));
     }
 

@@ -12,11 +12,28 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{
+    validate_len, validate_message_id, validate_range, validate_room, InvalidInput, Limits,
+};
 use crate::Response;
 
 /// Priorities run from 0 to 9; higher runs first, FIFO within a priority (as in Faktory).
 pub const PRIORITY_MAX: u8 = 9;
 pub const PRIORITY_DEFAULT: u8 = 5;
+/// Longest lease a claim or heartbeat may ask for, in seconds.
+pub const LEASE_S_MAX: u64 = 3600;
+/// Longest delay before a job may run, in seconds (one year).
+pub const DELAY_S_MAX: u64 = 365 * 24 * 3600;
+/// Most attempts a job may be given.
+pub const ATTEMPTS_MAX: u32 = 100;
+/// Longest run time a job may declare, in seconds.
+pub const TIMEOUT_S_MAX: u64 = 24 * 3600;
+/// Longest result a completed job keeps, in bytes of JSON text.
+pub const RESULT_BYTES_MAX: usize = 64 * 1024;
+/// Longest error a failed attempt reports, in bytes.
+pub const ERROR_BYTES_MAX: usize = 8 * 1024;
+/// Longest worker name, in characters.
+pub const WORKER_CHARS_MAX: usize = 128;
 /// Most timers fired by one apply; the rest fire with the next proposal.
 pub const TIMERS_PER_APPLY_MAX: usize = 1000;
 const BACKOFF_BASE_MS: u64 = 1_000;
@@ -137,6 +154,77 @@ pub enum JobCommand {
         id: u64,
         retention_ms: u64,
     },
+}
+
+fn validate_queue(queue: &str) -> Result<(), InvalidInput> {
+    validate_room(queue).map_err(|_| InvalidInput::BadName {
+        what: "queue name",
+        max: crate::limits::ROOM_NAME_CHARS_MAX,
+    })
+}
+
+fn validate_lease_ms(lease_ms: u64) -> Result<(), InvalidInput> {
+    validate_range("lease", lease_ms, 1, LEASE_S_MAX * 1000, "ms")
+}
+
+/// Checks a worker's name: 1 to [`WORKER_CHARS_MAX`] printable characters.
+pub fn validate_worker(worker: &str) -> Result<(), InvalidInput> {
+    if worker.is_empty()
+        || worker.chars().count() > WORKER_CHARS_MAX
+        || worker.chars().any(char::is_control)
+    {
+        return Err(InvalidInput::OutOfRange {
+            what: "worker",
+            expected: format!("1 to {WORKER_CHARS_MAX} printable characters"),
+        });
+    }
+    Ok(())
+}
+
+impl JobCommand {
+    /// Checks everything a client supplied. Retention fields are the leader's to set; job
+    /// ids and attempts are checked against the state when the command applies.
+    pub fn validate(&self, limits: &Limits) -> Result<(), InvalidInput> {
+        match self {
+            JobCommand::Enqueue(e) => {
+                validate_queue(&e.queue)?;
+                validate_len("payload", e.payload.len(), limits.job_payload_bytes_max)?;
+                validate_range("priority", e.priority.into(), 0, PRIORITY_MAX.into(), "")?;
+                validate_range("delay", e.delay_ms, 0, DELAY_S_MAX * 1000, "ms")?;
+                validate_range(
+                    "max_attempts",
+                    e.max_attempts.into(),
+                    1,
+                    ATTEMPTS_MAX.into(),
+                    "",
+                )?;
+                validate_range("timeout", e.timeout_ms, 1, TIMEOUT_S_MAX * 1000, "ms")?;
+                match &e.idempotency_key {
+                    Some(key) => validate_message_id(key).map_err(|_| InvalidInput::BadName {
+                        what: "idempotency_key",
+                        max: crate::limits::MESSAGE_ID_CHARS_MAX,
+                    }),
+                    None => Ok(()),
+                }
+            }
+            JobCommand::Claim {
+                queue,
+                lease_ms,
+                worker,
+            } => {
+                validate_queue(queue)?;
+                validate_lease_ms(*lease_ms)?;
+                validate_worker(worker)
+            }
+            JobCommand::Heartbeat { lease_ms, .. } => validate_lease_ms(*lease_ms),
+            JobCommand::Complete { result, .. } => match result {
+                Some(result) => validate_len("result", result.len(), RESULT_BYTES_MAX),
+                None => Ok(()),
+            },
+            JobCommand::Fail { error, .. } => validate_len("error", error.len(), ERROR_BYTES_MAX),
+            JobCommand::Retry { .. } | JobCommand::Cancel { .. } => Ok(()),
+        }
+    }
 }
 
 /// What a job command produced.
@@ -343,12 +431,18 @@ fn leased<T: JobTable>(
     }
 }
 
-/// Applies one job command at the store's clock `now_ms` (timers already fired).
+/// Applies one job command at the store's clock `now_ms` (timers already fired). A command
+/// that breaks an input rule is answered [`Response::Rejected`] and changes nothing.
 pub fn apply<T: JobTable>(
     t: &mut T,
     now_ms: u64,
     command: &JobCommand,
 ) -> Result<Response, T::Error> {
+    if let Err(e) = command.validate(&Limits::CEILING) {
+        return Ok(Response::Rejected {
+            reason: e.to_string(),
+        });
+    }
     match command {
         JobCommand::Enqueue(e) => {
             if let Some(key) = &e.idempotency_key {
@@ -407,7 +501,7 @@ pub fn apply<T: JobTable>(
             let Some(mut job) = t.get(id)? else {
                 return Ok(Response::Job(JobOutcome::Claimed(None)));
             };
-            job.attempts += 1;
+            job.attempts = job.attempts.saturating_add(1);
             let until_ms = now_ms.saturating_add(*lease_ms);
             job.lease = Some(Lease {
                 attempt: job.attempts,

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::Limits;
 use crate::{Command, Proposal, Response};
 
 /// Most keys one applied proposal expires; the rest expire with the next one. Bounds the
@@ -82,7 +83,9 @@ pub trait KvTable {
 
 /// Applies one proposal to `table`: first the expiries its clock makes due, then its command.
 ///
-/// Deterministic: the result depends only on the proposal, the table and `meta`.
+/// Deterministic: the result depends only on the proposal, the table and `meta`. A put or
+/// delete that breaks an input rule (checked against [`Limits::CEILING`]) is answered
+/// [`Response::Rejected`] and changes nothing; the proposal's clock still applies.
 pub fn apply<T: KvTable>(
     table: &mut T,
     meta: &mut KvMeta,
@@ -90,6 +93,16 @@ pub fn apply<T: KvTable>(
 ) -> Result<Response, T::Error> {
     meta.now_ms = meta.now_ms.max(proposal.now_ms);
     expire_due(table, meta)?;
+    if matches!(
+        proposal.command,
+        Command::Put { .. } | Command::Delete { .. }
+    ) {
+        if let Err(e) = proposal.command.validate(&Limits::CEILING) {
+            return Ok(Response::Rejected {
+                reason: e.to_string(),
+            });
+        }
+    }
     match &proposal.command {
         Command::Put {
             key,
@@ -107,10 +120,14 @@ pub fn apply<T: KvTable>(
             if let Some(at) = current.as_ref().and_then(|e| e.expires_at_ms) {
                 table.expiry_remove(at, key)?;
             }
-            let revision = meta.revision + 1;
+            let Some(revision) = meta.revision.checked_add(1) else {
+                return Ok(Response::Rejected {
+                    reason: "the store has no revisions left".into(),
+                });
+            };
             let expires_at_ms = ttl_ms.map(|ttl| meta.now_ms.saturating_add(ttl));
             let (create_revision, version) = match &current {
-                Some(prev) => (prev.create_revision, prev.version + 1),
+                Some(prev) => (prev.create_revision, prev.version.saturating_add(1)),
                 None => (revision, 1),
             };
             let entry = KvEntry {
@@ -181,7 +198,8 @@ fn delete<T: KvTable>(
         table.expiry_remove(at, key)?;
     }
     table.remove(key)?;
-    meta.revision += 1;
+    // Cannot saturate in practice (2^64 changes); saturating keeps apply panic-free.
+    meta.revision = meta.revision.saturating_add(1);
     table.record(&KvEvent {
         revision: meta.revision,
         key: key.to_owned(),

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::limits::{validate_message, validate_message_id, validate_room, InvalidInput};
 use crate::Response;
 
 /// Most messages dropped by retention in one apply (bounds the work when `keep` shrinks).
@@ -39,7 +40,9 @@ pub struct RoomMeta {
 impl RoomMeta {
     /// Messages currently kept.
     pub fn kept(&self) -> u64 {
-        (self.last_seq + 1).saturating_sub(self.first_seq)
+        self.last_seq
+            .saturating_add(1)
+            .saturating_sub(self.first_seq)
     }
 }
 
@@ -57,6 +60,16 @@ pub struct Post {
     pub rooms_max: u64,
 }
 
+impl Post {
+    /// Checks what a client supplied: the room name, author, text and id. `keep` and
+    /// `rooms_max` are the leader's to set.
+    pub fn validate(&self) -> Result<(), InvalidInput> {
+        validate_room(&self.room)?;
+        validate_message(&self.author, &self.text)?;
+        validate_message_id(&self.id)
+    }
+}
+
 /// The storage [`apply`] reads and writes. Implemented by the durable store, and by
 /// [`MemRooms`] for tests.
 pub trait RoomTable {
@@ -72,8 +85,14 @@ pub trait RoomTable {
     fn remove_id(&mut self, room: &str, id: &str) -> Result<(), Self::Error>;
 }
 
-/// Applies one post at the store's clock `now_ms`. Deterministic.
+/// Applies one post at the store's clock `now_ms`. Deterministic. A post that breaks an
+/// input rule is answered [`Response::Rejected`] and stores nothing.
 pub fn apply<T: RoomTable>(table: &mut T, now_ms: u64, post: &Post) -> Result<Response, T::Error> {
+    if let Err(e) = post.validate() {
+        return Ok(Response::Rejected {
+            reason: e.to_string(),
+        });
+    }
     if let Some(seq) = table.id_seq(&post.room, &post.id)? {
         return Ok(Response::Posted {
             seq,
@@ -96,7 +115,12 @@ pub fn apply<T: RoomTable>(table: &mut T, now_ms: u64, post: &Post) -> Result<Re
             }
         }
     };
-    meta.last_seq += 1;
+    let Some(seq) = meta.last_seq.checked_add(1) else {
+        return Ok(Response::Rejected {
+            reason: format!("room {} has no sequence numbers left", post.room),
+        });
+    };
+    meta.last_seq = seq;
     meta.last_activity_ms = now_ms;
     let message = Message {
         seq: meta.last_seq,
@@ -113,7 +137,7 @@ pub fn apply<T: RoomTable>(table: &mut T, now_ms: u64, post: &Post) -> Result<Re
         if let Some(old) = table.take_message(&post.room, meta.first_seq)? {
             table.remove_id(&post.room, &old.id)?;
         }
-        meta.first_seq += 1;
+        meta.first_seq = meta.first_seq.saturating_add(1);
         dropped += 1;
     }
     table.put_room(&post.room, &meta)?;
