@@ -45,6 +45,11 @@ impl ApiError {
 
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
+        // The same answer whether the route or the leader refused the input.
+        let e = match e {
+            NodeError::InvalidInput(invalid) => return invalid.into(),
+            other => other,
+        };
         let status = match &e {
             NodeError::NoLeader
             | NodeError::Timeout { .. }
@@ -78,11 +83,20 @@ impl From<NodeError> for ApiError {
 
 impl From<kith_core::limits::InvalidInput> for ApiError {
     fn from(e: kith_core::limits::InvalidInput) -> Self {
-        let status = match e {
-            kith_core::limits::InvalidInput::ValueTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
+        let status = if e.is_too_large() {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
         };
         ApiError::new(status, "invalid_input", e.to_string())
+    }
+}
+
+impl ApiError {
+    /// A command the state machine refused on apply ([`kith_core::Response::Rejected`]):
+    /// it broke an input rule the leader should have caught; nothing changed.
+    pub fn rejected(reason: String) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", reason)
     }
 }
 

@@ -299,12 +299,19 @@ fn serve_file(
             return Ok(error);
         }
     };
+    // Uploaded bytes are the uploader's, served on the dashboard's origin: they run in a
+    // sandbox (no script, no same-origin access) even when opened directly, and anything
+    // but an inert type is a download, never a page (docs/FILES.md, "Serving").
+    let name = attachment
+        .map(str::to_owned)
+        .or_else(|| (!is_inert(&manifest.content_type)).then(|| file_name(&manifest.path)));
     response = response
         .status(status)
         .header(header::CONTENT_TYPE, &manifest.content_type)
-        .header(header::CONTENT_LENGTH, end - start);
-    if let Some(name) = attachment {
-        response = response.header(header::CONTENT_DISPOSITION, content_disposition(name));
+        .header(header::CONTENT_LENGTH, end - start)
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+    if let Some(name) = name {
+        response = response.header(header::CONTENT_DISPOSITION, content_disposition(&name));
     }
     let body = if method == Method::HEAD || start == end {
         Body::empty()
@@ -314,6 +321,45 @@ fn serve_file(
     response
         .body(body)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// Content types a browser only displays (text, images, audio, video, JSON), served
+/// inline. Everything else — HTML, XHTML, SVG, XML, JavaScript, PDF, types nobody listed —
+/// is served as an attachment.
+const INERT_TYPES: &[&str] = &[
+    "text/plain",
+    "text/csv",
+    "application/json",
+    "application/octet-stream",
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "image/bmp",
+    "audio/mpeg",
+    "audio/ogg",
+    "audio/wav",
+    "audio/webm",
+    "video/mp4",
+    "video/webm",
+    "video/ogg",
+];
+
+/// Whether `content_type` (parameters ignored, any case) is in [`INERT_TYPES`].
+fn is_inert(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    INERT_TYPES.contains(&essence.as_str())
+}
+
+/// The last segment of a file path: the name a download is saved under.
+fn file_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_owned()
 }
 
 /// `attachment` with an ASCII fallback name and the exact UTF-8 name (RFC 6266).
@@ -465,12 +511,7 @@ async fn shared(
 ) -> Result<Response, ApiError> {
     match node.lookup_share(&token).await? {
         ShareLookup::Found(share, manifest) => {
-            let name = share
-                .path
-                .rsplit('/')
-                .next()
-                .unwrap_or(&share.path)
-                .to_owned();
+            let name = file_name(&share.path);
             serve_file(&node, manifest, &method, &headers, Some(&name))
         }
         ShareLookup::Unknown => Err(unknown_share()),
@@ -569,5 +610,27 @@ mod tests {
             "attachment; filename=\"a _b_.txt\"; filename*=UTF-8''a%20%22b%22.txt"
         );
         assert!(content_disposition("ünï.txt").contains("filename*=UTF-8''%C3%BCn%C3%AF.txt"));
+    }
+
+    #[test]
+    fn only_inert_types_are_served_inline() {
+        for inert in ["text/plain; charset=utf-8", "IMAGE/PNG", "application/json"] {
+            assert!(is_inert(inert), "{inert}");
+        }
+        for active in [
+            "text/html",
+            "text/html; charset=utf-8",
+            "application/xhtml+xml",
+            "image/svg+xml",
+            "text/xml",
+            "application/xml",
+            "text/javascript",
+            "application/javascript",
+            "application/pdf",
+            "",
+            "text/plain2",
+        ] {
+            assert!(!is_inert(active), "{active}");
+        }
     }
 }

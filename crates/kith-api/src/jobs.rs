@@ -5,6 +5,11 @@
 //! each report names the attempt it belongs to: one from an attempt whose lease ran out is
 //! refused with 409 (fencing). A claim with `wait` polls this node's local state and only
 //! proposes a claim when a job looks ready, waking on every apply, until the wait runs out.
+//! At most `kith_node::node::CLAIM_WAITS_MAX` such waits are open on a node at once; one
+//! more is answered 503 `too_many_claims` with `retry-after`.
+//!
+//! Routes check parameters in the client's units (seconds) with clear messages, then the
+//! command with `Command::validate` — the check the leader repeats before proposing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,22 +25,18 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::routes::Q;
 use kith_core::jobs::{
-    Enqueue, Job, JobCommand, JobOutcome, JobState, QueueStats, PRIORITY_DEFAULT, PRIORITY_MAX,
+    Enqueue, Job, JobCommand, JobOutcome, JobState, QueueStats, ATTEMPTS_MAX, DELAY_S_MAX,
+    ERROR_BYTES_MAX, LEASE_S_MAX, PRIORITY_DEFAULT, PRIORITY_MAX, RESULT_BYTES_MAX, TIMEOUT_S_MAX,
+    WORKER_CHARS_MAX,
 };
 use kith_core::{Command, Response as Applied};
+use kith_node::node::CLAIM_WAITS_MAX;
 use kith_node::Node;
 
 const LEASE_S_DEFAULT: u64 = 30;
-const LEASE_S_MAX: u64 = 3600;
 const WAIT_S_MAX: u64 = 60;
-const DELAY_S_MAX: u64 = 365 * 24 * 3600;
 const ATTEMPTS_DEFAULT: u32 = 5;
-const ATTEMPTS_MAX: u32 = 100;
 const TIMEOUT_S_DEFAULT: u64 = 300;
-const TIMEOUT_S_MAX: u64 = 24 * 3600;
-const RESULT_BYTES_MAX: usize = 64 * 1024;
-const ERROR_BYTES_MAX: usize = 8 * 1024;
-const WORKER_CHARS_MAX: usize = 128;
 const LIST_MAX: usize = 500;
 
 type Shared = State<Arc<Node>>;
@@ -112,8 +113,11 @@ fn stats_json(queue: &str, s: &QueueStats) -> Value {
 }
 
 async fn run(node: &Node, command: JobCommand) -> Result<JobOutcome, ApiError> {
-    match node.write(Command::Job(command)).await? {
+    let command = Command::Job(command);
+    command.validate(&node.limits())?;
+    match node.write(command).await? {
         Applied::Job(outcome) => Ok(outcome),
+        Applied::Rejected { reason } => Err(ApiError::rejected(reason)),
         other => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -247,6 +251,21 @@ pub async fn claim(
             "worker must be 1 to {WORKER_CHARS_MAX} printable characters"
         )));
     }
+    // Only a claim that may wait holds a permit; it is released when the poll ends.
+    let _permit = if wait_s > 0 {
+        Some(node.claim_waits.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_claims",
+                format!(
+                    "this node already holds {CLAIM_WAITS_MAX} waiting claims; retry later \
+                     or ask another node"
+                ),
+            )
+        })?)
+    } else {
+        None
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s);
     let mut wake = node.state().subscribe();
     loop {
@@ -330,7 +349,11 @@ pub async fn report(
         "fail" => {
             let error = r.error.ok_or_else(|| bad("fail needs an error message"))?;
             if error.len() > ERROR_BYTES_MAX {
-                return Err(bad(format!("error is limited to {ERROR_BYTES_MAX} bytes")));
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("error is limited to {ERROR_BYTES_MAX} bytes"),
+                ));
             }
             JobCommand::Fail {
                 id,

@@ -38,12 +38,24 @@ use tokio::net::TcpListener;
 /// The complete router: public API and peer routes.
 pub fn router(node: Arc<Node>) -> Router {
     // CORS wraps everything, fallbacks included, so a browser's preflight for any route
-    // gets its answer.
+    // gets its answer; `nosniff` outermost, so no answer at all goes without it.
     routes::router(node.clone())
         .merge(files::router(node.clone()))
         .merge(internal::router(node.clone()))
         .merge(files::internal_router(node))
         .layer(routes::cors())
+        .layer(axum::middleware::map_response(nosniff))
+}
+
+/// Every answer says `X-Content-Type-Options: nosniff`: a browser takes the declared
+/// Content-Type at its word and never guesses an uploaded file (or a JSON error that
+/// echoes input) into HTML or script.
+async fn nosniff(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Serves `node` on `listener` until `shutdown` resolves, then finishes in-flight requests.

@@ -109,7 +109,9 @@ pub async fn post_message(
         keep: 0,
         rooms_max: 0,
     };
-    match node.write(Command::Post(post)).await? {
+    let command = Command::Post(post);
+    command.validate(&node.limits())?;
+    match node.write(command).await? {
         Applied::Posted { seq, id, duplicate } => {
             let status = if duplicate {
                 StatusCode::OK
@@ -119,6 +121,7 @@ pub async fn post_message(
             let answer = json!({"room": room, "seq": seq, "id": id, "duplicate": duplicate});
             Ok((status, Json(answer)).into_response())
         }
+        Applied::Rejected { reason } => Err(ApiError::rejected(reason)),
         Applied::RoomsFull { max } => Err(ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "rooms_full",
@@ -190,6 +193,7 @@ pub async fn history(
             "limit must be between 1 and {PAGE_MAX}"
         )));
     }
+    let first_wanted = crate::routes::next_after(q.after, "after")?;
     node.read_barrier(consistency(q.consistency.as_deref())?)
         .await?;
     let state = node.state();
@@ -203,7 +207,7 @@ pub async fn history(
             last_activity_ms: 0,
         });
     let messages = state.messages(&room, q.after, limit).map_err(storage)?;
-    let dropped = meta.first_seq.saturating_sub(q.after + 1);
+    let dropped = meta.first_seq.saturating_sub(first_wanted);
     let more = messages.last().is_some_and(|m| m.seq < meta.last_seq);
     let messages: Vec<Value> = messages.iter().map(|m| message_json(&room, m)).collect();
     Ok(Json(json!({
@@ -230,21 +234,15 @@ pub async fn stream(
     Q(q): Q<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let room = room_from_path(path)?;
-    let resume_after = match headers.get("last-event-id") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a message seq"))?,
-        ),
-        None => None,
-    };
+    let resume_after = crate::routes::last_event_id(&headers, "message seq")?;
     let last_seq = node
         .state()
         .room(&room)
         .map_err(storage)?
         .map_or(0, |m| m.last_seq);
     let after = resume_after.or(q.after).unwrap_or(last_seq);
+    // The stream counts on `after + 1`.
+    crate::routes::next_after(after, "after")?;
     let permit = node.watchers.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -302,9 +300,12 @@ impl RoomStream {
                 Err(e) => return Some(self.end(&e.to_string())),
             };
             if let Some(meta) = meta {
-                if self.after + 1 < meta.first_seq {
+                // `after` starts below u64::MAX (checked on entry) and only grows to seqs
+                // the room has issued, so `after + 1` saturates only in theory.
+                let from_seq = self.after.saturating_add(1);
+                if from_seq < meta.first_seq {
                     // Retention dropped messages this reader never received: say so.
-                    let data = json!({"from_seq": self.after + 1, "to_seq": meta.first_seq - 1});
+                    let data = json!({"from_seq": from_seq, "to_seq": meta.first_seq - 1});
                     self.after = meta.first_seq - 1;
                     return Some(Event::default().event("gap").data(data.to_string()));
                 }

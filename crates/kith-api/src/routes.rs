@@ -1,7 +1,9 @@
 //! The public `/v1/…` routes.
 //!
 //! Every handler validates its input completely before calling the node, so a refused
-//! request changes nothing.
+//! request changes nothing. Commands are checked with `Command::validate` against the
+//! node's limits — the very check the leader repeats before proposing — so a client gets
+//! the same error whichever node it asked.
 
 use std::sync::Arc;
 
@@ -19,9 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use kith_core::limits::{
-    validate_key, validate_ttl_s, validate_value, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
-};
+use kith_core::limits::{validate_key, validate_ttl_s, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX};
 use kith_core::{Command, NodeId, Response as Applied};
 use kith_node::{Consistency, Node};
 
@@ -191,6 +191,31 @@ pub(crate) fn parse_limit(
     }
 }
 
+/// The position after `n`, a revision or seq a client resumes after: 400 when `n` is the
+/// largest integer, which nothing can follow.
+pub(crate) fn next_after(n: u64, what: &str) -> Result<u64, ApiError> {
+    n.checked_add(1).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{what} must be below {}; nothing can follow it",
+            u64::MAX
+        ))
+    })
+}
+
+/// The `Last-Event-ID` header as the integer `what` (a revision or seq), if sent.
+pub(crate) fn last_event_id(headers: &HeaderMap, what: &str) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("last-event-id") else {
+        return Ok(None);
+    };
+    let n = value
+        .to_str()
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .ok_or_else(|| ApiError::bad_request(format!("Last-Event-ID must be a {what}")))?;
+    next_after(n, "Last-Event-ID")?;
+    Ok(Some(n))
+}
+
 pub(crate) fn parse_consistency(value: Option<&str>) -> Result<Consistency, ApiError> {
     match value {
         None | Some("linearizable") => Ok(Consistency::Linearizable),
@@ -248,27 +273,9 @@ async fn add_member(
     request: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = request.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if request.id == 0 {
-        return Err(ApiError::bad_request("node id must be a positive integer"));
-    }
-    validate_addr(&request.addr)?;
+    kith_core::limits::validate_member(request.id, &request.addr)?;
     node.add_member(request.id, request.addr).await?;
     Ok(Json(json!({"added": request.id})).into_response())
-}
-
-/// A peer address must be `HOST:PORT`, as `kith serve --listen` takes it.
-fn validate_addr(addr: &str) -> Result<(), ApiError> {
-    let ok = addr.len() <= 255
-        && addr.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "addr must be HOST:PORT, got '{addr}'"
-        )))
-    }
 }
 
 async fn remove_member(
@@ -335,19 +342,19 @@ async fn put_key(
 ) -> Result<Response, ApiError> {
     let key = key_from_path(path)?;
     let value = body(value, node.config.value_bytes_max)?;
-    validate_value(&value, node.config.value_bytes_max)?;
+    // Seconds are checked first so the error speaks the client's unit; the bound keeps the
+    // product far from overflow.
     if let Some(ttl) = query.ttl {
         validate_ttl_s(ttl)?;
     }
-    let applied = node
-        .write(Command::Put {
-            key,
-            value: value.to_vec(),
-            if_revision: query.if_revision,
-            ttl_ms: query.ttl.map(|s| s * 1000),
-        })
-        .await?;
-    write_answer(applied)
+    let command = Command::Put {
+        key,
+        value: value.to_vec(),
+        if_revision: query.if_revision,
+        ttl_ms: query.ttl.map(|s| s * 1000),
+    };
+    command.validate(&node.limits())?;
+    write_answer(node.write(command).await?)
 }
 
 async fn delete_key(
@@ -376,6 +383,7 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
             "revision_mismatch",
             format!("the key's current revision is {current}; nothing was changed"),
         )),
+        Applied::Rejected { reason } => Err(ApiError::rejected(reason)),
         Applied::None
         | Applied::Posted { .. }
         | Applied::RoomsFull { .. }

@@ -51,22 +51,14 @@ pub async fn watch(
             "prefix is longer than the longest key",
         ));
     }
-    let resume_after = match headers.get("last-event-id") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be a revision number"))?,
-        ),
-        None => None,
-    };
+    let resume_after = crate::routes::last_event_id(&headers, "revision number")?;
     let state = node.state();
     let current = state.kv_meta().map_err(internal)?.revision;
     let from = match (resume_after, query.from_revision) {
-        (Some(last), _) => last + 1,
+        (Some(last), _) => crate::routes::next_after(last, "Last-Event-ID")?,
         (None, Some(0)) => return Err(ApiError::bad_request("from_revision starts at 1")),
         (None, Some(n)) => n,
-        (None, None) => current + 1,
+        (None, None) => current.saturating_add(1),
     };
     let compacted = state.events_compacted().map_err(internal)?;
     if from <= compacted {

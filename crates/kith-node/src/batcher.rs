@@ -177,5 +177,9 @@ fn copy_error(e: &ForwardError) -> ForwardError {
         ForwardError::NoQuorum => ForwardError::NoQuorum,
         ForwardError::Membership(m) => ForwardError::Membership(m.clone()),
         ForwardError::Internal(m) => ForwardError::Internal(m.clone()),
+        ForwardError::Invalid { message, too_large } => ForwardError::Invalid {
+            message: message.clone(),
+            too_large: *too_large,
+        },
     }
 }

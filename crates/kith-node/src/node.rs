@@ -24,11 +24,15 @@ use crate::read_batcher::ReadIndexBatcher;
 use crate::{NodeConfig, NodeError};
 use kith_core::jobs::JobCommand;
 use kith_core::ledger::to_hex;
+use kith_core::limits::{InvalidInput, Limits};
 use kith_core::{Command, KvEntry, NodeId, Proposal, Response};
 use kith_storage::{LogStore, StateReader, StoreConfig, TypeConfig};
 
 /// Entries per AppendEntries RPC; bounds a peer request to about this many values.
 pub const APPEND_ENTRIES_MAX: u64 = 64;
+/// Most claim long-polls (`POST /v1/queues/{q}/claim?wait=S`, S > 0) one node holds open at
+/// once: each holds a task and an apply subscription for up to its wait.
+pub const CLAIM_WAITS_MAX: usize = 1024;
 /// Attempts to find and reach the leader for one request.
 const LEADER_ATTEMPTS_MAX: u32 = 5;
 /// How long adding a member may take, catch-up included.
@@ -128,6 +132,9 @@ pub struct Node {
     expiry_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Bounds concurrent watch streams (`watchers_max`).
     pub watchers: Arc<tokio::sync::Semaphore>,
+    /// Bounds open claim long-polls ([`CLAIM_WAITS_MAX`]); a permit lives as long as the
+    /// poll.
+    pub claim_waits: Arc<tokio::sync::Semaphore>,
     /// Request counters, written by the HTTP layer, read by `/v1/health` and `/metrics`.
     pub stats: Stats,
     /// This node's chunk store and files background work (see [`crate::files`]).
@@ -208,6 +215,7 @@ impl Node {
             read_batcher,
             forwarder: Forwarder::start(node.clone()),
             watchers: Arc::new(tokio::sync::Semaphore::new(config.watchers_max)),
+            claim_waits: Arc::new(tokio::sync::Semaphore::new(CLAIM_WAITS_MAX)),
             stats: Stats::default(),
             config,
             raft,
@@ -598,8 +606,21 @@ impl Node {
             .map(|n| n.addr.clone())
     }
 
+    /// The input bounds this node enforces, from its configuration.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            value_bytes_max: self.config.value_bytes_max,
+            job_payload_bytes_max: self.config.job_payload_bytes_max,
+            file_bytes_max: self.config.file_bytes_max,
+        }
+    }
+
     /// Proposes one command on this node (the leader) and waits until it is applied.
+    ///
+    /// Every command is validated here, whatever path it came by (a public route on this
+    /// node, or a peer's forward), so nothing the public API would refuse reaches the log.
     async fn propose(&self, mut command: Command, now_ms: u64) -> Result<Response, ForwardError> {
+        command.validate(&self.limits()).map_err(invalid)?;
         // Cluster-wide bounds are the leader's to set, so every replica applies the same ones.
         let retention_ms = self.config.job_retention.as_millis() as u64;
         match &mut command {
@@ -676,6 +697,7 @@ impl Node {
                 Ok(answer) => answer.map(ForwardResponse::ReadIndex),
             },
             ForwardRequest::AddMember { id, addr } => {
+                kith_core::limits::validate_member(id, &addr).map_err(invalid)?;
                 let node = BasicNode::new(addr);
                 match timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(id, node, true)).await {
                     Err(_) => {
@@ -774,6 +796,17 @@ fn final_error(e: ForwardError) -> NodeError {
         },
         ForwardError::Membership(m) => NodeError::Membership(m),
         ForwardError::Internal(m) => NodeError::Internal(m),
+        ForwardError::Invalid { message, too_large } => {
+            NodeError::InvalidInput(InvalidInput::Refused { message, too_large })
+        }
+    }
+}
+
+/// A refused input as the leader answers it (to itself or to a forwarding peer).
+fn invalid(e: InvalidInput) -> ForwardError {
+    ForwardError::Invalid {
+        too_large: e.is_too_large(),
+        message: e.to_string(),
     }
 }
 

@@ -71,4 +71,10 @@ pub enum ForwardError {
     NoQuorum,
     Membership(String),
     Internal(String),
+    /// The request broke an input rule (`kith_core::limits`); nothing was proposed.
+    /// `too_large` says whether it was refused for its size, as the public route would.
+    Invalid {
+        message: String,
+        too_large: bool,
+    },
 }

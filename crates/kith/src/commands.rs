@@ -127,9 +127,9 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
             };
             let revision = client.put_with(&key, value.as_bytes(), options).await?;
             if json_out {
-                println!("{}", json!({"key": key, "revision": revision}));
+                outln!("{}", json!({"key": key, "revision": revision}));
             } else {
-                println!("OK revision {revision}");
+                outln!("OK revision {revision}");
             }
         }
         KvCommand::Get { key, stale } => {
@@ -138,7 +138,7 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
             };
             if json_out {
                 let text = String::from_utf8_lossy(&found.value);
-                println!(
+                outln!(
                     "{}",
                     json!({"key": key, "value": text, "revision": found.revision})
                 );
@@ -152,14 +152,14 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
         KvCommand::Del { key, if_revision } => {
             let (revision, deleted) = client.delete(&key, if_revision).await?;
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"key": key, "revision": revision, "deleted": deleted})
                 );
             } else if deleted {
-                println!("deleted, revision {revision}");
+                outln!("deleted, revision {revision}");
             } else {
-                println!("no such key");
+                outln!("no such key");
             }
         }
         KvCommand::Watch {
@@ -207,7 +207,7 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
         } => {
             let list = client.list(&prefix, limit, consistency(stale)).await?;
             if json_out {
-                println!("{list}");
+                outln!("{list}");
             } else {
                 print_list(&list);
             }
@@ -234,7 +234,7 @@ fn print_list(list: &Value) {
         .collect();
     print_table(&["KEY", "REVISION", "VALUE"], &rows);
     if list["more"].as_bool() == Some(true) {
-        println!("(more keys match; raise --limit)");
+        outln!("(more keys match; raise --limit)");
     }
 }
 
@@ -260,7 +260,7 @@ pub(crate) fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        outln!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -275,7 +275,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         ClusterCommand::Status => {
             let status = client.cluster().await?;
             if json_out {
-                println!("{status}");
+                outln!("{status}");
                 return Ok(());
             }
             let members = status["members"]
@@ -325,17 +325,17 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
             }
             client.add_member(id, &addr).await?;
             if json_out {
-                println!("{}", json!({"added": id}));
+                outln!("{}", json!({"added": id}));
             } else {
-                println!("node {id} added");
+                outln!("node {id} added");
             }
         }
         ClusterCommand::Remove { id } => {
             client.remove_member(id).await?;
             if json_out {
-                println!("{}", json!({"removed": id}));
+                outln!("{}", json!({"removed": id}));
             } else {
-                println!("node {id} removed");
+                outln!("node {id} removed");
             }
         }
     }
@@ -407,12 +407,12 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
     let json_out = args.common.output == Output::Json;
     if divergent.is_empty() {
         if json_out {
-            println!(
+            outln!(
                 "{}",
                 json!({"agree": true, "index": common, "hash": reference, "members": members.len()})
             );
         } else {
-            println!(
+            outln!(
                 "OK: all {} members hold the same history up to index {common} (hash {reference})",
                 members.len()
             );
@@ -438,7 +438,7 @@ pub async fn ledger(args: LedgerArgs) -> anyhow::Result<()> {
         }
     }
     if json_out {
-        println!(
+        outln!(
             "{}",
             json!({"agree": false, "index": common, "divergent": report})
         );
@@ -559,15 +559,15 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
             }
             let id = client.enqueue(&queue, &job).await?;
             if json_out {
-                println!("{}", json!({ "id": id }));
+                outln!("{}", json!({ "id": id }));
             } else {
-                println!("job {id}");
+                outln!("job {id}");
             }
         }
         JobsCommand::Ls => {
             let queues = client.queues().await?;
             if json_out {
-                println!("{queues}");
+                outln!("{queues}");
                 return Ok(());
             }
             let rows: Vec<[String; 7]> = queues["queues"]
@@ -600,15 +600,15 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
                 &rows,
             );
         }
-        JobsCommand::Get { id } => println!("{}", client.job(id).await?),
-        JobsCommand::Dead { queue } => println!("{}", client.dead_letters(&queue).await?),
+        JobsCommand::Get { id } => outln!("{}", client.job(id).await?),
+        JobsCommand::Dead { queue } => outln!("{}", client.dead_letters(&queue).await?),
         JobsCommand::Retry { id } => {
             client.retry_job(id).await?;
-            println!("job {id} is ready again");
+            outln!("job {id} is ready again");
         }
         JobsCommand::Cancel { id } => {
             client.cancel_job(id).await?;
-            println!("job {id} cancelled");
+            outln!("job {id} cancelled");
         }
     }
     Ok(())

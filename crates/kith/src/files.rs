@@ -117,9 +117,9 @@ pub async fn run(args: FilesArgs) -> anyhow::Result<()> {
             check_path(&path)?;
             let deleted = client.delete_file(&path).await?;
             if json_out {
-                println!("{}", json!({"path": path, "deleted": deleted}));
+                outln!("{}", json!({"path": path, "deleted": deleted}));
             } else if deleted {
-                println!("deleted {path}");
+                outln!("deleted {path}");
             } else {
                 bail!("no such file: {path}");
             }
@@ -131,13 +131,13 @@ pub async fn run(args: FilesArgs) -> anyhow::Result<()> {
             let share = client.share_file(&path, Some(seconds)).await?;
             let url = format!("{}{}", client.endpoints()[0], share.url);
             if json_out {
-                println!(
+                outln!(
                     "{}",
                     json!({"url": url, "token": share.token, "path": share.path,
                            "expires_at_ms": share.expires_at_ms})
                 );
             } else {
-                println!("{url}");
+                outln!("{url}");
             }
             Ok(())
         }
@@ -149,9 +149,9 @@ pub async fn run(args: FilesArgs) -> anyhow::Result<()> {
                 bail!("no such share: {token}");
             }
             if json_out {
-                println!("{}", json!({"token": token, "revoked": true}));
+                outln!("{}", json!({"token": token, "revoked": true}));
             } else {
-                println!("revoked {token}");
+                outln!("revoked {token}");
             }
             Ok(())
         }
@@ -162,7 +162,7 @@ pub async fn run(args: FilesArgs) -> anyhow::Result<()> {
                 .await?
                 .with_context(|| format!("no such file: {path}"))?;
             if json_out {
-                println!("{}", explain_json(&explain));
+                outln!("{}", explain_json(&explain));
             } else {
                 print_placement(&explain);
             }
@@ -207,9 +207,9 @@ async fn put(
     bar.finish_and_clear();
     let info = outcome?;
     if json_out {
-        println!("{}", info_json(&info));
+        outln!("{}", info_json(&info));
     } else {
-        println!(
+        outln!(
             "stored {} ({}, {} × {} copies, version {})",
             info.path,
             human_bytes(info.size),
@@ -335,7 +335,7 @@ async fn ls(client: &Client, prefix: &str, limit: usize, json_out: bool) -> anyh
     }
     if json_out {
         let list: Vec<_> = files.iter().map(info_json).collect();
-        println!("{}", json!({"files": list, "more": more}));
+        outln!("{}", json!({"files": list, "more": more}));
         return Ok(());
     }
     let rows: Vec<[String; 5]> = files
@@ -352,7 +352,7 @@ async fn ls(client: &Client, prefix: &str, limit: usize, json_out: bool) -> anyh
         .collect();
     print_table(&["PATH", "SIZE", "VERSION", "TYPE", "BLAKE3"], &rows);
     if more {
-        println!("(more files match; raise --limit)");
+        outln!("(more files match; raise --limit)");
     }
     Ok(())
 }
@@ -380,7 +380,7 @@ fn explain_json(e: &FileExplain) -> serde_json::Value {
 
 /// One row per chunk: where it is, where it should be, and whether that is enough.
 fn print_placement(e: &FileExplain) {
-    println!(
+    outln!(
         "{}: {} in {}, {} copies wanted, version {}",
         e.path,
         human_bytes(e.size),

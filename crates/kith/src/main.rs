@@ -4,7 +4,10 @@
 //! Modules: [`serve`] (one node), [`dev`] (the local-cluster supervisor), [`commands`] (the
 //! client subcommands and their table/json output), [`chat`] (the terminal chat client),
 //! [`worker`] (`kith worker`, which runs jobs), [`files`] (`kith files`, transfers with
-//! progress bars).
+//! progress bars), [`out`] (standard output that ends quietly when its reader goes).
+
+#[macro_use]
+mod out;
 
 mod chat;
 mod commands;
@@ -85,6 +88,8 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of our output has gone (`kith … | head`): nothing more to say.
+        Err(e) if out::is_closed_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kith: {e:#}");
             std::process::ExitCode::FAILURE

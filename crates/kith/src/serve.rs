@@ -33,7 +33,8 @@ pub struct ServeArgs {
     /// Join a running cluster through any member's URL (`http://HOST:PORT`).
     #[arg(long)]
     join: Option<String>,
-    /// Largest value a put may carry, in bytes.
+    /// Largest value a put may carry, in bytes (at most 64 MiB, the bound every replica
+    /// enforces when it applies a write).
     #[arg(long, default_value_t = kith_core::limits::VALUE_BYTES_MAX_DEFAULT)]
     value_bytes_max: usize,
     /// Snapshot and compact the log after this many applied entries.
@@ -117,6 +118,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     if args.id == 0 {
         bail!("--id must be a positive integer");
+    }
+    let ceiling = kith_core::limits::VALUE_BYTES_CEILING;
+    if args.value_bytes_max > ceiling {
+        bail!("--value-bytes-max must be at most {ceiling}");
     }
     let peers = args.peers.as_deref().map(parse_peers).transpose()?;
     if let Some(peers) = &peers {
