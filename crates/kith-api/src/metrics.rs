@@ -55,6 +55,12 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         u64::from(h.ready),
     );
     gauge("file_chunks", "File chunks held.", h.file_chunks);
+    let claim_waits = kith_node::node::CLAIM_WAITS_MAX - node.claim_waits.available_permits();
+    gauge(
+        "claim_waits",
+        "Claim long-polls open on this node (bounded by CLAIM_WAITS_MAX).",
+        claim_waits as u64,
+    );
     gauge(
         "file_chunk_bytes",
         "Bytes of file chunks held.",

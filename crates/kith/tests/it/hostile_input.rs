@@ -347,3 +347,75 @@ async fn the_cli_ends_quietly_when_its_output_pipe_closes() {
         assert_eq!(said, "", "{args:?}");
     }
 }
+
+/// Open claim long-polls are bounded: one past `CLAIM_WAITS_MAX` answers 503 with a JSON
+/// error and `retry-after`, a claim that does not wait is still served, and a waiting
+/// client that hangs up gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_claim_long_polls_are_bounded() {
+    let cluster = TestCluster::start(1, &[]);
+    cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
+    let base = cluster.url(1);
+    let claim = |wait_s: u64| {
+        cluster
+            .http()
+            .post(format!("{base}/v1/queues/idle/claim?wait={wait_s}"))
+            .timeout(Duration::from_secs(90))
+            .send()
+    };
+    let max = kith_node::node::CLAIM_WAITS_MAX;
+    // Connections are opened a batch at a time, each batch once the last is answered by
+    // the node: a thousand connects at once overflow the listen backlog, and a dropped SYN
+    // is retried only seconds later.
+    let mut waits = Vec::with_capacity(max);
+    let mut open = 0;
+    while open < max {
+        let batch = 64.min(max - open);
+        waits.extend((0..batch).map(|_| tokio::spawn(claim(60))));
+        open += batch;
+        wait_until(
+            "the batch to be waiting",
+            Duration::from_secs(30),
+            || async {
+                let metrics = cluster
+                    .http()
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                let waiting = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix("kith_claim_waits "))?
+                    .trim()
+                    .parse::<usize>()
+                    .ok()?;
+                (waiting >= open).then_some(())
+            },
+        )
+        .await;
+    }
+    let refused = claim(1).await.expect("claim");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.expect("JSON error");
+    assert_eq!(body["error"]["code"], "too_many_claims", "{body}");
+    let now = claim(0).await.expect("claim without wait");
+    assert_eq!(now.status(), StatusCode::NO_CONTENT);
+
+    // The waiting clients hang up: their connections close, and their places come back.
+    for wait in &waits {
+        wait.abort();
+    }
+    wait_until(
+        "the claim bound to free up",
+        Duration::from_secs(30),
+        || async {
+            let r = claim(1).await.expect("claim");
+            (r.status() == StatusCode::NO_CONTENT).then_some(())
+        },
+    )
+    .await;
+}
