@@ -216,7 +216,10 @@ mod tests {
                 ttl_ms: u64::MAX,
             }),
             Command::File(FileCommand::Unshare {
-                token: "not-hex".into(),
+                token: "not-a-token!".into(),
+            }),
+            Command::File(FileCommand::Unshare {
+                token: "a".repeat(65),
             }),
         ];
         for command in &bad {
@@ -272,7 +275,7 @@ mod tests {
 
         let mut files = MemFiles::default();
         let share = FileCommand::Share {
-            token: "zz".into(),
+            token: "z z".into(),
             path: "f".into(),
             ttl_ms: 1000,
         };

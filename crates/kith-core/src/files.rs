@@ -50,8 +50,9 @@ pub const SHARES_MAX: u64 = 100_000;
 pub const SHARE_TTL_S_MAX: u64 = 30 * 24 * 3600;
 /// A share link's life when the request names none, in seconds (one day).
 pub const SHARE_TTL_S_DEFAULT: u64 = 24 * 3600;
-/// A share token's length: 16 random bytes in hex.
-pub const SHARE_TOKEN_CHARS: usize = 32;
+/// Longest share token a command may carry. Nodes make tokens of 16 random bytes in hex
+/// (32 characters); the bound only keeps a forged one small.
+pub const SHARE_TOKEN_CHARS_MAX: usize = 64;
 /// Expired share links dropped per file command (the rest go with later commands).
 const SHARES_PRUNED_PER_APPLY_MAX: usize = 100;
 
@@ -253,12 +254,15 @@ pub fn validate_new_file(file: &NewFile) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a share token's form: [`SHARE_TOKEN_CHARS`] hex digits.
+/// Checks a share token's form: 1 to [`SHARE_TOKEN_CHARS_MAX`] ASCII letters and digits.
 pub fn validate_share_token(token: &str) -> Result<(), InvalidInput> {
-    if token.len() != SHARE_TOKEN_CHARS || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if token.is_empty()
+        || token.len() > SHARE_TOKEN_CHARS_MAX
+        || !token.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(InvalidInput::OutOfRange {
             what: "share token",
-            expected: format!("{SHARE_TOKEN_CHARS} hex digits"),
+            expected: format!("1 to {SHARE_TOKEN_CHARS_MAX} letters and digits"),
         });
     }
     Ok(())
