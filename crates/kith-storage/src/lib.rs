@@ -25,15 +25,18 @@ mod codec;
 mod error;
 mod files_tables;
 mod log_store;
+mod snapshot;
+mod snapshot_inbox;
 mod state_machine;
 mod wal;
 
-use std::io::Cursor;
 use std::path::Path;
 
 pub use chunk_store::{ChunkInfo, ChunkRead, ChunkStore};
 pub use error::StoreError;
 pub use log_store::LogStore;
+pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+pub use snapshot_inbox::SnapshotInbox;
 pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};
 
 openraft::declare_raft_types!(
@@ -46,7 +49,7 @@ openraft::declare_raft_types!(
         NodeId = kith_core::NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 
