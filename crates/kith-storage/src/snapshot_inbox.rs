@@ -39,23 +39,19 @@ pub struct SnapshotInbox {
 impl SnapshotInbox {
     /// An inbox in the data directory `dir`, accepting snapshots up to `SNAPSHOT_BYTES_MAX`.
     /// A partial file left by a crash is removed.
-    pub fn new(dir: &Path) -> Result<Self, StoreError> {
+    pub fn new(dir: &Path) -> Self {
         Self::with_bytes_max(dir, SNAPSHOT_BYTES_MAX)
     }
 
     /// As [`new`](Self::new), with another size bound (for tests).
-    pub fn with_bytes_max(dir: &Path, bytes_max: u64) -> Result<Self, StoreError> {
-        let path = dir.join(INBOX_FILE);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StoreError::Io(e)),
-        }
-        Ok(SnapshotInbox {
-            path,
+    pub fn with_bytes_max(dir: &Path, bytes_max: u64) -> Self {
+        let mut inbox = SnapshotInbox {
+            path: dir.join(INBOX_FILE),
             bytes_max,
             partial: None,
-        })
+        };
+        inbox.finished();
+        inbox
     }
 
     /// Takes one piece. `Ok(None)`: taken, more to come. `Ok(Some(snapshot))`: the last
@@ -182,7 +178,7 @@ mod tests {
     #[tokio::test]
     async fn pieces_must_continue_the_receive_exactly() {
         let dir = tempfile::TempDir::new().unwrap();
-        let mut inbox = SnapshotInbox::with_bytes_max(dir.path(), 100).unwrap();
+        let mut inbox = SnapshotInbox::with_bytes_max(dir.path(), 100);
         assert!(inbox
             .receive(piece("a", 1, 0, b"abc", false))
             .await
@@ -242,7 +238,7 @@ mod tests {
     #[tokio::test]
     async fn a_last_piece_that_is_not_a_snapshot_is_refused_and_dropped() {
         let dir = tempfile::TempDir::new().unwrap();
-        let mut inbox = SnapshotInbox::new(dir.path()).unwrap();
+        let mut inbox = SnapshotInbox::new(dir.path());
         let err = inbox
             .receive(piece("a", 1, 0, b"garbage, not a snapshot", true))
             .await

@@ -9,6 +9,7 @@ mod fault;
 mod files;
 mod files_cli;
 mod harness;
+mod hostile_peer;
 mod jobs;
 mod ledger;
 mod lifecycle;
