@@ -187,3 +187,70 @@ async fn a_piece_that_skips_bytes_is_refused_and_an_older_vote_is_told_the_newer
     );
     assert!(running(cluster.pid(1)));
 }
+
+/// Peer requests in flight are bounded: past the bound a Raft message is refused at once
+/// with 503, forwarded requests (their own pool) still go through, and once the held
+/// requests end the route serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_requests_past_the_in_flight_bound_get_503_at_once() {
+    use tokio::io::AsyncWriteExt;
+
+    let cluster = TestCluster::start(1, &[]);
+    cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
+    let addr = cluster.nodes[0].addr.clone();
+    // Each holds a permit: its headers are in, its body never comes.
+    let mut held = Vec::new();
+    for _ in 0..kith_api::internal::RAFT_REQUESTS_IN_FLIGHT_MAX {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /internal/raft/vote HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1000\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("send head");
+        held.push(stream);
+    }
+    let vote_url = format!("{}/internal/raft/vote", cluster.url(1));
+    let status = wait_until(
+        "the bound to be reached",
+        Duration::from_secs(10),
+        || async {
+            let r = cluster
+                .http()
+                .post(&vote_url)
+                .body(vec![0u8; 4])
+                .send()
+                .await
+                .ok()?;
+            (r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(r.status())
+        },
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+
+    // Forwarded requests have their own pool: a read index still goes through.
+    let read_index =
+        postcard::to_allocvec(&kith_node::protocol::ForwardRequest::ReadIndex).expect("encode");
+    let r = cluster
+        .http()
+        .post(format!("{}/internal/forward", cluster.url(1)))
+        .body(read_index)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("forward answers");
+    assert!(r.status().is_success(), "forward: {}", r.status());
+
+    drop(held);
+    wait_until("the bound to free up", Duration::from_secs(10), || async {
+        let r = cluster
+            .http()
+            .post(&vote_url)
+            .body(vec![0u8; 4])
+            .send()
+            .await
+            .ok()?;
+        (r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+}
