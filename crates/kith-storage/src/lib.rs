@@ -8,7 +8,10 @@
 //! - [`StateMachineStore`]: the applied key-value state, its expiry index, the recent change
 //!   events (for watches), the ledger (hash chain) and the applied log id, all written in one
 //!   redb transaction per batch of applied entries (`state.redb`), plus the latest snapshot
-//!   (`snapshot.bin`, replaced atomically).
+//!   (`snapshot.bin`, replaced atomically; its format, building and installing are in
+//!   `snapshot`, all streamed record by record, never a whole copy in memory).
+//! - [`SnapshotInbox`]: a snapshot arriving from a peer in pieces, assembled in a file
+//!   (`snapshot.recv`) and checked whole ([`verify_snapshot`]) before Raft may install it.
 //! - [`ChunkStore`]: the file chunks this node holds (`chunks/`), one durable file per
 //!   chunk, named and verified by its BLAKE3 hash.
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's

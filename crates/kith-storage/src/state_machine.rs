@@ -51,16 +51,14 @@
 //!   only when openraft asks for the current snapshot (to send it to a follower that is
 //!   behind the purged log, and once at startup): after a durable commit (a copy must never
 //!   be ahead of what survives a crash), one consistent redb read of the state as it is
-//!   then, at or past the promised index, encoded in memory and kept in `snapshot.bin`
-//!   (temporary file, fsync, rename) until a newer build makes it stale. So the cost of a
-//!   copy of the whole state is paid per follower that needs one, not per 10,000 entries.
-//! - A snapshot carries the state and the kept history (events and ledger hashes, after the
-//!   body: see [`SnapshotHistory`]), so a node that installs one answers watches and ledger
-//!   lookups exactly as the others do, and goes on trimming alike. A snapshot from before
-//!   the history was carried installs with the history starting at its revision.
-//!
-//! Snapshot data is built in memory (the whole key space postcard-encoded): fine for the data
-//! sizes kith's kv store targets; a streaming format is the upgrade path for larger stores.
+//!   then, at or past the promised index, streamed record by record into `snapshot.bin`
+//!   (temporary file, fsync, rename; the format is in `snapshot`) and kept until a newer
+//!   build makes it stale. So the cost of a copy of the whole state is paid per follower
+//!   that needs one, not per 10,000 entries, and never in memory.
+//! - A snapshot carries the state and the kept history (events and ledger hashes), so a node
+//!   that installs one answers watches and ledger lookups exactly as the others do, and goes
+//!   on trimming alike. An install replaces every table and all of `meta` in one durable
+//!   transaction that commits only once the whole file has checked out.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
