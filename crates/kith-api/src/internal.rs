@@ -176,26 +176,38 @@ async fn snapshot(node: Arc<Node>, inbox: Arc<Mutex<SnapshotInbox>>, body: Bytes
     ) {
         return ours(my_vote);
     }
-    let vote = request.vote;
-    let mut inbox = inbox.lock().await;
-    match inbox.receive(request).await {
-        Ok(None) => ours(my_vote),
-        Ok(Some(snapshot)) => {
-            let installed = raft.install_full_snapshot(vote, snapshot).await;
-            inbox.finished();
-            encode(&installed.map(Into::into).map_err(RaftError::Fatal) as &SnapshotAnswer)
+    // A task of its own: the sender may stop waiting (a large install outlasts its
+    // timeout), and the install and the inbox's cleanup must still run to the end.
+    let raft = raft.clone();
+    let task = tokio::spawn(async move {
+        let vote = request.vote;
+        let mut inbox = inbox.lock().await;
+        match inbox.receive(request).await {
+            Ok(None) => Ok(SnapshotAnswer::Ok(InstallSnapshotResponse {
+                vote: my_vote,
+            })),
+            Ok(Some(snapshot)) => {
+                let installed = raft.install_full_snapshot(vote, snapshot).await;
+                inbox.finished();
+                Ok(installed.map(Into::into).map_err(RaftError::Fatal))
+            }
+            Err(refused) => Err(refused),
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "snapshot piece refused");
-            let status = match e {
+    });
+    match task.await {
+        Ok(Ok(answer)) => encode(&answer),
+        Ok(Err(refused)) => {
+            tracing::warn!(error = %refused, "snapshot piece refused");
+            let status = match refused {
                 StoreError::SnapshotTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 StoreError::SnapshotOffset { .. } | StoreError::InvalidSnapshot(_) => {
                     StatusCode::BAD_REQUEST
                 }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            (status, e.to_string()).into_response()
+            (status, refused.to_string()).into_response()
         }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

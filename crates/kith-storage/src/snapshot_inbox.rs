@@ -92,8 +92,10 @@ impl SnapshotInbox {
         if offset == 0 {
             // A new snapshot, a new sender, or the same one starting over (after a timeout
             // it sends again from the start).
-            self.partial = None;
-            let file = tokio::fs::File::create(&self.path)
+            // A new file, never the old one truncated: an install may still be reading the
+            // last file (its sender gave up waiting), and its inode lives on until it is done.
+            self.finished();
+            let file = tokio::fs::File::create_new(&self.path)
                 .await
                 .map_err(StoreError::Io)?;
             self.partial = Some(Partial {
@@ -246,5 +248,39 @@ mod tests {
         assert!(matches!(err, StoreError::InvalidSnapshot(_)), "{err}");
         assert!(!dir.path().join(INBOX_FILE).exists());
         assert_eq!(inbox.received(), 0);
+    }
+
+    /// A receive that starts while the last snapshot is still being installed (its sender
+    /// stopped waiting) never touches the file the install reads.
+    #[tokio::test]
+    async fn a_new_receive_leaves_the_file_being_installed_whole() {
+        use openraft::storage::RaftStateMachine;
+        use openraft::RaftSnapshotBuilder;
+        use tokio::io::AsyncReadExt;
+
+        let src = tempfile::TempDir::new().unwrap();
+        let mut sm = crate::StateMachineStore::open(src.path(), Default::default()).unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        let bytes = std::fs::read(src.path().join("snapshot.bin")).unwrap();
+
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut inbox = SnapshotInbox::new(dir.path());
+        let mut request = piece("x", 1, 0, &bytes, true);
+        request.meta = current.meta.clone();
+        let mut received = inbox.receive(request).await.unwrap().expect("whole");
+        assert_eq!(received.meta, current.meta);
+
+        inbox
+            .receive(piece("y", 2, 0, b"other", false))
+            .await
+            .unwrap();
+        let mut read_back = Vec::new();
+        received.snapshot.read_to_end(&mut read_back).await.unwrap();
+        assert_eq!(read_back, bytes);
     }
 }
