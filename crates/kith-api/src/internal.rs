@@ -3,10 +3,26 @@
 //! Bodies are postcard both ways; answers are `Result`s encoded as-is so the sender sees the
 //! receiver's Raft error exactly. These routes are for other kith nodes only.
 //!
+//! Refuses, with 503 and at once, a Raft or forward request past the in-flight bounds
+//! ([`RAFT_REQUESTS_IN_FLIGHT_MAX`], [`FORWARDS_IN_FLIGHT_MAX`]; a request counts from before
+//! its body is read until it is answered), so a flood of peer requests holds at most that
+//! many bodies. Raft's own messages have their own pool, so forwarded writes and reads can
+//! never crowd out the votes and appends that keep the cluster live.
+//!
+//! Snapshots arrive in pieces on `/internal/raft/snapshot`; kith assembles them itself in a
+//! file ([`SnapshotInbox`]), one receive at a time, rather than through openraft's chunked
+//! receive (which seeks an in-memory buffer to whatever offset a message names). A sender
+//! whose vote is below this node's is answered with this node's vote, as openraft would, so
+//! a stale leader steps down. A piece out of order is a 400, a snapshot past
+//! [`SNAPSHOT_BYTES_MAX`](kith_storage::SNAPSHOT_BYTES_MAX) a 413, a finished file that is not
+//! a whole snapshot a 400; only a file that checked out is handed to
+//! `Raft::install_full_snapshot`, so no message can make the install fail and stop the core.
+//!
 //! One exception is for the fault suite: `POST /internal/faults` (JSON [`FaultSettings`])
 //! sets this node's test-only delay and loss on outgoing peer messages. It answers 403
 //! unless the node was started with `--enable-fault-injection`.
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,19 +31,56 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::{Mutex, Semaphore};
 
+use kith_core::NodeId;
 use kith_node::network::{FaultSettings, POSTCARD};
 use kith_node::protocol::route;
 use kith_node::Node;
+use kith_storage::{SnapshotInbox, StoreError, TypeConfig};
+
+/// Raft messages (appends, votes, snapshot pieces) being read or served at once. A leader
+/// keeps about two streams per follower (replication and heartbeats) and a snapshot send,
+/// a candidate one vote request per peer: 64 covers clusters of well over a dozen nodes.
+pub const RAFT_REQUESTS_IN_FLIGHT_MAX: usize = 64;
+/// Forwarded requests being read or served at once. Each follower forwards up to 4 write
+/// batches at a time, and one read-index request per linearizable read its clients make.
+pub const FORWARDS_IN_FLIGHT_MAX: usize = 512;
+
+/// The in-flight bounds' permits.
+#[derive(Clone)]
+struct InFlight {
+    raft: Arc<Semaphore>,
+    forwards: Arc<Semaphore>,
+}
+
+type SnapshotAnswer =
+    Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
 pub fn router(node: Arc<Node>) -> Router {
     let body_limit = kith_node::protocol::peer_body_bytes_max(&node.config);
+    let in_flight = InFlight {
+        raft: Arc::new(Semaphore::new(RAFT_REQUESTS_IN_FLIGHT_MAX)),
+        forwards: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX)),
+    };
+    // Held across a whole piece, install included: one receive at a time.
+    let inbox = Arc::new(Mutex::new(SnapshotInbox::new(&node.config.data_dir)));
+    let snapshot_route = move |State(node): State<Arc<Node>>, body: Bytes| {
+        let inbox = inbox.clone();
+        async move { snapshot(node, inbox, body).await }
+    };
     Router::new()
         .route(route::APPEND, post(append))
         .route(route::VOTE, post(vote))
-        .route(route::SNAPSHOT, post(snapshot))
+        .route(route::SNAPSHOT, post(snapshot_route))
         .route(route::FORWARD, post(forward))
+        .layer(axum::middleware::from_fn_with_state(
+            in_flight,
+            bound_in_flight,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             refuse_when_isolated,
@@ -51,6 +104,27 @@ pub(crate) async fn refuse_when_isolated(
         )
             .into_response();
     }
+    next.run(request).await
+}
+
+/// Admits a request only while its pool has a permit, held until it is answered.
+async fn bound_in_flight(
+    State(in_flight): State<InFlight>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let pool = if request.uri().path() == route::FORWARD {
+        &in_flight.forwards
+    } else {
+        &in_flight.raft
+    };
+    let Ok(_permit) = pool.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many peer requests in flight; try again",
+        )
+            .into_response();
+    };
     next.run(request).await
 }
 
@@ -83,10 +157,57 @@ async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     }
 }
 
-async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(request) => encode(&node.raft().install_snapshot(request).await),
-        Err(m) => refuse(m),
+/// One piece of a snapshot (see the module docs).
+async fn snapshot(node: Arc<Node>, inbox: Arc<Mutex<SnapshotInbox>>, body: Bytes) -> Response {
+    let request: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
+        Ok(request) => request,
+        Err(m) => return refuse(m),
+    };
+    drop(body);
+    let raft = node.raft();
+    let my_vote = match raft.with_raft_state(|state| *state.vote_ref()).await {
+        Ok(vote) => vote,
+        Err(fatal) => return encode(&SnapshotAnswer::Err(RaftError::Fatal(fatal))),
+    };
+    let ours = |vote| encode(&SnapshotAnswer::Ok(InstallSnapshotResponse { vote }));
+    if !matches!(
+        request.vote.partial_cmp(&my_vote),
+        Some(Ordering::Greater | Ordering::Equal)
+    ) {
+        return ours(my_vote);
+    }
+    // A task of its own: the sender may stop waiting (a large install outlasts its
+    // timeout), and the install and the inbox's cleanup must still run to the end.
+    let raft = raft.clone();
+    let task = tokio::spawn(async move {
+        let vote = request.vote;
+        let mut inbox = inbox.lock().await;
+        match inbox.receive(request).await {
+            Ok(None) => Ok(SnapshotAnswer::Ok(InstallSnapshotResponse {
+                vote: my_vote,
+            })),
+            Ok(Some(snapshot)) => {
+                let installed = raft.install_full_snapshot(vote, snapshot).await;
+                inbox.finished();
+                Ok(installed.map(Into::into).map_err(RaftError::Fatal))
+            }
+            Err(refused) => Err(refused),
+        }
+    });
+    match task.await {
+        Ok(Ok(answer)) => encode(&answer),
+        Ok(Err(refused)) => {
+            tracing::warn!(error = %refused, "snapshot piece refused");
+            let status = match refused {
+                StoreError::SnapshotTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                StoreError::SnapshotOffset { .. } | StoreError::InvalidSnapshot(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, refused.to_string()).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

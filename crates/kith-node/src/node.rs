@@ -177,6 +177,8 @@ impl Node {
             max_in_snapshot_log_to_keep: config.snapshot_logs_keep,
             max_payload_entries: APPEND_ENTRIES_MAX,
             install_snapshot_timeout: 2_000,
+            snapshot_max_chunk_size: kith_storage::SNAPSHOT_CHUNK_BYTES
+                .min(crate::protocol::peer_body_bytes_max(&config) as u64 / 2),
             ..Default::default()
         }
         .validate()

@@ -9,6 +9,15 @@ pub enum StoreError {
     Io(std::io::Error),
     #[error("corrupt record: {0}")]
     Corrupt(#[from] postcard::Error),
+    /// A snapshot file that is not whole: bad header, record, order or checksum.
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+    /// A snapshot piece that does not continue the receive in progress.
+    #[error("snapshot piece at offset {got}, expected {expected}")]
+    SnapshotOffset { expected: u64, got: u64 },
+    /// A snapshot larger than a node accepts.
+    #[error("snapshot larger than {bytes_max} bytes")]
+    SnapshotTooLarge { bytes_max: u64 },
 }
 
 macro_rules! engine_error {

@@ -44,23 +44,28 @@ impl<'t> RedbFiles<'t> {
         })
     }
 
-    /// Replaces everything with a snapshot's manifests and shares.
-    pub fn install(&mut self, files: &[Manifest], shares: &[Share]) -> Result<(), StoreError> {
+    /// Empties every files table (a snapshot install replaces them).
+    pub fn clear(&mut self) -> Result<(), StoreError> {
         self.files.retain(|_, _| false)?;
         self.refs.retain(|_, _| false)?;
         self.shares.retain(|_, _| false)?;
         self.share_expiry.retain(|_, _| false)?;
-        for manifest in files {
-            self.put_file(manifest)?;
-            for chunk in &manifest.chunks {
-                let refs = self.chunk_refs(&chunk.hash)?;
-                self.set_chunk_refs(&chunk.hash, refs + 1)?;
-            }
-        }
-        for share in shares {
-            self.put_share(share)?;
+        Ok(())
+    }
+
+    /// Adds a snapshot's manifest and counts its chunk references.
+    pub fn install_file(&mut self, manifest: &Manifest) -> Result<(), StoreError> {
+        self.put_file(manifest)?;
+        for chunk in &manifest.chunks {
+            let refs = self.chunk_refs(&chunk.hash)?;
+            self.set_chunk_refs(&chunk.hash, refs.saturating_add(1))?;
         }
         Ok(())
+    }
+
+    /// Adds a snapshot's share link.
+    pub fn install_share(&mut self, share: &Share) -> Result<(), StoreError> {
+        self.put_share(share)
     }
 }
 
@@ -138,21 +143,6 @@ impl FilesTable for RedbFiles<'_> {
         }
         Ok(due)
     }
-}
-
-/// Everything a snapshot carries for files.
-pub(crate) fn snapshot(
-    txn: &redb::ReadTransaction,
-) -> Result<(Vec<Manifest>, Vec<Share>), StoreError> {
-    let mut files = Vec::new();
-    for item in txn.open_table(FILES)?.iter()? {
-        files.push(decode(item?.1.value())?);
-    }
-    let mut shares = Vec::new();
-    for item in txn.open_table(SHARES)?.iter()? {
-        shares.push(decode(item?.1.value())?);
-    }
-    Ok((files, shares))
 }
 
 impl StateReader {

@@ -8,7 +8,10 @@
 //! - [`StateMachineStore`]: the applied key-value state, its expiry index, the recent change
 //!   events (for watches), the ledger (hash chain) and the applied log id, all written in one
 //!   redb transaction per batch of applied entries (`state.redb`), plus the latest snapshot
-//!   (`snapshot.bin`, replaced atomically).
+//!   (`snapshot.bin`, replaced atomically; its format, building and installing are in
+//!   `snapshot`, all streamed record by record, never a whole copy in memory).
+//! - [`SnapshotInbox`]: a snapshot arriving from a peer in pieces, assembled in a file
+//!   (`snapshot.recv`) and checked whole ([`verify_snapshot`]) before Raft may install it.
 //! - [`ChunkStore`]: the file chunks this node holds (`chunks/`), one durable file per
 //!   chunk, named and verified by its BLAKE3 hash.
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
@@ -25,15 +28,18 @@ mod codec;
 mod error;
 mod files_tables;
 mod log_store;
+mod snapshot;
+mod snapshot_inbox;
 mod state_machine;
 mod wal;
 
-use std::io::Cursor;
 use std::path::Path;
 
 pub use chunk_store::{ChunkInfo, ChunkRead, ChunkStore};
 pub use error::StoreError;
 pub use log_store::LogStore;
+pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+pub use snapshot_inbox::SnapshotInbox;
 pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};
 
 openraft::declare_raft_types!(
@@ -46,7 +52,7 @@ openraft::declare_raft_types!(
         NodeId = kith_core::NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

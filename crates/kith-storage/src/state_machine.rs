@@ -51,25 +51,22 @@
 //!   only when openraft asks for the current snapshot (to send it to a follower that is
 //!   behind the purged log, and once at startup): after a durable commit (a copy must never
 //!   be ahead of what survives a crash), one consistent redb read of the state as it is
-//!   then, at or past the promised index, encoded in memory and kept in `snapshot.bin`
-//!   (temporary file, fsync, rename) until a newer build makes it stale. So the cost of a
-//!   copy of the whole state is paid per follower that needs one, not per 10,000 entries.
-//! - A snapshot carries the state and the kept history (events and ledger hashes, after the
-//!   body: see [`SnapshotHistory`]), so a node that installs one answers watches and ledger
-//!   lookups exactly as the others do, and goes on trimming alike. A snapshot from before
-//!   the history was carried installs with the history starting at its revision.
-//!
-//! Snapshot data is built in memory (the whole key space postcard-encoded): fine for the data
-//! sizes kith's kv store targets; a streaming format is the upgrade path for larger stores.
+//!   then, at or past the promised index, streamed record by record into `snapshot.bin`
+//!   (temporary file, fsync, rename; the format is in `snapshot`) and kept until a newer
+//!   build makes it stale. So the cost of a copy of the whole state is paid per follower
+//!   that needs one, not per 10,000 entries, and never in memory.
+//! - A snapshot carries the state and the kept history (events and ledger hashes), so a node
+//!   that installs one answers watches and ledger lookups exactly as the others do, and goes
+//!   on trimming alike. An install replaces every table and all of `meta` in one durable
+//!   transaction that commits only once the whole file has checked out.
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
 };
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
@@ -79,38 +76,40 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
-use crate::files_tables::{self, RedbFiles};
+use crate::files_tables::RedbFiles;
+use crate::snapshot::{self, SnapshotBuilder};
 use crate::{StoreError, TypeConfig};
-use kith_core::files::{self, Manifest, Share};
+use kith_core::files;
 use kith_core::jobs::{self, Job, JobTable, QueueStats};
 use kith_core::ledger::{self, Hash};
 use kith_core::rooms::{self, Message, RoomMeta, RoomTable};
 use kith_core::{kv, Command, KvEntry, KvEvent, KvMeta, KvTable, NodeId, Response};
 
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
-const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
-const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
-const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-const MESSAGE_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("message_ids");
-const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
-const JOB_READY: TableDefinition<(&str, u8, u64), ()> = TableDefinition::new("job_ready");
-const JOB_TIMERS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_timers");
-const JOB_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("job_keys");
-const JOB_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_stats");
-const KEY_JOB_NEXT_ID: &str = "job_next_id";
-const KEY_FILES_VERSION: &str = "files_version";
+pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+pub(crate) const EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("expiry");
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(crate) const LEDGER: TableDefinition<u64, &[u8]> = TableDefinition::new("ledger");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
+pub(crate) const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
+pub(crate) const MESSAGE_IDS: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("message_ids");
+pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+pub(crate) const JOB_READY: TableDefinition<(&str, u8, u64), ()> =
+    TableDefinition::new("job_ready");
+pub(crate) const JOB_TIMERS: TableDefinition<(u64, u64), ()> = TableDefinition::new("job_timers");
+pub(crate) const JOB_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("job_keys");
+pub(crate) const JOB_STATS: TableDefinition<&str, &[u8]> = TableDefinition::new("job_stats");
+pub(crate) const KEY_JOB_NEXT_ID: &str = "job_next_id";
+pub(crate) const KEY_FILES_VERSION: &str = "files_version";
 
-const KEY_LAST_APPLIED: &str = "last_applied";
-const KEY_MEMBERSHIP: &str = "membership";
-const KEY_KV_META: &str = "kv_meta";
-const KEY_LEDGER_HEAD: &str = "ledger_head";
-const KEY_EVENTS_COMPACTED: &str = "events_compacted";
+pub(crate) const KEY_LAST_APPLIED: &str = "last_applied";
+pub(crate) const KEY_MEMBERSHIP: &str = "membership";
+pub(crate) const KEY_KV_META: &str = "kv_meta";
+pub(crate) const KEY_LEDGER_HEAD: &str = "ledger_head";
+pub(crate) const KEY_EVENTS_COMPACTED: &str = "events_compacted";
 /// The metadata of the newest snapshot built or installed (see the module docs).
-const KEY_SNAPSHOT: &str = "snapshot";
-const SNAPSHOT_FILE: &str = "snapshot.bin";
+pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 
 /// An apply is committed with fsync once this long has passed since the last one that was,
 /// or after this many applies without; the others rely on the log (see above). Together they
@@ -128,8 +127,8 @@ const APPLY_LOG_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(3
 const HISTORY_CHUNK_MAX: u64 = 256;
 const HISTORY_CHUNK_DIVISOR: u64 = 16;
 
-type SResult<T> = Result<T, StorageError<NodeId>>;
-type Membership = StoredMembership<NodeId, BasicNode>;
+pub(crate) type SResult<T> = Result<T, StorageError<NodeId>>;
+pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
 
 /// Bounds on the history the state machine keeps.
 #[derive(Clone, Copy, Debug)]
@@ -190,43 +189,6 @@ pub struct StateMachineStore {
 pub struct StateReader {
     pub(crate) db: Arc<Database>,
     revision_tx: Arc<watch::Sender<u64>>,
-}
-
-/// The payload of a snapshot: the full key space at `last_applied`.
-#[derive(Serialize, Deserialize)]
-struct SnapshotBody {
-    kv_meta: KvMeta,
-    ledger_head: LedgerHead,
-    entries: Vec<(String, KvEntry)>,
-    rooms: Vec<(String, RoomMeta)>,
-    messages: Vec<(String, Message)>,
-    jobs: Vec<Job>,
-    job_stats: Vec<(String, QueueStats)>,
-    job_next_id: u64,
-    files: Vec<Manifest>,
-    shares: Vec<Share>,
-    files_version: u64,
-}
-
-/// The recent history a snapshot carries after its [`SnapshotBody`], so that a node which
-/// installs it serves the same watches and ledger lookups as every other member. Encoded
-/// after the body: snapshots from before it end with the body, and install as "no history
-/// before the snapshot".
-#[derive(Serialize, Deserialize)]
-struct SnapshotHistory {
-    /// Every event at or below this revision is gone.
-    events_compacted: u64,
-    /// The kept change events, oldest first.
-    events: Vec<KvEvent>,
-    /// The kept ledger hashes, by log index, oldest first (the head's included).
-    ledger: Vec<(u64, Hash)>,
-}
-
-/// What `snapshot.bin` holds.
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
-    data: Vec<u8>,
 }
 
 /// Backs [`KvTable`] with open redb tables inside one write transaction.
@@ -449,7 +411,7 @@ impl JobTable for RedbJobs<'_> {
 }
 
 /// Where a job sits in the indexes, rebuilt from the job itself on snapshot install.
-fn index_job(
+pub(crate) fn index_job(
     job: &Job,
     ready: &mut Table<'_, (&'static str, u8, u64), ()>,
     timers: &mut Table<'_, (u64, u64), ()>,
@@ -498,7 +460,7 @@ fn history_cutoff(newest: u64, kept: u64) -> u64 {
     exact - exact % chunk
 }
 
-fn meta_get<T: for<'de> Deserialize<'de>>(
+pub(crate) fn meta_get<T: for<'de> Deserialize<'de>>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
@@ -508,7 +470,7 @@ fn meta_get<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn meta_put<T: Serialize>(
+pub(crate) fn meta_put<T: Serialize>(
     table: &mut Table<'_, &'static str, &'static [u8]>,
     key: &str,
     value: &T,
@@ -755,103 +717,6 @@ impl StateMachineStore {
         self.revision_tx.send_replace(kv_meta.revision);
         Ok(responses)
     }
-
-    fn install_inner(
-        &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
-        data: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        let (body, rest): (SnapshotBody, &[u8]) = postcard::take_from_bytes(&data)?;
-        let history: Option<SnapshotHistory> = if rest.is_empty() {
-            None
-        } else {
-            Some(decode(rest)?)
-        };
-        let txn = self.db.begin_write()?;
-        let job_timer_first_ms;
-        {
-            let mut kv_table = txn.open_table(KV)?;
-            let mut expiry = txn.open_table(EXPIRY)?;
-            kv_table.retain(|_, _| false)?;
-            expiry.retain(|_, _| false)?;
-            for (key, entry) in &body.entries {
-                kv_table.insert(key.as_str(), encode(entry)?.as_slice())?;
-                if let Some(at) = entry.expires_at_ms {
-                    expiry.insert((at, key.as_str()), ())?;
-                }
-            }
-            let mut rooms_table = txn.open_table(ROOMS)?;
-            let mut messages = txn.open_table(MESSAGES)?;
-            let mut ids = txn.open_table(MESSAGE_IDS)?;
-            rooms_table.retain(|_, _| false)?;
-            messages.retain(|_, _| false)?;
-            ids.retain(|_, _| false)?;
-            for (room, meta) in &body.rooms {
-                rooms_table.insert(room.as_str(), encode(meta)?.as_slice())?;
-            }
-            for (room, message) in &body.messages {
-                messages.insert((room.as_str(), message.seq), encode(message)?.as_slice())?;
-                ids.insert((room.as_str(), message.id.as_str()), message.seq)?;
-            }
-            let mut jobs_table = txn.open_table(JOBS)?;
-            let mut ready = txn.open_table(JOB_READY)?;
-            let mut timers = txn.open_table(JOB_TIMERS)?;
-            let mut keys = txn.open_table(JOB_KEYS)?;
-            let mut stats = txn.open_table(JOB_STATS)?;
-            jobs_table.retain(|_, _| false)?;
-            ready.retain(|_, _| false)?;
-            timers.retain(|_, _| false)?;
-            keys.retain(|_, _| false)?;
-            stats.retain(|_, _| false)?;
-            for job in &body.jobs {
-                jobs_table.insert(job.id, encode(job)?.as_slice())?;
-                index_job(job, &mut ready, &mut timers, &mut keys)?;
-            }
-            for (queue, s) in &body.job_stats {
-                stats.insert(queue.as_str(), encode(s)?.as_slice())?;
-            }
-            job_timer_first_ms = timers.first()?.map(|(k, _)| k.value().0);
-            RedbFiles::open(&txn, body.files_version)?.install(&body.files, &body.shares)?;
-            // The kept history travels with the snapshot; one from an older kith has none,
-            // and then the history starts here.
-            let mut events = txn.open_table(EVENTS)?;
-            events.retain(|_, _| false)?;
-            let mut ledger_table = txn.open_table(LEDGER)?;
-            ledger_table.retain(|_, _| false)?;
-            ledger_table.insert(body.ledger_head.index, body.ledger_head.hash.as_slice())?;
-            if let Some(history) = &history {
-                for event in &history.events {
-                    events.insert(event.revision, encode(event)?.as_slice())?;
-                }
-                for (index, hash) in &history.ledger {
-                    ledger_table.insert(*index, hash.as_slice())?;
-                }
-            }
-            let mut m = txn.open_table(META)?;
-            meta_put(&mut m, KEY_LAST_APPLIED, &meta.last_log_id)?;
-            meta_put(&mut m, KEY_MEMBERSHIP, &meta.last_membership)?;
-            meta_put(&mut m, KEY_KV_META, &body.kv_meta)?;
-            meta_put(&mut m, KEY_LEDGER_HEAD, &body.ledger_head)?;
-            let events_compacted = history
-                .as_ref()
-                .map_or(body.kv_meta.revision, |h| h.events_compacted);
-            meta_put(&mut m, KEY_EVENTS_COMPACTED, &events_compacted)?;
-            meta_put(&mut m, KEY_JOB_NEXT_ID, &body.job_next_id)?;
-            meta_put(&mut m, KEY_FILES_VERSION, &body.files_version)?;
-            meta_put(&mut m, KEY_SNAPSHOT, meta)?;
-        }
-        txn.commit()?;
-        advance(&self.durable, meta.last_log_id.map_or(0, |l| l.index));
-        self.job_timer_first_ms = job_timer_first_ms;
-        self.revision_tx.send_replace(body.kv_meta.revision);
-        save_snapshot_file(
-            &self.dir,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            },
-        )
-    }
 }
 
 /// A log index named by a test hook's environment variable; always `None` without the
@@ -869,7 +734,7 @@ fn hook_index(_var: &str) -> Option<u64> {
 }
 
 /// Raises the published durable index to `index` (it never goes back).
-fn advance(durable: &watch::Sender<u64>, index: u64) {
+pub(crate) fn advance(durable: &watch::Sender<u64>, index: u64) {
     durable.send_if_modified(|d| {
         let raised = index > *d;
         *d = (*d).max(index);
@@ -878,7 +743,7 @@ fn advance(durable: &watch::Sender<u64>, index: u64) {
 }
 
 /// The `last_applied` index in `meta` (0 for none).
-fn applied_index(
+pub(crate) fn applied_index(
     meta: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<u64, StoreError> {
     let last_applied: Option<LogId<NodeId>> = meta_get(meta, KEY_LAST_APPLIED)?.flatten();
@@ -896,227 +761,6 @@ fn read_kv_meta(db: &Database) -> Result<KvMeta, StoreError> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
     Ok(meta_get(&meta, KEY_KV_META)?.unwrap_or_default())
-}
-
-/// Writes `snapshot.bin` crash-safely: temp file, fsync, rename, fsync the directory.
-fn save_snapshot_file(dir: &Path, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
-    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-    let f = std::fs::File::create(&tmp).map_err(StoreError::Io)?;
-    // Encoded straight into the file: a snapshot can be tens of MiB, and an encoded copy
-    // in memory beside it would double what the copy costs.
-    let f = postcard::to_io(snapshot, std::io::BufWriter::new(f))?
-        .into_inner()
-        .map_err(|e| StoreError::Io(e.into_error()))?;
-    f.sync_all().map_err(StoreError::Io)?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE)).map_err(StoreError::Io)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::Io)?;
-    Ok(())
-}
-
-fn load_snapshot_file(dir: &Path) -> Result<Option<StoredSnapshot>, StoreError> {
-    match std::fs::read(dir.join(SNAPSHOT_FILE)) {
-        Ok(bytes) => Ok(Some(decode(&bytes)?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Io(e)),
-    }
-}
-
-/// Builds a snapshot: records, durably, what the state holds now (see the module docs).
-pub struct SnapshotBuilder {
-    db: Arc<Database>,
-    durable: Arc<watch::Sender<u64>>,
-    seq: u64,
-}
-
-impl SnapshotBuilder {
-    /// Promises a snapshot of the state as it is now; see the module docs.
-    fn build_inner(&mut self) -> Result<Snapshot<TypeConfig>, StoreError> {
-        let (last_applied, last_membership) = {
-            let txn = self.db.begin_read()?;
-            let meta = txn.open_table(META)?;
-            let last_applied: Option<LogId<NodeId>> = meta_get(&meta, KEY_LAST_APPLIED)?.flatten();
-            let membership: Membership = meta_get(&meta, KEY_MEMBERSHIP)?.unwrap_or_default();
-            (last_applied, membership)
-        };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership,
-            snapshot_id: snapshot_id(last_applied, self.seq),
-        };
-        // Once this snapshot exists openraft may purge the log up to it, so the state it
-        // covers must survive a crash: this durable commit makes every apply before it
-        // durable. An install that committed meanwhile holds a newer state: keep its record.
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(META)?;
-            let recorded: Option<SnapshotMeta<NodeId, BasicNode>> = meta_get(&table, KEY_SNAPSHOT)?;
-            if recorded.is_none_or(|r| r.last_log_id < meta.last_log_id) {
-                meta_put(&mut table, KEY_SNAPSHOT, &meta)?;
-            }
-        }
-        txn.commit()?;
-        advance(&self.durable, last_applied.map_or(0, |l| l.index));
-        // openraft keeps only the metadata of a snapshot it had built; the data is made when
-        // it asks for the current snapshot.
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(Vec::new())),
-        })
-    }
-}
-
-/// `TERM-INDEX-SEQ`: unique per snapshot of this process, and readable in logs.
-fn snapshot_id(last_applied: Option<LogId<NodeId>>, seq: u64) -> String {
-    match last_applied {
-        Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, seq),
-        None => format!("0-0-{seq}"),
-    }
-}
-
-/// The current snapshot: `snapshot.bin` while it is at least as new as the recorded one,
-/// otherwise a fresh copy of the state, which then replaces `snapshot.bin`.
-fn current_snapshot(
-    db: &Database,
-    durable: &watch::Sender<u64>,
-    dir: &Path,
-    seq: u64,
-) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
-    let txn = db.begin_read()?;
-    let meta_table = txn.open_table(META)?;
-    let recorded: Option<SnapshotMeta<NodeId, BasicNode>> = meta_get(&meta_table, KEY_SNAPSHOT)?;
-    let stored = load_snapshot_file(dir)?;
-    let as_snapshot = |s: StoredSnapshot| Snapshot {
-        meta: s.meta,
-        snapshot: Box::new(Cursor::new(s.data)),
-    };
-    let Some(recorded) = recorded else {
-        // Nothing was built since (or a data directory from before `meta.snapshot`).
-        return Ok(stored.map(as_snapshot));
-    };
-    if let Some(stored) = stored.filter(|s| s.meta.last_log_id >= recorded.last_log_id) {
-        return Ok(Some(as_snapshot(stored)));
-    }
-    drop((meta_table, txn));
-    // The copy must never be ahead of what survives a crash: openraft takes the current
-    // snapshot's index as a point the log may be purged up to, and after a crash the
-    // entries past the durable state must still be in the log to be re-applied. So make the state durable first
-    // (the caller is openraft's state-machine task, so no apply runs meanwhile), then read.
-    db.begin_write()?.commit()?;
-    let txn = db.begin_read()?;
-    let meta_table = txn.open_table(META)?;
-    advance(durable, applied_index(&meta_table)?);
-    // The state only moves forward from the recorded snapshot (an install records its own),
-    // so this copy is at or past it: a follower that installs it needs no purged entry.
-    let last_applied: Option<LogId<NodeId>> = meta_get(&meta_table, KEY_LAST_APPLIED)?.flatten();
-    let meta = if last_applied == recorded.last_log_id {
-        recorded
-    } else {
-        SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: meta_get(&meta_table, KEY_MEMBERSHIP)?.unwrap_or_default(),
-            snapshot_id: snapshot_id(last_applied, seq),
-        }
-    };
-    let mut data = encode(&snapshot_body(&txn, &meta_table)?)?;
-    data.extend(encode(&snapshot_history(&txn, &meta_table)?)?);
-    let stored = StoredSnapshot { meta, data };
-    save_snapshot_file(dir, &stored)?;
-    Ok(Some(as_snapshot(stored)))
-}
-
-/// The history a snapshot carries, read from the same transaction as its body.
-fn snapshot_history(
-    txn: &redb::ReadTransaction,
-    meta_table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
-) -> Result<SnapshotHistory, StoreError> {
-    let mut events = Vec::new();
-    for item in txn.open_table(EVENTS)?.iter()? {
-        events.push(decode(item?.1.value())?);
-    }
-    let mut ledger = Vec::new();
-    for item in txn.open_table(LEDGER)?.iter()? {
-        let (index, hash) = item?;
-        let hash: Hash = hash
-            .value()
-            .try_into()
-            .map_err(|_| StoreError::Io(std::io::Error::other("ledger hash is not 32 bytes")))?;
-        ledger.push((index.value(), hash));
-    }
-    Ok(SnapshotHistory {
-        events_compacted: meta_get(meta_table, KEY_EVENTS_COMPACTED)?.unwrap_or(0),
-        events,
-        ledger,
-    })
-}
-
-/// Everything a snapshot carries but its history, read from one transaction.
-fn snapshot_body(
-    txn: &redb::ReadTransaction,
-    meta_table: &redb::ReadOnlyTable<&'static str, &'static [u8]>,
-) -> Result<SnapshotBody, StoreError> {
-    let kv_meta: KvMeta = meta_get(meta_table, KEY_KV_META)?.unwrap_or_default();
-    let ledger_head: LedgerHead = meta_get(meta_table, KEY_LEDGER_HEAD)?.unwrap_or_default();
-    let mut entries = Vec::new();
-    for item in txn.open_table(KV)?.iter()? {
-        let (k, v) = item?;
-        entries.push((k.value().to_owned(), decode(v.value())?));
-    }
-    let mut rooms = Vec::new();
-    for item in txn.open_table(ROOMS)?.iter()? {
-        let (k, v) = item?;
-        rooms.push((k.value().to_owned(), decode(v.value())?));
-    }
-    let mut messages = Vec::new();
-    for item in txn.open_table(MESSAGES)?.iter()? {
-        let (k, v) = item?;
-        messages.push((k.value().0.to_owned(), decode(v.value())?));
-    }
-    let mut jobs_list = Vec::new();
-    for item in txn.open_table(JOBS)?.iter()? {
-        jobs_list.push(decode(item?.1.value())?);
-    }
-    let mut job_stats = Vec::new();
-    for item in txn.open_table(JOB_STATS)?.iter()? {
-        let (k, v) = item?;
-        job_stats.push((k.value().to_owned(), decode(v.value())?));
-    }
-    let job_next_id: u64 = meta_get(meta_table, KEY_JOB_NEXT_ID)?.unwrap_or(0);
-    let (files, shares) = files_tables::snapshot(txn)?;
-    let files_version: u64 = meta_get(meta_table, KEY_FILES_VERSION)?.unwrap_or(0);
-    Ok(SnapshotBody {
-        kv_meta,
-        ledger_head,
-        entries,
-        rooms,
-        messages,
-        jobs: jobs_list,
-        job_stats,
-        job_next_id,
-        files,
-        shares,
-        files_version,
-    })
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
-        // The durable commit waits for an fsync and for the write lock an apply may hold.
-        // openraft runs this future on a runtime worker, of which a node has two; a blocking
-        // thread keeps both serving meanwhile.
-        let mut builder = SnapshotBuilder {
-            db: self.db.clone(),
-            durable: self.durable.clone(),
-            seq: self.seq,
-        };
-        tokio::task::spawn_blocking(move || builder.build_inner())
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))
-            .and_then(|built| built)
-            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
-    }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
@@ -1152,22 +796,38 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.snapshot_seq += 1;
         SnapshotBuilder {
             db: self.db.clone(),
+            dir: self.dir.clone(),
             durable: self.durable.clone(),
             seq: self.snapshot_seq,
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    /// kith receives snapshots itself (`SnapshotInbox`); this serves openraft's own
+    /// chunked receive, which kith does not use, with a file no name refers to.
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<tokio::fs::File>> {
+        snapshot::unlinked_file(&self.dir)
+            .map(Box::new)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> SResult<()> {
-        self.install_inner(meta, snapshot.into_inner())
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+        let file = snapshot.into_std().await;
+        let (db, dir, owned_meta) = (self.db.clone(), self.dir.clone(), meta.clone());
+        // Reading the file and writing the state can take a while; off the runtime's workers.
+        let installed =
+            tokio::task::spawn_blocking(move || snapshot::install(&db, &dir, &owned_meta, file))
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))
+                .and_then(|installed| installed)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        advance(&self.durable, meta.last_log_id.map_or(0, |l| l.index));
+        self.job_timer_first_ms = installed.job_timer_first_ms;
+        self.revision_tx.send_replace(installed.revision);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
@@ -1175,7 +835,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.snapshot_seq += 1;
         let (db, durable) = (self.db.clone(), self.durable.clone());
         let (dir, seq) = (self.dir.clone(), self.snapshot_seq);
-        tokio::task::spawn_blocking(move || current_snapshot(&db, &durable, &dir, seq))
+        tokio::task::spawn_blocking(move || snapshot::current_snapshot(&db, &durable, &dir, seq))
             .await
             .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))
             .and_then(|current| current)
@@ -1413,57 +1073,5 @@ impl StateReader {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kith_core::Proposal;
-    use openraft::CommittedLeaderId;
-
-    fn put(index: u64, key: &str) -> Entry<TypeConfig> {
-        Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
-            payload: EntryPayload::Normal(vec![Proposal {
-                now_ms: 1_000,
-                command: Command::Put {
-                    key: key.into(),
-                    value: b"v".to_vec(),
-                    if_revision: None,
-                    ttl_ms: None,
-                },
-            }]),
-        }
-    }
-
-    /// A snapshot made before snapshots carried history ends with its body; it still
-    /// installs, and the node's history starts at the snapshot.
-    #[tokio::test]
-    async fn a_snapshot_without_history_installs_with_history_from_its_revision() {
-        let src = tempfile::TempDir::new().unwrap();
-        let mut sm = StateMachineStore::open(src.path(), StoreConfig::default()).unwrap();
-        sm.apply(vec![put(1, "a"), put(2, "b")]).await.unwrap();
-        sm.get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
-        let current = sm.get_current_snapshot().await.unwrap().unwrap();
-        let data = current.snapshot.into_inner();
-        let (_, history): (SnapshotBody, &[u8]) = postcard::take_from_bytes(&data).unwrap();
-        let body_only = data[..data.len() - history.len()].to_vec();
-
-        let dst = tempfile::TempDir::new().unwrap();
-        let mut other = StateMachineStore::open(dst.path(), StoreConfig::default()).unwrap();
-        other
-            .install_snapshot(&current.meta, Box::new(Cursor::new(body_only)))
-            .await
-            .unwrap();
-        let reader = other.reader();
-        assert_eq!(reader.get("b").unwrap().unwrap().value, b"v");
-        assert_eq!(reader.events_compacted().unwrap(), 2);
-        assert!(reader.events(0, "", 10).unwrap().events.is_empty());
-        assert_eq!(reader.ledger_at(1).unwrap(), (None, Some(2)));
     }
 }

@@ -3,8 +3,6 @@
 //! (Applies leave the job tables closed while no timer is due, so this guards the cache of
 //! the earliest timer that decision rests on.)
 
-use std::io::Cursor;
-
 use kith_core::jobs::{Enqueue, Job, JobCommand, JobState};
 use kith_core::{Command, Proposal};
 use kith_storage::{StateMachineStore, TypeConfig};
@@ -102,9 +100,8 @@ async fn timers_fire_alike_in_one_batch_one_by_one_after_reopen_and_after_instal
     // Installed from a snapshot taken while the job was leased.
     let installed_dir = tempfile::TempDir::new().unwrap();
     let (_, mut installed) = kith_storage::open(installed_dir.path(), Default::default()).unwrap();
-    let data: Cursor<Vec<u8>> = *snapshot.snapshot;
     installed
-        .install_snapshot(&snapshot.meta, Box::new(data))
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .unwrap();
     installed.apply(entries[5..].to_vec()).await.unwrap();

@@ -1,7 +1,5 @@
 //! A store reopened from its directory holds exactly what was made durable.
 
-use std::io::Cursor;
-
 use kith_core::files::{ChunkRef, FileCommand, FileOutcome, NewFile};
 use kith_core::{Command, Proposal, Response};
 use kith_storage::{StateMachineStore, TypeConfig};
@@ -203,9 +201,8 @@ async fn snapshot_installs_into_an_empty_store() {
     let dst = tempfile::TempDir::new().unwrap();
     let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
     other.apply(vec![put(1, 1, "stale", "gone")]).await.unwrap();
-    let data: Cursor<Vec<u8>> = *snapshot.snapshot;
     other
-        .install_snapshot(&snapshot.meta, Box::new(data))
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .unwrap();
     let reader = other.reader();
@@ -352,9 +349,8 @@ async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
     let snapshot = snapshot_to_send(&mut sm).await;
     let dst = tempfile::TempDir::new().unwrap();
     let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
-    let data: Cursor<Vec<u8>> = *snapshot.snapshot;
     other
-        .install_snapshot(&snapshot.meta, Box::new(data))
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
         .unwrap();
     let copy = other.reader();

@@ -10,6 +10,7 @@ mod files;
 mod files_cli;
 mod harness;
 mod hostile_input;
+mod hostile_peer;
 mod jobs;
 mod ledger;
 mod lifecycle;

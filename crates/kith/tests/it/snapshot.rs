@@ -1,4 +1,5 @@
-//! A node that missed compacted log entries catches up by installing a snapshot.
+//! A node that missed compacted log entries catches up by installing a snapshot, one large
+//! enough to travel in several pieces.
 
 use std::time::Duration;
 
@@ -22,6 +23,14 @@ async fn lagging_node_catches_up_from_a_snapshot() {
         .await;
     cluster.kill(lagging);
 
+    // 10 MiB of values: the snapshot is sent in several pieces (4 MiB each).
+    let big = vec![b'v'; 256 << 10];
+    for i in 0..40u32 {
+        client
+            .put(&format!("big/{i}"), &big, None)
+            .await
+            .expect("put a large value while a node is down");
+    }
     for i in 0..120u32 {
         client
             .put(&format!("s/{i}"), i.to_string().as_bytes(), None)
@@ -43,14 +52,17 @@ async fn lagging_node_catches_up_from_a_snapshot() {
     cluster
         .wait_for_value(lagging, "s/119", b"119", Duration::from_secs(30))
         .await;
-    let h = cluster
-        .health(lagging)
-        .await
-        .expect("health of the caught-up node");
-    assert!(
-        h["snapshot_index"].as_u64().unwrap_or(0) > 50,
-        "node {lagging} should have installed a snapshot: {h}"
-    );
+    // The installed state is readable as soon as it commits; openraft records the
+    // snapshot once the install has also kept its copy (`snapshot.bin`).
+    wait_until(
+        "the caught-up node to report the snapshot",
+        Duration::from_secs(10),
+        || async {
+            let h = cluster.health(lagging).await?;
+            (h["snapshot_index"].as_u64()? > 50).then_some(())
+        },
+    )
+    .await;
     let got = cluster
         .client(lagging)
         .get("s/0", Consistency::Stale)
@@ -58,4 +70,13 @@ async fn lagging_node_catches_up_from_a_snapshot() {
         .expect("stale read")
         .expect("s/0 came with the snapshot");
     assert_eq!(got.value, b"0");
+    for i in [0u32, 39] {
+        let got = cluster
+            .client(lagging)
+            .get(&format!("big/{i}"), Consistency::Stale)
+            .await
+            .expect("stale read")
+            .expect("big values came with the snapshot");
+        assert_eq!(got.value, big);
+    }
 }
