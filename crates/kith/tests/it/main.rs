@@ -10,6 +10,7 @@ mod files;
 mod files_cli;
 mod harness;
 mod jobs;
+mod large_writes;
 mod ledger;
 mod lifecycle;
 mod membership;
