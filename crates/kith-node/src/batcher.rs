@@ -59,7 +59,7 @@ const BATCH_PROPOSALS_MAX: usize = 512;
 /// Encoded bytes in one batch: a batch always takes its first proposal, then stops before
 /// one that would pass this. With proposals of at most `protocol::proposal_bytes_max`, no
 /// entry outgrows `protocol::entry_bytes_max`, and so fits in one peer request.
-pub(crate) const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+pub(crate) const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 type Answer = Result<Response, ForwardError>;
 

@@ -120,7 +120,7 @@ impl NodeConfig {
             file_down_after: Duration::from_secs(60),
             file_repair_interval: Duration::from_secs(10),
             file_scrub_bytes_per_s: 4 * 1024 * 1024,
-            append_bytes_max: 2 * 1024 * 1024,
+            append_bytes_max: 1024 * 1024,
         }
     }
 }
