@@ -29,6 +29,9 @@
 //!   them). The entry's response holds exactly one `Response` per proposal (asserted).
 //! - Each waiter gets exactly one answer. A batch that fails or times out gives every
 //!   waiter the same error; as for a single write, a timeout means the outcome is unknown.
+//! - No proposal is larger than `protocol::proposal_bytes_max` (a larger one is refused
+//!   before it is queued), so every entry fits in a request followers accept: a follower
+//!   that refused an entry could never get past it.
 //!
 //! Refuses: deciding what a command means, and any wait of its own: there is no linger
 //! timer, only the queue that forms while earlier batches are in Raft.
@@ -54,8 +57,9 @@ const BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Proposals in one batch (one log entry).
 const BATCH_PROPOSALS_MAX: usize = 512;
 /// Encoded bytes in one batch: a batch always takes its first proposal, then stops before
-/// one that would pass this (values are at most 1 MiB each).
-const BATCH_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// one that would pass this. With proposals of at most `protocol::proposal_bytes_max`, no
+/// entry outgrows `protocol::entry_bytes_max`, and so fits in one peer request.
+pub(crate) const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 type Answer = Result<Response, ForwardError>;
 
@@ -71,19 +75,40 @@ pub(crate) struct ProposalBatcher {
     /// The batcher task's queue. Written by [`ProposalBatcher::write`]; closed when the last
     /// clone is dropped, which ends the task.
     queue: mpsc::Sender<Waiting>,
+    /// Largest encoded proposal accepted (`protocol::proposal_bytes_max`).
+    proposal_bytes_max: usize,
 }
 
 impl ProposalBatcher {
-    /// Starts the batcher task. Each batch is bounded by `request_timeout` in Raft.
-    pub(crate) fn start(raft: Raft<TypeConfig>, log: LogStore, request_timeout: Duration) -> Self {
+    /// Starts the batcher task. Each batch is bounded by `request_timeout` in Raft, and each
+    /// proposal by `proposal_bytes_max` encoded bytes.
+    pub(crate) fn start(
+        raft: Raft<TypeConfig>,
+        log: LogStore,
+        request_timeout: Duration,
+        proposal_bytes_max: usize,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(PROPOSALS_QUEUED_MAX);
         tokio::spawn(run(raft, log, rx, request_timeout));
-        ProposalBatcher { queue }
+        ProposalBatcher {
+            queue,
+            proposal_bytes_max,
+        }
     }
 
     /// Proposes `proposal` in the next batch and waits for its own response.
     pub(crate) async fn write(&self, proposal: Proposal) -> Answer {
-        let bytes = postcard::experimental::serialized_size(&proposal).unwrap_or(0);
+        let bytes = postcard::experimental::serialized_size(&proposal)
+            .map_err(|e| ForwardError::Internal(format!("unencodable proposal: {e}")))?;
+        if bytes > self.proposal_bytes_max {
+            // Validation bounds every command well below this; one that passed it anyway is
+            // refused here rather than written into an entry no follower would accept.
+            return Err(ForwardError::Internal(format!(
+                "a proposal of {bytes} encoded bytes passes the largest a log entry may carry \
+                 ({} bytes)",
+                self.proposal_bytes_max
+            )));
+        }
         let (answer, wait) = oneshot::channel();
         let stopped = || ForwardError::Internal("the write batcher has stopped".into());
         self.queue

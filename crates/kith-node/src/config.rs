@@ -74,6 +74,11 @@ pub struct NodeConfig {
     pub file_repair_interval: Duration,
     /// Bytes of stored chunks the scrubber re-hashes per second (0: off).
     pub file_scrub_bytes_per_s: u64,
+    /// Encoded bytes of log entries one AppendEntries request carries: the leader sends
+    /// fewer entries rather than pass it, and one entry alone whatever its size. Peers accept
+    /// bodies up to `protocol::peer_body_bytes_max`, which is at least this. Smaller requests
+    /// each finish well within openraft's per-RPC timeout (one heartbeat interval).
+    pub append_bytes_max: usize,
 }
 
 impl NodeConfig {
@@ -115,6 +120,7 @@ impl NodeConfig {
             file_down_after: Duration::from_secs(60),
             file_repair_interval: Duration::from_secs(10),
             file_scrub_bytes_per_s: 4 * 1024 * 1024,
+            append_bytes_max: 1024 * 1024,
         }
     }
 }

@@ -44,9 +44,10 @@ const FORWARDS_IN_FLIGHT_MAX: usize = 4;
 /// Commands in one forwarded batch.
 pub(crate) const FORWARD_COMMANDS_MAX: usize = 512;
 /// Encoded bytes in one batch: a batch always takes its first command, then stops before one
-/// that would pass this (values are at most 1 MiB each, and the peer routes accept a few MiB
-/// more than the largest append).
-const FORWARD_BYTES_MAX: usize = 2 * 1024 * 1024;
+/// that would pass this. `protocol::peer_body_bytes_max` covers such a batch, and a batch of
+/// one command of up to `protocol::proposal_bytes_max`; the transport refuses to send
+/// anything larger (a command that outgrew validation fails alone, as it travels alone).
+pub(crate) const FORWARD_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 pub(crate) type Answer = Result<Response, NodeError>;
 

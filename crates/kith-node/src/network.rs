@@ -13,6 +13,14 @@
 //! - Forwarded client requests, file chunks and status reads, which run many at once, share
 //!   one pooled `reqwest` client.
 //!
+//! Size: no message leaves larger than the peer body limit every node accepts
+//! ([`crate::protocol::peer_body_bytes_max`]); encoding stops as soon as a message would
+//! pass it, so an over-large one costs at most that many bytes of work. An AppendEntries
+//! request that would pass it answers openraft with `PayloadTooLarge` and the number of its
+//! entries that fit; openraft's replication stream sends that many at once and keeps to
+//! the hint for its next RPCs. A follower behind by gigabytes so catches up in requests it
+//! accepts, one entry at least (no entry is larger than the limit: see `protocol`).
+//!
 //! Retries: openraft re-sends Raft RPCs itself (with backoff on `Unreachable`), so this layer
 //! never retries one that may have been delivered; the only exception is a request hyper
 //! hands back unsent because its kept connection had closed, which goes once more on a fresh
@@ -32,7 +40,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -65,6 +74,9 @@ pub enum TransportError {
     Connect { addr: String, message: String },
     #[error("timed out talking to {addr}")]
     Timeout { addr: String },
+    /// The message would pass the peer body limit; it was not sent.
+    #[error("a message to {addr} would pass the peer body limit of {bytes_max} bytes")]
+    TooLarge { addr: String, bytes_max: usize },
     #[error("peer {addr}: {message}")]
     Other { addr: String, message: String },
 }
@@ -170,6 +182,8 @@ pub struct PeerTransport {
     faults: Arc<FaultLayer>,
     /// The address outgoing connections are bound to, when the node listens on one.
     local_ip: Option<IpAddr>,
+    /// Largest encoded message sent (`protocol::peer_body_bytes_max`, what peers accept).
+    body_bytes_max: usize,
     /// The last index this node's log holds durably, when the leader's fsync overlaps
     /// replication (`LogStore::overlap_leader_fsync`): see [`PeerConnection`]'s
     /// `append_entries`.
@@ -180,6 +194,7 @@ impl PeerTransport {
     pub fn new(
         listen: SocketAddr,
         timeout: Duration,
+        body_bytes_max: usize,
         faults: Arc<FaultLayer>,
     ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
@@ -199,6 +214,7 @@ impl PeerTransport {
             isolated: Arc::new(AtomicBool::new(false)),
             faults,
             local_ip,
+            body_bytes_max,
             log_durable: None,
         })
     }
@@ -236,7 +252,8 @@ impl PeerTransport {
     }
 
     /// The checks every outgoing peer message passes (the playground's cut, the fault
-    /// layer), then its postcard encoding. `Err` means the message was not sent.
+    /// layer), then its postcard encoding, at most `body_bytes_max` bytes. `Err` means the
+    /// message was not sent.
     async fn admit<Req: Serialize>(
         &self,
         addr: &str,
@@ -248,9 +265,19 @@ impl PeerTransport {
                 message: "this node is cut off from its peers (dev playground)".into(),
             });
         }
-        let bytes = postcard::to_allocvec(body).map_err(|e| TransportError::Other {
-            addr: addr.to_owned(),
-            message: e.to_string(),
+        let capped = CappedVec {
+            bytes: Vec::new(),
+            bytes_max: self.body_bytes_max,
+        };
+        let bytes = postcard::serialize_with_flavor(body, capped).map_err(|e| match e {
+            postcard::Error::SerializeBufferFull => TransportError::TooLarge {
+                addr: addr.to_owned(),
+                bytes_max: self.body_bytes_max,
+            },
+            e => TransportError::Other {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            },
         })?;
         if self.faults.disturb().await.is_err() {
             // A dropped message was certainly not delivered, like a connection never made.
@@ -363,6 +390,60 @@ impl PeerTransport {
     }
 }
 
+/// postcard output that refuses to grow past `bytes_max`: a message too large to send is
+/// found after encoding at most that many bytes of it, and never held whole.
+struct CappedVec {
+    bytes: Vec<u8>,
+    bytes_max: usize,
+}
+
+impl postcard::ser_flavors::Flavor for CappedVec {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        if data.len() > self.bytes_max - self.bytes.len() {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.bytes)
+    }
+}
+
+/// How many of `request`'s entries, from the first, fit in a request of `bytes_max`
+/// encoded bytes; at least one. Measured only once a request has turned out too large.
+fn entries_fitting(request: &AppendEntriesRequest<TypeConfig>, bytes_max: usize) -> u64 {
+    let header = AppendEntriesRequest::<TypeConfig> {
+        vote: request.vote,
+        prev_log_id: request.prev_log_id,
+        leader_commit: request.leader_commit,
+        entries: Vec::new(),
+    };
+    // postcard writes the entry count as a varint: 7 bits a byte. The empty request holds a
+    // one-byte count.
+    let count_bytes = |n: u64| (64 - n.leading_zeros()).div_ceil(7).max(1) as usize;
+    let header = postcard::experimental::serialized_size(&header)
+        .map_or(0, |b| b.saturating_sub(count_bytes(0)));
+    let mut entries_bytes = 0usize;
+    let mut fitting = 0u64;
+    for entry in &request.entries {
+        let entry_bytes = postcard::experimental::serialized_size(entry).unwrap_or(usize::MAX / 4);
+        entries_bytes = entries_bytes.saturating_add(entry_bytes);
+        if header + count_bytes(fitting + 1) + entries_bytes > bytes_max {
+            break;
+        }
+        fitting += 1;
+    }
+    fitting.max(1)
+}
+
 /// A peer's answer: its postcard body when the status is a success, else the status and
 /// the start of the body as the error.
 fn decode_answer<Resp: DeserializeOwned>(
@@ -446,17 +527,29 @@ impl PeerConnection {
         let answer: Result<Resp, RaftError<NodeId, E>> = self
             .exchange(path, request, ttl)
             .await
-            .map_err(|e| match e {
-                TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                TransportError::Timeout { .. } => RPCError::Timeout(Timeout {
-                    action,
-                    id: 0,
-                    target: self.target,
-                    timeout: ttl,
-                }),
-                TransportError::Other { .. } => RPCError::Network(NetworkError::new(&e)),
-            })?;
+            .map_err(|e| self.rpc_error(e, action, ttl))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    /// openraft's name for a transport failure.
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        e: TransportError,
+        action: openraft::RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            TransportError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            TransportError::Timeout { .. } => RPCError::Timeout(Timeout {
+                action,
+                id: 0,
+                target: self.target,
+                timeout: ttl,
+            }),
+            TransportError::TooLarge { .. } | TransportError::Other { .. } => {
+                RPCError::Network(NetworkError::new(&e))
+            }
+        }
     }
 
     /// One request and its answer over this peer's own connection, within `ttl`.
@@ -572,14 +665,22 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map(|e| e.log_id.index)
             .or(rpc.prev_log_id.map(|l| l.index))
             .unwrap_or(0);
-        let answer = self
-            .rpc(
-                route::APPEND,
-                &rpc,
-                &option,
-                openraft::RPCTypes::AppendEntries,
-            )
-            .await?;
+        let sent: Result<Result<_, RaftError<NodeId>>, _> =
+            self.exchange(route::APPEND, &rpc, ttl).await;
+        let answer = match sent {
+            // Fewer entries fit: openraft sends that many at once, and keeps to the hint for
+            // its next few requests. A lone entry never passes the limit (see `protocol`);
+            // if one did, it fails below as a network error, and never goes out.
+            Err(TransportError::TooLarge { bytes_max, .. }) if rpc.entries.len() > 1 => {
+                let hint = entries_fitting(&rpc, bytes_max);
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(hint),
+                ));
+            }
+            outcome => outcome
+                .map_err(|e| self.rpc_error(e, openraft::RPCTypes::AppendEntries, ttl))?
+                .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?,
+        };
         let holds = match &answer {
             AppendEntriesResponse::Success => Some(acked),
             AppendEntriesResponse::PartialSuccess(upto) => upto.map(|l| l.index),
@@ -615,5 +716,118 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.rpc(route::VOTE, &rpc, &option, openraft::RPCTypes::Vote)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kith_core::{Command, Proposal};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    fn entry(index: u64, value_bytes: usize) -> Entry<TypeConfig> {
+        let put = Command::Put {
+            key: format!("k{index}"),
+            value: vec![7; value_bytes],
+            if_revision: None,
+            ttl_ms: None,
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(vec![Proposal {
+                now_ms: 1,
+                command: put,
+            }]),
+        }
+    }
+
+    fn request(value_bytes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 0)),
+            leader_commit: None,
+            entries: (1..).zip(value_bytes).map(|(i, b)| entry(i, *b)).collect(),
+        }
+    }
+
+    fn encoded(request: &AppendEntriesRequest<TypeConfig>) -> usize {
+        postcard::to_allocvec(request).expect("encodes").len()
+    }
+
+    /// A transport that never gets as far as connecting: every message goes to a port
+    /// nothing listens on (1), so only what happens before sending can succeed.
+    fn connection(body_bytes_max: usize) -> PeerConnection {
+        let listen = "127.0.0.1:0".parse().expect("address");
+        let faults = Arc::new(FaultLayer::new(false));
+        let transport = PeerTransport::new(listen, Duration::from_secs(1), body_bytes_max, faults)
+            .expect("client");
+        PeerConnection {
+            transport,
+            target: 2,
+            addr: "127.0.0.1:1".into(),
+            link: None,
+        }
+    }
+
+    #[test]
+    fn capped_encoding_stops_at_the_bound() {
+        let request = request(&[1000, 1000]);
+        let exact = encoded(&request);
+        let fits = CappedVec {
+            bytes: Vec::new(),
+            bytes_max: exact,
+        };
+        let bytes = postcard::serialize_with_flavor(&request, fits).expect("fits exactly");
+        assert_eq!(bytes, postcard::to_allocvec(&request).expect("encodes"));
+        let short = CappedVec {
+            bytes: Vec::new(),
+            bytes_max: exact - 1,
+        };
+        assert_eq!(
+            postcard::serialize_with_flavor(&request, short).unwrap_err(),
+            postcard::Error::SerializeBufferFull
+        );
+    }
+
+    #[test]
+    fn the_hint_names_the_most_entries_that_fit() {
+        let sizes = [3000, 5000, 1000, 4000];
+        let whole = request(&sizes);
+        for n in 1..=sizes.len() {
+            let first_n = encoded(&request(&sizes[..n]));
+            assert_eq!(entries_fitting(&whole, first_n) as usize, n, "{n} entries");
+            if n > 1 {
+                assert_eq!(entries_fitting(&whole, first_n - 1) as usize, n - 1);
+            }
+        }
+        // A first entry larger than the bound alone: still one (a request carries one).
+        assert_eq!(entries_fitting(&whole, 10), 1);
+    }
+
+    #[tokio::test]
+    async fn an_append_too_large_to_send_asks_openraft_for_fewer_entries() {
+        let sizes = [3000, 5000, 1000, 4000];
+        let bytes_max = encoded(&request(&sizes[..2]));
+        let mut peer = connection(bytes_max);
+        let option = RPCOption::new(Duration::from_secs(1));
+        match peer.append_entries(request(&sizes), option.clone()).await {
+            Err(RPCError::PayloadTooLarge(e)) => assert_eq!(e.entries_hint(), 2),
+            other => panic!("expected PayloadTooLarge, got {other:?}"),
+        }
+        // One entry alone is never split further: it fails (without being sent).
+        let mut peer = connection(10);
+        match peer
+            .append_entries(request(&sizes[..1]), option.clone())
+            .await
+        {
+            Err(RPCError::Network(e)) => assert!(e.to_string().contains("peer body limit")),
+            other => panic!("expected a network error, got {other:?}"),
+        }
+        // Within the bound the request goes out (and finds nobody listening).
+        let mut peer = connection(bytes_max);
+        match peer.append_entries(request(&sizes[..2]), option).await {
+            Err(RPCError::Unreachable(_)) => {}
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
     }
 }

@@ -28,7 +28,8 @@ use kith_core::limits::{InvalidInput, Limits};
 use kith_core::{Command, KvEntry, NodeId, Proposal, Response};
 use kith_storage::{LogStore, StateReader, StoreConfig, TypeConfig};
 
-/// Entries per AppendEntries RPC; bounds a peer request to about this many values.
+/// Entries per AppendEntries RPC (openraft's `max_payload_entries`). Their bytes are bounded
+/// apart from this, by the transport (`protocol::peer_body_bytes_max`).
 pub const APPEND_ENTRIES_MAX: u64 = 64;
 /// Most claim long-polls (`POST /v1/queues/{q}/claim?wait=S`, S > 0) one node holds open at
 /// once: each holds a task and an apply subscription for up to its wait.
@@ -176,6 +177,7 @@ impl Node {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: config.snapshot_logs_keep,
             max_payload_entries: APPEND_ENTRIES_MAX,
+            snapshot_max_chunk_size: crate::protocol::SNAPSHOT_CHUNK_BYTES_MAX as u64,
             install_snapshot_timeout: 2_000,
             snapshot_max_chunk_size: kith_storage::SNAPSHOT_CHUNK_BYTES
                 .min(crate::protocol::peer_body_bytes_max(&config) as u64 / 2),
@@ -185,9 +187,14 @@ impl Node {
         .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
         let files = crate::files::Blobs::open(&config)?;
         let faults = Arc::new(FaultLayer::new(config.fault_injection));
-        let transport = PeerTransport::new(config.listen, config.peer_timeout, faults.clone())
-            .map_err(|e| NodeError::Internal(format!("http client: {e}")))?
-            .with_log_gate(log.durable_index());
+        let transport = PeerTransport::new(
+            config.listen,
+            config.peer_timeout,
+            crate::protocol::peer_body_bytes_max(&config),
+            faults.clone(),
+        )
+        .map_err(|e| NodeError::Internal(format!("http client: {e}")))?
+        .with_log_gate(log.durable_index());
         // The leader's fsync overlaps replication (see `LogStore::overlap_leader_fsync`). Two
         // gates keep every commit on durable copies, the leader's included: the transport's
         // above, on the followers' acknowledgements, and the state machine's, on what it
@@ -209,7 +216,12 @@ impl Node {
             config.expiry_check_interval,
             config.request_timeout,
         ));
-        let batcher = ProposalBatcher::start(raft.clone(), log.clone(), config.request_timeout);
+        let batcher = ProposalBatcher::start(
+            raft.clone(),
+            log.clone(),
+            config.request_timeout,
+            crate::protocol::proposal_bytes_max(&config),
+        );
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.request_timeout);
         let node = Arc::new_cyclic(|node| Node {
             files,

@@ -12,6 +12,7 @@ mod harness;
 mod hostile_input;
 mod hostile_peer;
 mod jobs;
+mod large_writes;
 mod ledger;
 mod lifecycle;
 mod membership;
