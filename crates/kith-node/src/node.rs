@@ -179,8 +179,6 @@ impl Node {
             max_payload_entries: APPEND_ENTRIES_MAX,
             snapshot_max_chunk_size: crate::protocol::SNAPSHOT_CHUNK_BYTES_MAX as u64,
             install_snapshot_timeout: 2_000,
-            snapshot_max_chunk_size: kith_storage::SNAPSHOT_CHUNK_BYTES
-                .min(crate::protocol::peer_body_bytes_max(&config) as u64 / 2),
             ..Default::default()
         }
         .validate()

@@ -38,7 +38,7 @@ use std::path::Path;
 pub use chunk_store::{ChunkInfo, ChunkRead, ChunkStore};
 pub use error::StoreError;
 pub use log_store::LogStore;
-pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES};
+pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 pub use snapshot_inbox::SnapshotInbox;
 pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};
 

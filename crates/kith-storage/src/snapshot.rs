@@ -46,9 +46,6 @@ use kith_core::{KvEntry, KvEvent, KvMeta, NodeId};
 /// (a snapshot is about the size of the live state), and below it a hostile or broken
 /// peer can fill at most this much of the data disk with one partial receive.
 pub const SNAPSHOT_BYTES_MAX: u64 = 64 << 30;
-/// The piece a snapshot is sent in (4 MiB, or less where the peer body limit is smaller):
-/// big enough that a round trip per piece costs little, small enough for one message.
-pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 << 20;
 /// Largest single record (64 MiB): a key with its value, a job, a manifest. Every one of
 /// these is far smaller under kith's limits; a length above it means a corrupt file.
 pub const RECORD_BYTES_MAX: u64 = 64 << 20;
