@@ -4,9 +4,10 @@
 //! receiver's Raft error exactly. These routes are for other kith nodes only.
 //!
 //! Refuses, with 503 and at once, a Raft or forward request past the in-flight bounds
-//! ([`RAFT_REQUESTS_IN_FLIGHT_MAX`], [`FORWARDS_IN_FLIGHT_MAX`]; a request counts from before
-//! its body is read until it is answered), so a flood of peer requests holds at most that
-//! many bodies. Raft's own messages have their own pool, so forwarded writes and reads can
+//! ([`RAFT_REQUESTS_IN_FLIGHT_MAX`], [`FORWARDS_IN_FLIGHT_MAX`], and
+//! [`FORWARD_BODY_BYTES_IN_FLIGHT_MAX`] bytes of forwarded bodies; a request counts from
+//! before its body is read until it is answered), so a flood of peer requests holds at most
+//! that many bodies. Raft's own messages have their own pool, so forwarded writes and reads can
 //! never crowd out the votes and appends that keep the cluster live.
 //!
 //! Snapshots arrive in pieces on `/internal/raft/snapshot`; kith assembles them itself in a
@@ -49,12 +50,21 @@ pub const RAFT_REQUESTS_IN_FLIGHT_MAX: usize = 64;
 /// Forwarded requests being read or served at once. Each follower forwards up to 4 write
 /// batches at a time, and one read-index request per linearizable read its clients make.
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 512;
+/// Bytes of forwarded-request bodies held at once. Most forwards are a few hundred bytes
+/// (read indexes, small writes); without this, 512 forwards of the largest body each would
+/// hold over a gigabyte. Raft's pool needs no byte budget: 64 of its largest bodies are
+/// about 160 MiB.
+pub const FORWARD_BODY_BYTES_IN_FLIGHT_MAX: usize = 64 * 1024 * 1024;
 
 /// The in-flight bounds' permits.
 #[derive(Clone)]
 struct InFlight {
     raft: Arc<Semaphore>,
     forwards: Arc<Semaphore>,
+    /// One permit per byte of forwarded bodies being held (`Content-Length`, or the body
+    /// limit when the sender names none).
+    forward_bytes: Arc<Semaphore>,
+    body_bytes_max: usize,
 }
 
 type SnapshotAnswer =
@@ -65,6 +75,8 @@ pub fn router(node: Arc<Node>) -> Router {
     let in_flight = InFlight {
         raft: Arc::new(Semaphore::new(RAFT_REQUESTS_IN_FLIGHT_MAX)),
         forwards: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX)),
+        forward_bytes: Arc::new(Semaphore::new(FORWARD_BODY_BYTES_IN_FLIGHT_MAX)),
+        body_bytes_max: body_limit,
     };
     // Held across a whole piece, install included: one receive at a time.
     let inbox = Arc::new(Mutex::new(SnapshotInbox::new(&node.config.data_dir)));
@@ -113,17 +125,41 @@ async fn bound_in_flight(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let pool = if request.uri().path() == route::FORWARD {
+    let busy = || {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many peer requests in flight; try again",
+        )
+            .into_response()
+    };
+    let forward = request.uri().path() == route::FORWARD;
+    let pool = if forward {
         &in_flight.forwards
     } else {
         &in_flight.raft
     };
     let Ok(_permit) = pool.clone().try_acquire_owned() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many peer requests in flight; try again",
-        )
-            .into_response();
+        return busy();
+    };
+    let _bytes = if forward {
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(in_flight.body_bytes_max);
+        // A body past the limit is refused by the body extractor; it holds no more.
+        let bytes = declared.clamp(1, in_flight.body_bytes_max) as u32;
+        match in_flight
+            .forward_bytes
+            .clone()
+            .try_acquire_many_owned(bytes)
+        {
+            Ok(permit) => Some(permit),
+            Err(_) => return busy(),
+        }
+    } else {
+        None
     };
     next.run(request).await
 }
