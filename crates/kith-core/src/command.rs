@@ -44,6 +44,8 @@ pub enum Command {
     Job(crate::jobs::JobCommand),
     /// A files command: commit or delete a manifest, create or revoke a share link.
     File(crate::files::FileCommand),
+    /// Delete a chat room: its kept messages, their ids and its slot under `rooms_max`.
+    DeleteRoom { room: String },
 }
 
 /// The outcome of applying one log entry.
@@ -72,6 +74,8 @@ pub enum Response {
     Job(crate::jobs::JobOutcome),
     /// What a files command produced.
     File(crate::files::FileOutcome),
+    /// What deleting a room did: `deleted` is false when there was no such room.
+    RoomDeleted { deleted: bool, messages: u64 },
 }
 
 #[cfg(test)]

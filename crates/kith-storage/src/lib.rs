@@ -12,7 +12,8 @@
 //! - [`ChunkStore`]: the file chunks this node holds (`chunks/`), one durable file per
 //!   chunk, named and verified by its BLAKE3 hash.
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
-//!   read paths; it never blocks writers (redb is MVCC).
+//!   read paths; it never blocks writers (redb is MVCC). `StateReader::stored_bytes`
+//!   (`stored_bytes`) measures the data it holds, for the storage quota.
 //!
 //! Refuses: networking, clocks, deciding what a command means (that is `kith-core`), and
 //! knowing about HTTP. Only this crate knows redb exists.
@@ -26,6 +27,7 @@ mod error;
 mod files_tables;
 mod log_store;
 mod state_machine;
+mod stored_bytes;
 mod wal;
 
 use std::io::Cursor;
