@@ -177,5 +177,6 @@ fn copy_error(e: &ForwardError) -> ForwardError {
         ForwardError::NoQuorum => ForwardError::NoQuorum,
         ForwardError::Membership(m) => ForwardError::Membership(m.clone()),
         ForwardError::Internal(m) => ForwardError::Internal(m.clone()),
+        ForwardError::QuotaExceeded(usage) => ForwardError::QuotaExceeded(*usage),
     }
 }

@@ -74,6 +74,9 @@ pub struct NodeConfig {
     pub file_repair_interval: Duration,
     /// Bytes of stored chunks the scrubber re-hashes per second (0: off).
     pub file_scrub_bytes_per_s: u64,
+    /// The storage quota: past it, writes that add data are refused (see [`crate::quota`]).
+    /// Applied by the leader to proposals, and by each node to the chunks it stores.
+    pub quota_bytes: u64,
 }
 
 impl NodeConfig {
@@ -115,6 +118,7 @@ impl NodeConfig {
             file_down_after: Duration::from_secs(60),
             file_repair_interval: Duration::from_secs(10),
             file_scrub_bytes_per_s: 4 * 1024 * 1024,
+            quota_bytes: crate::quota::QUOTA_BYTES_DEFAULT,
         }
     }
 }

@@ -71,4 +71,6 @@ pub enum ForwardError {
     NoQuorum,
     Membership(String),
     Internal(String),
+    /// The leader is past its storage quota and refuses writes that add data.
+    QuotaExceeded(crate::quota::QuotaUsage),
 }
