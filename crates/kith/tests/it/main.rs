@@ -13,6 +13,7 @@ mod jobs;
 mod ledger;
 mod lifecycle;
 mod membership;
+mod quota;
 mod reads;
 mod rooms;
 mod routing;
