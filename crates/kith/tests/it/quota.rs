@@ -75,9 +75,23 @@ async fn past_the_quota_growing_writes_answer_507_and_deleting_gets_back_under()
     let (status, answer) = put(&cluster, follower, "big/via-follower", VALUE_BYTES).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{answer}");
     assert_eq!(answer["error"]["code"], "quota_exceeded", "{answer}");
-    // A small put is refused too: past the quota, nothing grows.
+    // A small put is refused too: past the quota, nothing grows. So is a file upload.
     let (status, _) = put(&cluster, follower, "small", 1).await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    let r = cluster
+        .http()
+        .put(format!("{}/v1/files/f.bin", cluster.url(follower)))
+        .body(vec![b'f'; 10_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "quota_exceeded", "{answer}");
+    assert_eq!(
+        call(&cluster, reqwest::Method::GET, leader, "/v1/files/f.bin").await,
+        StatusCode::NOT_FOUND
+    );
 
     // The alarm shows in health and in /metrics.
     let q = quota_of(&cluster, leader).await;
