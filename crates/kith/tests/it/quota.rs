@@ -223,6 +223,11 @@ async fn empty_queues_and_rooms_are_deleted_and_a_deleted_room_frees_its_slot() 
 
     // Queues: refused while a job is unfinished, then deleted with its counts.
     let client = cluster.client(follower);
+    // A queue whose name extends the deleted one's keeps its idempotency keys.
+    let neighbour = client
+        .enqueue("q2", &json!({"payload": 0, "idempotency_key": "k"}))
+        .await
+        .unwrap();
     client
         .enqueue("q", &json!({"payload": 1, "idempotency_key": "k"}))
         .await
@@ -279,4 +284,9 @@ async fn empty_queues_and_rooms_are_deleted_and_a_deleted_room_frees_its_slot() 
         .await
         .unwrap();
     assert_ne!(again, job.id);
+    let same = client
+        .enqueue("q2", &json!({"payload": 0, "idempotency_key": "k"}))
+        .await
+        .unwrap();
+    assert_eq!(same, neighbour);
 }
