@@ -61,6 +61,7 @@ impl From<NodeError> for ApiError {
             NodeError::BadBody(_) => StatusCode::BAD_REQUEST,
             NodeError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             NodeError::Membership(_) => StatusCode::CONFLICT,
+            NodeError::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             NodeError::Storage(_) | NodeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let code = match &e {
@@ -74,6 +75,7 @@ impl From<NodeError> for ApiError {
             NodeError::BadBody(_) => "bad_body",
             NodeError::InvalidInput(_) => "invalid_input",
             NodeError::Membership(_) => "membership",
+            NodeError::QuotaExceeded(_) => "quota_exceeded",
             NodeError::Storage(_) => "storage",
             NodeError::Internal(_) => "internal",
         };

@@ -545,6 +545,10 @@ async fn put_chunk(State(node): Shared, Path(hash): Path<String>, body: Body) ->
         Err(kith_node::NodeError::InvalidInput(e)) => {
             (StatusCode::BAD_REQUEST, e.to_string()).into_response()
         }
+        // The uploader reads the usage back and tries the next holder in line.
+        Err(kith_node::NodeError::QuotaExceeded(usage)) => {
+            (StatusCode::INSUFFICIENT_STORAGE, axum::Json(usage)).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

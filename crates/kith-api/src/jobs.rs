@@ -392,6 +392,33 @@ pub async fn cancel(
     )
 }
 
+/// `DELETE /v1/queues/{q}`: deletes an empty queue's counts and idempotency keys. 409
+/// `queue_not_empty` while it holds ready, delayed, running or dead jobs; 404 if there is no
+/// such queue.
+pub async fn delete_queue(
+    State(node): Shared,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let queue = queue_name(path)?;
+    let command = JobCommand::DeleteQueue {
+        queue: queue.clone(),
+    };
+    match run(&node, command).await? {
+        JobOutcome::Done => Ok(Json(json!({"queue": queue, "deleted": true})).into_response()),
+        JobOutcome::Conflict { reason } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "queue_not_empty",
+            reason,
+        )),
+        JobOutcome::NotFound => Err(ApiError::not_found(format!("no queue '{queue}'"))),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {

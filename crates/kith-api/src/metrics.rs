@@ -66,6 +66,21 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         "Bytes of file chunks held.",
         h.file_chunk_bytes,
     );
+    gauge(
+        "quota_used_bytes",
+        "Bytes this node stores, as the storage quota measures them.",
+        h.quota.used_bytes,
+    );
+    gauge(
+        "quota_bytes",
+        "The storage quota (--quota-bytes).",
+        h.quota.quota_bytes,
+    );
+    gauge(
+        "quota_exceeded",
+        "1 while the node is past its storage quota and refuses growing writes (507).",
+        u64::from(h.quota.exceeded),
+    );
     let mut counter = |name: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP kith_{name} {help}");
         let _ = writeln!(out, "# TYPE kith_{name} counter");

@@ -135,6 +135,31 @@ pub async fn post_message(
     }
 }
 
+/// `DELETE /v1/rooms/{room}`: deletes the room with the messages it keeps and frees its
+/// slot under `rooms_max`. A room's messages are its content, so "empty" is not asked for:
+/// deleting is how a user drops them. 404 if there is no such room.
+pub async fn delete_room(
+    State(node): Shared,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let room = room_from_path(path)?;
+    let command = Command::DeleteRoom { room: room.clone() };
+    match node.write(command).await? {
+        Applied::RoomDeleted {
+            deleted: true,
+            messages,
+        } => Ok(Json(json!({"room": room, "deleted": true, "messages": messages})).into_response()),
+        Applied::RoomDeleted { deleted: false, .. } => {
+            Err(ApiError::not_found(format!("no room '{room}'")))
+        }
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected result {other:?}"),
+        )),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoomsQuery {

@@ -39,12 +39,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/watch", get(crate::watch::watch))
         .route("/v1/ledger", get(ledger))
         .route("/v1/rooms", get(crate::rooms::list_rooms))
+        .route("/v1/rooms/{room}", delete(crate::rooms::delete_room))
         .route(
             "/v1/rooms/{room}/messages",
             get(crate::rooms::history).post(crate::rooms::post_message),
         )
         .route("/v1/rooms/{room}/stream", get(crate::rooms::stream))
         .route("/v1/queues", get(crate::jobs::queues))
+        .route("/v1/queues/{q}", delete(crate::jobs::delete_queue))
         .route("/v1/queues/{q}/jobs", post(crate::jobs::enqueue))
         .route("/v1/queues/{q}/claim", post(crate::jobs::claim))
         .route("/v1/queues/{q}/dead", get(crate::jobs::dead))
@@ -388,7 +390,8 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
         | Applied::Posted { .. }
         | Applied::RoomsFull { .. }
         | Applied::Job(_)
-        | Applied::File(_) => Err(ApiError::new(
+        | Applied::File(_)
+        | Applied::RoomDeleted { .. } => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "a write produced no result",

@@ -56,9 +56,16 @@ function memberCard(m, rates, leaderId) {
     ["requests/s", rates.get(m.id)?.toFixed(1) ?? "–"],
     ["data on disk", formatBytes(m.disk_bytes)],
     ["file chunks held", m.reachable ? `${m.file_chunks} (${formatBytes(m.file_chunk_bytes)})` : "–"],
+    ["storage quota", m.quota ? `${formatBytes(m.quota.used_bytes)} of ${formatBytes(m.quota.quota_bytes)}` : "–"],
   ];
   const dl = el("dl", {}, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const card = el("article", { class: `panel member ${role}`, "data-node": m.id, "aria-label": `Node ${m.id}, ${role}` }, title, dl);
+  if (m.quota?.exceeded) {
+    // The NOSPACE alarm: say what is refused and how to get back under.
+    card.classList.add("over-quota");
+    card.append(el("p", { class: "alarm", role: "alert" },
+      "Storage quota exceeded: writes that add data answer 507 until data is deleted."));
+  }
   if (playground) {
     const actions = [["kill", "Kill"], ["pause", "Pause"], ["resume", "Resume"], ["restart", "Restart"], ["isolate", "Cut off"], ["heal", "Heal"]];
     const buttons = el("div", { class: "buttons" });

@@ -138,6 +138,18 @@ impl Client {
         .map(drop)
     }
 
+    /// Deletes an empty queue (its counts and idempotency keys); the server answers 409 while
+    /// it holds jobs that are not finished.
+    pub async fn delete_queue(&self, queue: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/queues/{queue}");
+        Self::json(
+            self.send(Method::DELETE, &path, None, Retry::Idempotent)
+                .await?,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Cancels a job.
     pub async fn cancel_job(&self, id: u64) -> Result<(), ClientError> {
         let path = format!("/v1/jobs/{id}");

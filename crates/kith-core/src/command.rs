@@ -46,6 +46,8 @@ pub enum Command {
     Job(crate::jobs::JobCommand),
     /// A files command: commit or delete a manifest, create or revoke a share link.
     File(crate::files::FileCommand),
+    /// Delete a chat room: its kept messages, their ids and its slot under `rooms_max`.
+    DeleteRoom { room: String },
 }
 
 /// The outcome of applying one log entry.
@@ -78,6 +80,8 @@ pub enum Response {
     /// nothing. The leader validates before proposing, so only an entry that bypassed it
     /// (a bug, or a hostile peer) is answered this way, identically on every replica.
     Rejected { reason: String },
+    /// What deleting a room did: `deleted` is false when there was no such room.
+    RoomDeleted { deleted: bool, messages: u64 },
 }
 
 impl Command {
@@ -107,6 +111,7 @@ impl Command {
             Command::Post(post) => post.validate(),
             Command::Job(job) => job.validate(limits),
             Command::File(file) => file.validate(limits),
+            Command::DeleteRoom { room } => limits::validate_room(room),
         }
     }
 }

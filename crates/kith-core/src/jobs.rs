@@ -9,6 +9,10 @@
 //! Fencing: a worker's claim is an attempt number. Heartbeat, complete and fail name it, and
 //! are refused unless the job is leased to that very attempt; a lease that ran out fired its
 //! timer first, so a late report from a dead worker can never complete a job twice.
+//!
+//! A queue exists from its first job and lives in its counts (`QueueStats`). An empty queue
+//! — no ready, delayed, running or dead job — can be deleted: its counts and idempotency
+//! keys go; finished jobs it still keeps run out their retention as before.
 
 use serde::{Deserialize, Serialize};
 
@@ -154,6 +158,10 @@ pub enum JobCommand {
         id: u64,
         retention_ms: u64,
     },
+    /// Delete an empty queue's counts and idempotency keys (see the module docs).
+    DeleteQueue {
+        queue: String,
+    },
 }
 
 fn validate_queue(queue: &str) -> Result<(), InvalidInput> {
@@ -223,6 +231,7 @@ impl JobCommand {
             },
             JobCommand::Fail { error, .. } => validate_len("error", error.len(), ERROR_BYTES_MAX),
             JobCommand::Retry { .. } | JobCommand::Cancel { .. } => Ok(()),
+            JobCommand::DeleteQueue { queue } => validate_queue(queue),
         }
     }
 }
@@ -266,6 +275,10 @@ pub trait JobTable {
     ) -> Result<(), Self::Error>;
     fn stats(&mut self, queue: &str) -> Result<QueueStats, Self::Error>;
     fn stats_put(&mut self, queue: &str, stats: &QueueStats) -> Result<(), Self::Error>;
+    /// Removes `queue`'s counts; false when it had none.
+    fn stats_remove(&mut self, queue: &str) -> Result<bool, Self::Error>;
+    /// Removes every idempotency key of `queue`.
+    fn idempotent_clear(&mut self, queue: &str) -> Result<(), Self::Error>;
 }
 
 fn rank(priority: u8) -> u8 {
@@ -596,7 +609,27 @@ pub fn apply<T: JobTable>(
             transition(t, &mut job, JobState::Cancelled, now_ms)?;
             Ok(Response::Job(JobOutcome::Done))
         }
+        JobCommand::DeleteQueue { queue } => delete_queue(t, queue),
     }
+}
+
+/// Deletes an empty queue; refuses (nothing changed) while it holds a job that is not
+/// finished. Dead jobs count: they wait for a retry, and would lose their counts.
+fn delete_queue<T: JobTable>(t: &mut T, queue: &str) -> Result<Response, T::Error> {
+    let s = t.stats(queue)?;
+    let held = s.ready + s.delayed + s.leased + s.dead;
+    if held > 0 {
+        return Ok(conflict(format!(
+            "queue {queue} holds {} ready, {} delayed, {} running and {} dead jobs; \
+             only an empty queue can be deleted",
+            s.ready, s.delayed, s.leased, s.dead
+        )));
+    }
+    if !t.stats_remove(queue)? {
+        return Ok(Response::Job(JobOutcome::NotFound));
+    }
+    t.idempotent_clear(queue)?;
+    Ok(Response::Job(JobOutcome::Done))
 }
 
 /// An in-memory [`JobTable`] for tests.
@@ -681,6 +714,13 @@ impl JobTable for MemJobs {
     }
     fn stats_put(&mut self, queue: &str, stats: &QueueStats) -> Result<(), Self::Error> {
         self.stats.insert(queue.to_owned(), *stats);
+        Ok(())
+    }
+    fn stats_remove(&mut self, queue: &str) -> Result<bool, Self::Error> {
+        Ok(self.stats.remove(queue).is_some())
+    }
+    fn idempotent_clear(&mut self, queue: &str) -> Result<(), Self::Error> {
+        self.keys.retain(|(q, _), _| q != queue);
         Ok(())
     }
 }
@@ -825,5 +865,74 @@ mod tests {
             );
         }
         assert!(backoff_ms(7, 3) >= 4_000);
+    }
+
+    #[test]
+    fn only_an_empty_queue_is_deleted_and_its_counts_and_keys_go_with_it() {
+        let mut t = MemJobs::default();
+        let delete = |q: &str| JobCommand::DeleteQueue { queue: q.into() };
+        run(&mut t, 0, &enqueue("q", 5, Some("k")));
+        run(&mut t, 0, &enqueue("other", 5, Some("k")));
+        let refused = |t: &mut MemJobs| {
+            matches!(
+                run(t, 0, &JobCommand::DeleteQueue { queue: "q".into() }),
+                Response::Job(JobOutcome::Conflict { .. })
+            )
+        };
+        // Ready, then running: refused, nothing changed.
+        assert!(refused(&mut t));
+        claim(&mut t, 0).unwrap();
+        assert!(refused(&mut t));
+        assert_eq!(t.stats["q"].leased, 1);
+        let done = JobCommand::Complete {
+            id: 1,
+            attempt: 1,
+            result: None,
+            retention_ms: 10_000,
+        };
+        assert_eq!(run(&mut t, 1, &done), Response::Job(JobOutcome::Done));
+        assert_eq!(
+            run(&mut t, 2, &delete("q")),
+            Response::Job(JobOutcome::Done)
+        );
+        assert!(!t.stats.contains_key("q"));
+        assert!(!t.keys.contains_key(&("q".into(), "k".into())));
+        // Another queue's key is untouched; the finished job still runs out its retention.
+        assert!(t.keys.contains_key(&("other".into(), "k".into())));
+        assert_eq!(t.jobs[&1].state, JobState::Completed);
+        assert_eq!(
+            run(&mut t, 3, &delete("q")),
+            Response::Job(JobOutcome::NotFound)
+        );
+        // The key is free: the same key enqueues a new job.
+        assert_eq!(
+            run(&mut t, 4, &enqueue("q", 5, Some("k"))),
+            Response::Job(JobOutcome::Enqueued {
+                id: 3,
+                duplicate: false
+            })
+        );
+        run(&mut t, 10_001, &JobCommand::Retry { id: 999 });
+        assert!(!t.jobs.contains_key(&1));
+        assert_eq!(t.keys[&("q".into(), "k".into())], 3);
+    }
+
+    #[test]
+    fn a_queue_with_dead_jobs_is_not_deleted() {
+        let mut t = MemJobs::default();
+        run(&mut t, 0, &enqueue("q", 5, None));
+        let c = claim(&mut t, 0).unwrap();
+        t.jobs.get_mut(&c.id).unwrap().max_attempts = 1;
+        let fail = JobCommand::Fail {
+            id: c.id,
+            attempt: 1,
+            error: "boom".into(),
+        };
+        run(&mut t, 1, &fail);
+        assert_eq!(t.stats["q"].dead, 1);
+        assert!(matches!(
+            run(&mut t, 2, &JobCommand::DeleteQueue { queue: "q".into() }),
+            Response::Job(JobOutcome::Conflict { .. })
+        ));
     }
 }

@@ -174,9 +174,11 @@ pub fn apply<T: KvTable>(
             })
         }
         // Not a key-value command: only the clock (and so expiry) applied here.
-        Command::Expire | Command::Post(_) | Command::Job(_) | Command::File(_) => {
-            Ok(Response::None)
-        }
+        Command::Expire
+        | Command::Post(_)
+        | Command::Job(_)
+        | Command::File(_)
+        | Command::DeleteRoom { .. } => Ok(Response::None),
     }
 }
 

@@ -7,6 +7,10 @@
 //! same id in the same room (a client retrying after a lost answer) returns the first one's
 //! `seq` and stores nothing. A room keeps its newest `keep` messages; older ones are
 //! dropped, oldest first, and `first_seq` says where the kept history begins.
+//!
+//! A room can be deleted ([`delete`]): its kept messages and their ids go with it and it no
+//! longer counts under `rooms_max`. A later message under the same name starts a new room
+//! whose numbering begins at 1 again.
 
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +87,7 @@ pub trait RoomTable {
     fn id_seq(&mut self, room: &str, id: &str) -> Result<Option<u64>, Self::Error>;
     fn put_id(&mut self, room: &str, id: &str, seq: u64) -> Result<(), Self::Error>;
     fn remove_id(&mut self, room: &str, id: &str) -> Result<(), Self::Error>;
+    fn remove_room(&mut self, name: &str) -> Result<(), Self::Error>;
 }
 
 /// Applies one post at the store's clock `now_ms`. Deterministic. A post that breaks an
@@ -148,6 +153,29 @@ pub fn apply<T: RoomTable>(table: &mut T, now_ms: u64, post: &Post) -> Result<Re
     })
 }
 
+/// Deletes `room` with every message it keeps and their ids. Deterministic; the work is
+/// bounded by what the room keeps (its retention, `keep` messages).
+pub fn delete<T: RoomTable>(table: &mut T, room: &str) -> Result<Response, T::Error> {
+    let Some(meta) = table.room(room)? else {
+        return Ok(Response::RoomDeleted {
+            deleted: false,
+            messages: 0,
+        });
+    };
+    let mut messages = 0;
+    for seq in meta.first_seq..=meta.last_seq {
+        if let Some(message) = table.take_message(room, seq)? {
+            table.remove_id(room, &message.id)?;
+            messages += 1;
+        }
+    }
+    table.remove_room(room)?;
+    Ok(Response::RoomDeleted {
+        deleted: true,
+        messages,
+    })
+}
+
 /// An in-memory [`RoomTable`] for tests.
 #[derive(Debug, Default)]
 pub struct MemRooms {
@@ -185,6 +213,10 @@ impl RoomTable for MemRooms {
     }
     fn remove_id(&mut self, room: &str, id: &str) -> Result<(), Self::Error> {
         self.ids.remove(&(room.to_owned(), id.to_owned()));
+        Ok(())
+    }
+    fn remove_room(&mut self, name: &str) -> Result<(), Self::Error> {
+        self.rooms.remove(name);
         Ok(())
     }
 }
@@ -262,6 +294,46 @@ mod tests {
         assert_eq!(
             seq_of(apply(&mut t, 1, &post("a", "2", 10)).unwrap()),
             (2, false)
+        );
+    }
+
+    #[test]
+    fn deleting_a_room_drops_its_messages_and_ids_and_frees_its_slot() {
+        let mut t = MemRooms::default();
+        for i in 1..=5 {
+            apply(&mut t, i, &post("a", &format!("m{i}"), 3)).unwrap();
+        }
+        apply(&mut t, 6, &post("b", "x", 3)).unwrap();
+        assert_eq!(
+            apply(&mut t, 7, &post("c", "1", 10)).unwrap(),
+            Response::RoomsFull { max: 2 }
+        );
+        assert_eq!(
+            delete(&mut t, "a").unwrap(),
+            Response::RoomDeleted {
+                deleted: true,
+                messages: 3
+            }
+        );
+        assert!(!t.rooms.contains_key("a"));
+        assert!(t.messages.keys().all(|(room, _)| room == "b"));
+        assert!(t.ids.keys().all(|(room, _)| room == "b"));
+        // The slot is free again; a new room under the old name numbers from 1.
+        assert_eq!(
+            seq_of(apply(&mut t, 8, &post("c", "1", 10)).unwrap()),
+            (1, false)
+        );
+        delete(&mut t, "c").unwrap();
+        assert_eq!(
+            seq_of(apply(&mut t, 9, &post("a", "m5", 10)).unwrap()),
+            (1, false)
+        );
+        assert_eq!(
+            delete(&mut t, "nope").unwrap(),
+            Response::RoomDeleted {
+                deleted: false,
+                messages: 0
+            }
         );
     }
 }

@@ -206,5 +206,6 @@ fn copy_error(e: &ForwardError) -> ForwardError {
             message: message.clone(),
             too_large: *too_large,
         },
+        ForwardError::QuotaExceeded(usage) => ForwardError::QuotaExceeded(*usage),
     }
 }

@@ -79,6 +79,9 @@ pub struct NodeConfig {
     /// bodies up to `protocol::peer_body_bytes_max`, which is at least this. Smaller requests
     /// each finish well within openraft's per-RPC timeout (one heartbeat interval).
     pub append_bytes_max: usize,
+    /// The storage quota: past it, writes that add data are refused (see [`crate::quota`]).
+    /// Applied by the leader to proposals, and by each node to the chunks it stores.
+    pub quota_bytes: u64,
 }
 
 impl NodeConfig {
@@ -121,6 +124,7 @@ impl NodeConfig {
             file_repair_interval: Duration::from_secs(10),
             file_scrub_bytes_per_s: 4 * 1024 * 1024,
             append_bytes_max: 1024 * 1024,
+            quota_bytes: crate::quota::QUOTA_BYTES_DEFAULT,
         }
     }
 }

@@ -42,6 +42,14 @@ pub enum NodeError {
         stored: usize,
         last_error: String,
     },
+    /// The node is past its storage quota: writes that add data are refused until deletes
+    /// bring it back under; deletes and reads work.
+    #[error(
+        "storage quota exceeded: {} bytes used of {}; delete data to get back under",
+        .0.used_bytes,
+        .0.quota_bytes
+    )]
+    QuotaExceeded(crate::quota::QuotaUsage),
     /// Local storage failed.
     #[error("storage: {0}")]
     Storage(#[from] kith_storage::StoreError),
@@ -76,6 +84,7 @@ impl NodeError {
                 stored: *stored,
                 last_error: last_error.clone(),
             },
+            NodeError::QuotaExceeded(usage) => NodeError::QuotaExceeded(*usage),
             NodeError::Storage(e) => NodeError::Internal(format!("storage: {e}")),
             NodeError::Internal(m) => NodeError::Internal(m.clone()),
         }

@@ -384,6 +384,9 @@ impl Node {
                 hash,
                 size: chunk.len() as u32,
             })
+        } else if let Some(NodeError::QuotaExceeded(usage)) = last_error {
+            // Every holder tried was full: say so, rather than that too few answered.
+            Err(NodeError::QuotaExceeded(usage))
         } else {
             Err(NodeError::InsufficientReplicas {
                 needed: quorum,
@@ -401,6 +404,7 @@ impl Node {
         chunk: Bytes,
     ) -> Result<(), NodeError> {
         if id == self.config.id {
+            self.quota.check().map_err(NodeError::QuotaExceeded)?;
             let store = self.files.store.clone();
             return blocking(move || store.put(&hash, &chunk)).await.map(drop);
         }
@@ -417,6 +421,9 @@ impl Node {
         self.files.note(id, result.is_ok());
         match result {
             Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) if response.status() == reqwest::StatusCode::INSUFFICIENT_STORAGE => Err(
+                NodeError::QuotaExceeded(response.json().await.unwrap_or_default()),
+            ),
             Ok(response) => Err(NodeError::Internal(format!(
                 "node {id} refused a chunk: HTTP {}",
                 response.status()
@@ -562,6 +569,8 @@ impl Node {
                 },
             ));
         }
+        // A node past its storage quota takes no more chunks; the uploader moves on.
+        self.quota.check().map_err(NodeError::QuotaExceeded)?;
         let store = self.files.store.clone();
         blocking(move || store.put(&hash, &bytes)).await.map(drop)
     }

@@ -8,6 +8,8 @@
 //! - [`files`]: chunked, replicated file uploads and downloads, and the per-node repair,
 //!   scrub and garbage-collection passes that keep every chunk on R nodes.
 //! - [`protocol`]: the message types carried on that transport.
+//! - [`quota`]: the storage quota — what this node stores, and the leader's refusal of
+//!   growing writes past `quota_bytes` (507 `quota_exceeded`).
 //! - `batcher`: group commit on the leader — concurrent writes proposed as one log entry.
 //! - `read_batcher`: concurrent linearizable reads share one leadership confirmation.
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
@@ -33,6 +35,7 @@ mod forwarder;
 pub mod network;
 pub mod node;
 pub mod protocol;
+pub mod quota;
 mod read_batcher;
 
 pub use config::NodeConfig;

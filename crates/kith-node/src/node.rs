@@ -85,6 +85,9 @@ pub struct Health {
     pub file_chunks: u64,
     #[serde(default)]
     pub file_chunk_bytes: u64,
+    /// This node's storage quota and how much of it is used.
+    #[serde(default)]
+    pub quota: crate::quota::QuotaUsage,
 }
 
 /// One member in `/v1/cluster`.
@@ -108,6 +111,7 @@ pub struct MemberStatus {
     pub disk_bytes: Option<u64>,
     pub file_chunks: Option<u64>,
     pub file_chunk_bytes: Option<u64>,
+    pub quota: Option<crate::quota::QuotaUsage>,
     /// Highest log index the leader knows this member has (leader's view).
     pub match_index: Option<u64>,
     /// Entries this member is behind the leader's log.
@@ -140,6 +144,8 @@ pub struct Node {
     pub stats: Stats,
     /// This node's chunk store and files background work (see [`crate::files`]).
     pub files: crate::files::Blobs,
+    /// The storage quota's measure and check (see [`crate::quota`]).
+    pub quota: Arc<crate::quota::Quota>,
 }
 
 /// Counters a node keeps about the requests it served.
@@ -184,6 +190,9 @@ impl Node {
         .validate()
         .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
         let files = crate::files::Blobs::open(&config)?;
+        let quota =
+            crate::quota::Quota::start(config.quota_bytes, state.clone(), files.store.clone())
+                .await;
         let faults = Arc::new(FaultLayer::new(config.fault_injection));
         let transport = PeerTransport::new(
             config.listen,
@@ -223,6 +232,7 @@ impl Node {
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.request_timeout);
         let node = Arc::new_cyclic(|node| Node {
             files,
+            quota,
             batcher,
             read_batcher,
             forwarder: Forwarder::start(node.clone()),
@@ -288,6 +298,7 @@ impl Node {
             task.abort();
         }
         self.files.stop();
+        self.quota.stop();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
@@ -334,6 +345,7 @@ impl Node {
             ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
             file_chunks: self.files.store.usage().0,
             file_chunk_bytes: self.files.store.usage().1,
+            quota: self.quota.usage(),
         }
     }
 
@@ -493,6 +505,7 @@ impl Node {
                     disk_bytes: report.as_ref().map(|h| h.disk_bytes),
                     file_chunks: report.as_ref().map(|h| h.file_chunks),
                     file_chunk_bytes: report.as_ref().map(|h| h.file_chunk_bytes),
+                    quota: report.as_ref().map(|h| h.quota),
                     match_index,
                     lag: match_index.map(|i| leader_last.saturating_sub(i)),
                 }
@@ -649,6 +662,10 @@ impl Node {
             }) => *r = retention_ms,
             _ => {}
         }
+        // The leader's quota decides, before anything reaches the log.
+        self.quota
+            .admit(&command)
+            .map_err(ForwardError::QuotaExceeded)?;
         // The leader's clock, read once when the request reached it, is the time every
         // replica applies.
         let proposal = Proposal { now_ms, command };
@@ -811,6 +828,7 @@ fn final_error(e: ForwardError) -> NodeError {
         ForwardError::Invalid { message, too_large } => {
             NodeError::InvalidInput(InvalidInput::Refused { message, too_large })
         }
+        ForwardError::QuotaExceeded(usage) => NodeError::QuotaExceeded(usage),
     }
 }
 

@@ -142,6 +142,8 @@ pub enum ForwardError {
         message: String,
         too_large: bool,
     },
+    /// The leader is past its storage quota and refuses writes that add data.
+    QuotaExceeded(crate::quota::QuotaUsage),
 }
 
 #[cfg(test)]

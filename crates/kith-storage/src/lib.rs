@@ -15,7 +15,8 @@
 //! - [`ChunkStore`]: the file chunks this node holds (`chunks/`), one durable file per
 //!   chunk, named and verified by its BLAKE3 hash.
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
-//!   read paths; it never blocks writers (redb is MVCC).
+//!   read paths; it never blocks writers (redb is MVCC). `StateReader::stored_bytes`
+//!   (`stored_bytes`) measures the data it holds, for the storage quota.
 //!
 //! Refuses: networking, clocks, deciding what a command means (that is `kith-core`), and
 //! knowing about HTTP. Only this crate knows redb exists.
@@ -31,6 +32,7 @@ mod log_store;
 mod snapshot;
 mod snapshot_inbox;
 mod state_machine;
+mod stored_bytes;
 mod wal;
 
 use std::path::Path;

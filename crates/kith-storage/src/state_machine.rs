@@ -296,6 +296,10 @@ impl RoomTable for RedbRooms<'_> {
         self.ids.remove((room, id))?;
         Ok(())
     }
+    fn remove_room(&mut self, name: &str) -> Result<(), StoreError> {
+        self.rooms.remove(name)?;
+        Ok(())
+    }
 }
 
 /// Backs [`JobTable`] with open redb tables inside one write transaction.
@@ -406,6 +410,25 @@ impl JobTable for RedbJobs<'_> {
     }
     fn stats_put(&mut self, queue: &str, stats: &QueueStats) -> Result<(), StoreError> {
         self.stats.insert(queue, encode(stats)?.as_slice())?;
+        Ok(())
+    }
+    fn stats_remove(&mut self, queue: &str) -> Result<bool, StoreError> {
+        Ok(self.stats.remove(queue)?.is_some())
+    }
+    fn idempotent_clear(&mut self, queue: &str) -> Result<(), StoreError> {
+        // Keys sort by queue first: this queue's keys are one run from (queue, "").
+        let mut mine = Vec::new();
+        for item in self.keys.range((queue, "")..)? {
+            let (k, _) = item?;
+            let (q, key) = k.value();
+            if q != queue {
+                break;
+            }
+            mine.push(key.to_owned());
+        }
+        for key in mine {
+            self.keys.remove((queue, key.as_str()))?;
+        }
         Ok(())
     }
 }
@@ -653,6 +676,13 @@ impl StateMachineStore {
                             }
                             let rooms_open = room_table.as_mut().expect("opened just above");
                             rooms::apply(rooms_open, now_ms, post)?
+                        }
+                        Command::DeleteRoom { room } => {
+                            if room_table.is_none() {
+                                room_table = Some(RedbRooms::open(&txn)?);
+                            }
+                            let rooms_open = room_table.as_mut().expect("opened just above");
+                            rooms::delete(rooms_open, room)?
                         }
                         Command::Job(job) => {
                             let jobs_open = job_table.as_mut().expect("opened above for a job");

@@ -288,7 +288,19 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
                 }
             };
-            let rows: Vec<[String; 8]> = members
+            // The storage quota as a share used, flagged once past it (growing writes fail).
+            let quota = |q: &Value| match (q["used_bytes"].as_u64(), q["quota_bytes"].as_u64()) {
+                (Some(used), Some(max)) if max > 0 => {
+                    let pct = used.saturating_mul(100) / max;
+                    if q["exceeded"].as_bool() == Some(true) {
+                        format!("{pct}% FULL")
+                    } else {
+                        format!("{pct}%")
+                    }
+                }
+                _ => "-".to_owned(),
+            };
+            let rows: Vec<[String; 9]> = members
                 .iter()
                 .map(|m| {
                     [
@@ -309,12 +321,13 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                         opt(&m["commit_index"]),
                         opt(&m["applied_index"]),
                         opt(&m["lag"]),
+                        quota(&m["quota"]),
                     ]
                 })
                 .collect();
             print_table(
                 &[
-                    "ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG",
+                    "ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "QUOTA",
                 ],
                 &rows,
             );
@@ -527,6 +540,8 @@ enum JobsCommand {
     Retry { id: u64 },
     /// Cancel a job.
     Cancel { id: u64 },
+    /// Delete an empty queue and its counts (refused while it holds unfinished jobs).
+    RmQueue { queue: String },
 }
 
 pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
@@ -609,6 +624,10 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
         JobsCommand::Cancel { id } => {
             client.cancel_job(id).await?;
             outln!("job {id} cancelled");
+        }
+        JobsCommand::RmQueue { queue } => {
+            client.delete_queue(&queue).await?;
+            println!("queue {queue} deleted");
         }
     }
     Ok(())

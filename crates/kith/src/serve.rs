@@ -52,6 +52,15 @@ pub struct ServeArgs {
     /// Messages each chat room keeps; older ones are dropped (the leader's setting applies).
     #[arg(long, default_value_t = 10_000)]
     room_messages_kept: u64,
+    /// Chat rooms the cluster may hold (the leader's setting applies); deleting a room frees
+    /// its slot.
+    #[arg(long, default_value_t = 10_000)]
+    rooms_max: u64,
+    /// Storage quota in bytes: past it, writes that add data answer 507 `quota_exceeded`
+    /// while deletes and reads go on. Default: 2 GiB (etcd's default quota), or half the
+    /// data directory's file system if that is smaller.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    quota_bytes: Option<u64>,
     /// Seconds completed and cancelled jobs (and their idempotency keys) are kept.
     #[arg(long, default_value_t = 3600)]
     job_retention: u64,
@@ -87,6 +96,27 @@ pub struct ServeArgs {
     /// Bytes per second the scrubber re-hashes (0 turns it off).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     file_scrub_bytes_per_s: u64,
+}
+
+/// The quota when `--quota-bytes` is not given: etcd's 2 GiB, capped at half the file system
+/// that holds `data` (a small SD card must not fill before the alarm sounds).
+fn default_quota_bytes(data: &std::path::Path) -> u64 {
+    let default = kith_node::quota::QUOTA_BYTES_DEFAULT;
+    // The data directory may not exist yet: ask about the nearest ancestor that does.
+    let Some(existing) = data.ancestors().find(|p| p.exists()) else {
+        return default;
+    };
+    match nix::sys::statvfs::statvfs(existing) {
+        Ok(fs) => {
+            let fs_bytes = fs.blocks().saturating_mul(fs.fragment_size());
+            if fs_bytes == 0 {
+                default
+            } else {
+                default.min(fs_bytes / 2)
+            }
+        }
+        Err(_) => default,
+    }
 }
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
@@ -143,6 +173,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.events_kept = args.events_kept;
     config.ledger_kept = args.ledger_kept;
     config.room_messages_kept = args.room_messages_kept;
+    config.rooms_max = args.rooms_max;
+    config.quota_bytes = args
+        .quota_bytes
+        .unwrap_or_else(|| default_quota_bytes(&args.data));
     config.dev_control = args.dev_control.clone();
     config.job_retention = Duration::from_secs(args.job_retention);
     config.fault_injection = args.enable_fault_injection;

@@ -16,6 +16,7 @@ mod large_writes;
 mod ledger;
 mod lifecycle;
 mod membership;
+mod quota;
 mod reads;
 mod rooms;
 mod routing;
