@@ -10,8 +10,8 @@ use std::fmt::Debug;
 
 use openraft::error::{Fatal, InstallSnapshotError, RaftError, SnapshotMismatch};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-    InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta,
@@ -128,7 +128,10 @@ fn members() -> Membership<NodeId, BasicNode> {
     let nodes = [(1, "127.0.0.1:7001"), (2, "127.0.0.1:7002")]
         .into_iter()
         .map(|(id, addr)| (id, BasicNode::new(addr)));
-    Membership::new(vec![[1, 2].into()], nodes.collect::<std::collections::BTreeMap<_, _>>())
+    Membership::new(
+        vec![[1, 2].into()],
+        nodes.collect::<std::collections::BTreeMap<_, _>>(),
+    )
 }
 
 fn put(key: &str, value: &[u8]) -> Command {
@@ -228,7 +231,10 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
             ),
         ),
         ("snapshot", input(Kind::SnapshotRequest, &snapshot)),
-        ("forward_write", input(Kind::ForwardRequest, &ForwardRequest::Write(put("k", b"v")))),
+        (
+            "forward_write",
+            input(Kind::ForwardRequest, &ForwardRequest::Write(put("k", b"v"))),
+        ),
         ("forward_writes", input(Kind::ForwardRequest, &writes)),
         (
             "forward_add_member",
@@ -240,10 +246,16 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 },
             ),
         ),
-        ("chunk_have", input(Kind::ChunkHaveRequest, &vec![hash, [0; 32]])),
+        (
+            "chunk_have",
+            input(Kind::ChunkHaveRequest, &vec![hash, [0; 32]]),
+        ),
         (
             "append_ok",
-            input(Kind::AppendAnswer, &AppendAnswer::Ok(AppendEntriesResponse::Success)),
+            input(
+                Kind::AppendAnswer,
+                &AppendAnswer::Ok(AppendEntriesResponse::Success),
+            ),
         ),
         (
             "append_partial",
@@ -252,7 +264,10 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 &AppendAnswer::Ok(AppendEntriesResponse::PartialSuccess(Some(log_id(2, 8)))),
             ),
         ),
-        ("append_fatal", input(Kind::AppendAnswer, &AppendAnswer::Err(fatal))),
+        (
+            "append_fatal",
+            input(Kind::AppendAnswer, &AppendAnswer::Err(fatal)),
+        ),
         (
             "vote_answer",
             input(
@@ -267,7 +282,10 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 &SnapshotAnswer::Ok(InstallSnapshotResponse { vote }),
             ),
         ),
-        ("snapshot_mismatch", input(Kind::SnapshotAnswer, &SnapshotAnswer::Err(mismatch))),
+        (
+            "snapshot_mismatch",
+            input(Kind::SnapshotAnswer, &SnapshotAnswer::Err(mismatch)),
+        ),
         ("forward_each", input(Kind::ForwardAnswer, &each)),
         (
             "forward_replication",
@@ -276,7 +294,10 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
                 &ForwardAnswer::Ok(ForwardResponse::Replication(vec![(1, Some(9)), (2, None)])),
             ),
         ),
-        ("chunk_have_answer", input(Kind::ChunkHaveAnswer, &vec![true, false])),
+        (
+            "chunk_have_answer",
+            input(Kind::ChunkHaveAnswer, &vec![true, false]),
+        ),
     ];
     vec.into_iter().map(|(n, b)| (n.to_owned(), b)).collect()
 }
