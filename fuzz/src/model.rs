@@ -338,11 +338,19 @@ impl KvModel {
 }
 
 /// What the state machine answers for a command it must refuse, or `None` when it applies
-/// the command. This is the one place that knows which input is invalid: today the state
-/// machine applies every key-value command as it comes (validation happens before a command
-/// is proposed), so nothing is refused here.
-fn invalid_answer(_command: &Command) -> Option<Response> {
-    None
+/// the command. This is the one place that knows which input is invalid: a put or delete
+/// that breaks an input rule at the ceiling bounds (whatever the leader's own limits were)
+/// applies as `Rejected` and changes nothing.
+fn invalid_answer(command: &Command) -> Option<Response> {
+    match command {
+        Command::Put { .. } | Command::Delete { .. } => command
+            .validate(&kith_core::limits::Limits::CEILING)
+            .err()
+            .map(|e| Response::Rejected {
+                reason: e.to_string(),
+            }),
+        _ => None,
+    }
 }
 
 /// The watch event a store recorded, in the model's terms.

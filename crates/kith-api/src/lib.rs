@@ -43,6 +43,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(files::router(node.clone()))
         .merge(internal::router(node.clone()))
         .merge(files::internal_router(node))
+        // After the merges: axum gives this fallback only to routes already registered, and
+        // every route's wrong method must get the JSON error, the files routes' included.
+        .method_not_allowed_fallback(routes::wrong_method)
         .layer(routes::cors())
         .layer(axum::middleware::map_response(nosniff))
 }

@@ -232,7 +232,7 @@ async fn no_route() -> ApiError {
     ApiError::not_found("no such route")
 }
 
-async fn wrong_method() -> ApiError {
+pub(crate) async fn wrong_method() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
