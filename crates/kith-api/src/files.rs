@@ -56,12 +56,34 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
+/// Bytes of peer chunk bodies this node holds in memory at once. A chunk is read whole
+/// (to verify its hash before it is stored), so without a budget a burst of chunk PUTs could
+/// hold a chunk each. A PUT past the budget waits for room before its body is read; the
+/// uploader's own timeout bounds that wait.
+pub const CHUNK_BODY_BYTES_IN_FLIGHT_MAX: usize = 256 * 1024 * 1024;
+
 /// The peer routes that move chunks between nodes.
 pub fn internal_router(node: Arc<Node>) -> Router {
+    let budget = Arc::new(tokio::sync::Semaphore::new(CHUNK_BODY_BYTES_IN_FLIGHT_MAX));
+    let put_route = move |state: Shared, hash: Path<String>, headers: HeaderMap, body: Body| {
+        let budget = budget.clone();
+        async move {
+            let declared = headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(files::CHUNK_BYTES_MAX as usize);
+            let bytes = declared.clamp(1, files::CHUNK_BYTES_MAX as usize) as u32;
+            let Ok(_room) = budget.acquire_many_owned(bytes).await else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            put_chunk(state, hash, body).await
+        }
+    };
     Router::new()
         .route(
             &format!("{}/{{hash}}", route::CHUNKS),
-            put(put_chunk).get(get_chunk),
+            put(put_route).get(get_chunk),
         )
         .route(route::HAVE, post(have))
         .layer(axum::middleware::from_fn_with_state(
