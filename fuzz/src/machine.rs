@@ -42,6 +42,7 @@ fn log(u: &mut Unstructured) -> arbitrary::Result<Log> {
     let config = StoreConfig {
         events_kept: u.int_in_range(1..=40)?,
         ledger_kept: u.int_in_range(1..=40)?,
+        ..Default::default()
     };
     let mut clock = Clock::default();
     let mut term = 1;

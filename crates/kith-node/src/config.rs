@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub peer_timeout: Duration,
     /// Change events kept for watches (older revisions answer 410).
     pub events_kept: u64,
+    /// Bytes the kept change events may take; the oldest go first past it.
+    pub events_bytes_kept: u64,
     /// Ledger hashes kept for lookups by index.
     pub ledger_kept: u64,
     /// How often the leader checks for keys whose TTL has run out.
@@ -104,6 +106,7 @@ impl NodeConfig {
             leader_wait: Duration::from_secs(3),
             peer_timeout: Duration::from_secs(5),
             events_kept: 100_000,
+            events_bytes_kept: kith_storage::EVENTS_BYTES_KEPT_DEFAULT,
             ledger_kept: 10_000,
             expiry_check_interval: Duration::from_millis(200),
             watchers_max: 1024,

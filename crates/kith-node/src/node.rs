@@ -171,6 +171,7 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
         let store_config = StoreConfig {
             events_kept: config.events_kept,
+            events_bytes_kept: config.events_bytes_kept,
             ledger_kept: config.ledger_kept,
         };
         let (log, mut sm) = kith_storage::open(&config.data_dir, store_config)?;

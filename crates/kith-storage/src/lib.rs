@@ -42,7 +42,9 @@ pub use error::StoreError;
 pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 pub use snapshot_inbox::SnapshotInbox;
-pub use state_machine::{LedgerHead, StateMachineStore, StateReader, StoreConfig};
+pub use state_machine::{
+    LedgerHead, StateMachineStore, StateReader, StoreConfig, EVENTS_BYTES_KEPT_DEFAULT,
+};
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for kith: a log entry carries a batch of

@@ -31,9 +31,9 @@ use crate::codec::{decode, encode};
 use crate::files_tables::{RedbFiles, FILES, SHARES};
 use crate::state_machine::{
     advance, applied_index, index_job, meta_get, meta_put, Membership, SResult, EVENTS, EXPIRY,
-    JOBS, JOB_KEYS, JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_COMPACTED, KEY_FILES_VERSION,
-    KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD, KEY_MEMBERSHIP, KEY_SNAPSHOT,
-    KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS,
+    JOBS, JOB_KEYS, JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED,
+    KEY_FILES_VERSION, KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD,
+    KEY_MEMBERSHIP, KEY_SNAPSHOT, KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS,
 };
 use crate::{LedgerHead, StoreError, TypeConfig};
 use kith_core::files::{Manifest, Share};
@@ -598,6 +598,8 @@ fn install_from<R: Read>(
         meta_put(&mut m, KEY_KV_META, &head.kv_meta)?;
         meta_put(&mut m, KEY_LEDGER_HEAD, &head.ledger_head)?;
         meta_put(&mut m, KEY_EVENTS_COMPACTED, &head.events_compacted)?;
+        // Recounted from the installed events by the next apply.
+        m.remove(KEY_EVENTS_BYTES)?;
         meta_put(&mut m, KEY_JOB_NEXT_ID, &head.job_next_id)?;
         meta_put(&mut m, KEY_FILES_VERSION, &head.files_version)?;
         meta_put(&mut m, KEY_SNAPSHOT, meta)?;

@@ -41,9 +41,13 @@
 //! - The ledger links: each applied entry's hash is computed from the hash of the entry
 //!   applied before it (or the snapshot's head), in the same transaction.
 //! - History is bounded: at most `events_kept` + 255 events and `ledger_kept` + 255 hashes are
-//!   retained, and compaction never drops the newest `events_kept` or `ledger_kept`. It trims
-//!   in chunks of a sixteenth of what is kept (1 to 256, see `history_cutoff`), at cutoffs
-//!   that depend only on the newest revision or index, not on how applies were batched.
+//!   retained, and compaction never drops the newest `events_kept` or `ledger_kept` unless
+//!   the events pass `events_bytes_kept`. It trims in chunks of a sixteenth of what is kept
+//!   (1 to 256, see `history_cutoff`), at cutoffs that depend only on the newest revision or
+//!   index, not on how applies were batched. The events also have a byte bound: past
+//!   `events_bytes_kept` plus a sixteenth, the oldest go until they are back under it. Their
+//!   size is kept in `meta.events_bytes` (recounted after a snapshot install or when absent),
+//!   in the same transactions, so every replica trims the same events at the same revision.
 //! - Building a snapshot copies nothing. `state.redb` already holds the state, so a build
 //!   commits durably (everything up to the snapshot's `last_applied`, and the snapshot's
 //!   metadata under `meta.snapshot`) and returns the metadata, which is all openraft keeps of
@@ -108,6 +112,8 @@ pub(crate) const KEY_MEMBERSHIP: &str = "membership";
 pub(crate) const KEY_KV_META: &str = "kv_meta";
 pub(crate) const KEY_LEDGER_HEAD: &str = "ledger_head";
 pub(crate) const KEY_EVENTS_COMPACTED: &str = "events_compacted";
+/// Bytes the kept watch events take (keys and encoded events), for their byte bound.
+pub(crate) const KEY_EVENTS_BYTES: &str = "events_bytes";
 /// The metadata of the newest snapshot built or installed (see the module docs).
 pub(crate) const KEY_SNAPSHOT: &str = "snapshot";
 
@@ -130,11 +136,17 @@ const HISTORY_CHUNK_DIVISOR: u64 = 16;
 pub(crate) type SResult<T> = Result<T, StorageError<NodeId>>;
 pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
 
+/// Default byte bound on the kept watch events (256 MiB).
+pub const EVENTS_BYTES_KEPT_DEFAULT: u64 = 256 * 1024 * 1024;
+
 /// Bounds on the history the state machine keeps.
 #[derive(Clone, Copy, Debug)]
 pub struct StoreConfig {
     /// Change events kept for watches; older revisions answer "compacted".
     pub events_kept: u64,
+    /// Bytes the kept change events may take (an event carries its value, so 100,000 events
+    /// of 1 MiB values would be 100 GB); the oldest go first past it.
+    pub events_bytes_kept: u64,
     /// Ledger hashes kept for `GET /v1/ledger?index=N`.
     pub ledger_kept: u64,
 }
@@ -143,6 +155,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             events_kept: 100_000,
+            events_bytes_kept: EVENTS_BYTES_KEPT_DEFAULT,
             ledger_kept: 10_000,
         }
     }
@@ -196,6 +209,69 @@ struct RedbKv<'t> {
     kv: Table<'t, &'static str, &'static [u8]>,
     expiry: Table<'t, (u64, &'static str), ()>,
     events: Table<'t, u64, &'static [u8]>,
+    /// What the kept events take (`meta.events_bytes`), updated as events are recorded.
+    events_bytes: u64,
+    /// Revisions at or below this are gone (`meta.events_compacted`).
+    events_compacted: u64,
+    events_kept: u64,
+    events_bytes_kept: u64,
+}
+
+impl RedbKv<'_> {
+    /// Drops the oldest events after the event at `revision` was recorded: every one at or
+    /// below the count cutoff (`history_cutoff`), then, once the events take more than
+    /// `events_bytes_kept` and a sixteenth, as many more as bring them under it. Run after
+    /// every recorded event, so what is kept depends only on the sequence of events, never
+    /// on how applies were batched: every replica drops the same events at the same revision.
+    fn trim_events(&mut self, revision: u64) -> Result<(), StoreError> {
+        let cutoff = history_cutoff(revision, self.events_kept);
+        if cutoff > self.events_compacted {
+            // One by one, for the byte count; a chunk (at most 256) at a time.
+            while let Some((oldest, len)) = oldest_event(&self.events)? {
+                if oldest > cutoff {
+                    break;
+                }
+                self.events.remove(oldest)?;
+                self.events_bytes = self.events_bytes.saturating_sub(event_bytes(len));
+            }
+            self.events_compacted = cutoff;
+        }
+        let bytes_kept = self.events_bytes_kept;
+        if self.events_bytes > bytes_kept.saturating_add(bytes_kept / 16) {
+            while self.events_bytes > bytes_kept {
+                let Some((oldest, len)) = oldest_event(&self.events)? else {
+                    break;
+                };
+                self.events.remove(oldest)?;
+                self.events_bytes = self.events_bytes.saturating_sub(event_bytes(len));
+                self.events_compacted = self.events_compacted.max(oldest);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The oldest kept event's revision and encoded size.
+fn oldest_event(
+    events: &Table<'_, u64, &'static [u8]>,
+) -> Result<Option<(u64, usize)>, StoreError> {
+    Ok(events.first()?.map(|(k, v)| (k.value(), v.value().len())))
+}
+
+/// The bytes one kept event takes in the count `meta.events_bytes` keeps.
+fn event_bytes(encoded_len: usize) -> u64 {
+    encoded_len as u64 + 8
+}
+
+/// Counts what the kept events take, for a store that has no count yet (made before the
+/// byte bound, or just installed from a snapshot).
+fn count_events_bytes(events: &Table<'_, u64, &'static [u8]>) -> Result<u64, StoreError> {
+    let mut total = 0u64;
+    for item in events.iter()? {
+        let (_, v) = item?;
+        total = total.saturating_add(event_bytes(v.value().len()));
+    }
+    Ok(total)
 }
 
 impl KvTable for RedbKv<'_> {
@@ -235,9 +311,14 @@ impl KvTable for RedbKv<'_> {
         Ok(due)
     }
     fn record(&mut self, event: &KvEvent) -> Result<(), StoreError> {
-        self.events
-            .insert(event.revision, encode(event)?.as_slice())?;
-        Ok(())
+        let bytes = encode(event)?;
+        self.events_bytes = self.events_bytes.saturating_add(event_bytes(bytes.len()));
+        if let Some(old) = self.events.insert(event.revision, bytes.as_slice())? {
+            self.events_bytes = self
+                .events_bytes
+                .saturating_sub(event_bytes(old.value().len()));
+        }
+        self.trim_events(event.revision)
     }
 }
 
@@ -602,10 +683,21 @@ impl StateMachineStore {
             let mut head: LedgerHead = meta_get(&meta, KEY_LEDGER_HEAD)?.unwrap_or_default();
             let mut membership: Option<Membership> = None;
             let mut ledger_table = txn.open_table(LEDGER)?;
+            let events = txn.open_table(EVENTS)?;
+            let events_bytes_stored: Option<u64> = meta_get(&meta, KEY_EVENTS_BYTES)?;
+            let events_bytes = match events_bytes_stored {
+                Some(bytes) => bytes,
+                None => count_events_bytes(&events)?,
+            };
+            let compacted: u64 = meta_get(&meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0);
             let mut table = RedbKv {
                 kv: txn.open_table(KV)?,
                 expiry: txn.open_table(EXPIRY)?,
-                events: txn.open_table(EVENTS)?,
+                events,
+                events_bytes,
+                events_compacted: compacted,
+                events_kept: self.config.events_kept,
+                events_bytes_kept: self.config.events_bytes_kept,
             };
             // The rooms, jobs and files tables are opened on first use: most batches touch
             // none of them, and opening (then closing, at commit) a table is not free.
@@ -709,11 +801,12 @@ impl StateMachineStore {
             if ledger_oldest.is_some_and(|oldest| oldest <= ledger_cutoff) {
                 ledger_table.retain_in(..=ledger_cutoff, |_, _| false)?;
             }
-            let events_cutoff = history_cutoff(kv_meta.revision, self.config.events_kept);
-            let compacted: u64 = meta_get(&meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0);
-            if events_cutoff > compacted {
-                table.events.retain_in(..=events_cutoff, |_, _| false)?;
-                meta_put(&mut meta, KEY_EVENTS_COMPACTED, &events_cutoff)?;
+            // The events were trimmed as they were recorded (`RedbKv::trim_events`).
+            if table.events_compacted > compacted {
+                meta_put(&mut meta, KEY_EVENTS_COMPACTED, &table.events_compacted)?;
+            }
+            if events_bytes_stored != Some(table.events_bytes) {
+                meta_put(&mut meta, KEY_EVENTS_BYTES, &table.events_bytes)?;
             }
             meta_put(&mut meta, KEY_LAST_APPLIED, &last_applied)?;
             meta_put(&mut meta, KEY_KV_META, &kv_meta)?;

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Change events kept for watches; older revisions answer 410.
     #[arg(long, default_value_t = 100_000)]
     events_kept: u64,
+    /// Bytes the kept change events may take (each carries its value); past it the oldest
+    /// go, and a watch from before them answers 410.
+    #[arg(long, default_value_t = kith_storage::EVENTS_BYTES_KEPT_DEFAULT)]
+    events_bytes_kept: u64,
     /// Ledger hashes kept for lookups by index.
     #[arg(long, default_value_t = 10_000)]
     ledger_kept: u64,
@@ -171,6 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.snapshot_logs_since_last = args.snapshot_threshold;
     config.snapshot_logs_keep = args.snapshot_keep;
     config.events_kept = args.events_kept;
+    config.events_bytes_kept = args.events_bytes_kept;
     config.ledger_kept = args.ledger_kept;
     config.room_messages_kept = args.room_messages_kept;
     config.rooms_max = args.rooms_max;

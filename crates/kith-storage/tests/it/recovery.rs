@@ -63,6 +63,7 @@ async fn identical_histories_have_identical_ledgers_and_bounded_history() {
     let config = kith_storage::StoreConfig {
         events_kept: 5,
         ledger_kept: 4,
+        ..Default::default()
     };
     let (a, b) = (
         tempfile::TempDir::new().unwrap(),
@@ -100,6 +101,83 @@ async fn identical_histories_have_identical_ledgers_and_bounded_history() {
     drop(c);
 }
 
+/// Kept events are bounded by bytes too, whatever their count: large values push the oldest
+/// out, on every replica at the same revision however the applies were batched, and a
+/// reopened store keeps counting from what it holds.
+#[tokio::test]
+async fn kept_events_are_bounded_by_bytes() {
+    let config = kith_storage::StoreConfig {
+        events_kept: 1_000,
+        events_bytes_kept: 64 * 1024,
+        ..Default::default()
+    };
+    let (a, b) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let value = "v".repeat(10_000);
+    let entries: Vec<_> = (1..=40)
+        .map(|i| put(1, i, &format!("k{i}"), &value))
+        .collect();
+    {
+        let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
+        let (_, mut sm_b) = kith_storage::open(b.path(), config).unwrap();
+        sm_a.apply(entries[..20].to_vec()).await.unwrap();
+        sm_a.apply(entries[20..].to_vec()).await.unwrap();
+        for entry in &entries {
+            sm_b.apply(vec![entry.clone()]).await.unwrap();
+        }
+        let (ra, rb) = (sm_a.reader(), sm_b.reader());
+        let kept = ra.events(0, "", 1_000).unwrap().events;
+        // Each event is a little over 10,000 bytes: 64 KiB holds 6 of them, and trimming
+        // starts only past a sixteenth more.
+        assert!((6..=7).contains(&kept.len()), "{} events kept", kept.len());
+        assert_eq!(kept.last().map(|e| e.revision), Some(40));
+        assert_eq!(ra.events_compacted().unwrap(), 40 - kept.len() as u64);
+        assert_eq!(
+            rb.events_compacted().unwrap(),
+            ra.events_compacted().unwrap()
+        );
+    }
+    // With events of about 1 KB the trimming's slack (a sixteenth) spans many events, so a
+    // trim at the end of a batch would keep a different set than a trim per apply.
+    let small = "s".repeat(1_000);
+    let entries: Vec<_> = (1..=300)
+        .map(|i| put(1, i, &format!("s{i}"), &small))
+        .collect();
+    let mut kept_by_batching = Vec::new();
+    for batch in [300, 1, 7] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let (_, mut sm) = kith_storage::open(dir.path(), config).unwrap();
+        for part in entries.chunks(batch) {
+            sm.apply(part.to_vec()).await.unwrap();
+        }
+        let reader = sm.reader();
+        let revisions: Vec<u64> = reader
+            .events(0, "", 1_000)
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.revision)
+            .collect();
+        kept_by_batching.push((revisions, reader.events_compacted().unwrap()));
+    }
+    assert!(kept_by_batching[0].0.len() < 100, "the byte bound trimmed");
+    assert_eq!(kept_by_batching[0], kept_by_batching[1]);
+    assert_eq!(kept_by_batching[0], kept_by_batching[2]);
+
+    // After a reopen the count goes on from the stored one: more large values keep the
+    // history under the bound.
+    let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
+    let more: Vec<_> = (41..=60)
+        .map(|i| put(1, i, &format!("k{i}"), &value))
+        .collect();
+    sm_a.apply(more).await.unwrap();
+    let kept = sm_a.reader().events(0, "", 1_000).unwrap().events;
+    assert!((6..=7).contains(&kept.len()), "{} events kept", kept.len());
+    assert_eq!(kept.last().map(|e| e.revision), Some(60));
+}
+
 /// A longer history is trimmed a chunk at a time (a sixteenth of what is kept): never below
 /// what is kept, never more than a chunk above, and at the same cutoff however it is batched.
 #[tokio::test]
@@ -107,6 +185,7 @@ async fn longer_histories_are_trimmed_in_chunks_whatever_the_batching() {
     let config = kith_storage::StoreConfig {
         events_kept: 64, // chunks of 4
         ledger_kept: 48, // chunks of 3
+        ..Default::default()
     };
     let (a, b) = (
         tempfile::TempDir::new().unwrap(),
@@ -233,6 +312,7 @@ async fn a_snapshot_carries_the_kept_history() {
     let config = kith_storage::StoreConfig {
         events_kept: 16,
         ledger_kept: 16,
+        ..Default::default()
     };
     let src = tempfile::TempDir::new().unwrap();
     let (_, mut sm) = kith_storage::open(src.path(), config).unwrap();
