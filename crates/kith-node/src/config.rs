@@ -76,10 +76,9 @@ pub struct NodeConfig {
     pub file_repair_interval: Duration,
     /// Bytes of stored chunks the scrubber re-hashes per second (0: off).
     pub file_scrub_bytes_per_s: u64,
-    /// Encoded bytes of log entries one AppendEntries request carries: the leader sends
-    /// fewer entries rather than pass it, and one entry alone whatever its size. Peers accept
-    /// bodies up to `protocol::peer_body_bytes_max`, which is at least this. Smaller requests
-    /// each finish well within openraft's per-RPC timeout (one heartbeat interval).
+    /// A floor under `protocol::peer_body_bytes_max`, the most encoded bytes one
+    /// AppendEntries request carries (the leader sends fewer entries rather than pass that
+    /// limit, and one entry alone whatever its size).
     pub append_bytes_max: usize,
     /// The storage quota: past it, writes that add data are refused (see [`crate::quota`]).
     /// Applied by the leader to proposals, and by each node to the chunks it stores.
