@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use kith_core::files::{hex, parse_hex, Hash};
 
+use crate::wal::sync_dir;
 use crate::StoreError;
 
 /// What a read found.
@@ -233,12 +234,6 @@ impl ChunkStore {
     pub fn file_path(&self, hash: &Hash) -> PathBuf {
         self.path(hash)
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::Io)
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {

@@ -549,9 +549,7 @@ fn convert_redb_log(old: &Path, wal_dir: &Path) -> Result<(), StoreError> {
     }
     std::fs::rename(&staging, wal_dir).map_err(StoreError::Io)?;
     if let Some(parent) = wal_dir.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(StoreError::Io)?;
+        crate::wal::sync_dir(parent)?;
     }
     std::fs::rename(old, old.with_extension("redb.converted")).map_err(StoreError::Io)?;
     tracing::info!(from = %old.display(), to = %wal_dir.display(), "converted the Raft log to segment files");

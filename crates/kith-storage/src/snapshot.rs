@@ -292,9 +292,7 @@ fn publish(dir: &Path, tmp: File) -> Result<(), StoreError> {
     drop(tmp);
     std::fs::rename(dir.join(SNAPSHOT_TMP_FILE), dir.join(SNAPSHOT_FILE))
         .map_err(StoreError::Io)?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::Io)
+    crate::wal::sync_dir(dir)
 }
 
 /// Writes the state as `txn` sees it to `snapshot.bin` (crash-safely), carrying `meta`.

@@ -599,7 +599,8 @@ fn sync_file(file: &File) -> Result<(), StoreError> {
     file.sync_data().map_err(StoreError::Io)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+/// fsyncs a directory, so that a file created, renamed or removed in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(StoreError::Io)
