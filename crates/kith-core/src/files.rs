@@ -119,6 +119,21 @@ pub struct Share {
     pub expires_at_ms: u64,
 }
 
+/// Where one chunk of a file lives now and where it should (`GET /v1/files/{path}?explain=1`,
+/// one per chunk). A response body: computed on request, never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkPlacement {
+    pub index: usize,
+    pub offset: u64,
+    pub size: u32,
+    /// The chunk's BLAKE3 hash, hex.
+    pub hash: String,
+    /// Members that answered that they hold a copy.
+    pub holders: Vec<NodeId>,
+    /// Where the chunk should live: the first R live members in its rendezvous order.
+    pub desired: Vec<NodeId>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileCommand {
     /// Commit a manifest, replacing any file at its path.
