@@ -459,7 +459,7 @@ struct ShareRequest {
 fn share_json(share: &Share) -> Value {
     json!({
         "token": share.token,
-        "url": format!("/s/{}", share.token),
+        "url": share.url(),
         "path": share.path,
         "expires_at_ms": share.expires_at_ms,
     })

@@ -25,7 +25,7 @@
 //! no cap on a transfer's total time, since a large file on a slow link legitimately takes
 //! long.
 //!
-//! Refuses: deciding what a valid path is beyond a cheap local check of the documented rule
+//! Refuses: deciding what a valid path is beyond a cheap local check with kith-core's rule
 //! (the node decides), and verifying content (the node checks every chunk's BLAKE3 hash).
 
 use std::future::Future;
@@ -41,6 +41,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use kith_core::files::{validate_path, ChunkPlacement, Share};
+use kith_core::limits::InvalidInput;
+
 use crate::{
     decode_error, encode_key, encode_query, Client, ClientError, Consistency, Retry, BACKOFF_MAX,
     BACKOFF_START, JSON, OCTETS, ROUNDS_MAX,
@@ -52,9 +55,6 @@ const READ_BYTES: usize = 256 * 1024;
 const TRANSFER_IDLE: Duration = Duration::from_secs(30);
 /// How often a transfer checks whether it has gone idle.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
-/// The documented path limits (docs/FILES.md "Paths").
-const PATH_BYTES_MAX: usize = 1024;
-const SEGMENT_BYTES_MAX: usize = 255;
 /// Most files one list page may ask for.
 pub const LIST_LIMIT_MAX: usize = 1000;
 
@@ -101,27 +101,6 @@ pub struct FileStat {
     pub blake3: String,
     pub version: u64,
     pub content_type: String,
-}
-
-/// A share link (`POST /v1/files/{path}/share`).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Share {
-    pub token: String,
-    /// Relative: `/s/{token}`, valid on every node.
-    pub url: String,
-    pub path: String,
-    pub expires_at_ms: u64,
-}
-
-/// Where one chunk lives now and where rendezvous hashing wants it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct ChunkPlacement {
-    pub index: u64,
-    pub offset: u64,
-    pub size: u64,
-    pub hash: String,
-    pub holders: Vec<u64>,
-    pub desired: Vec<u64>,
 }
 
 /// `GET /v1/files/{path}?explain=1`.
@@ -223,32 +202,9 @@ pub struct Download {
     pub content_type: String,
 }
 
-/// Checks `path` against the documented rule (docs/FILES.md), so that a bad path fails before
-/// any byte is sent. The node checks again; this is only the cheap early answer.
-pub fn validate_path(path: &str) -> Result<(), String> {
-    if path.is_empty() || path.len() > PATH_BYTES_MAX {
-        return Err(format!("a path is 1–{PATH_BYTES_MAX} bytes"));
-    }
-    if path.starts_with('/') || path.ends_with('/') {
-        return Err("a path does not start or end with '/'".into());
-    }
-    for segment in path.split('/') {
-        if segment.is_empty() || segment.len() > SEGMENT_BYTES_MAX {
-            return Err(format!(
-                "each '/'-separated segment is 1–{SEGMENT_BYTES_MAX} bytes"
-            ));
-        }
-        if segment == "." || segment == ".." {
-            return Err("'.' and '..' are not allowed as segments".into());
-        }
-        if segment.chars().any(|c| c.is_control() || c == '\\') {
-            return Err("no control characters or '\\' in a path".into());
-        }
-    }
-    Ok(())
-}
-
-fn bad_path(path: &str, why: String) -> ClientError {
+/// A path that fails kith-core's rule (docs/FILES.md "Paths"), refused before any byte is
+/// sent; the node checks again.
+fn bad_path(path: &str, why: InvalidInput) -> ClientError {
     ClientError::Api {
         status: 400,
         code: "invalid_path".into(),
@@ -813,6 +769,36 @@ impl Client {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    /// The bodies as kith-api writes them (`share_json`, `summary` plus `chunks`) decode into
+    /// the types shared with the server.
+    #[test]
+    fn the_server_s_share_and_explain_bodies_decode() {
+        let share: Share = serde_json::from_value(json!({
+            "token": "00ff", "url": "/s/00ff", "path": "a/b", "expires_at_ms": 7,
+        }))
+        .expect("share");
+        assert_eq!(share.url(), "/s/00ff");
+        assert_eq!((share.path.as_str(), share.expires_at_ms), ("a/b", 7));
+        let explain: FileExplain = serde_json::from_value(json!({
+            "path": "a/b", "size": 5, "blake3": "ab", "content_type": "text/plain",
+            "created_ms": 1, "version": 2, "chunk_bytes": 4, "chunk_count": 2, "replicas": 3,
+            "chunks": [
+                {"index": 0, "offset": 0, "size": 4, "hash": "cd", "holders": [1, 2], "desired": [1, 2, 3]},
+                {"index": 1, "offset": 4, "size": 1, "hash": "ef", "holders": [], "desired": [3]},
+            ],
+        }))
+        .expect("explain");
+        assert_eq!(explain.chunks.len(), 2);
+        assert_eq!(explain.chunks[0].holders, [1, 2]);
+        assert_eq!((explain.chunks[1].offset, explain.chunks[1].size), (4, 1));
+        // What the client decodes, the server's type encodes back to the same document.
+        let again = serde_json::to_value(&explain.chunks[0]).expect("encode");
+        assert_eq!(
+            again,
+            json!({"index": 0, "offset": 0, "size": 4, "hash": "cd", "holders": [1, 2], "desired": [1, 2, 3]})
+        );
+    }
 
     #[test]
     fn paths_follow_the_documented_rule() {

@@ -119,6 +119,14 @@ pub struct Share {
     pub expires_at_ms: u64,
 }
 
+impl Share {
+    /// The link's URL, relative (`/s/{token}`): valid on every node. The API returns it as
+    /// `url`; it is never stored.
+    pub fn url(&self) -> String {
+        format!("/s/{}", self.token)
+    }
+}
+
 /// Where one chunk of a file lives now and where it should (`GET /v1/files/{path}?explain=1`,
 /// one per chunk). A response body: computed on request, never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -129,7 +129,7 @@ pub async fn run(args: FilesArgs) -> anyhow::Result<()> {
             check_path(&path)?;
             let seconds = parse_duration_s(&expires)?;
             let share = client.share_file(&path, Some(seconds)).await?;
-            let url = format!("{}{}", client.endpoints()[0], share.url);
+            let url = format!("{}{}", client.endpoints()[0], share.url());
             if json_out {
                 outln!(
                     "{}",
@@ -403,7 +403,7 @@ fn print_placement(e: &FileExplain) {
             [
                 c.index.to_string(),
                 c.offset.to_string(),
-                human_bytes(c.size),
+                human_bytes(u64::from(c.size)),
                 c.hash.chars().take(12).collect(),
                 ids(&c.holders),
                 ids(&c.desired),
