@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::routes::{parse_consistency, parse_limit, Q};
-use kith_core::files::{self, hex, parse_hex, Hash, Manifest, Share};
+use kith_core::files::{self, hex, parse_hex, FileInfo, Hash, Manifest, Share};
 use kith_node::files::{route, ShareLookup, HAVE_HASHES_MAX};
 use kith_node::{Consistency, Node};
 
@@ -108,17 +108,7 @@ fn not_found(path: &str) -> ApiError {
 /// A manifest as clients see it (without the chunk list); `replicas` is
 /// [`Node::file_replicas`], read once per response.
 fn summary(replicas: usize, m: &Manifest) -> Value {
-    json!({
-        "path": m.path,
-        "size": m.size,
-        "blake3": hex(&m.blake3),
-        "content_type": m.content_type,
-        "created_ms": m.created_ms,
-        "version": m.version,
-        "chunk_bytes": m.chunk_bytes,
-        "chunk_count": m.chunks.len(),
-        "replicas": replicas,
-    })
+    json!(FileInfo::new(m, replicas))
 }
 
 async fn upload(
@@ -606,6 +596,40 @@ async fn have(State(node): Shared, body: Body) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The summary body is kith-core's `FileInfo`; its JSON is the document clients read.
+    #[test]
+    fn a_summary_is_the_shared_file_info() {
+        let chunk = |size| files::ChunkRef {
+            hash: [7; 32],
+            size,
+        };
+        let manifest = Manifest {
+            path: "a/b.txt".into(),
+            size: 7,
+            blake3: [1; 32],
+            content_type: "text/plain".into(),
+            chunk_bytes: 4,
+            chunks: vec![chunk(4), chunk(3)],
+            created_ms: 5,
+            version: 6,
+        };
+        assert_eq!(
+            serde_json::to_string(&summary(3, &manifest)).unwrap(),
+            serde_json::to_string(&json!({
+                "path": "a/b.txt",
+                "size": 7,
+                "blake3": hex(&[1; 32]),
+                "content_type": "text/plain",
+                "created_ms": 5,
+                "version": 6,
+                "chunk_bytes": 4,
+                "chunk_count": 2,
+                "replicas": 3,
+            }))
+            .unwrap()
+        );
+    }
 
     #[test]
     fn ranges_follow_rfc_9110() {

@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use kith_core::files::{validate_path, ChunkPlacement, Share};
+use kith_core::files::{validate_path, ChunkPlacement, FileInfo, Share};
 use kith_core::limits::InvalidInput;
 
 use crate::{
@@ -61,29 +61,6 @@ pub const LIST_LIMIT_MAX: usize = 1000;
 /// Called with the bytes transferred so far in the current attempt. It is called with 0 when
 /// an upload starts again on another endpoint.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
-
-/// A file's manifest summary, as `PUT` and the list return it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct FileInfo {
-    pub path: String,
-    pub size: u64,
-    /// Whole-file BLAKE3 hash, hex.
-    pub blake3: String,
-    #[serde(default)]
-    pub content_type: String,
-    #[serde(default)]
-    pub created_ms: u64,
-    /// Uploads the cluster had committed when this one was, itself included; grows with every
-    /// upload and overwrite.
-    #[serde(default)]
-    pub version: u64,
-    #[serde(default)]
-    pub chunk_bytes: u64,
-    #[serde(default)]
-    pub chunk_count: u64,
-    #[serde(default)]
-    pub replicas: u64,
-}
 
 /// One page of `GET /v1/files`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

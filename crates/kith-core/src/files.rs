@@ -127,6 +127,49 @@ impl Share {
     }
 }
 
+/// A file as the API returns it from an upload, an explain and the listing: its manifest
+/// without the chunk list. A response body, never stored; the defaults let a client read a
+/// body that leaves the later fields out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub path: String,
+    pub size: u64,
+    /// Whole-file BLAKE3 hash, hex.
+    pub blake3: String,
+    #[serde(default)]
+    pub content_type: String,
+    #[serde(default)]
+    pub created_ms: u64,
+    /// Uploads the cluster had committed when this one was, itself included; grows with every
+    /// upload and overwrite.
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub chunk_bytes: u64,
+    #[serde(default)]
+    pub chunk_count: u64,
+    /// Copies each chunk gets in the current membership.
+    #[serde(default)]
+    pub replicas: u64,
+}
+
+impl FileInfo {
+    /// `manifest` as clients see it, with `replicas` copies per chunk.
+    pub fn new(manifest: &Manifest, replicas: usize) -> Self {
+        FileInfo {
+            path: manifest.path.clone(),
+            size: manifest.size,
+            blake3: hex(&manifest.blake3),
+            content_type: manifest.content_type.clone(),
+            created_ms: manifest.created_ms,
+            version: manifest.version,
+            chunk_bytes: u64::from(manifest.chunk_bytes),
+            chunk_count: manifest.chunks.len() as u64,
+            replicas: replicas as u64,
+        }
+    }
+}
+
 /// Where one chunk of a file lives now and where it should (`GET /v1/files/{path}?explain=1`,
 /// one per chunk). A response body: computed on request, never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
