@@ -16,6 +16,10 @@
 //! Placement is not part of the state: [`rendezvous`] derives a chunk's preferred holders
 //! from its hash and the current members, so a membership change moves the desired
 //! placement without rewriting any manifest.
+//!
+//! The public API's file bodies are defined here once, for the server that writes them and
+//! the client that reads them: [`FileInfo`], [`ChunkPlacement`], [`Share`] (whose `url` is
+//! [`Share::url`]), and the path rule [`validate_path`], which the client checks early.
 
 use serde::{Deserialize, Serialize};
 
