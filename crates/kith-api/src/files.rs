@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::routes::{parse_consistency, parse_limit, Q};
-use kith_core::files::{self, hex, parse_hex, FileInfo, Hash, Manifest, Share};
+use kith_core::files::{self, hex, parse_hex, FileExplain, FileInfo, Hash, Manifest, Share};
 use kith_node::files::{route, ShareLookup, HAVE_HASHES_MAX};
 use kith_node::{Consistency, Node};
 
@@ -180,9 +180,8 @@ async fn download(
         None | Some("0") | Some("false") => serve_file(&node, manifest, &method, &headers, None),
         Some("1") | Some("true") => {
             let chunks = node.explain(&manifest).await;
-            let mut body = summary(node.file_replicas(), &manifest);
-            body["chunks"] = json!(chunks);
-            Ok(Json(body).into_response())
+            let file = FileInfo::new(&manifest, node.file_replicas());
+            Ok(Json(json!(FileExplain { file, chunks })).into_response())
         }
         Some(other) => Err(ApiError::bad_request(format!(
             "explain must be 1 or 0, not '{other}'"

@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use kith_core::files::{validate_path, ChunkPlacement, FileInfo, Share};
+use kith_core::files::{validate_path, FileExplain, FileInfo, Share};
 use kith_core::limits::InvalidInput;
 
 use crate::{
@@ -78,19 +78,6 @@ pub struct FileStat {
     pub blake3: String,
     pub version: u64,
     pub content_type: String,
-}
-
-/// `GET /v1/files/{path}?explain=1`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct FileExplain {
-    pub path: String,
-    pub size: u64,
-    pub blake3: String,
-    #[serde(default)]
-    pub version: u64,
-    #[serde(default)]
-    pub replicas: u64,
-    pub chunks: Vec<ChunkPlacement>,
 }
 
 /// What to upload.
@@ -757,24 +744,25 @@ mod tests {
         .expect("share");
         assert_eq!(share.url(), "/s/00ff");
         assert_eq!((share.path.as_str(), share.expires_at_ms), ("a/b", 7));
-        let explain: FileExplain = serde_json::from_value(json!({
+        let body = json!({
             "path": "a/b", "size": 5, "blake3": "ab", "content_type": "text/plain",
             "created_ms": 1, "version": 2, "chunk_bytes": 4, "chunk_count": 2, "replicas": 3,
             "chunks": [
-                {"index": 0, "offset": 0, "size": 4, "hash": "cd", "holders": [1, 2], "desired": [1, 2, 3]},
-                {"index": 1, "offset": 4, "size": 1, "hash": "ef", "holders": [], "desired": [3]},
+                {"index": 0, "offset": 0, "size": 4, "hash": "cd",
+                 "holders": [1, 2], "desired": [1, 2, 3]},
+                {"index": 1, "offset": 4, "size": 1, "hash": "ef",
+                 "holders": [], "desired": [3]},
             ],
-        }))
-        .expect("explain");
-        assert_eq!(explain.chunks.len(), 2);
+        });
+        let explain: FileExplain = serde_json::from_value(body.clone()).expect("explain");
+        assert_eq!(
+            (explain.file.path.as_str(), explain.file.replicas),
+            ("a/b", 3)
+        );
         assert_eq!(explain.chunks[0].holders, [1, 2]);
         assert_eq!((explain.chunks[1].offset, explain.chunks[1].size), (4, 1));
-        // What the client decodes, the server's type encodes back to the same document.
-        let again = serde_json::to_value(&explain.chunks[0]).expect("encode");
-        assert_eq!(
-            again,
-            json!({"index": 0, "offset": 0, "size": 4, "hash": "cd", "holders": [1, 2], "desired": [1, 2, 3]})
-        );
+        // What the client decodes, the server's types encode back to the same document.
+        assert_eq!(serde_json::to_value(&explain).expect("encode"), body);
     }
 
     #[test]

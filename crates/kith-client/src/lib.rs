@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 
 pub use chat::{ChatMessage, RoomEvent};
 pub use files::{
-    ByteRange, Download, DownloadOptions, FileExplain, FilePage, FileStat, Progress, UploadOptions,
-    UploadSource,
+    ByteRange, Download, DownloadOptions, FilePage, FileStat, Progress, UploadOptions, UploadSource,
 };
 pub use jobs::ClaimedJob;
 /// The wire types the client shares with the server.
-pub use kith_core::files::{validate_path, ChunkPlacement, FileInfo, Share};
+pub use kith_core::files::{validate_path, ChunkPlacement, FileExplain, FileInfo, Share};
 pub use watch::{WatchControl, WatchEvent};
 
 use reqwest::{Method, StatusCode};

@@ -18,8 +18,9 @@
 //! placement without rewriting any manifest.
 //!
 //! The public API's file bodies are defined here once, for the server that writes them and
-//! the client that reads them: [`FileInfo`], [`ChunkPlacement`], [`Share`] (whose `url` is
-//! [`Share::url`]), and the path rule [`validate_path`], which the client checks early.
+//! the client that reads them: [`FileInfo`], [`FileExplain`], [`ChunkPlacement`], [`Share`]
+//! (whose `url` is [`Share::url`]), and the path rule [`validate_path`], which the client
+//! checks early.
 
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +173,14 @@ impl FileInfo {
             replicas: replicas as u64,
         }
     }
+}
+
+/// `GET /v1/files/{path}?explain=1`: a file and where each of its chunks lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileExplain {
+    #[serde(flatten)]
+    pub file: FileInfo,
+    pub chunks: Vec<ChunkPlacement>,
 }
 
 /// Where one chunk of a file lives now and where it should (`GET /v1/files/{path}?explain=1`,

@@ -374,19 +374,20 @@ fn explain_json(e: &FileExplain) -> serde_json::Value {
                    "holders": c.holders, "desired": c.desired})
         })
         .collect();
-    json!({"path": e.path, "size": e.size, "blake3": e.blake3, "version": e.version,
-           "replicas": e.replicas, "chunks": chunks})
+    let f = &e.file;
+    json!({"path": f.path, "size": f.size, "blake3": f.blake3, "version": f.version,
+           "replicas": f.replicas, "chunks": chunks})
 }
 
 /// One row per chunk: where it is, where it should be, and whether that is enough.
 fn print_placement(e: &FileExplain) {
     outln!(
         "{}: {} in {}, {} copies wanted, version {}",
-        e.path,
-        human_bytes(e.size),
+        e.file.path,
+        human_bytes(e.file.size),
         plural(e.chunks.len() as u64, "chunk"),
-        e.replicas,
-        e.version
+        e.file.replicas,
+        e.file.version
     );
     let ids = |v: &[u64]| {
         let s: Vec<String> = v.iter().map(u64::to_string).collect();
@@ -407,7 +408,7 @@ fn print_placement(e: &FileExplain) {
                 c.hash.chars().take(12).collect(),
                 ids(&c.holders),
                 ids(&c.desired),
-                placement_state(&c.holders, &c.desired, e.replicas).to_owned(),
+                placement_state(&c.holders, &c.desired, e.file.replicas).to_owned(),
             ]
         })
         .collect();
