@@ -31,9 +31,6 @@ type PathResult = Result<Path<String>, axum::extract::rejection::PathRejection>;
 
 /// Largest share request body (`{"expires_in_s":N}`).
 const SHARE_BODY_BYTES_MAX: usize = 4096;
-/// Files a listing returns by default, and at most.
-const LIST_LIMIT_DEFAULT: usize = 100;
-const LIST_LIMIT_MAX: usize = 1000;
 /// Share links `GET /v1/shares` returns at most.
 const SHARES_LISTED_MAX: usize = 1000;
 
@@ -409,7 +406,11 @@ struct ListQuery {
 
 async fn list(State(node): Shared, Q(query): Q<ListQuery>) -> Result<Response, ApiError> {
     let consistency = parse_consistency(query.consistency.as_deref())?;
-    let limit = parse_limit(query.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
+    let limit = parse_limit(
+        query.limit,
+        files::LIST_FILES_DEFAULT,
+        files::LIST_FILES_MAX,
+    )?;
     let prefix = query.prefix.unwrap_or_default();
     if prefix.len() > files::PATH_BYTES_MAX
         || query

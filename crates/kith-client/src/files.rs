@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use kith_core::files::{validate_path, FileExplain, FileInfo, Share};
+use kith_core::files::{validate_path, FileExplain, FileInfo, Share, LIST_FILES_MAX};
 use kith_core::limits::InvalidInput;
 
 use crate::{
@@ -55,8 +55,6 @@ const READ_BYTES: usize = 256 * 1024;
 const TRANSFER_IDLE: Duration = Duration::from_secs(30);
 /// How often a transfer checks whether it has gone idle.
 const IDLE_CHECK: Duration = Duration::from_millis(500);
-/// Most files one list page may ask for.
-pub const LIST_LIMIT_MAX: usize = 1000;
 
 /// Called with the bytes transferred so far in the current attempt. It is called with 0 when
 /// an upload starts again on another endpoint.
@@ -625,7 +623,7 @@ impl Client {
         let mut route = format!(
             "/v1/files?prefix={}&limit={}",
             encode_query(prefix),
-            limit.clamp(1, LIST_LIMIT_MAX)
+            limit.clamp(1, LIST_FILES_MAX)
         );
         if let Some(after) = after {
             route.push_str(&format!("&after={}", encode_query(after)));

@@ -58,6 +58,9 @@ pub const SHARE_TTL_S_DEFAULT: u64 = 24 * 3600;
 /// Longest share token a command may carry. Nodes make tokens of 16 random bytes in hex
 /// (32 characters); the bound only keeps a forged one small.
 pub const SHARE_TOKEN_CHARS_MAX: usize = 64;
+/// Files one page of `GET /v1/files` returns by default, and at most.
+pub const LIST_FILES_DEFAULT: usize = 100;
+pub const LIST_FILES_MAX: usize = 1000;
 /// Expired share links dropped per file command (the rest go with later commands).
 const SHARES_PRUNED_PER_APPLY_MAX: usize = 100;
 
