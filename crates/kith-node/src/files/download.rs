@@ -47,7 +47,7 @@ impl Node {
     }
 
     /// The bytes `start..end` of a file, as a stream of verified chunk slices. Chunks are
-    /// fetched up to [`DOWNLOAD_CHUNKS_AHEAD`] ahead of the consumer, so memory stays
+    /// fetched up to `DOWNLOAD_CHUNKS_AHEAD` ahead of the consumer, so memory stays
     /// bounded whatever the file's size. If no copy of a chunk can be read the stream ends
     /// with an error (the HTTP layer then cuts the response short).
     pub fn read_file(

@@ -21,7 +21,8 @@
 //!   it, it fetches a copy from any holder. Members that have failed every probe for longer
 //!   than `file_down_after` are not counted as live, so their chunks gain a copy elsewhere.
 //! - **Scrub** re-hashes stored chunks at `file_scrub_bytes_per_s`; a corrupt copy is deleted
-//!   (by [`ChunkStore::get`]) and then repaired like a missing one.
+//!   (by [`ChunkStore::get`](kith_storage::ChunkStore::get)) and then repaired like a
+//!   missing one.
 //! - **Garbage collection** deletes a local chunk once no manifest has referenced it for a
 //!   grace period *and* its file is older than that grace period. Each pass first obtains a
 //!   read index, so a manifest committed before the pass is always seen. An upload must
@@ -29,15 +30,15 @@
 //!   collected before its manifest is visible (see ARCHITECTURE.md, "Files").
 //!
 //! The operations are [`Node`](crate::Node) methods, one concern per module:
-//! - [`blobs`]: [`Blobs`], the state the node holds (chunk store, down peers, upload bound,
+//! - `blobs`: [`Blobs`], the state the node holds (chunk store, down peers, upload bound,
 //!   counters); it knows nothing of the node, so the node depends on it and not on the rest.
-//! - [`upload`]: `upload` (cut, store each chunk on R nodes, commit the manifest) and
+//! - `upload`: `upload` (cut, store each chunk on R nodes, commit the manifest) and
 //!   `delete_file`.
-//! - [`download`]: `file`, `files`, `read_file` and `fetch_chunk` (read repair).
-//! - [`shares`]: share links (`share_file`, `unshare`, `lookup_share`).
-//! - [`placement`]: members, R, desired holders, and `explain`.
-//! - [`peers`]: chunk requests to other members and the answers to theirs.
-//! - [`repair`]: the background loop — repair, scrub and GC passes.
+//! - `download`: `file`, `files`, `read_file` and `fetch_chunk` (read repair).
+//! - `shares`: share links (`share_file`, `unshare`, `lookup_share`).
+//! - `placement`: members, R, desired holders, and `explain`.
+//! - `peers`: chunk requests to other members and the answers to theirs.
+//! - `repair`: the background loop — repair, scrub and GC passes.
 //!
 //! Refuses: HTTP (kith-api streams bodies in and out) and deciding what a manifest means
 //! (kith-core).

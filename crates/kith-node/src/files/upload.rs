@@ -126,9 +126,9 @@ impl Node {
         Ok((size, blake3, chunks))
     }
 
-    /// Garbage collection spares an unreferenced chunk for the grace period after it was
-    /// written; committing later than half of that could race it (module docs), so an upload
-    /// that took longer is refused.
+    /// Refuses to commit an upload that has taken longer than half the GC grace period: its
+    /// first chunks could be collected before the manifest is visible (the rule is in the
+    /// [module docs](super), "Garbage collection").
     fn check_commit_deadline(&self, started: Instant) -> Result<(), NodeError> {
         let limit = self.config.file_gc_grace / 2;
         if started.elapsed() > limit {
