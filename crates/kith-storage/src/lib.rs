@@ -26,6 +26,7 @@
 
 mod chunk_store;
 mod codec;
+mod durability;
 mod error;
 mod files_tables;
 mod log_store;
@@ -38,6 +39,7 @@ mod wal;
 use std::path::Path;
 
 pub use chunk_store::{ChunkInfo, ChunkRead, ChunkStore};
+pub use durability::LogGate;
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
@@ -76,8 +78,41 @@ pub async fn index_reaches(
     matches!(reached, Ok(Ok(_)))
 }
 
-/// Opens (or creates) a node's stores under `dir`.
-pub fn open(dir: &Path, config: StoreConfig) -> Result<(LogStore, StateMachineStore), StoreError> {
+/// A node's stores, linked as [`open`] links them.
+pub struct NodeStores {
+    pub log: LogStore,
+    pub state_machine: StateMachineStore,
+    /// What the peer transport waits on (see `durability`).
+    pub log_gate: LogGate,
+}
+
+/// Opens (or creates) the stores of node `id` under `dir`, linked for replication: the
+/// log's purge waits for the state machine's durable `last_applied`, the leader's own
+/// appends overlap their fsync, and the state machine and the returned [`LogGate`] hold
+/// back what that fsync has not covered yet (see `durability`).
+pub fn open(
+    dir: &Path,
+    id: kith_core::NodeId,
+    config: StoreConfig,
+) -> Result<NodeStores, StoreError> {
+    let (log, mut state_machine) = open_ungated(dir, config)?;
+    let log_gate = LogGate::new(log.durable_index());
+    state_machine.apply_after_log_durable(log_gate.clone());
+    log.overlap_leader_fsync(id);
+    Ok(NodeStores {
+        log,
+        state_machine,
+        log_gate,
+    })
+}
+
+/// Opens (or creates) the stores under `dir` with only the purge link: every append waits
+/// for its fsync, so nothing needs a gate. For tests and tools that drive the log and the
+/// state machine themselves.
+pub fn open_ungated(
+    dir: &Path,
+    config: StoreConfig,
+) -> Result<(LogStore, StateMachineStore), StoreError> {
     std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
     let sm = StateMachineStore::open(dir, config)?;
     // Linked: the log is never purged past what the state machine holds durably.

@@ -82,7 +82,7 @@ use tokio::sync::watch;
 use crate::codec::{decode, encode};
 use crate::files_tables::RedbFiles;
 use crate::snapshot::{self, SnapshotBuilder};
-use crate::{StoreError, TypeConfig};
+use crate::{LogGate, StoreError, TypeConfig};
 use kith_core::files;
 use kith_core::jobs::{self, Job, JobTable, QueueStats};
 use kith_core::ledger::{self, Hash};
@@ -186,10 +186,9 @@ pub struct StateMachineStore {
     /// Applies committed without fsync since the last durable one, and when that was.
     applies_since_fsync: u64,
     last_durable: std::time::Instant,
-    /// The last index the Raft log holds durably (`LogStore::durable_index`), when linked:
-    /// an apply waits until it covers the entries it applies (see `log_store.rs`, the
-    /// leader's overlapped fsync). `None` for a store opened on its own.
-    log_durable: Option<watch::Receiver<u64>>,
+    /// The log's durable index, when opened by `crate::open`: an apply waits until it
+    /// covers the entries it applies (see `durability`). `None` for a store opened on its own.
+    log_gate: Option<LogGate>,
     /// When the earliest job timer in the committed state is set for (`None`: no timers).
     /// Exact, not a hint: set on open, after a snapshot install, and after every apply that
     /// opened the job tables (only those can change the timers). Lets an apply leave the job
@@ -626,15 +625,15 @@ impl StateMachineStore {
             fail_apply_at: hook_index("KITH_TEST_FAIL_APPLY_INDEX"),
             applies_since_fsync: 0,
             last_durable: std::time::Instant::now(),
-            log_durable: None,
+            log_gate: None,
             job_timer_first_ms,
         })
     }
 
-    /// From now on, an apply waits until `log_durable` (`LogStore::durable_index`) covers
-    /// the entries it applies. Required with `LogStore::overlap_leader_fsync`.
-    pub fn apply_after_log_durable(&mut self, log_durable: watch::Receiver<u64>) {
-        self.log_durable = Some(log_durable);
+    /// From now on, an apply waits until the log holds the entries it applies durably
+    /// (see `durability`).
+    pub(crate) fn apply_after_log_durable(&mut self, log_gate: LogGate) {
+        self.log_gate = Some(log_gate);
     }
 
     /// Follows the durable `last_applied` index (0 for none), for the log's purge.
@@ -899,11 +898,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
-        if let (Some(last), Some(durable)) = (entries.last(), &self.log_durable) {
-            // The leader's log may still be writing an entry that is already committed
-            // (when it alone is a quorum); nothing of it may take effect before it is durable.
+        if let (Some(last), Some(gate)) = (entries.last(), &self.log_gate) {
+            // The log may still be writing an entry that is already committed: see
+            // `durability`, the state machine's gate.
             let index = last.log_id.index;
-            if !crate::index_reaches(durable, index, APPLY_LOG_WAIT_MAX).await {
+            if !gate.holds(index, APPLY_LOG_WAIT_MAX).await {
                 return Err(sm_write_err(StoreError::Io(std::io::Error::other(
                     format!(
                     "entry {index} is committed but the log has not made it durable within {} s",
