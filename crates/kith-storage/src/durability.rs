@@ -50,3 +50,13 @@ impl LogGate {
         crate::index_reaches(&self.durable_index, index, within).await
     }
 }
+
+/// Raises a published durable index (the log's, or the state machine's durable
+/// `last_applied`, which the log's purge waits on) to `index`; it never goes back.
+pub(crate) fn advance(durable: &watch::Sender<u64>, index: u64) {
+    durable.send_if_modified(|d| {
+        let raised = index > *d;
+        *d = (*d).max(index);
+        raised
+    });
+}

@@ -28,11 +28,10 @@ mod chunk_store;
 mod codec;
 mod durability;
 mod error;
-mod files_tables;
 mod log_store;
 mod snapshot;
 mod snapshot_inbox;
-mod state_machine;
+mod state;
 mod stored_bytes;
 mod wal;
 
@@ -44,9 +43,10 @@ pub use error::StoreError;
 pub use log_store::LogStore;
 pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 pub use snapshot_inbox::SnapshotInbox;
-pub use state_machine::{
-    LedgerHead, StateMachineStore, StateReader, StoreConfig, EVENTS_BYTES_KEPT_DEFAULT,
-};
+pub use state::history::{StoreConfig, EVENTS_BYTES_KEPT_DEFAULT};
+pub use state::ledger::LedgerHead;
+pub use state::machine::StateMachineStore;
+pub use state::reader::StateReader;
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for kith: a log entry carries a batch of
