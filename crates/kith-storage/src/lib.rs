@@ -5,15 +5,18 @@
 //! - [`LogStore`]: the Raft log and the vote (`raft-log/`, segment files of checksummed
 //!   records; see `wal`). Every append, truncate, purge and vote is fsynced before openraft
 //!   is told it is done.
-//! - [`StateMachineStore`]: the applied key-value state, its expiry index, the recent change
-//!   events (for watches), the ledger (hash chain) and the applied log id, all written in one
-//!   redb transaction per batch of applied entries (`state.redb`), plus the latest snapshot
+//! - [`StateMachineStore`] (`state`, split by domain): the applied state of kv, rooms, jobs
+//!   and files, the recent change events (for watches), the ledger (hash chain) and the
+//!   applied log id, all written in one redb transaction per batch of applied entries
+//!   (`state.redb`; what each command does is `kith_core::machine`), plus the latest snapshot
 //!   (`snapshot.bin`, replaced atomically; its format, building and installing are in
 //!   `snapshot`, all streamed record by record, never a whole copy in memory).
 //! - [`SnapshotInbox`]: a snapshot arriving from a peer in pieces, assembled in a file
 //!   (`snapshot.recv`) and checked whole ([`verify_snapshot`]) before Raft may install it.
 //! - [`ChunkStore`]: the file chunks this node holds (`chunks/`), one durable file per
 //!   chunk, named and verified by its BLAKE3 hash.
+//! - [`open`]: a node's log and state machine, linked, with the [`LogGate`] its peer
+//!   transport needs (`durability`: the leader's overlapped fsync and its gates).
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
 //!   read paths; it never blocks writers (redb is MVCC). `StateReader::stored_bytes`
 //!   (`stored_bytes`) measures the data it holds, for the storage quota.

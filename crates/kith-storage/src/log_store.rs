@@ -38,7 +38,7 @@
 //!   led before the crash as leader at once, reusing its old no-op entry, so its read index
 //!   is `max(old no-op, committed)` — and `committed` restarts from the state machine's
 //!   *durable* `last_applied`, which trails what the node acknowledged before the crash
-//!   (applies are not fsynced one by one; see `state_machine.rs`). A linearizable read could
+//!   (applies are not fsynced one by one; see `state::machine`). A linearizable read could
 //!   then miss an acknowledged write; the fault suite's rolling restart caught exactly that.
 //!   After an election the new leader's no-op comes after every acknowledged entry.
 //! - The committed index is not persisted at all (openraft treats it as optional).
