@@ -13,6 +13,8 @@
 //! - [`files`]: file manifests, chunk reference counts, share links, and the rendezvous
 //!   placement of chunks (the bytes themselves never enter the log).
 //! - [`ledger`]: the hash chain over applied entries that lets replicas prove they agree.
+//! - [`machine`]: the whole state machine: one proposal dispatched to its domain, over the
+//!   [`machine::Tables`] every store implements.
 //! - [`limits`]: input bounds and validation shared by the API and the state machine.
 //!
 //! Refuses: I/O, clocks, randomness, async. Applying the same commands in the same order must
@@ -25,6 +27,7 @@ pub mod jobs;
 pub mod kv;
 pub mod ledger;
 pub mod limits;
+pub mod machine;
 pub mod rooms;
 
 pub use command::{Command, Proposal, Response};

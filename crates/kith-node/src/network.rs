@@ -53,7 +53,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::protocol::{route, ForwardError, ForwardRequest, ForwardResponse};
 use kith_core::NodeId;
-use kith_storage::TypeConfig;
+use kith_storage::{LogGate, TypeConfig};
 
 /// Content type of postcard bodies on the peer path.
 pub const POSTCARD: &str = "application/x-kith-postcard";
@@ -184,14 +184,14 @@ pub struct PeerTransport {
     local_ip: Option<IpAddr>,
     /// Largest encoded message sent (`protocol::peer_body_bytes_max`, what peers accept).
     body_bytes_max: usize,
-    /// The last index this node's log holds durably, when the leader's fsync overlaps
-    /// replication (`LogStore::overlap_leader_fsync`): see [`PeerConnection`]'s
-    /// `append_entries`.
-    log_durable: Option<tokio::sync::watch::Receiver<u64>>,
+    /// This node's log's durable index, which AppendEntries waits on (see
+    /// `kith_storage::durability`).
+    log_gate: LogGate,
 }
 
 impl PeerTransport {
     pub fn new(
+        log_gate: LogGate,
         listen: SocketAddr,
         timeout: Duration,
         body_bytes_max: usize,
@@ -215,25 +215,13 @@ impl PeerTransport {
             faults,
             local_ip,
             body_bytes_max,
-            log_durable: None,
+            log_gate,
         })
     }
 
-    /// Gates AppendEntries on this node's log: a follower's acknowledgement reaches openraft
-    /// only once `log_durable` covers what it acknowledges, and a commit index leaves only
-    /// once it covers that index. Required with `LogStore::overlap_leader_fsync`.
-    pub fn with_log_gate(mut self, log_durable: tokio::sync::watch::Receiver<u64>) -> Self {
-        self.log_durable = Some(log_durable);
-        self
-    }
-
-    /// Waits (at most `ttl`) until this node's log holds `index` durably. Without a gate,
-    /// at once.
+    /// Waits (at most `ttl`) until this node's log holds `index` durably.
     async fn log_holds(&self, index: u64, ttl: Duration) -> Result<(), TransportError> {
-        let Some(durable) = &self.log_durable else {
-            return Ok(());
-        };
-        if kith_storage::index_reaches(durable, index, ttl).await {
+        if self.log_gate.holds(index, ttl).await {
             return Ok(());
         }
         Err(TransportError::Other {
@@ -647,14 +635,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        // The leader reports its own appends to openraft before their fsync (see
-        // `LogStore::overlap_leader_fsync`), so its core counts its own copy of an entry
-        // while the disk still writes it. An entry commits only with a follower's
-        // acknowledgement too (or with none, where the leader alone is a quorum, which the
-        // state machine's wait covers), so it is the acknowledgement that waits here: until
-        // the leader's log holds what it acknowledges, openraft does not see it. Then every
-        // commit stands on a quorum of durable copies, the leader's included, as with the
-        // fsync first. The same goes for the commit index a follower or learner is told.
+        // The transport's gate: the commit index sent and the acknowledgement returned wait
+        // until this node's log holds them durably (see `kith_storage::durability`).
         let ttl = option.hard_ttl();
         let gate = |e: TransportError| RPCError::Network(NetworkError::new(&e));
         let commit = rpc.leader_commit.map_or(0, |l| l.index);
@@ -759,8 +741,16 @@ mod tests {
     fn connection(body_bytes_max: usize) -> PeerConnection {
         let listen = "127.0.0.1:0".parse().expect("address");
         let faults = Arc::new(FaultLayer::new(false));
-        let transport = PeerTransport::new(listen, Duration::from_secs(1), body_bytes_max, faults)
-            .expect("client");
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let stores = kith_storage::open(dir.path(), 1, Default::default()).expect("stores");
+        let transport = PeerTransport::new(
+            stores.log_gate,
+            listen,
+            Duration::from_secs(1),
+            body_bytes_max,
+            faults,
+        )
+        .expect("client");
         PeerConnection {
             transport,
             target: 2,

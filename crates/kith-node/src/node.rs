@@ -174,7 +174,11 @@ impl Node {
             events_bytes_kept: config.events_bytes_kept,
             ledger_kept: config.ledger_kept,
         };
-        let (log, mut sm) = kith_storage::open(&config.data_dir, store_config)?;
+        let kith_storage::NodeStores {
+            log,
+            state_machine: sm,
+            log_gate,
+        } = kith_storage::open(&config.data_dir, config.id, store_config)?;
         let state = sm.reader();
         let raft_config = openraft::Config {
             cluster_name: "kith".into(),
@@ -195,20 +199,16 @@ impl Node {
             crate::quota::Quota::start(config.quota_bytes, state.clone(), files.store.clone())
                 .await;
         let faults = Arc::new(FaultLayer::new(config.fault_injection));
+        // The leader's fsync overlaps replication, behind the gates of
+        // `kith_storage::durability`; `log_gate` is the transport's.
         let transport = PeerTransport::new(
+            log_gate,
             config.listen,
             config.peer_timeout,
             crate::protocol::peer_body_bytes_max(&config),
             faults.clone(),
         )
-        .map_err(|e| NodeError::Internal(format!("http client: {e}")))?
-        .with_log_gate(log.durable_index());
-        // The leader's fsync overlaps replication (see `LogStore::overlap_leader_fsync`). Two
-        // gates keep every commit on durable copies, the leader's included: the transport's
-        // above, on the followers' acknowledgements, and the state machine's, on what it
-        // applies (for when the leader alone is a quorum).
-        sm.apply_after_log_durable(log.durable_index());
-        log.overlap_leader_fsync(config.id);
+        .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),

@@ -19,18 +19,10 @@
 //!
 //! Invariants:
 //! - An append is reported complete (`LogFlushed`) only after its records were fsynced:
-//!   this is what makes a quorum acknowledgement durable. One exception, once the node has
-//!   called [`LogStore::overlap_leader_fsync`]: its own appends as the elected leader are
-//!   reported as soon as they are queued, so openraft 0.9's core, which waits for that
-//!   report before its next command, replicates them while the disk writes them (etcd's
-//!   leader does the same). The leader's own copy then counts toward a commit before it is
-//!   durable, so two gates stand where the fsync stood: the peer transport hands openraft a
-//!   follower's acknowledgement only once [`LogStore::durable_index`] covers what it
-//!   acknowledges, and the state machine applies nothing the log does not hold durably. An
-//!   entry therefore commits only on a quorum of durable copies (a follower's and the
-//!   leader's), and where the leader alone is a quorum, it commits but takes no effect and
-//!   answers no one until durable. A follower's appends always wait for their fsync: it
-//!   acknowledges what it writes.
+//!   this is what makes a quorum acknowledgement durable. One exception, in a log opened by
+//!   [`crate::open`]: the elected leader's own appends are reported as soon as they are
+//!   queued, behind two gates on `durable_index` (see `durability`, the one place the rule
+//!   is explained).
 //! - `durable_index` only covers what an fsync made durable; after a failed write the
 //!   storage thread writes nothing more and the index never moves again, and `append` fails
 //!   (stopping the Raft core), so no entry whose write may have failed passes a gate.
@@ -46,7 +38,7 @@
 //!   led before the crash as leader at once, reusing its old no-op entry, so its read index
 //!   is `max(old no-op, committed)` — and `committed` restarts from the state machine's
 //!   *durable* `last_applied`, which trails what the node acknowledged before the crash
-//!   (applies are not fsynced one by one; see `state_machine.rs`). A linearizable read could
+//!   (applies are not fsynced one by one; see `state::machine`). A linearizable read could
 //!   then miss an acknowledged write; the fault suite's rolling restart caught exactly that.
 //!   After an election the new leader's no-op comes after every acknowledged entry.
 //! - The committed index is not persisted at all (openraft treats it as optional).
@@ -133,11 +125,11 @@ struct Inner {
     /// the module docs). `None` for a log opened on its own.
     durable_applied: Option<watch::Receiver<u64>>,
     /// This node's id once [`LogStore::overlap_leader_fsync`] was called: then its own
-    /// appends as the leader are reported to openraft before their fsync.
+    /// appends as the leader are reported to openraft before their fsync (see `durability`).
     own_id: std::sync::OnceLock<NodeId>,
     /// The last index of the log as it is durable on disk (after truncations, the cut-back
-    /// index). Published by the storage thread after each fsync; the gates that keep an
-    /// entry from committing before the leader's own copy is durable wait on it.
+    /// index). Published by the storage thread after each fsync; the gates of `durability`
+    /// wait on it.
     durable_index: Arc<watch::Sender<u64>>,
     /// Set by the storage thread on its first failed write. From then on nothing is written
     /// and `durable_index` never moves again, so no entry whose write may have failed can
@@ -238,18 +230,10 @@ impl LogStore {
         })
     }
 
-    /// From now on, this node's (`id`) own appends as the leader are reported flushed to
-    /// openraft as soon as they are queued (when no earlier append is still being written),
-    /// so that its core replicates them while the storage thread writes and fsyncs them, as
-    /// etcd's leader does. openraft 0.9's core otherwise waits for each append's fsync
-    /// before it sends the entries to anyone, and a write pays the leader's fsync and then a
-    /// follower's, one after the other.
-    ///
-    /// This is safe only together with two gates, which the node must install (see the
-    /// module docs): the peer transport holds back a follower's acknowledgement until
-    /// [`LogStore::durable_index`] covers what it acknowledges, and the state machine applies
-    /// nothing this log does not hold durably.
-    pub fn overlap_leader_fsync(&self, id: NodeId) {
+    /// From now on, this node's (`id`) own appends as the elected leader are reported
+    /// flushed as soon as they are queued (when no earlier append is still being written).
+    /// Only [`crate::open`] calls it, with the gates this needs (see `durability`).
+    pub(crate) fn overlap_leader_fsync(&self, id: NodeId) {
         let _ = self.inner.own_id.set(id);
     }
 
@@ -667,7 +651,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         .map_err(write_err)?;
         if let Some(callback) = now {
             // Queued and readable; durable once `durable_index` passes it (see
-            // `overlap_leader_fsync` for what keeps that from mattering to a commit).
+            // `durability` for what keeps that from mattering to a commit).
             callback.log_io_completed(Ok(()));
         }
         Ok(())

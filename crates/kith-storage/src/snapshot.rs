@@ -28,14 +28,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
-use crate::files_tables::{RedbFiles, FILES, SHARES};
-use crate::state_machine::{
-    advance, applied_index, index_job, meta_get, meta_put, Membership, SResult, EVENTS, EXPIRY,
-    JOBS, JOB_KEYS, JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED,
-    KEY_FILES_VERSION, KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD,
-    KEY_MEMBERSHIP, KEY_SNAPSHOT, KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS,
+use crate::durability::advance;
+use crate::state::files::RedbFiles;
+use crate::state::jobs::index_job;
+use crate::state::ledger::LedgerHead;
+use crate::state::tables::{
+    applied_index, meta_get, meta_put, Membership, SResult, EVENTS, EXPIRY, FILES, JOBS, JOB_KEYS,
+    JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED, KEY_FILES_VERSION,
+    KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD, KEY_MEMBERSHIP, KEY_SNAPSHOT,
+    KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS, SHARES,
 };
-use crate::{LedgerHead, StoreError, TypeConfig};
+use crate::{StoreError, TypeConfig};
 use kith_core::files::{Manifest, Share};
 use kith_core::jobs::{Job, QueueStats};
 use kith_core::ledger::Hash;

@@ -66,7 +66,7 @@ async fn timers_fire_alike_in_one_batch_one_by_one_after_reopen_and_after_instal
 
     // Reference: every entry in one batch.
     let all_dir = tempfile::TempDir::new().unwrap();
-    let (_, mut all) = kith_storage::open(all_dir.path(), Default::default()).unwrap();
+    let (_, mut all) = kith_storage::open_ungated(all_dir.path(), Default::default()).unwrap();
     all.apply(entries.clone()).await.unwrap();
     let reference = job(&all);
     assert_eq!(
@@ -78,12 +78,12 @@ async fn timers_fire_alike_in_one_batch_one_by_one_after_reopen_and_after_instal
 
     // One entry at a time, checking the timers fired by plain puts as they go.
     let one_dir = tempfile::TempDir::new().unwrap();
-    let (_, mut one) = kith_storage::open(one_dir.path(), Default::default()).unwrap();
+    let (_, mut one) = kith_storage::open_ungated(one_dir.path(), Default::default()).unwrap();
     one.apply(entries[..2].to_vec()).await.unwrap();
     assert_eq!(job(&one).state, JobState::Delayed, "not due at 1 500");
     // Reopened, the store must still know a timer is pending.
     drop(one);
-    let (_, mut one) = kith_storage::open(one_dir.path(), Default::default()).unwrap();
+    let (_, mut one) = kith_storage::open_ungated(one_dir.path(), Default::default()).unwrap();
     one.apply(entries[2..3].to_vec()).await.unwrap();
     assert_eq!(
         job(&one).state,
@@ -99,7 +99,8 @@ async fn timers_fire_alike_in_one_batch_one_by_one_after_reopen_and_after_instal
 
     // Installed from a snapshot taken while the job was leased.
     let installed_dir = tempfile::TempDir::new().unwrap();
-    let (_, mut installed) = kith_storage::open(installed_dir.path(), Default::default()).unwrap();
+    let (_, mut installed) =
+        kith_storage::open_ungated(installed_dir.path(), Default::default()).unwrap();
     installed
         .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await

@@ -31,7 +31,7 @@ fn put(term: u64, index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
 async fn vote_log_and_state_survive_reopen() {
     let dir = tempfile::TempDir::new().unwrap();
     {
-        let (mut log, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
+        let (mut log, mut sm) = kith_storage::open_ungated(dir.path(), Default::default()).unwrap();
         log.save_vote(&Vote::new(3, 2)).await.unwrap();
         let responses = sm
             .apply(vec![put(3, 1, "a", "1"), put(3, 2, "b", "2")])
@@ -45,7 +45,7 @@ async fn vote_log_and_state_survive_reopen() {
             ]
         );
     }
-    let (mut log, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
+    let (mut log, mut sm) = kith_storage::open_ungated(dir.path(), Default::default()).unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
     let (applied, _) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(3, 2)));
@@ -69,8 +69,8 @@ async fn identical_histories_have_identical_ledgers_and_bounded_history() {
         tempfile::TempDir::new().unwrap(),
         tempfile::TempDir::new().unwrap(),
     );
-    let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
-    let (_, mut sm_b) = kith_storage::open(b.path(), config).unwrap();
+    let (_, mut sm_a) = kith_storage::open_ungated(a.path(), config).unwrap();
+    let (_, mut sm_b) = kith_storage::open_ungated(b.path(), config).unwrap();
     let entries: Vec<_> = (1..=10).map(|i| put(1, i, &format!("k{i}"), "v")).collect();
     sm_a.apply(entries.clone()).await.unwrap();
     sm_b.apply(entries[..5].to_vec()).await.unwrap();
@@ -86,7 +86,7 @@ async fn identical_histories_have_identical_ledgers_and_bounded_history() {
     // A different entry at one index gives a different head from there on.
     let (c, mut other) = {
         let dir = tempfile::TempDir::new().unwrap();
-        let (_, sm) = kith_storage::open(dir.path(), config).unwrap();
+        let (_, sm) = kith_storage::open_ungated(dir.path(), config).unwrap();
         (dir, sm)
     };
     let mut diverged = entries.clone();
@@ -120,8 +120,8 @@ async fn kept_events_are_bounded_by_bytes() {
         .map(|i| put(1, i, &format!("k{i}"), &value))
         .collect();
     {
-        let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
-        let (_, mut sm_b) = kith_storage::open(b.path(), config).unwrap();
+        let (_, mut sm_a) = kith_storage::open_ungated(a.path(), config).unwrap();
+        let (_, mut sm_b) = kith_storage::open_ungated(b.path(), config).unwrap();
         sm_a.apply(entries[..20].to_vec()).await.unwrap();
         sm_a.apply(entries[20..].to_vec()).await.unwrap();
         for entry in &entries {
@@ -148,7 +148,7 @@ async fn kept_events_are_bounded_by_bytes() {
     let mut kept_by_batching = Vec::new();
     for batch in [300, 1, 7] {
         let dir = tempfile::TempDir::new().unwrap();
-        let (_, mut sm) = kith_storage::open(dir.path(), config).unwrap();
+        let (_, mut sm) = kith_storage::open_ungated(dir.path(), config).unwrap();
         for part in entries.chunks(batch) {
             sm.apply(part.to_vec()).await.unwrap();
         }
@@ -168,7 +168,7 @@ async fn kept_events_are_bounded_by_bytes() {
 
     // After a reopen the count goes on from the stored one: more large values keep the
     // history under the bound.
-    let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
+    let (_, mut sm_a) = kith_storage::open_ungated(a.path(), config).unwrap();
     let more: Vec<_> = (41..=60)
         .map(|i| put(1, i, &format!("k{i}"), &value))
         .collect();
@@ -191,8 +191,8 @@ async fn longer_histories_are_trimmed_in_chunks_whatever_the_batching() {
         tempfile::TempDir::new().unwrap(),
         tempfile::TempDir::new().unwrap(),
     );
-    let (_, mut sm_a) = kith_storage::open(a.path(), config).unwrap();
-    let (_, mut sm_b) = kith_storage::open(b.path(), config).unwrap();
+    let (_, mut sm_a) = kith_storage::open_ungated(a.path(), config).unwrap();
+    let (_, mut sm_b) = kith_storage::open_ungated(b.path(), config).unwrap();
     let entries: Vec<_> = (1..=101)
         .map(|i| put(1, i, &format!("k{i}"), "v"))
         .collect();
@@ -223,7 +223,7 @@ pub(crate) async fn snapshot_to_send(sm: &mut StateMachineStore) -> Snapshot<Typ
 #[tokio::test]
 async fn a_built_snapshot_is_copied_only_when_asked_for_and_then_kept() {
     let src = tempfile::TempDir::new().unwrap();
-    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
     assert!(sm.get_current_snapshot().await.unwrap().is_none());
     sm.apply(vec![put(1, 1, "x/1", "one"), put(1, 2, "x/2", "two")])
         .await
@@ -246,7 +246,7 @@ async fn a_built_snapshot_is_copied_only_when_asked_for_and_then_kept() {
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 3)));
     let dst = tempfile::TempDir::new().unwrap();
-    let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    let (_, mut other) = kith_storage::open_ungated(dst.path(), Default::default()).unwrap();
     other
         .install_snapshot(&current.meta, current.snapshot)
         .await
@@ -257,7 +257,7 @@ async fn a_built_snapshot_is_copied_only_when_asked_for_and_then_kept() {
     let again = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(again.meta, current.meta);
     drop(sm);
-    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
     assert_eq!(
         sm.get_current_snapshot().await.unwrap().unwrap().meta,
         current.meta
@@ -271,14 +271,14 @@ async fn a_built_snapshot_is_copied_only_when_asked_for_and_then_kept() {
 #[tokio::test]
 async fn snapshot_installs_into_an_empty_store() {
     let src = tempfile::TempDir::new().unwrap();
-    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
     sm.apply(vec![put(1, 1, "x/1", "one"), put(1, 2, "x/2", "two")])
         .await
         .unwrap();
     let snapshot = snapshot_to_send(&mut sm).await;
 
     let dst = tempfile::TempDir::new().unwrap();
-    let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    let (_, mut other) = kith_storage::open_ungated(dst.path(), Default::default()).unwrap();
     other.apply(vec![put(1, 1, "stale", "gone")]).await.unwrap();
     other
         .install_snapshot(&snapshot.meta, snapshot.snapshot)
@@ -300,7 +300,7 @@ async fn snapshot_installs_into_an_empty_store() {
     // The installed snapshot is what a restarted node will offer to others.
     drop(reader);
     drop(other);
-    let (_, mut reopened) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    let (_, mut reopened) = kith_storage::open_ungated(dst.path(), Default::default()).unwrap();
     let current = reopened.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.last_log_id, Some(log_id(1, 2)));
 }
@@ -315,7 +315,7 @@ async fn a_snapshot_carries_the_kept_history() {
         ..Default::default()
     };
     let src = tempfile::TempDir::new().unwrap();
-    let (_, mut sm) = kith_storage::open(src.path(), config).unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), config).unwrap();
     let entries: Vec<_> = (1..=60)
         .map(|i| put(1, i, &format!("k/{}", i % 7), &i.to_string()))
         .collect();
@@ -328,7 +328,7 @@ async fn a_snapshot_carries_the_kept_history() {
     let snapshot = snapshot_to_send(&mut sm).await;
 
     let dst = tempfile::TempDir::new().unwrap();
-    let (_, mut other) = kith_storage::open(dst.path(), config).unwrap();
+    let (_, mut other) = kith_storage::open_ungated(dst.path(), config).unwrap();
     other
         .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
@@ -390,7 +390,7 @@ fn new_file(path: &str, chunk_bytes: &[u8]) -> FileCommand {
 #[tokio::test]
 async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
     let src = tempfile::TempDir::new().unwrap();
-    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
     let responses = sm
         .apply(vec![
             file_command(1, 1, 1_000, new_file("a/one", &[1, 2])),
@@ -428,7 +428,7 @@ async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
 
     let snapshot = snapshot_to_send(&mut sm).await;
     let dst = tempfile::TempDir::new().unwrap();
-    let (_, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    let (_, mut other) = kith_storage::open_ungated(dst.path(), Default::default()).unwrap();
     other
         .install_snapshot(&snapshot.meta, snapshot.snapshot)
         .await
@@ -460,7 +460,7 @@ async fn files_and_shares_travel_in_snapshots_with_recomputed_references() {
 #[tokio::test]
 async fn a_batched_entry_applies_each_proposal_in_order() {
     let dir = tempfile::TempDir::new().unwrap();
-    let (_, mut sm) = kith_storage::open(dir.path(), Default::default()).unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(dir.path(), Default::default()).unwrap();
     let mut entry = put(1, 1, "a", "1");
     if let (EntryPayload::Normal(batch), EntryPayload::Normal(more)) =
         (&mut entry.payload, put(1, 1, "a", "2").payload)
@@ -488,10 +488,10 @@ async fn a_batched_entry_applies_each_proposal_in_order() {
 async fn a_restarted_leader_must_win_an_election_again() {
     let dir = tempfile::TempDir::new().unwrap();
     {
-        let (mut log, _) = kith_storage::open(dir.path(), Default::default()).unwrap();
+        let (mut log, _) = kith_storage::open_ungated(dir.path(), Default::default()).unwrap();
         log.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
     }
-    let (mut log, _) = kith_storage::open(dir.path(), Default::default()).unwrap();
+    let (mut log, _) = kith_storage::open_ungated(dir.path(), Default::default()).unwrap();
     let vote = log.read_vote().await.unwrap().unwrap();
     assert_eq!(vote, Vote::new(4, 1));
     assert!(!vote.is_committed());
@@ -503,14 +503,14 @@ async fn a_restarted_leader_must_win_an_election_again() {
 #[tokio::test]
 async fn the_log_is_not_purged_past_the_durable_state() {
     let src = tempfile::TempDir::new().unwrap();
-    let (_, mut sm) = kith_storage::open(src.path(), Default::default()).unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
     sm.apply(vec![put(1, 1, "a", "1"), put(1, 2, "b", "2")])
         .await
         .unwrap();
     let snapshot = snapshot_to_send(&mut sm).await;
 
     let dst = tempfile::TempDir::new().unwrap();
-    let (mut log, mut other) = kith_storage::open(dst.path(), Default::default()).unwrap();
+    let (mut log, mut other) = kith_storage::open_ungated(dst.path(), Default::default()).unwrap();
     let mut purging = log.clone();
     let mut purge = tokio::spawn(async move { purging.purge(log_id(1, 2)).await });
     // An unlinked purge is done in a few milliseconds; this one must still be waiting.

@@ -1,27 +1,18 @@
-//! The files part of `state.redb`: manifests, chunk reference counts and share links.
+//! The files domain on redb: [`RedbFiles`], which backs `kith_core`'s [`FilesTable`] (file
+//! manifests, chunk reference counts, share links) inside an apply's write transaction, and
+//! the files queries of [`StateReader`].
 //!
-//! Tables:
-//! - `files`: path → postcard [`Manifest`];
-//! - `chunk_refs`: 32-byte chunk hash → references from committed manifests (absent = 0);
-//! - `shares`: token → postcard [`Share`]; `share_expiry`: (expires_at_ms, token) → ().
-//!
-//! Written only inside the state machine's apply transaction (through [`RedbFiles`]) and when
-//! a snapshot is installed; read by the node through [`StateReader`]. A snapshot carries the
-//! manifests and shares; reference counts are recomputed from the manifests on install, so
-//! they can never disagree with them.
+//! Written only inside the state machine's apply transaction and when a snapshot is
+//! installed. A snapshot carries the manifests and shares; reference counts are recomputed
+//! from the manifests on install, so they can never disagree with them.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, Table};
 
 use crate::codec::{decode, encode};
-use crate::state_machine::StateReader;
+use crate::state::reader::StateReader;
+use crate::state::tables::{CHUNK_REFS, FILES, SHARES, SHARE_EXPIRY};
 use crate::StoreError;
 use kith_core::files::{FilesTable, Hash, Manifest, Share};
-
-pub(crate) const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
-pub(crate) const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("chunk_refs");
-pub(crate) const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
-pub(crate) const SHARE_EXPIRY: TableDefinition<(u64, &str), ()> =
-    TableDefinition::new("share_expiry");
 
 /// Backs [`FilesTable`] with open redb tables inside one write transaction.
 pub(crate) struct RedbFiles<'t> {

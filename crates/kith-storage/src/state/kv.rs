@@ -1,0 +1,279 @@
+//! The key-value domain on redb: [`RedbKv`], which backs `kith_core`'s [`KvTable`] inside an
+//! apply's write transaction and bounds the kept watch events, and the kv queries of
+//! [`StateReader`]. Refuses deciding what a put or delete means (`kith_core::kv`).
+//!
+//! The kept events have a byte bound besides their count: past `events_bytes_kept` plus a
+//! sixteenth, the oldest go until they are back under it. Their size is kept in
+//! `meta.events_bytes` (recounted after a snapshot install or when absent), in the apply's
+//! own transaction, so every replica trims the same events at the same revision.
+
+use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+
+use crate::codec::{decode, encode};
+use crate::state::history::{history_cutoff, StoreConfig};
+use crate::state::reader::StateReader;
+use crate::state::tables::{
+    meta_get, meta_put, EVENTS, EXPIRY, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED, KEY_KV_META, KV,
+    META,
+};
+use crate::StoreError;
+use kith_core::{KvEntry, KvEvent, KvMeta, KvTable};
+
+/// Backs [`KvTable`] with open redb tables inside one write transaction.
+pub(crate) struct RedbKv<'t> {
+    kv: Table<'t, &'static str, &'static [u8]>,
+    expiry: Table<'t, (u64, &'static str), ()>,
+    events: Table<'t, u64, &'static [u8]>,
+    /// What the kept events take (`meta.events_bytes`), updated as events are recorded.
+    events_bytes: u64,
+    /// Revisions at or below this are gone (`meta.events_compacted`).
+    events_compacted: u64,
+    events_kept: u64,
+    events_bytes_kept: u64,
+    /// `meta.events_bytes` and `meta.events_compacted` as the transaction found them, to
+    /// write back only what changed.
+    events_bytes_stored: Option<u64>,
+    events_compacted_stored: u64,
+}
+
+impl<'t> RedbKv<'t> {
+    /// Opens the kv tables in `txn`, with the event counts `meta` holds.
+    pub(crate) fn open(
+        txn: &'t WriteTransaction,
+        meta: &Table<'t, &'static str, &'static [u8]>,
+        config: &StoreConfig,
+    ) -> Result<Self, StoreError> {
+        let events = txn.open_table(EVENTS)?;
+        let events_bytes_stored: Option<u64> = meta_get(meta, KEY_EVENTS_BYTES)?;
+        let events_bytes = match events_bytes_stored {
+            Some(bytes) => bytes,
+            None => count_events_bytes(&events)?,
+        };
+        let events_compacted_stored: u64 = meta_get(meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0);
+        Ok(RedbKv {
+            kv: txn.open_table(KV)?,
+            expiry: txn.open_table(EXPIRY)?,
+            events,
+            events_bytes,
+            events_compacted: events_compacted_stored,
+            events_kept: config.events_kept,
+            events_bytes_kept: config.events_bytes_kept,
+            events_bytes_stored,
+            events_compacted_stored,
+        })
+    }
+
+    /// Writes the event counts back to `meta`, where they changed. The events themselves
+    /// were trimmed as they were recorded (`trim_events`).
+    pub(crate) fn store_counts(
+        &self,
+        meta: &mut Table<'_, &'static str, &'static [u8]>,
+    ) -> Result<(), StoreError> {
+        if self.events_compacted > self.events_compacted_stored {
+            meta_put(meta, KEY_EVENTS_COMPACTED, &self.events_compacted)?;
+        }
+        if self.events_bytes_stored != Some(self.events_bytes) {
+            meta_put(meta, KEY_EVENTS_BYTES, &self.events_bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the oldest events after the event at `revision` was recorded: every one at or
+    /// below the count cutoff (`history_cutoff`), then, once the events take more than
+    /// `events_bytes_kept` and a sixteenth, as many more as bring them under it. Run after
+    /// every recorded event, so what is kept depends only on the sequence of events, never
+    /// on how applies were batched: every replica drops the same events at the same revision.
+    fn trim_events(&mut self, revision: u64) -> Result<(), StoreError> {
+        let cutoff = history_cutoff(revision, self.events_kept);
+        if cutoff > self.events_compacted {
+            // One by one, for the byte count; a chunk (at most 256) at a time.
+            while let Some((oldest, len)) = oldest_event(&self.events)? {
+                if oldest > cutoff {
+                    break;
+                }
+                self.events.remove(oldest)?;
+                self.events_bytes = self.events_bytes.saturating_sub(event_bytes(len));
+            }
+            self.events_compacted = cutoff;
+        }
+        let bytes_kept = self.events_bytes_kept;
+        if self.events_bytes > bytes_kept.saturating_add(bytes_kept / 16) {
+            while self.events_bytes > bytes_kept {
+                let Some((oldest, len)) = oldest_event(&self.events)? else {
+                    break;
+                };
+                self.events.remove(oldest)?;
+                self.events_bytes = self.events_bytes.saturating_sub(event_bytes(len));
+                self.events_compacted = self.events_compacted.max(oldest);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The oldest kept event's revision and encoded size.
+fn oldest_event(
+    events: &Table<'_, u64, &'static [u8]>,
+) -> Result<Option<(u64, usize)>, StoreError> {
+    Ok(events.first()?.map(|(k, v)| (k.value(), v.value().len())))
+}
+
+/// The bytes one kept event takes in the count `meta.events_bytes` keeps.
+fn event_bytes(encoded_len: usize) -> u64 {
+    encoded_len as u64 + 8
+}
+
+/// Counts what the kept events take, for a store that has no count yet (made before the
+/// byte bound, or just installed from a snapshot).
+fn count_events_bytes(events: &Table<'_, u64, &'static [u8]>) -> Result<u64, StoreError> {
+    let mut total = 0u64;
+    for item in events.iter()? {
+        let (_, v) = item?;
+        total = total.saturating_add(event_bytes(v.value().len()));
+    }
+    Ok(total)
+}
+
+impl KvTable for RedbKv<'_> {
+    type Error = StoreError;
+    fn get(&mut self, key: &str) -> Result<Option<KvEntry>, StoreError> {
+        match self.kv.get(key)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+    fn put(&mut self, key: &str, entry: &KvEntry) -> Result<(), StoreError> {
+        self.kv.insert(key, encode(entry)?.as_slice())?;
+        Ok(())
+    }
+    fn remove(&mut self, key: &str) -> Result<(), StoreError> {
+        self.kv.remove(key)?;
+        Ok(())
+    }
+    fn expiry_add(&mut self, at_ms: u64, key: &str) -> Result<(), StoreError> {
+        self.expiry.insert((at_ms, key), ())?;
+        Ok(())
+    }
+    fn expiry_remove(&mut self, at_ms: u64, key: &str) -> Result<(), StoreError> {
+        self.expiry.remove((at_ms, key))?;
+        Ok(())
+    }
+    fn expiry_due(&mut self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut due = Vec::new();
+        for item in self.expiry.iter()? {
+            let (k, _) = item?;
+            let (at, key) = k.value();
+            if at > now_ms || due.len() == limit {
+                break;
+            }
+            due.push((at, key.to_owned()));
+        }
+        Ok(due)
+    }
+    fn record(&mut self, event: &KvEvent) -> Result<(), StoreError> {
+        let bytes = encode(event)?;
+        self.events_bytes = self.events_bytes.saturating_add(event_bytes(bytes.len()));
+        if let Some(old) = self.events.insert(event.revision, bytes.as_slice())? {
+            self.events_bytes = self
+                .events_bytes
+                .saturating_sub(event_bytes(old.value().len()));
+        }
+        self.trim_events(event.revision)
+    }
+}
+
+/// The store's revision and clock as `db` holds them.
+pub(crate) fn read_kv_meta(db: &Database) -> Result<KvMeta, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    Ok(meta_get(&meta, KEY_KV_META)?.unwrap_or_default())
+}
+
+/// One key as returned by a list.
+pub type ListedKey = (String, KvEntry);
+
+/// A page of watch history: matching events, and where the scan stopped.
+pub struct EventPage {
+    pub events: Vec<KvEvent>,
+    /// The next revision to scan from.
+    pub next_revision: u64,
+}
+
+impl StateReader {
+    /// The key's entry, as of the latest applied state.
+    pub fn get(&self, key: &str) -> Result<Option<KvEntry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KV)?;
+        let found = match table.get(key)? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        Ok(found)
+    }
+
+    /// Up to `limit` keys starting with `prefix`, in key order, from one consistent read;
+    /// the flag says whether more keys matched. Also returns the store revision of that read.
+    pub fn list(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<(Vec<ListedKey>, bool, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let kv_meta: KvMeta = meta_get(&meta, KEY_KV_META)?.unwrap_or_default();
+        let table = txn.open_table(KV)?;
+        let mut out = Vec::new();
+        let mut more = false;
+        for item in table.range::<&str>(prefix..)? {
+            let (k, v) = item?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push((key.to_owned(), decode(v.value())?));
+        }
+        Ok((out, more, kv_meta.revision))
+    }
+
+    /// The store's revision and clock as of the latest applied state.
+    pub fn kv_meta(&self) -> Result<KvMeta, StoreError> {
+        read_kv_meta(&self.db)
+    }
+
+    /// Every event at or below this revision is gone from this node's history.
+    pub fn events_compacted(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta_get(&meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0))
+    }
+
+    /// Scans at most `scan_max` events from revision `from` on and returns those whose key
+    /// starts with `prefix`, in revision order.
+    pub fn events(
+        &self,
+        from: u64,
+        prefix: &str,
+        scan_max: usize,
+    ) -> Result<EventPage, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut events = Vec::new();
+        let mut next_revision = from;
+        for item in table.range(from..)?.take(scan_max) {
+            let (k, v) = item?;
+            next_revision = k.value() + 1;
+            let event: KvEvent = decode(v.value())?;
+            if event.key.starts_with(prefix) {
+                events.push(event);
+            }
+        }
+        Ok(EventPage {
+            events,
+            next_revision,
+        })
+    }
+}
