@@ -625,8 +625,7 @@ impl Node {
         consistency: Consistency,
     ) -> Result<Option<Manifest>, NodeError> {
         files::validate_path(path)?;
-        self.read_barrier(consistency).await?;
-        Ok(self.state().file(path)?)
+        Ok(self.read(consistency).await?.file(path)?)
     }
 
     /// A page of files under `prefix`, after `after`.
@@ -637,8 +636,7 @@ impl Node {
         limit: usize,
         consistency: Consistency,
     ) -> Result<Vec<Manifest>, NodeError> {
-        self.read_barrier(consistency).await?;
-        Ok(self.state().files(prefix, after, limit)?)
+        Ok(self.read(consistency).await?.files(prefix, after, limit)?)
     }
 
     /// Deletes the file at `path`; returns whether there was one.
@@ -701,14 +699,14 @@ impl Node {
         if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(ShareLookup::Unknown);
         }
-        self.read_barrier(Consistency::Linearizable).await?;
-        let Some(share) = self.state().share(token)? else {
+        let state = self.read(Consistency::Linearizable).await?;
+        let Some(share) = state.share(token)? else {
             return Ok(ShareLookup::Unknown);
         };
         if share.expires_at_ms <= crate::node::wall_clock_ms() {
             return Ok(ShareLookup::Expired);
         }
-        match self.state().file(&share.path)? {
+        match state.file(&share.path)? {
             Some(manifest) => Ok(ShareLookup::Found(share, manifest)),
             None => Ok(ShareLookup::FileGone(share)),
         }
