@@ -15,7 +15,7 @@
 //! - [`read`]: [`Fresh`], the applied state handed out only after a read's barrier ran — the
 //!   one way callers outside this crate read it.
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
-//!   this node is not it), linearizable and stale reads, health, cluster view, membership.
+//!   this node is not it), the read barrier behind [`read`], health, cluster view, membership.
 //!
 //! Refuses: HTTP routing and JSON (that is `kith-api`), and deciding what a command means
 //! (that is `kith-core`).
