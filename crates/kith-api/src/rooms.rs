@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
@@ -24,7 +24,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::ApiError;
 use crate::params::{next_after, parse_consistency, Q};
-use crate::sse::last_event_id;
+use crate::sse::{self, last_event_id};
 use kith_core::limits::{validate_message, validate_message_id, validate_room};
 use kith_core::rooms::{Message, Post};
 use kith_core::{Command, Response as Applied};
@@ -272,9 +272,7 @@ pub async fn stream(
         done: false,
         _permit: permit,
     };
-    Ok(Sse::new(messages_stream(stream))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse::response(messages_stream(stream)))
 }
 
 /// One reader's position in a room.

@@ -1,9 +1,15 @@
 //! Helpers shared by the Server-Sent Events routes (`/v1/watch`, `/v1/rooms/{room}/stream`).
 //!
-//! Owns: reading a reconnecting client's `Last-Event-ID`. Refuses: the streams themselves,
-//! which live with their routes (`watch.rs`, `rooms.rs`).
+//! Owns: reading a reconnecting client's `Last-Event-ID`, and turning a stream of events into
+//! the answer. Refuses: what the streams carry, which lives with their routes (`watch.rs`,
+//! `rooms.rs`).
+
+use std::convert::Infallible;
 
 use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
 
 use crate::error::ApiError;
 use crate::params::next_after;
@@ -20,6 +26,16 @@ pub(crate) fn last_event_id(headers: &HeaderMap, what: &str) -> Result<Option<u6
         .ok_or_else(|| ApiError::bad_request(format!("Last-Event-ID must be a {what}")))?;
     next_after(n, "Last-Event-ID")?;
     Ok(Some(n))
+}
+
+/// The answer that streams `events`, with keep-alive comments while none is due, so an idle
+/// stream is not taken for a dead connection.
+pub(crate) fn response(
+    events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> Response {
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[cfg(test)]

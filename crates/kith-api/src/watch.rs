@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use base64::Engine as _;
 use futures::Stream;
 use serde::Deserialize;
@@ -27,7 +27,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::ApiError;
 use crate::params::{next_after, Q};
-use crate::sse::last_event_id;
+use crate::sse::{self, last_event_id};
 use kith_core::{EventKind, KvEvent};
 use kith_node::Node;
 
@@ -85,9 +85,7 @@ pub async fn watch(
         done: false,
         _permit: permit,
     };
-    Ok(Sse::new(events(stream))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse::response(events(stream)))
 }
 
 fn compacted_error(from: u64, compacted: u64) -> ApiError {

@@ -61,7 +61,7 @@ impl Node {
 
     /// This node's own applied state with no barrier, as [`Node::read`] with
     /// [`Consistency::Stale`] gives it: for answers that are this node's view by design (the
-    /// ledger, watches, room streams, job inspection) and cannot wait on the leader.
+    /// ledger, watches, room streams, job listings, claim polls) and so wait on no leader.
     pub fn read_stale(&self) -> Fresh<'_> {
         Fresh {
             state: self.state(),
