@@ -27,6 +27,7 @@ use kith_node::{Node, NodeError};
 
 type Shared = State<Arc<Node>>;
 
+/// The request body, or the 413 that names the limit (or 400) when it could not be read.
 fn body(result: Result<Bytes, BytesRejection>, bytes_max: usize) -> Result<Bytes, ApiError> {
     result.map_err(|e| {
         let status = e.status();
