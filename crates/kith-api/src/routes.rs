@@ -97,7 +97,7 @@ pub(crate) async fn count_requests(
     response
 }
 
-/// The answer header that names the leader's API address (see [`count_requests`]).
+/// The answer header that names the leader's API address (set by `count_requests` above).
 pub const LEADER_HEADER: &str = "kith-leader";
 
 /// The public API may be called from any origin: the web UI served by one node keeps
