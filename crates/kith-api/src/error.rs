@@ -1,9 +1,11 @@
 //! Client-visible errors: `{"error":{"code","message"}}` with a fitting status. The mapping
-//! from every internal condition to a status lives in [`ApiError::from`] for `NodeError`.
+//! from every internal condition to a status lives here, in the `From` impls for
+//! [`NodeError`] and [`StoreError`], so handlers use `?`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kith_node::NodeError;
+use kith_storage::StoreError;
 use serde_json::json;
 
 /// An error answer. `code` is a stable machine-readable word; `message` is for people.
@@ -80,6 +82,15 @@ impl From<NodeError> for ApiError {
             NodeError::Internal(_) => "internal",
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// A failed read of this node's applied state (`Node::read`): 500 `storage` with the store's
+/// own message. The kv and files reads answer as the node's own reads do, through
+/// [`NodeError::Storage`] above (message `storage: …`): they convert with `NodeError::from`.
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
     }
 }
 

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
-use crate::routes::{parse_consistency, parse_limit, Q};
+use crate::params::{parse_consistency, parse_limit, Q};
 use kith_core::files::{self, hex, parse_hex, FileExplain, FileInfo, Hash, Manifest, Share};
 use kith_node::files::{route, ShareLookup, HAVE_HASHES_MAX};
 use kith_node::{Consistency, Node};
@@ -505,9 +505,9 @@ struct SharesQuery {
 }
 
 async fn list_shares(State(node): Shared, Q(query): Q<SharesQuery>) -> Result<Response, ApiError> {
-    node.read_barrier(Consistency::Linearizable).await?;
     let shares = node
-        .state()
+        .read(Consistency::Linearizable)
+        .await?
         .shares(query.path.as_deref(), SHARES_LISTED_MAX)
         .map_err(kith_node::NodeError::from)?;
     let shares: Vec<Value> = shares.iter().map(share_json).collect();

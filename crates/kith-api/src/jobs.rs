@@ -21,11 +21,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::ApiError;
-use crate::routes::Q;
+use crate::params::{parse_consistency, Q};
 use kith_core::jobs::{
-    Enqueue, Job, JobCommand, JobOutcome, JobState, QueueStats, ATTEMPTS_MAX, DELAY_S_MAX,
+    Claimed, Enqueue, Job, JobCommand, JobOutcome, JobState, QueueStats, ATTEMPTS_MAX, DELAY_S_MAX,
     ERROR_BYTES_MAX, LEASE_S_MAX, PRIORITY_DEFAULT, PRIORITY_MAX, RESULT_BYTES_MAX, TIMEOUT_S_MAX,
     WORKER_CHARS_MAX,
 };
@@ -60,10 +61,6 @@ fn job_id(path: Result<Path<String>, PathRejection>) -> Result<u64, ApiError> {
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::bad_request(message)
-}
-
-fn storage(e: kith_storage::StoreError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
 }
 
 fn state_name(s: JobState) -> &'static str {
@@ -251,41 +248,21 @@ pub async fn claim(
             "worker must be 1 to {WORKER_CHARS_MAX} printable characters"
         )));
     }
-    // Only a claim that may wait holds a permit; it is released when the poll ends.
-    let _permit = if wait_s > 0 {
-        Some(node.claim_waits.clone().try_acquire_owned().map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_claims",
-                format!(
-                    "this node already holds {CLAIM_WAITS_MAX} waiting claims; retry later \
-                     or ask another node"
-                ),
-            )
-        })?)
-    } else {
-        None
-    };
+    let _permit = claim_permit(&node, wait_s)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s);
-    let mut wake = node.state().subscribe();
+    let mut wake = node.applied_changes();
     loop {
         wake.borrow_and_update();
-        if node.state().has_ready(&queue).map_err(storage)? {
+        // This node's own view, no barrier: "ready" here is a hint; the replicated claim
+        // decides.
+        if node.read_stale().has_ready(&queue)? {
             let command = JobCommand::Claim {
                 queue: queue.clone(),
                 lease_ms: lease_s * 1000,
                 worker: worker.clone(),
             };
             if let JobOutcome::Claimed(Some(c)) = run(&node, command).await? {
-                let payload = serde_json::from_str::<Value>(&c.payload).unwrap_or(json!(c.payload));
-                return Ok(Json(json!({
-                    "id": c.id,
-                    "attempt": c.attempt,
-                    "payload": payload,
-                    "lease_until_ms": c.lease_until_ms,
-                    "timeout_s": c.timeout_ms / 1000,
-                }))
-                .into_response());
+                return Ok(Json(claimed_json(&c)).into_response());
             }
             // Another worker took it first; look again.
             continue;
@@ -298,6 +275,37 @@ pub async fn claim(
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
     }
+}
+
+/// A permit from the node's bound on waiting claims, for a claim that may wait (`wait_s` >
+/// 0); it is released when the poll ends. A claim that does not wait needs none.
+fn claim_permit(node: &Node, wait_s: u64) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+    if wait_s == 0 {
+        return Ok(None);
+    }
+    let permit = node.claim_waits.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_claims",
+            format!(
+                "this node already holds {CLAIM_WAITS_MAX} waiting claims; retry later \
+                 or ask another node"
+            ),
+        )
+    })?;
+    Ok(Some(permit))
+}
+
+/// A claimed job as the worker receives it; the payload is JSON again.
+fn claimed_json(c: &Claimed) -> Value {
+    let payload = serde_json::from_str::<Value>(&c.payload).unwrap_or(json!(c.payload));
+    json!({
+        "id": c.id,
+        "attempt": c.attempt,
+        "payload": payload,
+        "lease_until_ms": c.lease_until_ms,
+        "timeout_s": c.timeout_ms / 1000,
+    })
 }
 
 #[derive(Deserialize)]
@@ -431,9 +439,10 @@ pub async fn get_job(
     Q(q): Q<ReadQuery>,
 ) -> Result<Response, ApiError> {
     let id = job_id(path)?;
-    node.read_barrier(crate::routes::parse_consistency(q.consistency.as_deref())?)
+    let state = node
+        .read(parse_consistency(q.consistency.as_deref())?)
         .await?;
-    match node.state().job(id).map_err(storage)? {
+    match state.job(id)? {
         Some(job) => Ok(Json(job_json(&job)).into_response()),
         None => Err(ApiError::not_found(format!(
             "no job {id} (it may have been dropped after its retention)"
@@ -442,9 +451,10 @@ pub async fn get_job(
 }
 
 pub async fn queues(State(node): Shared, Q(q): Q<ReadQuery>) -> Result<Response, ApiError> {
-    node.read_barrier(crate::routes::parse_consistency(q.consistency.as_deref())?)
+    let state = node
+        .read(parse_consistency(q.consistency.as_deref())?)
         .await?;
-    let queues = node.state().queues(LIST_MAX).map_err(storage)?;
+    let queues = state.queues(LIST_MAX)?;
     let queues: Vec<Value> = queues.iter().map(|(name, s)| stats_json(name, s)).collect();
     Ok(Json(json!({ "queues": queues })).into_response())
 }
@@ -476,9 +486,8 @@ pub async fn dead(
     }
     let limit = list_limit(q.limit)?;
     let jobs = node
-        .state()
-        .jobs_where(limit, |j| j.queue == queue && j.state == JobState::Dead)
-        .map_err(storage)?;
+        .read_stale()
+        .jobs_where(limit, |j| j.queue == queue && j.state == JobState::Dead)?;
     let jobs: Vec<Value> = jobs.iter().map(job_json).collect();
     Ok(Json(json!({ "queue": queue, "jobs": jobs })).into_response())
 }
@@ -503,12 +512,9 @@ pub async fn list(State(node): Shared, Q(q): Q<ListQuery>) -> Result<Response, A
         ),
     };
     let queue = q.queue;
-    let jobs = node
-        .state()
-        .jobs_where(limit, |j| {
-            wanted.is_none_or(|w| j.state == w) && queue.as_ref().is_none_or(|q| &j.queue == q)
-        })
-        .map_err(storage)?;
+    let jobs = node.read_stale().jobs_where(limit, |j| {
+        wanted.is_none_or(|w| j.state == w) && queue.as_ref().is_none_or(|q| &j.queue == q)
+    })?;
     let jobs: Vec<Value> = jobs.iter().map(job_json).collect();
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }

@@ -1,7 +1,10 @@
 //! kith-api: the node's one HTTP port.
 //!
 //! Owns:
-//! - [`routes`]: the public `/v1/…` JSON API (kv, health, cluster, membership, ledger);
+//! - [`routes`]: the table of every public route and the layers around them;
+//! - [`kv`]: the key-value routes; [`cluster`]: health, cluster view, membership, ledger;
+//! - [`params`]: the query extractor and parameter parsing every route shares; [`sse`]: what
+//!   the streams share (`Last-Event-ID`);
 //! - [`watch`]: `/v1/watch`, the Server-Sent Events stream of changes;
 //! - [`jobs`]: the job queue — enqueue, claim (long poll), reports with fencing, inspection;
 //! - [`files`]: streamed file upload and download (ranges, ETags), listings, share links,
@@ -11,19 +14,24 @@
 //!   bodies) — the server half of `kith_node::network`;
 //! - [`web`]: the embedded web UI (dashboard, chat); [`metrics`]: `/metrics` for Prometheus;
 //! - [`dev`]: the playground routes, enabled only on nodes started by `kith dev`;
-//! - [`error`]: every error a client can see, mapped to an HTTP status in one `match`.
+//! - [`error`]: every error a client can see, mapped to an HTTP status in one place.
 //!
 //! Refuses: consensus, storage and forwarding decisions (that is `kith-node`). Nothing here
-//! changes state except by calling [`kith_node::Node`].
+//! changes state except by calling [`kith_node::Node`], and nothing reads it except through
+//! [`kith_node::Node::read`], which runs the read's barrier first.
 
+pub mod cluster;
 pub mod dev;
 pub mod error;
 pub mod files;
 pub mod internal;
 pub mod jobs;
+pub mod kv;
 pub mod metrics;
+pub mod params;
 pub mod rooms;
 pub mod routes;
+pub mod sse;
 pub mod watch;
 pub mod web;
 

@@ -7,16 +7,26 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use kith_node::Node;
+use kith_node::{Health, Node};
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let h = node.health();
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP kith_{name} {help}");
-        let _ = writeln!(out, "# TYPE kith_{name} gauge");
-        let _ = writeln!(out, "kith_{name} {value}");
-    };
+    gauges(&mut out, &node, &h);
+    counters(&mut out, &node, &h);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// One metric in the text format: its help, its type and its value.
+fn metric(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP kith_{name} {help}");
+    let _ = writeln!(out, "# TYPE kith_{name} {kind}");
+    let _ = writeln!(out, "kith_{name} {value}");
+}
+
+/// What the node holds now: Raft positions, store sizes, open waits, quota.
+fn gauges(out: &mut String, node: &Node, h: &Health) {
+    let mut gauge = |name: &str, help: &str, value: u64| metric(out, "gauge", name, help, value);
     gauge(
         "is_leader",
         "1 if this node is the leader.",
@@ -81,11 +91,12 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         "1 while the node is past its storage quota and refuses growing writes (507).",
         u64::from(h.quota.exceeded),
     );
-    let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP kith_{name} {help}");
-        let _ = writeln!(out, "# TYPE kith_{name} counter");
-        let _ = writeln!(out, "kith_{name} {value}");
-    };
+}
+
+/// What the node has done since it started: requests served, files work.
+fn counters(out: &mut String, node: &Node, h: &Health) {
+    let mut counter =
+        |name: &str, help: &str, value: u64| metric(out, "counter", name, help, value);
     counter(
         "requests_total",
         "Public API requests served.",
@@ -118,5 +129,19 @@ pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
         "Bytes of stored chunks the scrubber re-hashed.",
         load(&files.bytes_scrubbed),
     );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_metric_is_help_type_and_value() {
+        let mut out = String::new();
+        metric(&mut out, "gauge", "term", "Current Raft term.", 7);
+        assert_eq!(
+            out,
+            "# HELP kith_term Current Raft term.\n# TYPE kith_term gauge\nkith_term 7\n"
+        );
+    }
 }

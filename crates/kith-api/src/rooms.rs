@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
@@ -23,11 +23,12 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::ApiError;
-use crate::routes::Q;
+use crate::params::{next_after, parse_consistency, Q};
+use crate::sse::{self, last_event_id};
 use kith_core::limits::{validate_message, validate_message_id, validate_room};
 use kith_core::rooms::{Message, Post};
 use kith_core::{Command, Response as Applied};
-use kith_node::{Consistency, Node};
+use kith_node::Node;
 
 /// Messages a history page returns when it names no limit, and at most.
 const PAGE_DEFAULT: usize = 100;
@@ -43,14 +44,6 @@ fn room_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, A
     let Path(room) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
     validate_room(&room)?;
     Ok(room)
-}
-
-fn storage(e: kith_storage::StoreError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
-}
-
-fn consistency(value: Option<&str>) -> Result<Consistency, ApiError> {
-    crate::routes::parse_consistency(value)
 }
 
 /// Ids for messages whose sender gave none: unique per node (id, start time, counter).
@@ -176,9 +169,10 @@ pub async fn list_rooms(State(node): Shared, Q(q): Q<RoomsQuery>) -> Result<Resp
             "limit must be between 1 and {ROOMS_PAGE_MAX}"
         )));
     }
-    node.read_barrier(consistency(q.consistency.as_deref())?)
+    let state = node
+        .read(parse_consistency(q.consistency.as_deref())?)
         .await?;
-    let rooms = node.state().rooms(&q.after, limit).map_err(storage)?;
+    let rooms = state.rooms(&q.after, limit)?;
     let rooms: Vec<Value> = rooms
         .iter()
         .map(|(name, m)| {
@@ -218,20 +212,17 @@ pub async fn history(
             "limit must be between 1 and {PAGE_MAX}"
         )));
     }
-    let first_wanted = crate::routes::next_after(q.after, "after")?;
-    node.read_barrier(consistency(q.consistency.as_deref())?)
+    let first_wanted = next_after(q.after, "after")?;
+    let state = node
+        .read(parse_consistency(q.consistency.as_deref())?)
         .await?;
-    let state = node.state();
     // A room nobody has written to yet is simply empty.
-    let meta = state
-        .room(&room)
-        .map_err(storage)?
-        .unwrap_or(kith_core::rooms::RoomMeta {
-            last_seq: 0,
-            first_seq: 1,
-            last_activity_ms: 0,
-        });
-    let messages = state.messages(&room, q.after, limit).map_err(storage)?;
+    let meta = state.room(&room)?.unwrap_or(kith_core::rooms::RoomMeta {
+        last_seq: 0,
+        first_seq: 1,
+        last_activity_ms: 0,
+    });
+    let messages = state.messages(&room, q.after, limit)?;
     let dropped = meta.first_seq.saturating_sub(first_wanted);
     let more = messages.last().is_some_and(|m| m.seq < meta.last_seq);
     let messages: Vec<Value> = messages.iter().map(|m| message_json(&room, m)).collect();
@@ -259,15 +250,12 @@ pub async fn stream(
     Q(q): Q<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let room = room_from_path(path)?;
-    let resume_after = crate::routes::last_event_id(&headers, "message seq")?;
-    let last_seq = node
-        .state()
-        .room(&room)
-        .map_err(storage)?
-        .map_or(0, |m| m.last_seq);
+    let resume_after = last_event_id(&headers, "message seq")?;
+    // A stream follows this node's own state as it applies: no barrier, here or below.
+    let last_seq = node.read_stale().room(&room)?.map_or(0, |m| m.last_seq);
     let after = resume_after.or(q.after).unwrap_or(last_seq);
     // The stream counts on `after + 1`.
-    crate::routes::next_after(after, "after")?;
+    next_after(after, "after")?;
     let permit = node.watchers.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -276,7 +264,7 @@ pub async fn stream(
         )
     })?;
     let stream = RoomStream {
-        wake: node.state().subscribe(),
+        wake: node.applied_changes(),
         node,
         room,
         after,
@@ -284,9 +272,7 @@ pub async fn stream(
         done: false,
         _permit: permit,
     };
-    Ok(Sse::new(messages_stream(stream))
-        .keep_alive(KeepAlive::default())
-        .into_response())
+    Ok(sse::response(messages_stream(stream)))
 }
 
 /// One reader's position in a room.
@@ -319,7 +305,7 @@ impl RoomStream {
                 return Some(event);
             }
             self.wake.borrow_and_update();
-            let state = self.node.state();
+            let state = self.node.read_stale();
             let meta = match state.room(&self.room) {
                 Ok(m) => m,
                 Err(e) => return Some(self.end(&e.to_string())),

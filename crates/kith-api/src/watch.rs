@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::sse::Event;
+use axum::response::Response;
 use base64::Engine as _;
 use futures::Stream;
 use serde::Deserialize;
@@ -26,7 +26,8 @@ use serde_json::json;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::error::ApiError;
-use crate::routes::Q;
+use crate::params::{next_after, Q};
+use crate::sse::{self, last_event_id};
 use kith_core::{EventKind, KvEvent};
 use kith_node::Node;
 
@@ -51,16 +52,17 @@ pub async fn watch(
             "prefix is longer than the longest key",
         ));
     }
-    let resume_after = crate::routes::last_event_id(&headers, "revision number")?;
-    let state = node.state();
-    let current = state.kv_meta().map_err(internal)?.revision;
+    let resume_after = last_event_id(&headers, "revision number")?;
+    // A watch serves this node's own history as it applies: no barrier, here or below.
+    let state = node.read_stale();
+    let current = state.kv_meta()?.revision;
     let from = match (resume_after, query.from_revision) {
-        (Some(last), _) => crate::routes::next_after(last, "Last-Event-ID")?,
+        (Some(last), _) => next_after(last, "Last-Event-ID")?,
         (None, Some(0)) => return Err(ApiError::bad_request("from_revision starts at 1")),
         (None, Some(n)) => n,
         (None, None) => current.saturating_add(1),
     };
-    let compacted = state.events_compacted().map_err(internal)?;
+    let compacted = state.events_compacted()?;
     if from <= compacted {
         return Err(compacted_error(from, compacted));
     }
@@ -75,7 +77,7 @@ pub async fn watch(
         )
     })?;
     let stream = WatchStream {
-        revisions: state.subscribe(),
+        revisions: node.applied_changes(),
         node,
         prefix: query.prefix,
         next: from,
@@ -83,13 +85,7 @@ pub async fn watch(
         done: false,
         _permit: permit,
     };
-    Ok(Sse::new(events(stream))
-        .keep_alive(KeepAlive::default())
-        .into_response())
-}
-
-fn internal(e: kith_storage::StoreError) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e.to_string())
+    Ok(sse::response(events(stream)))
 }
 
 fn compacted_error(from: u64, compacted: u64) -> ApiError {
@@ -135,7 +131,7 @@ impl WatchStream {
             if let Some(event) = self.pending.pop_front() {
                 return Some(to_sse(&event));
             }
-            let state = self.node.state();
+            let state = self.node.read_stale();
             let compacted = match state.events_compacted() {
                 Ok(c) => c,
                 Err(e) => return Some(self.cut("error", &e.to_string(), None)),

@@ -12,8 +12,10 @@
 //!   growing writes past `quota_bytes` (507 `quota_exceeded`).
 //! - `batcher`: group commit on the leader — concurrent writes proposed as one log entry.
 //! - `read_batcher`: concurrent linearizable reads share one leadership confirmation.
+//! - [`read`]: [`Fresh`], the applied state handed out only after a read's barrier ran — the
+//!   one way callers outside this crate read it.
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
-//!   this node is not it), linearizable and stale reads, health, cluster view, membership.
+//!   this node is not it), the read barrier behind [`read`], health, cluster view, membership.
 //!
 //! Refuses: HTTP routing and JSON (that is `kith-api`), and deciding what a command means
 //! (that is `kith-core`).
@@ -36,8 +38,10 @@ pub mod network;
 pub mod node;
 pub mod protocol;
 pub mod quota;
+pub mod read;
 mod read_batcher;
 
 pub use config::NodeConfig;
 pub use error::NodeError;
 pub use node::{Consistency, Health, MemberStatus, Node, Stats};
+pub use read::Fresh;

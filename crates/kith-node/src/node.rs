@@ -25,7 +25,7 @@ use crate::{NodeConfig, NodeError};
 use kith_core::jobs::JobCommand;
 use kith_core::ledger::to_hex;
 use kith_core::limits::{InvalidInput, Limits};
-use kith_core::{Command, KvEntry, NodeId, Proposal, Response};
+use kith_core::{Command, NodeId, Proposal, Response};
 use kith_storage::{LogStore, StateReader, StoreConfig, TypeConfig};
 
 /// Entries per AppendEntries RPC (openraft's `max_payload_entries`). Their bytes are bounded
@@ -262,8 +262,9 @@ impl Node {
         self.transport.is_isolated()
     }
 
-    /// The applied state, for watches and the ledger.
-    pub fn state(&self) -> &StateReader {
+    /// The applied state, for this crate's own passes. Callers outside it read through
+    /// [`Node::read`], which runs the barrier first.
+    pub(crate) fn state(&self) -> &StateReader {
         &self.state
     }
 
@@ -387,32 +388,11 @@ impl Node {
         }
     }
 
-    /// Reads a key with the requested consistency.
-    pub async fn get(
-        &self,
-        key: &str,
-        consistency: Consistency,
-    ) -> Result<Option<KvEntry>, NodeError> {
-        self.read_barrier(consistency).await?;
-        Ok(self.state.get(key)?)
-    }
-
-    /// Lists keys by prefix with the requested consistency. Returns the keys, whether more
-    /// matched than `limit`, and the store revision of the read.
-    pub async fn list(
-        &self,
-        prefix: &str,
-        limit: usize,
-        consistency: Consistency,
-    ) -> Result<(Vec<(String, KvEntry)>, bool, u64), NodeError> {
-        self.read_barrier(consistency).await?;
-        Ok(self.state.list(prefix, limit)?)
-    }
-
     /// For a linearizable read: obtain the leader's read index and wait until this node has
     /// applied it (ReadIndex). Every write acknowledged before the read started has an index
-    /// at or below the read index, so the local read sees it.
-    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
+    /// at or below the read index, so the local read sees it. Outside this crate the only way
+    /// to it is [`Node::read`], which hands out the state once it returned.
+    pub(crate) async fn read_barrier(&self, consistency: Consistency) -> Result<(), NodeError> {
         if consistency == Consistency::Stale || test_bug_stale_reads() {
             return Ok(());
         }

@@ -30,8 +30,7 @@ impl Node {
         consistency: Consistency,
     ) -> Result<Option<Manifest>, NodeError> {
         files::validate_path(path)?;
-        self.read_barrier(consistency).await?;
-        Ok(self.state().file(path)?)
+        Ok(self.read(consistency).await?.file(path)?)
     }
 
     /// A page of files under `prefix`, after `after`.
@@ -42,8 +41,7 @@ impl Node {
         limit: usize,
         consistency: Consistency,
     ) -> Result<Vec<Manifest>, NodeError> {
-        self.read_barrier(consistency).await?;
-        Ok(self.state().files(prefix, after, limit)?)
+        Ok(self.read(consistency).await?.files(prefix, after, limit)?)
     }
 
     /// The bytes `start..end` of a file, as a stream of verified chunk slices. Chunks are

@@ -69,14 +69,14 @@ impl Node {
         if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(ShareLookup::Unknown);
         }
-        self.read_barrier(Consistency::Linearizable).await?;
-        let Some(share) = self.state().share(token)? else {
+        let state = self.read(Consistency::Linearizable).await?;
+        let Some(share) = state.share(token)? else {
             return Ok(ShareLookup::Unknown);
         };
         if share.expires_at_ms <= crate::node::wall_clock_ms() {
             return Ok(ShareLookup::Expired);
         }
-        match self.state().file(&share.path)? {
+        match state.file(&share.path)? {
             Some(manifest) => Ok(ShareLookup::Found(share, manifest)),
             None => Ok(ShareLookup::FileGone(share)),
         }

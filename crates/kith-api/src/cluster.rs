@@ -1,0 +1,119 @@
+//! The node's and the cluster's own state: `/v1/health`, `/v1/cluster`, membership changes
+//! (`/v1/cluster/members`) and `/v1/ledger`.
+//!
+//! Owns: answering what this node sees of itself and its peers. Refuses: deciding
+//! membership (that is `Node::add_member`/`remove_member` in kith-node).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::params::Q;
+use kith_core::NodeId;
+use kith_node::Node;
+
+type Shared = State<Arc<Node>>;
+
+pub(crate) async fn health(State(node): Shared) -> Response {
+    let h = node.health();
+    let status = if h.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(h)).into_response()
+}
+
+pub(crate) async fn cluster(State(node): Shared) -> Response {
+    let h = node.health();
+    let members = node.cluster().await;
+    Json(json!({
+        "node_id": h.node_id,
+        "leader_id": h.leader_id,
+        "term": h.term,
+        "commit_index": h.commit_index,
+        "members": members,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddMember {
+    id: NodeId,
+    addr: String,
+}
+
+pub(crate) async fn add_member(
+    State(node): Shared,
+    request: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = request.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    kith_core::limits::validate_member(request.id, &request.addr)?;
+    node.add_member(request.id, request.addr).await?;
+    Ok(Json(json!({"added": request.id})).into_response())
+}
+
+pub(crate) async fn remove_member(
+    State(node): Shared,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id: NodeId = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("node id must be an integer, got '{id}'")))?;
+    node.remove_member(id).await?;
+    Ok(Json(json!({"removed": id})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LedgerQuery {
+    index: Option<u64>,
+}
+
+/// `GET /v1/ledger[?index=N]`: this node's ledger head, or its hash at `index` while that is
+/// still retained. Always this node's own view — comparing nodes is the point.
+pub(crate) async fn ledger(
+    State(node): Shared,
+    Q(query): Q<LedgerQuery>,
+) -> Result<Response, ApiError> {
+    let state = node.read_stale();
+    let head = state.ledger_head()?;
+    let node_id = node.config.id;
+    let Some(index) = query.index else {
+        return Ok(Json(json!({
+            "node_id": node_id,
+            "index": head.index,
+            "hash": kith_core::ledger::to_hex(&head.hash),
+        }))
+        .into_response());
+    };
+    if index > head.index {
+        return Err(ApiError::not_found(format!(
+            "index {index} is not applied on node {node_id} yet (head is {})",
+            head.index
+        ))
+        .with("head_index", head.index));
+    }
+    match state.ledger_at(index)? {
+        (Some(hash), _) => Ok(Json(json!({
+            "node_id": node_id,
+            "index": index,
+            "hash": kith_core::ledger::to_hex(&hash),
+        }))
+        .into_response()),
+        (None, oldest) => Err(ApiError::new(
+            StatusCode::GONE,
+            "not_retained",
+            format!("node {node_id} no longer keeps the ledger hash at index {index}"),
+        )
+        .with("oldest_index", oldest)),
+    }
+}
