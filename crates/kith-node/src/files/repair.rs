@@ -42,7 +42,10 @@ impl Node {
         let mut attempts = 0;
         let mut after: Option<Hash> = None;
         loop {
-            let page = self.state().referenced_chunks(after.as_ref(), PASS_PAGE)?;
+            // This node's own view: a chunk committed since then is repaired by the next pass.
+            let page = self
+                .read_stale()
+                .referenced_chunks(after.as_ref(), PASS_PAGE)?;
             let Some(last) = page.last().copied() else {
                 break;
             };
@@ -77,7 +80,7 @@ impl Node {
         let mut seen_unreferenced = Vec::new();
         loop {
             // A read index first: every manifest committed before now is in the local state.
-            self.read_barrier(Consistency::Linearizable).await?;
+            let state = self.read(Consistency::Linearizable).await?;
             let store = self.files.store.clone();
             let from = after;
             let page = blocking(move || store.list(from.as_ref(), PASS_PAGE)).await?;
@@ -86,7 +89,7 @@ impl Node {
             };
             after = Some(last.hash);
             for info in page {
-                if self.state().chunk_referenced(&info.hash)? {
+                if state.chunk_referenced(&info.hash)? {
                     continue;
                 }
                 seen_unreferenced.push(info.hash);
