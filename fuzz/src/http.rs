@@ -153,10 +153,10 @@ pub fn run(data: &[u8]) {
             check_error_body(&what, status, &body);
         }
     });
-    let running = h.node.raft().metrics().borrow().running_state.clone();
+    let stopped = h.node.raft_stop_reason();
     assert!(
-        running.is_ok(),
-        "{what}: the Raft core stopped: {running:?}"
+        stopped.is_none(),
+        "{what}: the Raft core stopped: {stopped:?}"
     );
 }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use kith_core::files::Hash;
 use kith_core::{Command, NodeId, Proposal, Response};
-use kith_node::protocol::{ForwardError, ForwardRequest, ForwardResponse};
+use kith_node::peer::protocol::{ForwardError, ForwardRequest, ForwardResponse};
 use kith_storage::TypeConfig;
 
 /// One peer message type. The fuzz input's first byte picks the kind; the rest is its body.

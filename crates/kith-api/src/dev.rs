@@ -12,10 +12,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -83,6 +84,16 @@ pub async fn act(
 #[serde(deny_unknown_fields)]
 pub struct Isolate {
     isolated: bool,
+}
+
+/// The supervisor's route on this node: `/internal/dev/isolate`, which stays reachable while
+/// the node is cut off (it is how the node is healed).
+pub fn supervisor_router(node: Arc<Node>) -> Router {
+    let body_limit = kith_node::peer::protocol::peer_body_bytes_max(&node.config);
+    Router::new()
+        .route("/internal/dev/isolate", post(isolate))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node)
 }
 
 /// `POST /internal/dev/isolate {"isolated": bool}`: the supervisor cuts this node off from

@@ -11,19 +11,19 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::params::{parse_consistency, parse_limit, Q};
-use kith_core::files::{self, hex, parse_hex, FileExplain, FileInfo, Hash, Manifest, Share};
-use kith_node::files::{route, ShareLookup, HAVE_HASHES_MAX};
+use kith_core::files::{self, hex, FileExplain, FileInfo, Manifest, Share};
+use kith_node::files::ShareLookup;
 use kith_node::{Consistency, Node};
 
 type Shared = State<Arc<Node>>;
@@ -48,44 +48,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             crate::routes::count_requests,
-        ))
-        .layer(DefaultBodyLimit::disable())
-        .with_state(node)
-}
-
-/// Bytes of peer chunk bodies this node holds in memory at once. A chunk is read whole
-/// (to verify its hash before it is stored), so without a budget a burst of chunk PUTs could
-/// hold a chunk each. A PUT past the budget waits for room before its body is read; the
-/// uploader's own timeout bounds that wait.
-pub const CHUNK_BODY_BYTES_IN_FLIGHT_MAX: usize = 256 * 1024 * 1024;
-
-/// The peer routes that move chunks between nodes.
-pub fn internal_router(node: Arc<Node>) -> Router {
-    let budget = Arc::new(tokio::sync::Semaphore::new(CHUNK_BODY_BYTES_IN_FLIGHT_MAX));
-    let put_route = move |state: Shared, hash: Path<String>, headers: HeaderMap, body: Body| {
-        let budget = budget.clone();
-        async move {
-            let declared = headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(files::CHUNK_BYTES_MAX as usize);
-            let bytes = declared.clamp(1, files::CHUNK_BYTES_MAX as usize) as u32;
-            let Ok(_room) = budget.acquire_many_owned(bytes).await else {
-                return StatusCode::SERVICE_UNAVAILABLE.into_response();
-            };
-            put_chunk(state, hash, body).await
-        }
-    };
-    Router::new()
-        .route(
-            &format!("{}/{{hash}}", route::CHUNKS),
-            put(put_route).get(get_chunk),
-        )
-        .route(route::HAVE, post(have))
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            crate::internal::refuse_when_isolated,
         ))
         .layer(DefaultBodyLimit::disable())
         .with_state(node)
@@ -533,63 +495,6 @@ async fn shared(
             "this share link has expired",
         )),
         ShareLookup::FileGone(share) => Err(not_found(&share.path)),
-    }
-}
-
-fn chunk_hash(text: &str) -> Option<Hash> {
-    parse_hex(text)
-}
-
-fn not_a_hash() -> Response {
-    (StatusCode::BAD_REQUEST, "not a chunk hash").into_response()
-}
-
-async fn put_chunk(State(node): Shared, Path(hash): Path<String>, body: Body) -> Response {
-    let Some(hash) = chunk_hash(&hash) else {
-        return not_a_hash();
-    };
-    let bytes: Bytes = match axum::body::to_bytes(body, files::CHUNK_BYTES_MAX as usize).await {
-        Ok(b) => b,
-        Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "chunk too large").into_response(),
-    };
-    match node.accept_chunk(hash, bytes).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(kith_node::NodeError::InvalidInput(e)) => {
-            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
-        }
-        // The uploader reads the usage back and tries the next holder in line.
-        Err(kith_node::NodeError::QuotaExceeded(usage)) => {
-            (StatusCode::INSUFFICIENT_STORAGE, axum::Json(usage)).into_response()
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-async fn get_chunk(State(node): Shared, Path(hash): Path<String>) -> Response {
-    let Some(hash) = chunk_hash(&hash) else {
-        return not_a_hash();
-    };
-    match node.local_chunk(hash).await {
-        Ok(Some(bytes)) => bytes.into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "no copy here").into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-async fn have(State(node): Shared, body: Body) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, HAVE_HASHES_MAX * 33 + 16).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "too many hashes").into_response();
-    };
-    let hashes: Vec<Hash> = match postcard::from_bytes(&bytes) {
-        Ok(h) => h,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    match node.have_chunks(hashes).await {
-        Ok(answer) => match postcard::to_allocvec(&answer) {
-            Ok(b) => b.into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        },
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

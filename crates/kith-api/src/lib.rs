@@ -7,13 +7,12 @@
 //!   the streams share (`Last-Event-ID`);
 //! - [`watch`]: `/v1/watch`, the Server-Sent Events stream of changes;
 //! - [`jobs`]: the job queue — enqueue, claim (long poll), reports with fencing, inspection;
-//! - [`files`]: streamed file upload and download (ranges, ETags), listings, share links,
-//!   and the peer routes that move chunks between nodes;
+//! - [`files`]: streamed file upload and download (ranges, ETags), listings, share links;
 //! - [`rooms`]: chat rooms — post, history, and the live `/v1/rooms/{room}/stream`;
-//! - [`internal`]: the `/internal/…` peer routes (Raft RPCs and forwarded requests, postcard
-//!   bodies) — the server half of `kith_node::network`;
 //! - [`web`]: the embedded web UI (dashboard, chat); [`metrics`]: `/metrics` for Prometheus;
 //! - [`dev`]: the playground routes, enabled only on nodes started by `kith dev`;
+//! - the peer routes (`/internal/…`) are `kith_node::peer::server`'s: this crate only
+//!   mounts them;
 //! - [`error`]: every error a client can see, mapped to an HTTP status in one place.
 //!
 //! Refuses: consensus, storage and forwarding decisions (that is `kith-node`). Nothing here
@@ -24,7 +23,6 @@ pub mod cluster;
 pub mod dev;
 pub mod error;
 pub mod files;
-pub mod internal;
 pub mod jobs;
 pub mod kv;
 pub mod metrics;
@@ -49,8 +47,8 @@ pub fn router(node: Arc<Node>) -> Router {
     // gets its answer; `nosniff` outermost, so no answer at all goes without it.
     routes::router(node.clone())
         .merge(files::router(node.clone()))
-        .merge(internal::router(node.clone()))
-        .merge(files::internal_router(node))
+        .merge(kith_node::peer::server::router(node.clone()))
+        .merge(dev::supervisor_router(node))
         // After the merges: axum gives this fallback only to routes already registered, and
         // every route's wrong method must get the JSON error, the files routes' included.
         .method_not_allowed_fallback(routes::wrong_method)

@@ -16,12 +16,14 @@
 //! - [`machine`]: the whole state machine: one proposal dispatched to its domain, over the
 //!   [`machine::Tables`] every store implements.
 //! - [`limits`]: input bounds and validation shared by the API and the state machine.
+//! - [`faults`]: the fault suite's settings body for a node's peer fault layer.
 //!
 //! Refuses: I/O, clocks, randomness, async. Applying the same commands in the same order must
 //! give the same state on every replica; anything that could differ between machines stays
 //! out of this crate.
 
 pub mod command;
+pub mod faults;
 pub mod files;
 pub mod jobs;
 pub mod kv;
@@ -31,6 +33,7 @@ pub mod machine;
 pub mod rooms;
 
 pub use command::{Command, Proposal, Response};
+pub use faults::FaultSettings;
 pub use kv::{EventKind, KvEntry, KvEvent, KvMeta, KvTable};
 
 /// Identifies a node for the whole life of the cluster (the Raft paper's server id).

@@ -13,7 +13,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use kith_node::network::FaultSettings;
+use kith_core::FaultSettings;
 
 use crate::cluster::{wait_for, Cluster};
 use crate::nft::Firewall;

@@ -46,8 +46,7 @@ use kith_core::{Proposal, Response};
 use kith_storage::{LogStore, TypeConfig};
 
 use crate::batch_queue::BatchQueue;
-use crate::node::write_error;
-use crate::protocol::ForwardError;
+use crate::peer::protocol::{write_error, ForwardError, BATCH_BYTES_MAX};
 
 /// Writes waiting for the batcher; senders wait (asynchronously) when it is full.
 const PROPOSALS_QUEUED_MAX: usize = 4096;
@@ -56,10 +55,6 @@ const PROPOSALS_QUEUED_MAX: usize = 4096;
 const BATCHES_IN_FLIGHT_MAX: usize = 4;
 /// Proposals in one batch (one log entry).
 const BATCH_PROPOSALS_MAX: usize = 512;
-/// Encoded bytes in one batch: a batch always takes its first proposal, then stops before
-/// one that would pass this. With proposals of at most `protocol::proposal_bytes_max`, no
-/// entry outgrows `protocol::entry_bytes_max`, and so fits in one peer request.
-pub(crate) const BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 type Answer = Result<Response, ForwardError>;
 

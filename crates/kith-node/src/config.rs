@@ -76,7 +76,7 @@ pub struct NodeConfig {
     pub file_repair_interval: Duration,
     /// Bytes of stored chunks the scrubber re-hashes per second (0: off).
     pub file_scrub_bytes_per_s: u64,
-    /// A floor under `protocol::peer_body_bytes_max`, the most encoded bytes one
+    /// A floor under `peer::protocol::peer_body_bytes_max`, the most encoded bytes one
     /// AppendEntries request carries (the leader sends fewer entries rather than pass that
     /// limit, and one entry alone whatever its size).
     pub append_bytes_max: usize,

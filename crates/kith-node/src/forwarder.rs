@@ -35,7 +35,7 @@ use kith_core::{Command, Response};
 
 use crate::batch_queue::BatchQueue;
 use crate::error::NodeError;
-use crate::node::Node;
+use crate::peer::protocol::FORWARD_BYTES_MAX;
 
 /// Writes waiting to be forwarded; senders wait (asynchronously) when it is full.
 const FORWARDS_QUEUED_MAX: usize = 4096;
@@ -43,11 +43,6 @@ const FORWARDS_QUEUED_MAX: usize = 4096;
 const FORWARDS_IN_FLIGHT_MAX: usize = 4;
 /// Commands in one forwarded batch.
 pub(crate) const FORWARD_COMMANDS_MAX: usize = 512;
-/// Encoded bytes in one batch: a batch always takes its first command, then stops before one
-/// that would pass this. `protocol::peer_body_bytes_max` covers such a batch, and a batch of
-/// one command of up to `protocol::proposal_bytes_max`; the transport refuses to send
-/// anything larger (a command that outgrew validation fails alone, as it travels alone).
-pub(crate) const FORWARD_BYTES_MAX: usize = 2 * 1024 * 1024;
 
 pub(crate) type Answer = Result<Response, NodeError>;
 
@@ -57,6 +52,16 @@ struct Waiting {
     answer: oneshot::Sender<Answer>,
 }
 
+/// Where a batch goes: the node, which sends it to the leader as one request. A trait, so
+/// the forwarder holds the node without depending on it.
+pub(crate) trait ForwardWrites: Send + Sync + 'static {
+    /// Runs `commands` on the leader: one answer per command, in order, or one error for all.
+    fn forward_writes(
+        &self,
+        commands: Vec<Command>,
+    ) -> impl std::future::Future<Output = Result<Vec<Answer>, NodeError>> + Send;
+}
+
 /// A follower's write forwarder. Its task stops when the forwarder or the node is dropped.
 pub(crate) struct Forwarder {
     queue: mpsc::Sender<Waiting>,
@@ -64,7 +69,7 @@ pub(crate) struct Forwarder {
 
 impl Forwarder {
     /// Starts the forwarding task for `node` (which owns this forwarder, hence the `Weak`).
-    pub(crate) fn start(node: Weak<Node>) -> Self {
+    pub(crate) fn start<N: ForwardWrites>(node: Weak<N>) -> Self {
         let (queue, rx) = mpsc::channel(FORWARDS_QUEUED_MAX);
         tokio::spawn(run(node, rx));
         Forwarder { queue }
@@ -86,7 +91,7 @@ impl Forwarder {
     }
 }
 
-async fn run(node: Weak<Node>, rx: mpsc::Receiver<Waiting>) {
+async fn run<N: ForwardWrites>(node: Weak<N>, rx: mpsc::Receiver<Waiting>) {
     let mut queue = BatchQueue::new(
         rx,
         FORWARDS_IN_FLIGHT_MAX,

@@ -2,12 +2,11 @@
 //!
 //! Owns:
 //! - [`config`]: the node's settings and their defaults (timeouts, limits, snapshot policy).
-//! - [`network`]: the client half of the peer transport — Raft RPCs and forwarded requests to
-//!   other nodes' `/internal/…` routes, postcard bodies on pooled keep-alive connections,
-//!   dialled from the node's own listen address.
+//! - [`peer`]: the peer protocol, both halves — the messages, their byte bounds, the client
+//!   that sends Raft RPCs, forwarded requests and chunks to other nodes, and the `/internal/…`
+//!   routes that receive them (which `kith-api` mounts).
 //! - [`files`]: chunked, replicated file uploads and downloads, and the per-node repair,
 //!   scrub and garbage-collection passes that keep every chunk on R nodes.
-//! - [`protocol`]: the message types carried on that transport.
 //! - [`quota`]: the storage quota — what this node stores, and the leader's refusal of
 //!   growing writes past `quota_bytes` (507 `quota_exceeded`).
 //! - `batcher`: group commit on the leader — concurrent writes proposed as one log entry.
@@ -17,7 +16,7 @@
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
 //!   this node is not it), the read barrier behind [`read`], health, cluster view, membership.
 //!
-//! Refuses: HTTP routing and JSON (that is `kith-api`), and deciding what a command means
+//! Refuses: public HTTP routes and JSON (that is `kith-api`), and deciding what a command means
 //! (that is `kith-core`).
 //!
 //! ```text
@@ -34,9 +33,8 @@ pub mod config;
 pub mod error;
 pub mod files;
 mod forwarder;
-pub mod network;
 pub mod node;
-pub mod protocol;
+pub mod peer;
 pub mod quota;
 pub mod read;
 mod read_batcher;

@@ -11,15 +11,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ChangeMembershipError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
 use crate::batcher::ProposalBatcher;
-use crate::forwarder::{Forwarder, FORWARD_COMMANDS_MAX};
-use crate::network::{FaultLayer, PeerTransport, TransportError};
-use crate::protocol::{ForwardError, ForwardRequest, ForwardResponse};
+use crate::forwarder::{ForwardWrites, Forwarder, FORWARD_COMMANDS_MAX};
+use crate::peer::client::{PeerTransport, TransportError};
+use crate::peer::faults::FaultLayer;
+use crate::peer::protocol::{write_error, ForwardError, ForwardRequest, ForwardResponse};
 use crate::read_batcher::ReadIndexBatcher;
 use crate::{NodeConfig, NodeError};
 use kith_core::jobs::JobCommand;
@@ -29,7 +30,7 @@ use kith_core::{Command, NodeId, Proposal, Response};
 use kith_storage::{LogStore, StateReader, StoreConfig, TypeConfig};
 
 /// Entries per AppendEntries RPC (openraft's `max_payload_entries`). Their bytes are bounded
-/// apart from this, by the transport (`protocol::peer_body_bytes_max`).
+/// apart from this, by the transport (`peer::protocol::peer_body_bytes_max`).
 pub const APPEND_ENTRIES_MAX: u64 = 64;
 /// Most claim long-polls (`POST /v1/queues/{q}/claim?wait=S`, S > 0) one node holds open at
 /// once: each holds a task and an apply subscription for up to its wait.
@@ -188,7 +189,7 @@ impl Node {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs_since_last),
             max_in_snapshot_log_to_keep: config.snapshot_logs_keep,
             max_payload_entries: APPEND_ENTRIES_MAX,
-            snapshot_max_chunk_size: crate::protocol::SNAPSHOT_CHUNK_BYTES_MAX as u64,
+            snapshot_max_chunk_size: crate::peer::protocol::SNAPSHOT_CHUNK_BYTES_MAX as u64,
             install_snapshot_timeout: 2_000,
             ..Default::default()
         }
@@ -205,7 +206,7 @@ impl Node {
             log_gate,
             config.listen,
             config.peer_timeout,
-            crate::protocol::peer_body_bytes_max(&config),
+            crate::peer::protocol::peer_body_bytes_max(&config),
             faults.clone(),
         )
         .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
@@ -228,7 +229,7 @@ impl Node {
             raft.clone(),
             log.clone(),
             config.request_timeout,
-            crate::protocol::proposal_bytes_max(&config),
+            crate::peer::protocol::proposal_bytes_max(&config),
         );
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.request_timeout);
         let node = Arc::new_cyclic(|node| Node {
@@ -279,8 +280,20 @@ impl Node {
     }
 
     /// The openraft handle, for the peer RPC routes.
-    pub fn raft(&self) -> &Raft<TypeConfig> {
+    pub(crate) fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// Whether `id` is in the membership this node knows (voter or learner): a restarted
+    /// member need not ask to join again.
+    pub fn knows_member(&self, id: NodeId) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .is_some()
     }
 
     /// Bootstraps a fresh cluster with `members` as its voters. Safe to call on every
@@ -362,28 +375,6 @@ impl Node {
             .await?
         {
             ForwardResponse::Written(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    /// Runs `commands` on the leader in one forwarded request (see [`crate::forwarder`]):
-    /// one answer per command, in order, or one error for all of them.
-    pub(crate) async fn forward_writes(
-        &self,
-        commands: Vec<Command>,
-    ) -> Result<Vec<Result<Response, NodeError>>, NodeError> {
-        let count = commands.len();
-        match self
-            .on_leader(
-                ForwardRequest::Writes(commands),
-                self.config.request_timeout,
-            )
-            .await?
-        {
-            ForwardResponse::WrittenEach(results) if results.len() == count => Ok(results
-                .into_iter()
-                .map(|r| r.map_err(final_error))
-                .collect()),
             other => Err(unexpected(other)),
         }
     }
@@ -595,6 +586,14 @@ impl Node {
         }
     }
 
+    /// Why the Raft core stopped, if it did (`None` while it runs).
+    pub fn raft_stop_reason(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     /// The current leader's address as a URL (`http://ADDR`), when this node knows one.
     /// Members serve the public API on the address they are known by to their peers.
     pub fn leader_url(&self) -> Option<String> {
@@ -779,20 +778,26 @@ fn test_bug_stale_reads() -> bool {
     false
 }
 
-pub(crate) fn write_error(
-    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-) -> ForwardError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
-            leader_id: f.leader_id,
-        },
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
-            ChangeMembershipError::InProgress(_) => {
-                ForwardError::Membership(format!("another change is in progress: {c}"))
-            }
-            other => ForwardError::Membership(other.to_string()),
-        },
-        RaftError::Fatal(f) => ForwardError::Internal(f.to_string()),
+/// The forwarder's batches go to the leader as one `ForwardRequest::Writes`.
+impl ForwardWrites for Node {
+    async fn forward_writes(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Response, NodeError>>, NodeError> {
+        let count = commands.len();
+        match self
+            .on_leader(
+                ForwardRequest::Writes(commands),
+                self.config.request_timeout,
+            )
+            .await?
+        {
+            ForwardResponse::WrittenEach(results) if results.len() == count => Ok(results
+                .into_iter()
+                .map(|r| r.map_err(final_error))
+                .collect()),
+            other => Err(unexpected(other)),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::time::timeout;
 
 use kith_storage::TypeConfig;
 
-use crate::protocol::ForwardError;
+use crate::peer::protocol::ForwardError;
 
 /// Read-index requests waiting for the next round; senders wait when it is full.
 const READS_QUEUED_MAX: usize = 4096;

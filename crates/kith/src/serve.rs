@@ -238,15 +238,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Asks the cluster at `url` to add this node, unless it already is a member (a restart).
 async fn join(node: &Node, url: &str, id: NodeId, addr: &str) -> anyhow::Result<()> {
-    let already = node
-        .raft()
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .get_node(&id)
-        .is_some();
-    if already {
+    if node.knows_member(id) {
         tracing::info!("already a member; not joining again");
         return Ok(());
     }

@@ -62,14 +62,6 @@ pub use shares::ShareLookup;
 /// Hashes one placement query may carry.
 pub const HAVE_HASHES_MAX: usize = files::FILE_CHUNKS_MAX;
 
-/// The peer routes this module serves and calls.
-pub mod route {
-    /// `PUT` stores a chunk (raw body), `GET` returns one; the hash is the last segment.
-    pub const CHUNKS: &str = "/internal/chunks";
-    /// `POST` postcard `Vec<Hash>` → postcard `Vec<bool>`: which of these chunks are here.
-    pub const HAVE: &str = "/internal/chunk-have";
-}
-
 /// A chunk-store call on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,

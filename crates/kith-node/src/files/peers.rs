@@ -4,7 +4,7 @@
 //! outgoing request notes whether the peer answered, which is how a node learns that a peer
 //! is down (see [`super::placement`]).
 //!
-//! Refuses: HTTP routing (the routes are mounted by the HTTP layer) and choosing which
+//! Refuses: HTTP routing (the routes are served by `crate::peer::chunks`) and choosing which
 //! member to ask (placement and the callers decide).
 
 use std::sync::atomic::Ordering;
@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{blocking, route};
+use super::blocking;
+use crate::peer::route;
 use crate::{Node, NodeError};
 use kith_core::files::{hex, Hash};
 use kith_core::NodeId;

@@ -7,7 +7,8 @@ use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use kith_core::Command;
-use kith_node::protocol::{route, ForwardError, ForwardRequest, ForwardResponse};
+use kith_node::peer::protocol::{ForwardError, ForwardRequest, ForwardResponse};
+use kith_node::peer::route;
 use reqwest::StatusCode;
 use serde_json::Value;
 

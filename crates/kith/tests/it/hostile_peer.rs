@@ -200,7 +200,7 @@ async fn raft_requests_past_the_in_flight_bound_get_503_at_once() {
     let addr = cluster.nodes[0].addr.clone();
     // Each holds a permit: its headers are in, its body never comes.
     let mut held = Vec::new();
-    for _ in 0..kith_api::internal::RAFT_REQUESTS_IN_FLIGHT_MAX {
+    for _ in 0..kith_node::peer::server::RAFT_REQUESTS_IN_FLIGHT_MAX {
         let mut stream = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect");
@@ -229,8 +229,8 @@ async fn raft_requests_past_the_in_flight_bound_get_503_at_once() {
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
 
     // Forwarded requests have their own pool: a read index still goes through.
-    let read_index =
-        postcard::to_allocvec(&kith_node::protocol::ForwardRequest::ReadIndex).expect("encode");
+    let read_index = postcard::to_allocvec(&kith_node::peer::protocol::ForwardRequest::ReadIndex)
+        .expect("encode");
     let r = cluster
         .http()
         .post(format!("{}/internal/forward", cluster.url(1)))

@@ -1,7 +1,11 @@
-//! The `/internal/…` peer routes: openraft RPCs and requests forwarded to the leader.
+//! The receiving half of the peer protocol: the `/internal/…` routes that take openraft RPCs
+//! and requests forwarded to the leader, and mount the chunk routes ([`super::chunks`]).
+//! `kith-api` merges [`router`] into the node's one HTTP router and does nothing else with
+//! peer messages.
 //!
 //! Bodies are postcard both ways; answers are `Result`s encoded as-is so the sender sees the
-//! receiver's Raft error exactly. These routes are for other kith nodes only.
+//! receiver's Raft error exactly. These routes are for other kith nodes only. While the dev
+//! playground has cut this node off, every peer route but the fault settings answers 503.
 //!
 //! Refuses, with 503 and at once, a Raft or forward request past the in-flight bounds
 //! ([`RAFT_REQUESTS_IN_FLIGHT_MAX`], [`FORWARDS_IN_FLIGHT_MAX`], and
@@ -37,11 +41,12 @@ use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{Mutex, Semaphore};
 
-use kith_core::NodeId;
-use kith_node::network::{FaultSettings, POSTCARD};
-use kith_node::protocol::route;
-use kith_node::Node;
+use kith_core::{FaultSettings, NodeId};
 use kith_storage::{SnapshotInbox, StoreError, TypeConfig};
+
+use super::client::POSTCARD;
+use super::route;
+use crate::Node;
 
 /// Raft messages (appends, votes, snapshot pieces) being read or served at once. A leader
 /// keeps about two streams per follower (replication and heartbeats) and a snapshot send,
@@ -70,8 +75,9 @@ struct InFlight {
 type SnapshotAnswer =
     Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>;
 
+/// Every peer route, ready to merge into the node's HTTP router.
 pub fn router(node: Arc<Node>) -> Router {
-    let body_limit = kith_node::protocol::peer_body_bytes_max(&node.config);
+    let body_limit = super::protocol::peer_body_bytes_max(&node.config);
     let in_flight = InFlight {
         raft: Arc::new(Semaphore::new(RAFT_REQUESTS_IN_FLIGHT_MAX)),
         forwards: Arc::new(Semaphore::new(FORWARDS_IN_FLIGHT_MAX)),
@@ -84,7 +90,7 @@ pub fn router(node: Arc<Node>) -> Router {
         let inbox = inbox.clone();
         async move { snapshot(node, inbox, body).await }
     };
-    Router::new()
+    let raft = Router::new()
         .route(route::APPEND, post(append))
         .route(route::VOTE, post(vote))
         .route(route::SNAPSHOT, post(snapshot_route))
@@ -93,18 +99,22 @@ pub fn router(node: Arc<Node>) -> Router {
             in_flight,
             bound_in_flight,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            refuse_when_isolated,
-        ))
-        .route("/internal/dev/isolate", post(crate::dev::isolate))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(node.clone());
+    let faults = Router::new()
         .route(route::FAULTS, post(faults))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(node)
+        .with_state(node.clone());
+    raft.merge(super::chunks::router(node.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            node,
+            refuse_when_isolated,
+        ))
+        .merge(faults)
 }
 
 /// While the dev playground has cut this node off, peers cannot reach it either.
-pub(crate) async fn refuse_when_isolated(
+async fn refuse_when_isolated(
     State(node): State<Arc<Node>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,

@@ -1,4 +1,4 @@
-//! The client half of the peer transport.
+//! The sending half of the peer protocol.
 //!
 //! Every peer message is an HTTP/1.1 POST with a postcard body to the target's
 //! `/internal/…` route, with `TCP_NODELAY` on. When the node listens on a specific IP its
@@ -14,7 +14,7 @@
 //!   one pooled `reqwest` client.
 //!
 //! Size: no message leaves larger than the peer body limit every node accepts
-//! ([`crate::protocol::peer_body_bytes_max`]); encoding stops as soon as a message would
+//! ([`crate::peer::protocol::peer_body_bytes_max`]); encoding stops as soon as a message would
 //! pass it, so an over-large one costs at most that many bytes of work. An AppendEntries
 //! request that would pass it answers openraft with `PayloadTooLarge` and the number of its
 //! entries that fit; openraft's replication stream sends that many at once and keeps to
@@ -27,13 +27,11 @@
 //! one. Forwarded client requests are retried by [`crate::Node`] only when the connection
 //! could not be made, i.e. when the request certainly was not delivered.
 //!
-//! [`FaultLayer`] is the fault suite's (`crates/kith-fault`) way to delay or drop outgoing
-//! peer messages, since the test kernel has no netem. It is compiled in but inert: only a
-//! node started with `--enable-fault-injection` accepts settings for it (through
-//! `POST /internal/faults`), and with both knobs at zero it costs one atomic load per message.
+//! Every outgoing message passes the node's [`FaultLayer`] (inert unless the fault suite
+//! set it).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +49,9 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::protocol::{route, ForwardError, ForwardRequest, ForwardResponse};
+use super::faults::FaultLayer;
+use super::protocol::{ForwardError, ForwardRequest, ForwardResponse};
+use super::route;
 use kith_core::NodeId;
 use kith_storage::{LogGate, TypeConfig};
 
@@ -81,94 +81,6 @@ pub enum TransportError {
     Other { addr: String, message: String },
 }
 
-/// Settings of the [`FaultLayer`], as `POST /internal/faults` carries them (JSON).
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FaultSettings {
-    /// Each outgoing peer message waits a uniformly random 0..=`delay_ms` before it is sent.
-    pub delay_ms: u64,
-    /// Each outgoing peer message is dropped (not sent; the caller sees a connect failure, as
-    /// for a lost SYN) with this probability, in parts per million.
-    pub drop_per_million: u32,
-}
-
-/// Test-only message delay and loss on this node's outgoing peer messages.
-///
-/// Written only by the `/internal/faults` handler (which refuses unless `enabled`), read by
-/// every [`PeerTransport::call`]. Randomness comes from a SplitMix64 counter rather than a
-/// crate: it only decides which test messages to disturb and never reaches a state machine.
-#[derive(Debug, Default)]
-pub struct FaultLayer {
-    /// Fixed at start from `NodeConfig::fault_injection`; nothing can switch it on later.
-    enabled: bool,
-    /// Fast path: false while both knobs are zero.
-    active: AtomicBool,
-    delay_ms: AtomicU64,
-    drop_per_million: AtomicU32,
-    random_state: AtomicU64,
-}
-
-impl FaultLayer {
-    pub fn new(enabled: bool) -> Self {
-        FaultLayer {
-            enabled,
-            random_state: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
-            ..Default::default()
-        }
-    }
-
-    /// Whether this node was started with fault injection allowed.
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// Applies `settings`; returns false (and changes nothing) unless enabled.
-    pub fn set(&self, settings: FaultSettings) -> bool {
-        if !self.enabled {
-            return false;
-        }
-        self.delay_ms.store(settings.delay_ms, Ordering::Relaxed);
-        self.drop_per_million
-            .store(settings.drop_per_million.min(1_000_000), Ordering::Relaxed);
-        let active = settings.delay_ms > 0 || settings.drop_per_million > 0;
-        self.active.store(active, Ordering::Release);
-        true
-    }
-
-    pub fn settings(&self) -> FaultSettings {
-        FaultSettings {
-            delay_ms: self.delay_ms.load(Ordering::Relaxed),
-            drop_per_million: self.drop_per_million.load(Ordering::Relaxed),
-        }
-    }
-
-    /// SplitMix64 over a shared counter: uniform enough for choosing test faults.
-    fn next_random(&self) -> u64 {
-        let mut z = self
-            .random_state
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Delays and possibly drops one outgoing message; `Err` means "dropped".
-    async fn disturb(&self) -> Result<(), ()> {
-        if !self.active.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let settings = self.settings();
-        if settings.delay_ms > 0 {
-            let ms = self.next_random() % (settings.delay_ms + 1);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        if (self.next_random() % 1_000_000) < u64::from(settings.drop_per_million) {
-            return Err(());
-        }
-        Ok(())
-    }
-}
-
 /// Shared peer client; cheap to clone.
 #[derive(Clone)]
 pub struct PeerTransport {
@@ -182,7 +94,7 @@ pub struct PeerTransport {
     faults: Arc<FaultLayer>,
     /// The address outgoing connections are bound to, when the node listens on one.
     local_ip: Option<IpAddr>,
-    /// Largest encoded message sent (`protocol::peer_body_bytes_max`, what peers accept).
+    /// Largest encoded message sent (`peer::protocol::peer_body_bytes_max`, what peers accept).
     body_bytes_max: usize,
     /// This node's log's durable index, which AppendEntries waits on (see
     /// `kith_storage::durability`).

@@ -3,7 +3,7 @@
 //! run the same binary version.
 //!
 //! Sizes: one function, [`peer_body_bytes_max`], says how large a peer request may be. The
-//! receiving side (`kith-api`'s `/internal` routes) refuses larger bodies, and every request
+//! receiving side ([`super::server`]) refuses larger bodies, and every request
 //! kith builds stays under it, each by its own bound:
 //!
 //! ```text
@@ -12,7 +12,7 @@
 //!  log entry  ≤ entry_bytes_max      a batch stops before BATCH_BYTES_MAX, but always takes
 //!                                     its first proposal
 //!  append     ≤ peer_body_bytes_max  entries up to append_bytes_max, or a single entry;
-//!                                     the leader's transport enforces it (network.rs)
+//!                                     the leader's transport enforces it (client.rs)
 //!  forward    ≤ peer_body_bytes_max  commands up to FORWARD_BYTES_MAX, or a single one
 //!  snapshot   ≤ peer_body_bytes_max  one chunk of SNAPSHOT_CHUNK_BYTES_MAX
 //! ```
@@ -23,6 +23,8 @@
 //! Refuses: deciding what is valid; `kith_core::limits` and the routes do that. This module
 //! only bounds the encoded size of what has been decided valid.
 
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 
 use kith_core::{Command, NodeId, Response};
@@ -61,7 +63,7 @@ pub fn proposal_bytes_max(config: &NodeConfig) -> usize {
 /// The largest encoded log entry the leader builds: a batch stops before it would pass
 /// `BATCH_BYTES_MAX`, but always takes its first proposal, whatever its size.
 pub fn entry_bytes_max(config: &NodeConfig) -> usize {
-    crate::batcher::BATCH_BYTES_MAX.max(proposal_bytes_max(config)) + ENTRY_FRAMING_BYTES
+    BATCH_BYTES_MAX.max(proposal_bytes_max(config)) + ENTRY_FRAMING_BYTES
 }
 
 /// Largest body a node accepts on its `/internal` Raft and forward routes, and so the
@@ -72,7 +74,7 @@ pub fn entry_bytes_max(config: &NodeConfig) -> usize {
 /// forwarded batch (`FORWARD_BYTES_MAX`, or one command of at most
 /// [`proposal_bytes_max`]), and a snapshot chunk; plus each request's own framing.
 pub fn peer_body_bytes_max(config: &NodeConfig) -> usize {
-    let forward = crate::forwarder::FORWARD_BYTES_MAX.max(proposal_bytes_max(config));
+    let forward = FORWARD_BYTES_MAX.max(proposal_bytes_max(config));
     config
         .append_bytes_max
         .max(entry_bytes_max(config))
@@ -81,14 +83,32 @@ pub fn peer_body_bytes_max(config: &NodeConfig) -> usize {
         + REQUEST_FRAMING_BYTES
 }
 
-/// Peer routes, relative to a node's base URL.
-pub mod route {
-    pub const APPEND: &str = "/internal/raft/append";
-    pub const VOTE: &str = "/internal/raft/vote";
-    pub const SNAPSHOT: &str = "/internal/raft/snapshot";
-    pub const FORWARD: &str = "/internal/forward";
-    /// Test-only fault settings (JSON); see `kith_node::network::FaultLayer`.
-    pub const FAULTS: &str = "/internal/faults";
+/// Encoded bytes in one leader batch (`crate::batcher`, one log entry): a batch always takes its first proposal, then stops before
+/// one that would pass this. With proposals of at most [`proposal_bytes_max`], no
+/// entry outgrows [`entry_bytes_max`], and so fits in one peer request.
+pub(crate) const BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// Encoded bytes in one forwarded batch (`crate::forwarder`): a batch always takes its first command, then stops before one
+/// that would pass this. `peer::protocol::peer_body_bytes_max` covers such a batch, and a batch of
+/// one command of up to [`proposal_bytes_max`]; the transport refuses to send
+/// anything larger (a command that outgrew validation fails alone, as it travels alone).
+pub(crate) const FORWARD_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// What a failed proposal tells the node that asked for it.
+pub(crate) fn write_error(
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> ForwardError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
+            leader_id: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => match c {
+            ChangeMembershipError::InProgress(_) => {
+                ForwardError::Membership(format!("another change is in progress: {c}"))
+            }
+            other => ForwardError::Membership(other.to_string()),
+        },
+        RaftError::Fatal(f) => ForwardError::Internal(f.to_string()),
+    }
 }
 
 /// A request a follower forwards to the leader.
@@ -255,7 +275,7 @@ mod tests {
             if_revision: None,
             ttl_ms: None,
         });
-        let count = crate::batcher::BATCH_BYTES_MAX / bytes(&small);
+        let count = BATCH_BYTES_MAX / bytes(&small);
         let batch = entry(vec![small; count]);
         assert!(bytes(&batch) <= entry_bytes_max(&config));
         assert!(bytes(&append(vec![batch])) <= peer_body_bytes_max(&config));
