@@ -14,8 +14,11 @@ use std::sync::{Mutex, Once};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Deletes one table; the firewall module passes its own, so this module needs no nftables.
+pub(crate) type DeleteTable = fn(&str);
+
 struct Registry {
-    tables: Vec<String>,
+    tables: Vec<(String, DeleteTable)>,
     pids: Vec<i32>,
 }
 
@@ -32,13 +35,13 @@ fn registry() -> std::sync::MutexGuard<'static, Registry> {
     REGISTRY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(crate) fn register_table(name: &str) {
+pub(crate) fn register_table(name: &str, delete: DeleteTable) {
     install_handler();
-    registry().tables.push(name.to_owned());
+    registry().tables.push((name.to_owned(), delete));
 }
 
 pub(crate) fn unregister_table(name: &str) {
-    registry().tables.retain(|t| t != name);
+    registry().tables.retain(|(t, _)| t != name);
 }
 
 pub(crate) fn register_pid(pid: u32) {
@@ -103,7 +106,7 @@ fn undo_everything() {
         let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    for table in tables {
-        crate::nft::delete_table(&table);
+    for (table, delete) in tables {
+        delete(&table);
     }
 }

@@ -146,7 +146,7 @@ impl Firewall {
              add chain ip {table} out {{ type filter hook output priority 0; policy accept; }}\n"
         ))
         .context("cannot create an nftables table (the fault suite must run as root)")?;
-        crate::cleanup::register_table(&table);
+        crate::cleanup::register_table(&table, delete_table);
         Ok(Firewall { table })
     }
 
