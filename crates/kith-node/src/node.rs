@@ -254,7 +254,7 @@ impl Node {
     }
 
     /// Dev playground: cut this node off from its peers (outgoing peer messages fail, incoming
-    /// ones are refused by the API layer), or heal it.
+    /// ones are refused by `peer::server`), or heal it.
     pub fn set_isolated(&self, isolated: bool) {
         self.transport.set_isolated(isolated);
     }
