@@ -1,13 +1,16 @@
-//! A cluster of real `kith serve` processes, each on a loopback address of its own.
+//! A cluster of real `kith serve` processes: the one way kith's cluster tests
+//! (`crates/kith/tests/it/harness.rs`) and the fault suite run nodes.
 //!
-//! Owns: [`Cluster`] — spawning nodes, SIGKILL and restart, SIGSTOP and SIGCONT, health
-//! probes, the transport fault layer's settings, membership changes, and waiting for a
-//! leader. Node `i` (from 1) listens on `127.0.B.(10+i)`, where block `B` is taken with an
-//! exclusive lock file (`/tmp/kith-fault-block-B.lock`) so that suites running at the same
-//! time — two tests in one `cargo test`, say — never share an address and never partition
-//! each other. A node's peer connections bind its listen address as their source (kith-node's
-//! transport does this), so nftables rules on address pairs separate exactly the nodes they
-//! name.
+//! Owns: [`Cluster`] — spawning nodes (bootstrapped together with `--peers`, or joining
+//! later with `--join`), SIGKILL, SIGTERM and restart, SIGSTOP and SIGCONT, per-node
+//! environment, health probes, the transport fault layer's settings, membership changes,
+//! and waiting for a leader. Where nodes listen is [`Addresses`]: on 127.0.0.1, each on an
+//! ephemeral port of its own, or each on a loopback address of its own, `127.0.B.(10+i)`,
+//! where block `B` is taken with an exclusive lock file (`/tmp/kith-fault-block-B.lock`) so
+//! that suites running at the same time — two tests in one `cargo test`, say — never share
+//! an address and never partition each other. A node's peer connections bind its listen
+//! address as their source (kith-node's transport does this), so nftables rules on address
+//! pairs separate exactly the nodes they name.
 //!
 //! Refuses: sleeping as a condition — every wait polls a condition against a deadline — and
 //! leaving processes behind: children are killed on drop and by [`crate::cleanup`] on
@@ -42,6 +45,10 @@ pub struct NodeProc {
     pub dir: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// How this node enters the cluster (`--peers …` or `--join …`).
+    entry_args: Vec<String>,
+    /// Environment for this node alone, on top of the cluster's (test hooks).
+    env: Vec<(String, String)>,
 }
 
 impl NodeProc {
@@ -76,10 +83,76 @@ fn claim_block() -> anyhow::Result<BlockLock> {
     bail!("all {BLOCKS_MAX} loopback address blocks are in use")
 }
 
+/// A free port on `ip`, never one this process was given before: the kernel may hand a
+/// just-released ephemeral port out again at once, and two nodes of one cluster then got
+/// the same port.
 fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind(SocketAddrV4::new(ip, 0))
-        .with_context(|| format!("cannot bind {ip}:0"))?;
-    Ok(listener.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<(Ipv4Addr, u16)>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let listener = std::net::TcpListener::bind(SocketAddrV4::new(ip, 0))
+            .with_context(|| format!("cannot bind {ip}:0"))?;
+        let port = listener.local_addr()?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+        if !given.contains(&(ip, port)) {
+            given.push((ip, port));
+            return Ok(port);
+        }
+    }
+}
+
+/// Where a cluster's nodes listen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addresses {
+    /// 127.0.0.1, each node on an ephemeral port of its own.
+    Localhost,
+    /// One loopback address per node, `127.0.B.(10+i)`, for suites that partition nodes.
+    OwnPerNode,
+}
+
+/// How a cluster starts its nodes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `kith` binary.
+    pub kith_bin: PathBuf,
+    pub addresses: Addresses,
+    /// Arguments every node gets after `serve --id --listen --data` and its entry arguments.
+    pub args: Vec<String>,
+    /// Environment every node gets (test hooks).
+    pub env: Vec<(String, String)>,
+    /// The nodes' `RUST_LOG`.
+    pub log_filter: String,
+    /// The prefix of the temporary directory holding every node's data and log.
+    pub dir_prefix: String,
+}
+
+impl Options {
+    /// The fault suite's nodes: own addresses (so partitions can name them), the fault
+    /// layer enabled, and settings that make every schedule exercise snapshots and chunks.
+    pub fn fault_suite(kith_bin: &Path, env: &[(String, String)]) -> Options {
+        let args = [
+            "--enable-fault-injection",
+            "--exit-with-parent",
+            // Small chunks, so the file workload's uploads span several chunks and holders.
+            "--file-chunk-bytes",
+            "16384",
+            // Frequent snapshots and a short log behind them, so every schedule builds
+            // snapshots and purges the log, and a node that was down or joined late catches
+            // up by installing one (with the defaults, a schedule never reaches the first).
+            "--snapshot-threshold",
+            "100",
+            "--snapshot-keep",
+            "20",
+        ];
+        Options {
+            kith_bin: kith_bin.to_owned(),
+            addresses: Addresses::OwnPerNode,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env.to_vec(),
+            log_filter: std::env::var("KITH_FAULT_NODE_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+            dir_prefix: "kith-fault-".into(),
+        }
+    }
 }
 
 /// Polls `probe` every 50 ms until it yields a value or `within` passes.
@@ -102,62 +175,98 @@ where
 
 /// A running test cluster.
 pub struct Cluster {
-    kith_bin: PathBuf,
+    options: Options,
     tmp: Option<tempfile::TempDir>,
     pub nodes: Vec<NodeProc>,
-    peers: String,
-    env: Vec<(String, String)>,
     http: reqwest::Client,
     /// Nodes the nemesis removed from the membership (still running, with their data) and
     /// has not yet seen back as voters.
     pub removed: BTreeSet<u64>,
-    _block: BlockLock,
+    block: Option<BlockLock>,
 }
 
 impl Cluster {
-    /// Starts `n` nodes that bootstrap one cluster. `env` goes to every node (test hooks).
+    /// Starts `n` fault-suite nodes that bootstrap one cluster (see
+    /// [`Options::fault_suite`]). `env` goes to every node (test hooks).
     pub fn start(kith_bin: &Path, n: u64, env: &[(String, String)]) -> anyhow::Result<Cluster> {
+        Cluster::start_with(Options::fault_suite(kith_bin, env), n)
+    }
+
+    /// Starts `n` nodes that bootstrap one cluster with `--peers`.
+    pub fn start_with(options: Options, n: u64) -> anyhow::Result<Cluster> {
         assert!((1..=9).contains(&n), "1 to 9 nodes");
-        let block = claim_block()?;
+        let block = match options.addresses {
+            Addresses::OwnPerNode => Some(claim_block()?),
+            Addresses::Localhost => None,
+        };
         let tmp = tempfile::Builder::new()
-            .prefix("kith-fault-")
+            .prefix(&options.dir_prefix)
             .tempdir()
             .context("temp dir")?;
-        let mut nodes = Vec::new();
-        for id in 1..=n {
-            let ip = Ipv4Addr::new(127, 0, block.block, 10 + id as u8);
-            let dir = tmp.path().join(format!("node-{id}"));
-            std::fs::create_dir_all(&dir)?;
-            nodes.push(NodeProc {
-                id,
-                ip,
-                port: free_port(ip)?,
-                dir,
-                child: None,
-                paused: false,
-            });
-        }
-        let peers: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("{}={}", n.id, n.addr()))
-            .collect();
         let mut cluster = Cluster {
-            kith_bin: kith_bin.to_owned(),
+            options,
             tmp: Some(tmp),
-            nodes,
-            peers: peers.join(","),
-            env: env.to_vec(),
+            nodes: Vec::new(),
             http: reqwest::Client::builder()
                 .no_proxy()
                 .build()
                 .context("http client")?,
             removed: BTreeSet::new(),
-            _block: block,
+            block,
         };
+        for id in 1..=n {
+            cluster.place(id, Vec::new())?;
+        }
+        let peers: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr()))
+            .collect();
+        let peers = peers.join(",");
+        for node in &mut cluster.nodes {
+            node.entry_args = vec!["--peers".into(), peers.clone()];
+        }
         for id in 1..=n {
             cluster.spawn(id)?;
         }
         Ok(cluster)
+    }
+
+    /// Starts a new node `id` that joins the cluster through node `via`'s URL.
+    pub fn join(&mut self, id: u64, via: u64) -> anyhow::Result<()> {
+        let url = self.node(via).url();
+        self.place(id, vec!["--join".into(), url])?;
+        self.spawn(id)
+    }
+
+    /// Gives node `id` an address, a port and a data directory (not yet started).
+    fn place(&mut self, id: u64, entry_args: Vec<String>) -> anyhow::Result<()> {
+        assert!(
+            self.nodes.iter().all(|n| n.id != id),
+            "node {id} already exists"
+        );
+        let ip = match &self.block {
+            Some(block) => Ipv4Addr::new(127, 0, block.block, 10 + id as u8),
+            None => Ipv4Addr::LOCALHOST,
+        };
+        let dir = self
+            .tmp
+            .as_ref()
+            .map(|t| t.path().to_owned())
+            .context("the cluster's files were kept")?
+            .join(format!("node-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        self.nodes.push(NodeProc {
+            id,
+            ip,
+            port: free_port(ip)?,
+            dir,
+            child: None,
+            paused: false,
+            entry_args,
+            env: Vec::new(),
+        });
+        Ok(())
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -184,9 +293,7 @@ impl Cluster {
 
     /// (Re)starts node `id` from its data directory, with the same command line.
     pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
-        let bin = self.kith_bin.clone();
-        let peers = self.peers.clone();
-        let env = self.env.clone();
+        let options = self.options.clone();
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is already running");
         let log = std::fs::OpenOptions::new()
@@ -194,34 +301,89 @@ impl Cluster {
             .append(true)
             .open(node.dir.join("kith.log"))
             .context("node log file")?;
-        let child = Command::new(&bin)
+        let child = Command::new(&options.kith_bin)
             .args(["serve", "--id", &id.to_string(), "--listen", &node.addr()])
             .arg("--data")
             .arg(node.dir.join("data"))
-            .args(["--peers", &peers])
-            .args(["--enable-fault-injection", "--exit-with-parent"])
-            // Small chunks, so the file workload's uploads span several chunks and holders.
-            .args(["--file-chunk-bytes", "16384"])
-            // Frequent snapshots and a short log behind them, so every schedule builds
-            // snapshots and purges the log, and a node that was down or joined late catches
-            // up by installing one (with the defaults, a schedule never reaches the first).
-            .args(["--snapshot-threshold", "100", "--snapshot-keep", "20"])
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env(
-                "RUST_LOG",
-                std::env::var("KITH_FAULT_NODE_LOG")
-                    .unwrap_or_else(|_| "info,openraft=warn".into()),
-            )
+            .args(&node.entry_args)
+            .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(node.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", &options.log_filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("log fd")?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("cannot spawn {}", bin.display()))?;
+            .with_context(|| format!("cannot spawn {}", options.kith_bin.display()))?;
         crate::cleanup::register_pid(child.id());
         node.child = Some(child);
         node.paused = false;
         Ok(())
+    }
+
+    /// Sets an environment variable for node `id`'s next start.
+    pub fn set_env(&mut self, id: u64, key: &str, value: &str) {
+        self.node_mut(id)
+            .env
+            .push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Forgets the environment `set_env` gave node `id` (for its next start).
+    pub fn clear_env(&mut self, id: u64) {
+        self.node_mut(id).env.clear();
+    }
+
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.node(id).child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits (at most `within`) for running node `id` to exit on its own, and reaps it. The
+    /// child stays with the cluster until it has exited, so a timeout still kills it when
+    /// the cluster is dropped.
+    pub async fn wait_for_exit(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let node = self.node_mut(id);
+        let status = wait_for(&format!("node {id} to exit"), within, || {
+            let status = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            async move { status }
+        })
+        .await?;
+        if let Some(child) = node.child.take() {
+            crate::cleanup::unregister_pid(child.id());
+        }
+        Ok(status)
+    }
+
+    /// Sends SIGTERM to running node `id` and waits (at most `within`) for it to exit.
+    pub async fn terminate(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self
+            .pid(id)
+            .with_context(|| format!("node {id} is not running"))?;
+        kill(Pid::from_raw(pid as i32), Signal::SIGTERM).context("SIGTERM")?;
+        self.wait_for_exit(id, within).await
+    }
+
+    /// Node `id`'s base URL.
+    pub fn url(&self, id: u64) -> String {
+        self.node(id).url()
+    }
+
+    /// Every node's URL, comma-separated (an `--endpoints` value).
+    pub fn endpoints(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(|n| n.url()).collect();
+        urls.join(",")
     }
 
     /// SIGKILLs node `id` (nothing gets flushed) and reaps it.

@@ -48,7 +48,7 @@ fn chunk_files(node_dir: &Path) -> Vec<PathBuf> {
 /// How many nodes (of `ids`) hold a file named `hash`.
 fn copies(cluster: &TestCluster, ids: &[u64], hash: &str) -> usize {
     cluster
-        .nodes
+        .nodes()
         .iter()
         .filter(|n| ids.contains(&n.id))
         .filter(|n| {
@@ -440,7 +440,7 @@ async fn corrupt_copies_are_never_served_and_are_repaired() {
     put_file(&cluster, 1, "c.bin", data.clone()).await;
     let chunks = explain(&cluster, 1, "c.bin").await;
     let flip = |node: u64, hash: &str| -> PathBuf {
-        let dir = &cluster.nodes.iter().find(|n| n.id == node).unwrap().dir;
+        let dir = &cluster.nodes().iter().find(|n| n.id == node).unwrap().dir;
         let path = chunk_files(dir)
             .into_iter()
             .find(|p| p.file_name().is_some_and(|f| f == hash))
@@ -494,7 +494,7 @@ async fn a_cut_off_upload_stores_nothing_and_its_chunks_are_collected() {
         .map(|c| c["hash"].as_str().unwrap().to_owned())
         .collect();
     let baseline: usize = cluster
-        .nodes
+        .nodes()
         .iter()
         .map(|n| chunk_files(&n.dir).len())
         .sum();
@@ -519,7 +519,7 @@ async fn a_cut_off_upload_stores_nothing_and_its_chunks_are_collected() {
         Duration::from_secs(10),
         || async {
             let total: usize = cluster
-                .nodes
+                .nodes()
                 .iter()
                 .map(|n| chunk_files(&n.dir).len())
                 .sum();
@@ -549,7 +549,7 @@ async fn a_cut_off_upload_stores_nothing_and_its_chunks_are_collected() {
         Duration::from_secs(30),
         || async {
             let total: usize = cluster
-                .nodes
+                .nodes()
                 .iter()
                 .map(|n| chunk_files(&n.dir).len())
                 .sum();
@@ -687,7 +687,7 @@ async fn bad_file_requests_are_refused_and_store_nothing() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
-        chunk_files(&cluster.nodes[0].dir).is_empty(),
+        chunk_files(&cluster.nodes()[0].dir).is_empty(),
         "refused before a byte was stored"
     );
     // …and, without one, once the streamed bytes pass it. The chunks cut before that point

@@ -197,7 +197,7 @@ async fn raft_requests_past_the_in_flight_bound_get_503_at_once() {
 
     let cluster = TestCluster::start(1, &[]);
     cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
-    let addr = cluster.nodes[0].addr.clone();
+    let addr = cluster.nodes()[0].addr();
     // Each holds a permit: its headers are in, its body never comes.
     let mut held = Vec::new();
     for _ in 0..kith_node::peer::server::RAFT_REQUESTS_IN_FLIGHT_MAX {
