@@ -350,18 +350,55 @@ async fn finish(
     watchers: Watchers,
     report: &mut ScheduleReport,
 ) {
-    let all = cluster.ids();
     let clients = clients_for(cluster, FINAL_OP_TIMEOUT);
+    let Some((leader, final_revision)) = converge(cluster, &clients, report).await else {
+        return;
+    };
+    // A read that fails (a 503 while a just-resumed node settles) is retried until
+    // CONVERGE_WAIT: only a node that cannot serve at all fails convergence. A failed read
+    // has no effect, so only the answered attempt enters the history.
+    final_reads(config, &clients, &clock, recorded, report).await;
+    check_registers(config, recorded, report);
+    // The set: every node returns the same list; nothing acknowledged lost, nothing twice,
+    // nothing that was never (or definitely not) appended.
+    check_set(&clients, recorded, report).await;
+    // Chat: every node reads the whole room; the copies agree, seqs are 1..N, no id twice,
+    // and every acknowledged post is there.
+    check_chat(&clients, recorded, report).await;
+    // Files: every acknowledged upload reads back whole from every node; an upload whose
+    // answer was lost is absent or whole; one never delivered is absent.
+    check_files(&clients, recorded, report).await;
+    // Membership: every node is a voter again, as the leader sees it (a removal whose answer
+    // was lost may have taken effect after the heal looked).
+    check_membership(cluster, leader, report).await;
+    // Watchers: every revision once, in order, agreeing, matching acknowledged writes.
+    check_watchers(watchers, final_revision, recorded, report).await;
+    // Every node holds the same state and the same ledger.
+    if let Err(detail) = same_state_everywhere(cluster).await {
+        report.violations.push(Violation {
+            kind: "divergence",
+            detail,
+        });
+    }
+}
+
+/// Step 1 of [`finish`]: a leader, a committed write, and every node applied up to the
+/// leader's commit. Returns the leader and the write's revision, or records why not.
+async fn converge(
+    cluster: &Cluster,
+    clients: &[NodeClient],
+    report: &mut ScheduleReport,
+) -> Option<(u64, u64)> {
+    let all = cluster.ids();
     let mut violate = |kind: &'static str, detail: String| {
         report.violations.push(Violation { kind, detail });
     };
-    // 1. Converge: a leader, a committed write, every node applied up to the leader's commit.
     let Ok(leader) = cluster.wait_for_leader(&all, LEADER_WAIT).await else {
         violate(
             "convergence",
             format!("no leader within {LEADER_WAIT:?} after healing"),
         );
-        return;
+        return None;
     };
     let leader_client = &clients[(leader - 1) as usize];
     let committed = wait_for("a write after healing", CONVERGE_WAIT, || async {
@@ -376,7 +413,7 @@ async fn finish(
             "convergence",
             format!("no write committed within {CONVERGE_WAIT:?} after healing"),
         );
-        return;
+        return None;
     };
     let target = cluster
         .health(leader)
@@ -398,14 +435,29 @@ async fn finish(
             "convergence",
             format!("not every node applied index {target} within {CONVERGE_WAIT:?}"),
         );
-        return;
+        return None;
     }
 
+    Some((leader, final_revision))
+}
+
+/// Step 2 of [`finish`]: final linearizable reads of every register on every node, into
+/// the history.
+async fn final_reads(
+    config: &SuiteConfig,
+    clients: &[NodeClient],
+    clock: &Clock,
+    recorded: &mut Recorded,
+    report: &mut ScheduleReport,
+) {
+    let mut violate = |kind: &'static str, detail: String| {
+        report.violations.push(Violation { kind, detail });
+    };
     // 2. Final linearizable reads of every register on every node, into the history. A
     //    read that fails (a 503 while a just-resumed node settles) is retried until
     //    CONVERGE_WAIT: only a node that cannot serve at all fails convergence. A failed
     //    read has no effect, so only the answered attempt enters the history.
-    for client in &clients {
+    for client in clients {
         for key in 0..config.workload.keys {
             let deadline = tokio::time::Instant::now() + CONVERGE_WAIT;
             let (call, answer, ret) = loop {
@@ -455,7 +507,10 @@ async fn finish(
             });
         }
     }
+}
 
+/// Step 3 of [`finish`]: linearizability per key, and one revision per value.
+fn check_registers(config: &SuiteConfig, recorded: &Recorded, report: &mut ScheduleReport) {
     // 3. Linearizability per key, and one revision per value.
     let mut by_key: BTreeMap<usize, Vec<&RegisterEvent>> = BTreeMap::new();
     for e in &recorded.registers {
@@ -519,11 +574,14 @@ async fn finish(
             }
         }
     }
+}
 
+/// Step 4 of [`finish`]: the set.
+async fn check_set(clients: &[NodeClient], recorded: &Recorded, report: &mut ScheduleReport) {
     // 4. The set: every node returns the same list; nothing acknowledged lost, nothing twice,
     //    nothing that was never (or definitely not) appended.
     let mut lists = Vec::new();
-    for client in &clients {
+    for client in clients {
         match client.get(SET_KEY).await {
             Answer::Ok { body, .. } => lists.push((client.node, parse_set(&body))),
             Answer::NotFound => lists.push((client.node, Vec::new())),
@@ -601,15 +659,11 @@ async fn finish(
             });
         }
     }
+}
 
-    // 4b. Chat: every node reads the whole room; the copies agree, seqs are 1..N, no id twice,
-    //     and every acknowledged post is there.
-    check_chat(&clients, recorded, report).await;
-
-    // 4c. Files: every acknowledged upload reads back whole from every node; an upload whose
-    //     answer was lost is absent or whole; one never delivered is absent.
-    check_files(&clients, recorded, report).await;
-
+/// Step 4d of [`finish`].
+async fn check_membership(cluster: &Cluster, leader: u64, report: &mut ScheduleReport) {
+    let all = cluster.ids();
     // 4d. Membership: every node is a voter again, as the leader sees it (a removal whose
     //     answer was lost may have taken effect after the heal looked).
     let not_voters: Vec<u64> = futures::future::join_all(
@@ -631,7 +685,15 @@ async fn finish(
             ),
         });
     }
+}
 
+/// Step 5 of [`finish`].
+async fn check_watchers(
+    watchers: Watchers,
+    final_revision: u64,
+    recorded: &Recorded,
+    report: &mut ScheduleReport,
+) {
     // 5. Watchers: every revision once, in order, agreeing, matching acknowledged writes.
     let (findings, checked) = watchers
         .finish(final_revision, &recorded.registers, CONVERGE_WAIT)
@@ -640,14 +702,6 @@ async fn finish(
     for detail in findings {
         report.violations.push(Violation {
             kind: "watch",
-            detail,
-        });
-    }
-
-    // 6. Every node holds the same state and the same ledger.
-    if let Err(detail) = same_state_everywhere(cluster).await {
-        report.violations.push(Violation {
-            kind: "divergence",
             detail,
         });
     }
