@@ -457,109 +457,17 @@ pub fn apply<T: JobTable>(
         });
     }
     match command {
-        JobCommand::Enqueue(e) => {
-            if let Some(key) = &e.idempotency_key {
-                if let Some(id) = t.idempotent(&e.queue, key)? {
-                    return Ok(Response::Job(JobOutcome::Enqueued {
-                        id,
-                        duplicate: true,
-                    }));
-                }
-            }
-            let id = t.next_id()?;
-            let run_at_ms = e.run_at_ms.max(now_ms.saturating_add(e.delay_ms));
-            let mut job = Job {
-                id,
-                queue: e.queue.clone(),
-                payload: e.payload.clone(),
-                priority: e.priority.min(PRIORITY_MAX),
-                state: JobState::Cancelled, // replaced by the transition below
-                attempts: 0,
-                max_attempts: e.max_attempts.max(1),
-                timeout_ms: e.timeout_ms,
-                run_at_ms,
-                created_ms: now_ms,
-                updated_ms: now_ms,
-                lease: None,
-                last_error: None,
-                result: None,
-                idempotency_key: e.idempotency_key.clone(),
-                expires_ms: None,
-            };
-            let mut stats = t.stats(&e.queue)?;
-            stats.enqueued_total += 1;
-            t.stats_put(&e.queue, &stats)?;
-            let state = if run_at_ms > now_ms {
-                JobState::Delayed
-            } else {
-                JobState::Ready
-            };
-            transition(t, &mut job, state, now_ms)?;
-            if let Some(key) = &e.idempotency_key {
-                t.idempotent_put(&e.queue, key, Some(id))?;
-            }
-            Ok(Response::Job(JobOutcome::Enqueued {
-                id,
-                duplicate: false,
-            }))
-        }
+        JobCommand::Enqueue(e) => enqueue(t, now_ms, e),
         JobCommand::Claim {
             queue,
             lease_ms,
             worker,
-        } => {
-            let Some(id) = t.ready_first(queue)? else {
-                return Ok(Response::Job(JobOutcome::Claimed(None)));
-            };
-            let Some(mut job) = t.get(id)? else {
-                return Ok(Response::Job(JobOutcome::Claimed(None)));
-            };
-            job.attempts = job.attempts.saturating_add(1);
-            let until_ms = now_ms.saturating_add(*lease_ms);
-            job.lease = Some(Lease {
-                attempt: job.attempts,
-                until_ms,
-                worker: worker.clone(),
-            });
-            transition(t, &mut job, JobState::Leased, now_ms)?;
-            Ok(Response::Job(JobOutcome::Claimed(Some(Claimed {
-                id,
-                attempt: job.attempts,
-                payload: job.payload.clone(),
-                lease_until_ms: until_ms,
-                timeout_ms: job.timeout_ms,
-            }))))
-        }
+        } => claim(t, now_ms, queue, *lease_ms, worker),
         JobCommand::Heartbeat {
             id,
             attempt,
             lease_ms,
-        } => {
-            let mut job = match leased(t, *id, *attempt)? {
-                Ok(job) => job,
-                Err(refused) => return Ok(refused),
-            };
-            let worker = job
-                .lease
-                .as_ref()
-                .map(|l| l.worker.clone())
-                .unwrap_or_default();
-            // Re-entering Leased moves the lease timer.
-            job.lease = Some(Lease {
-                attempt: *attempt,
-                until_ms: now_ms.saturating_add(*lease_ms),
-                worker,
-            });
-            if let Some(old) = t.get(*id)?.as_ref().and_then(timer_of) {
-                t.timer_remove(old, *id)?;
-            }
-            if let Some(at) = timer_of(&job) {
-                t.timer_add(at, *id)?;
-            }
-            job.updated_ms = now_ms;
-            t.put(&job)?;
-            Ok(Response::Job(JobOutcome::Done))
-        }
+        } => heartbeat(t, now_ms, *id, *attempt, *lease_ms),
         JobCommand::Complete {
             id,
             attempt,
@@ -611,6 +519,119 @@ pub fn apply<T: JobTable>(
         }
         JobCommand::DeleteQueue { queue } => delete_queue(t, queue),
     }
+}
+
+/// A new job, Ready or Delayed; a repeated idempotency key answers the first job's id.
+fn enqueue<T: JobTable>(t: &mut T, now_ms: u64, e: &Enqueue) -> Result<Response, T::Error> {
+    if let Some(key) = &e.idempotency_key {
+        if let Some(id) = t.idempotent(&e.queue, key)? {
+            return Ok(Response::Job(JobOutcome::Enqueued {
+                id,
+                duplicate: true,
+            }));
+        }
+    }
+    let id = t.next_id()?;
+    let run_at_ms = e.run_at_ms.max(now_ms.saturating_add(e.delay_ms));
+    let mut job = Job {
+        id,
+        queue: e.queue.clone(),
+        payload: e.payload.clone(),
+        priority: e.priority.min(PRIORITY_MAX),
+        state: JobState::Cancelled, // replaced by the transition below
+        attempts: 0,
+        max_attempts: e.max_attempts.max(1),
+        timeout_ms: e.timeout_ms,
+        run_at_ms,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        lease: None,
+        last_error: None,
+        result: None,
+        idempotency_key: e.idempotency_key.clone(),
+        expires_ms: None,
+    };
+    let mut stats = t.stats(&e.queue)?;
+    stats.enqueued_total += 1;
+    t.stats_put(&e.queue, &stats)?;
+    let state = if run_at_ms > now_ms {
+        JobState::Delayed
+    } else {
+        JobState::Ready
+    };
+    transition(t, &mut job, state, now_ms)?;
+    if let Some(key) = &e.idempotency_key {
+        t.idempotent_put(&e.queue, key, Some(id))?;
+    }
+    Ok(Response::Job(JobOutcome::Enqueued {
+        id,
+        duplicate: false,
+    }))
+}
+
+/// Leases the queue's first ready job to `worker`, if there is one.
+fn claim<T: JobTable>(
+    t: &mut T,
+    now_ms: u64,
+    queue: &str,
+    lease_ms: u64,
+    worker: &str,
+) -> Result<Response, T::Error> {
+    let Some(id) = t.ready_first(queue)? else {
+        return Ok(Response::Job(JobOutcome::Claimed(None)));
+    };
+    let Some(mut job) = t.get(id)? else {
+        return Ok(Response::Job(JobOutcome::Claimed(None)));
+    };
+    job.attempts = job.attempts.saturating_add(1);
+    let until_ms = now_ms.saturating_add(lease_ms);
+    job.lease = Some(Lease {
+        attempt: job.attempts,
+        until_ms,
+        worker: worker.to_owned(),
+    });
+    transition(t, &mut job, JobState::Leased, now_ms)?;
+    Ok(Response::Job(JobOutcome::Claimed(Some(Claimed {
+        id,
+        attempt: job.attempts,
+        payload: job.payload.clone(),
+        lease_until_ms: until_ms,
+        timeout_ms: job.timeout_ms,
+    }))))
+}
+
+/// Extends the lease of attempt `attempt` of job `id`.
+fn heartbeat<T: JobTable>(
+    t: &mut T,
+    now_ms: u64,
+    id: u64,
+    attempt: u32,
+    lease_ms: u64,
+) -> Result<Response, T::Error> {
+    let mut job = match leased(t, id, attempt)? {
+        Ok(job) => job,
+        Err(refused) => return Ok(refused),
+    };
+    let worker = job
+        .lease
+        .as_ref()
+        .map(|l| l.worker.clone())
+        .unwrap_or_default();
+    // Re-entering Leased moves the lease timer.
+    job.lease = Some(Lease {
+        attempt,
+        until_ms: now_ms.saturating_add(lease_ms),
+        worker,
+    });
+    if let Some(old) = t.get(id)?.as_ref().and_then(timer_of) {
+        t.timer_remove(old, id)?;
+    }
+    if let Some(at) = timer_of(&job) {
+        t.timer_add(at, id)?;
+    }
+    job.updated_ms = now_ms;
+    t.put(&job)?;
+    Ok(Response::Job(JobOutcome::Done))
 }
 
 /// Deletes an empty queue; refuses (nothing changed) while it holds a job that is not
