@@ -666,89 +666,19 @@ impl Node {
         request: ForwardRequest,
     ) -> Result<ForwardResponse, ForwardError> {
         let limit = self.config.request_timeout;
-        let timed_out = |what: &str, d: Duration| ForwardError::Timeout {
-            what: what.into(),
-            ms: d.as_millis() as u64,
-        };
         match request {
             ForwardRequest::Write(command) => self
                 .propose(command, wall_clock_ms())
                 .await
                 .map(ForwardResponse::Written),
-            ForwardRequest::Writes(commands) => {
-                if commands.len() > FORWARD_COMMANDS_MAX {
-                    return Err(ForwardError::Internal(format!(
-                        "{} forwarded writes in one request; at most {FORWARD_COMMANDS_MAX}",
-                        commands.len()
-                    )));
-                }
-                // All are proposed at once, so the batcher can put them in one entry.
-                let now_ms = wall_clock_ms();
-                let results = futures::future::join_all(
-                    commands.into_iter().map(|c| self.propose(c, now_ms)),
-                )
-                .await;
-                // Not the leader for any of them: let the sender find the leader and retry.
-                if results
-                    .iter()
-                    .all(|r| matches!(r, Err(ForwardError::NotLeader { .. })))
-                {
-                    if let Some(Err(e)) = results.into_iter().next() {
-                        return Err(e);
-                    }
-                    return Ok(ForwardResponse::WrittenEach(Vec::new()));
-                }
-                Ok(ForwardResponse::WrittenEach(results))
-            }
+            ForwardRequest::Writes(commands) => self.propose_each(commands).await,
             ForwardRequest::ReadIndex => match timeout(limit, self.read_batcher.read_index()).await
             {
                 Err(_) => Err(timed_out("read index", limit)),
                 Ok(answer) => answer.map(ForwardResponse::ReadIndex),
             },
-            ForwardRequest::AddMember { id, addr } => {
-                kith_core::limits::validate_member(id, &addr).map_err(invalid)?;
-                let node = BasicNode::new(addr);
-                match timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(id, node, true)).await {
-                    Err(_) => {
-                        return Err(timed_out("the new member to catch up", MEMBERSHIP_TIMEOUT))
-                    }
-                    Ok(Err(e)) => return Err(write_error(e)),
-                    Ok(Ok(_)) => {}
-                }
-                let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-                match timeout(limit, self.raft.change_membership(change, false)).await {
-                    Err(_) => Err(timed_out("membership change", limit)),
-                    Ok(Err(e)) => Err(write_error(e)),
-                    Ok(Ok(_)) => Ok(ForwardResponse::MembershipChanged),
-                }
-            }
-            ForwardRequest::RemoveMember { id } => {
-                let membership = self.raft.metrics().borrow().membership_config.clone();
-                let membership = membership.membership();
-                if membership.get_node(&id).is_none() {
-                    return Err(ForwardError::Membership(format!(
-                        "node {id} is not a member"
-                    )));
-                }
-                let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-                let change = if voters.contains(&id) {
-                    if voters.len() == 1 {
-                        return Err(ForwardError::Membership(
-                            "cannot remove the last voter".into(),
-                        ));
-                    }
-                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-                } else {
-                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-                };
-                // retain = false: a removed voter leaves the cluster instead of staying on
-                // as a learner.
-                match timeout(limit, self.raft.change_membership(change, false)).await {
-                    Err(_) => Err(timed_out("membership change", limit)),
-                    Ok(Err(e)) => Err(write_error(e)),
-                    Ok(Ok(_)) => Ok(ForwardResponse::MembershipChanged),
-                }
-            }
+            ForwardRequest::AddMember { id, addr } => self.add_voter(id, addr).await,
+            ForwardRequest::RemoveMember { id } => self.remove_from_membership(id).await,
             ForwardRequest::Replication => {
                 let m = self.raft.metrics().borrow().clone();
                 match (m.state, m.replication) {
@@ -760,6 +690,81 @@ impl Node {
                     }),
                 }
             }
+        }
+    }
+
+    /// A follower's batch of writes: one answer per command, in order.
+    async fn propose_each(&self, commands: Vec<Command>) -> Result<ForwardResponse, ForwardError> {
+        if commands.len() > FORWARD_COMMANDS_MAX {
+            return Err(ForwardError::Internal(format!(
+                "{} forwarded writes in one request; at most {FORWARD_COMMANDS_MAX}",
+                commands.len()
+            )));
+        }
+        // All are proposed at once, so the batcher can put them in one entry.
+        let now_ms = wall_clock_ms();
+        let results =
+            futures::future::join_all(commands.into_iter().map(|c| self.propose(c, now_ms))).await;
+        // Not the leader for any of them: let the sender find the leader and retry.
+        if results
+            .iter()
+            .all(|r| matches!(r, Err(ForwardError::NotLeader { .. })))
+        {
+            if let Some(Err(e)) = results.into_iter().next() {
+                return Err(e);
+            }
+            return Ok(ForwardResponse::WrittenEach(Vec::new()));
+        }
+        Ok(ForwardResponse::WrittenEach(results))
+    }
+
+    /// Adds `id` as a learner, waits for it to catch up, then makes it a voter.
+    async fn add_voter(&self, id: NodeId, addr: String) -> Result<ForwardResponse, ForwardError> {
+        kith_core::limits::validate_member(id, &addr).map_err(invalid)?;
+        let node = BasicNode::new(addr);
+        match timeout(MEMBERSHIP_TIMEOUT, self.raft.add_learner(id, node, true)).await {
+            Err(_) => return Err(timed_out("the new member to catch up", MEMBERSHIP_TIMEOUT)),
+            Ok(Err(e)) => return Err(write_error(e)),
+            Ok(Ok(_)) => {}
+        }
+        let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+        self.change_membership(change).await
+    }
+
+    /// Removes `id` (a voter or a learner); never the last voter.
+    async fn remove_from_membership(&self, id: NodeId) -> Result<ForwardResponse, ForwardError> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(ForwardError::Membership(format!(
+                "node {id} is not a member"
+            )));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ForwardError::Membership(
+                    "cannot remove the last voter".into(),
+                ));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.change_membership(change).await
+    }
+
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, BasicNode>,
+    ) -> Result<ForwardResponse, ForwardError> {
+        let limit = self.config.request_timeout;
+        // retain = false: a removed voter leaves the cluster instead of staying on as a
+        // learner.
+        match timeout(limit, self.raft.change_membership(change, false)).await {
+            Err(_) => Err(timed_out("membership change", limit)),
+            Ok(Err(e)) => Err(write_error(e)),
+            Ok(Ok(_)) => Ok(ForwardResponse::MembershipChanged),
         }
     }
 }
@@ -798,6 +803,14 @@ impl ForwardWrites for Node {
                 .collect()),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+/// A wait on the leader that ran out: the outcome is unknown to the asker.
+fn timed_out(what: &str, d: Duration) -> ForwardError {
+    ForwardError::Timeout {
+        what: what.into(),
+        ms: d.as_millis() as u64,
     }
 }
 
