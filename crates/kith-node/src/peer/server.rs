@@ -37,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use openraft::error::{InstallSnapshotError, RaftError};
-use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, InstallSnapshotResponse};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -221,6 +221,26 @@ async fn snapshot(node: Arc<Node>, inbox: Arc<Mutex<SnapshotInbox>>, body: Bytes
         Some(Ordering::Greater | Ordering::Equal)
     ) {
         return ours(my_vote);
+    }
+    // Each piece from the leader is news from a live leader, as in openraft's own chunked
+    // receive (which updates the vote per chunk): without it, a follower that receives a
+    // snapshot for longer than an election timeout starts an election, the leader steps
+    // down and restarts the send, and a large snapshot may never arrive. An empty append
+    // that names no earlier entry refreshes the vote and changes no log and no commit.
+    if request.vote.is_committed() {
+        let heartbeat = AppendEntriesRequest {
+            vote: request.vote,
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        };
+        if let Err(fatal) = raft.append_entries(heartbeat).await {
+            return encode(&SnapshotAnswer::Err(RaftError::Fatal(
+                fatal
+                    .into_fatal()
+                    .unwrap_or(openraft::error::Fatal::Stopped),
+            )));
+        }
     }
     // A task of its own: the sender may stop waiting (a large install outlasts its
     // timeout), and the install and the inbox's cleanup must still run to the end.
