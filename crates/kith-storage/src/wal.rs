@@ -32,8 +32,8 @@
 //! - The last segment's file runs ahead of its records with zeros (`PREALLOC_BYTES` at a
 //!   time, written, not just reserved): an append then overwrites blocks the file already
 //!   has, and its `fdatasync` flushes the data alone, where growing the file also rewrote
-//!   the inode each time (a measured 20–35 µs of a 70–80 µs fsync on this machine's disk,
-//!   and a third off its p99). A zero header is no record, so recovery stops there; a tail
+//!   the inode each time (a large share of each fsync; docs/history/benchmarks.md has the
+//!   measurement). A zero header is no record, so recovery stops there; a tail
 //!   of zeros is kept as it is, anything else after the last whole record is cut. Only the
 //!   last segment has such a tail: a full segment is cut to its records (durably) before
 //!   the next one starts, and `truncate` cuts the file itself, so no stale record can
