@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
-use kith_client::{Client, Consistency, PutOptions, WatchControl};
+use kith_client::{Client, Consistency, PutOptions, WatchControl, WatchEvent};
 
 #[derive(Args)]
 pub struct Common {
@@ -169,28 +169,7 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
             use std::io::Write;
             client
                 .watch(&prefix, from_revision, |event| {
-                    let line = if json_out {
-                        event.data.to_string()
-                    } else {
-                        let value = event.data["value"]
-                            .as_str()
-                            .map(str::to_owned)
-                            .or_else(|| {
-                                event.data["value_base64"]
-                                    .as_str()
-                                    .map(|b| format!("base64:{b}"))
-                            })
-                            .unwrap_or_default();
-                        let kind = if event.data["expired"] == true {
-                            "expire"
-                        } else {
-                            event.kind.as_str()
-                        };
-                        format!(
-                            "{:>8}  {:<6}  {}  {}",
-                            event.revision, kind, event.key, value
-                        )
-                    };
+                    let line = watch_line(&event, json_out);
                     // Stop quietly when whoever reads our output has gone.
                     let mut out = std::io::stdout();
                     match writeln!(out, "{line}").and_then(|()| out.flush()) {
@@ -214,6 +193,31 @@ pub async fn kv(args: KvArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One watch event as `kith kv watch` prints it.
+fn watch_line(event: &WatchEvent, json_out: bool) -> String {
+    if json_out {
+        return event.data.to_string();
+    }
+    let value = event.data["value"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| {
+            event.data["value_base64"]
+                .as_str()
+                .map(|b| format!("base64:{b}"))
+        })
+        .unwrap_or_default();
+    let kind = if event.data["expired"] == true {
+        "expire"
+    } else {
+        event.kind.as_str()
+    };
+    format!(
+        "{:>8}  {:<6}  {}  {}",
+        event.revision, kind, event.key, value
+    )
 }
 
 fn print_list(list: &Value) {
