@@ -38,6 +38,7 @@ use axum::routing::post;
 use axum::Router;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::Vote;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -190,10 +191,22 @@ fn encode<T: Serialize>(value: &T) -> Response {
 }
 
 async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(request) => encode(&node.raft().append_entries(request).await),
-        Err(m) => refuse(m),
+    let request: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(request) => request,
+        Err(m) => return refuse(m),
+    };
+    // openraft never replicates to the node that leads, so an append naming this node's own
+    // leadership is forged; openraft would run it on its leader state, which it asserts
+    // never happens.
+    if names_this_node(&node, &request.vote) {
+        return refuse("an append that names this node as its leader".into());
     }
+    encode(&node.raft().append_entries(request).await)
+}
+
+/// Whether `vote` is this node's own leadership (or candidacy).
+fn names_this_node(node: &Node, vote: &Vote<NodeId>) -> bool {
+    vote.leader_id().voted_for() == Some(node.config.id)
 }
 
 async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
@@ -227,7 +240,7 @@ async fn snapshot(node: Arc<Node>, inbox: Arc<Mutex<SnapshotInbox>>, body: Bytes
     // snapshot for longer than an election timeout starts an election, the leader steps
     // down and restarts the send, and a large snapshot may never arrive. An empty append
     // that names no earlier entry refreshes the vote and changes no log and no commit.
-    if request.vote.is_committed() {
+    if request.vote.is_committed() && !names_this_node(&node, &request.vote) {
         let heartbeat = AppendEntriesRequest {
             vote: request.vote,
             prev_log_id: None,

@@ -1,11 +1,12 @@
-//! Forged snapshot messages on `/internal/raft/snapshot` never stop a node or make it grow:
-//! a garbage snapshot, a piece at an absurd offset, a piece that skips bytes.
+//! Forged peer messages never stop a node or make it grow: on `/internal/raft/snapshot`
+//! a garbage snapshot, a piece at an absurd offset, a piece that skips bytes; on
+//! `/internal/raft/append`, an append naming the receiver as its own leader.
 
 use std::time::Duration;
 
 use kith_client::Consistency;
 use kith_storage::TypeConfig;
-use openraft::raft::{InstallSnapshotRequest, InstallSnapshotResponse};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, InstallSnapshotResponse};
 use openraft::{CommittedLeaderId, LogId, SnapshotMeta, Vote};
 
 use crate::harness::{wait_until, TestCluster};
@@ -253,4 +254,38 @@ async fn raft_requests_past_the_in_flight_bound_get_503_at_once() {
         (r.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE).then_some(())
     })
     .await;
+}
+
+/// Regression: an append that names the receiving node's own leadership reached openraft's
+/// follower path on its leader state (a debug assertion there stopped the Raft core, and
+/// the process exited). It is refused, and the node keeps leading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_naming_the_node_itself_as_leader_is_refused() {
+    let cluster = TestCluster::start(1, &[]);
+    cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
+    let (term, leader) = leadership(&cluster, 1).await;
+    let pid = cluster.pid(1);
+    let forged: AppendEntriesRequest<TypeConfig> = AppendEntriesRequest {
+        vote: Vote::new_committed(term, leader),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let response = cluster
+        .http()
+        .post(format!("{}/internal/raft/append", cluster.url(1)))
+        .header("content-type", "application/x-postcard")
+        .body(postcard::to_allocvec(&forged).expect("encode"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(response.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(running(pid), "node 1 exited");
+    cluster
+        .client(1)
+        .put("after/self-append", b"ok", None)
+        .await
+        .expect("writes still commit");
+    assert_eq!(leadership(&cluster, 1).await, (term, leader));
 }
