@@ -21,9 +21,18 @@ pub struct ServeArgs {
     /// This node's id: a positive integer, unique in the cluster for all time.
     #[arg(long)]
     id: NodeId,
-    /// Address to listen on (HOST:PORT); peers reach this node here.
+    /// Address to listen on (IP:PORT). Without TLS only a loopback address is allowed,
+    /// unless `--insecure` is given; `0.0.0.0:PORT` needs `--advertise`.
     #[arg(long)]
     listen: SocketAddr,
+    /// The address peers and clients are told to reach this node at (IP:PORT), when it
+    /// differs from `--listen` (e.g. listening on 0.0.0.0). Default: `--listen`.
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// Listen on a non-loopback address without TLS: anyone who can reach the port can
+    /// then read and write the cluster's data and speak its peer protocol.
+    #[arg(long)]
+    insecure: bool,
     /// Data directory (created if missing).
     #[arg(long)]
     data: PathBuf,
@@ -123,6 +132,34 @@ fn default_quota_bytes(data: &std::path::Path) -> u64 {
     }
 }
 
+/// The address this node is reached at, after refusing a listen address that would expose
+/// an unauthenticated node (without TLS, only loopback unless `--insecure`), or that peers
+/// cannot be told (an unspecified IP without `--advertise`).
+fn advertised_address(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
+    let listen = args.listen;
+    if !listen.ip().is_loopback() && !args.insecure {
+        bail!(
+            "--listen {listen} is not a loopback address, and this node has no TLS: anyone who \
+             can reach the port could read and write its data and speak its peer protocol. \
+             Listen on a loopback address (127.0.0.1), or pass --insecure on a network you trust"
+        );
+    }
+    match args.advertise {
+        Some(advertise) if advertise.ip().is_unspecified() => {
+            bail!("--advertise {advertise} is not an address peers can reach")
+        }
+        Some(advertise) if !advertise.ip().is_loopback() && !args.insecure => bail!(
+            "--advertise {advertise} is not a loopback address, and this node has no TLS; \
+             pass --insecure on a network you trust"
+        ),
+        Some(advertise) => Ok(advertise),
+        None if listen.ip().is_unspecified() => {
+            bail!("--listen {listen} names no address peers can reach: give --advertise IP:PORT")
+        }
+        None => Ok(listen),
+    }
+}
+
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
 pub fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<NodeId, BasicNode>> {
     let mut peers = BTreeMap::new();
@@ -157,15 +194,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.value_bytes_max > ceiling {
         bail!("--value-bytes-max must be at most {ceiling}");
     }
+    let advertise = advertised_address(&args)?;
     let peers = args.peers.as_deref().map(parse_peers).transpose()?;
     if let Some(peers) = &peers {
         match peers.get(&args.id) {
             None => bail!("--peers does not list this node's id {}", args.id),
-            Some(n) if n.addr != args.listen.to_string() => bail!(
-                "--peers gives node {} the address {}, but --listen is {}",
+            Some(n) if n.addr != advertise.to_string() => bail!(
+                "--peers gives node {} the address {}, but it is reached at {} (--advertise, \
+                 or --listen without it)",
                 args.id,
                 n.addr,
-                args.listen
+                advertise
             ),
             Some(_) => {}
         }
@@ -197,7 +236,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let node = Node::start(config).await.context("cannot start the node")?;
-    tracing::info!(id = args.id, listen = %args.listen, data = %args.data.display(), "node started");
+    tracing::info!(id = args.id, listen = %args.listen, advertise = %advertise, data = %args.data.display(), "node started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -209,7 +248,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         node.initialize(peers).await?;
     }
     if let Some(url) = &args.join {
-        join(&node, url, args.id, &args.listen.to_string()).await?;
+        join(&node, url, args.id, &advertise.to_string()).await?;
     }
 
     let core_stopped = tokio::select! {

@@ -290,3 +290,47 @@ async fn a_node_whose_raft_core_stops_exits_and_recovers_when_restarted() {
         .wait_for_value(victim, "k19", b"v", Duration::from_secs(20))
         .await;
 }
+
+/// Runs `kith serve` with `args` (each case refuses before it binds anything) and returns
+/// its exit status and standard error.
+fn serve_refusal(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let data = tempfile::TempDir::new().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["serve", "--id", "1", "--data"])
+        .arg(data.path().join("data"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kith serve");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Without TLS a node listens only on loopback: another address, or one peers cannot be told,
+/// is refused before anything is bound, with a message naming the way out.
+#[test]
+fn serve_refuses_to_listen_off_loopback_without_insecure() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--listen", "0.0.0.0:7001"], "--insecure"),
+        (
+            &["--listen", "127.0.0.1:7001", "--advertise", "10.0.0.1:7001"],
+            "--insecure",
+        ),
+        (&["--listen", "0.0.0.0:7001", "--insecure"], "--advertise"),
+        (
+            &["--listen", "127.0.0.1:7001", "--peers", "1=127.0.0.2:7001"],
+            "--advertise",
+        ),
+    ];
+    for (args, names) in cases {
+        let (status, stderr) = serve_refusal(args);
+        assert!(!status.success(), "{args:?} was accepted");
+        assert!(
+            stderr.contains(names),
+            "{args:?}: the refusal does not name {names}: {stderr}"
+        );
+    }
+}
