@@ -8,8 +8,8 @@
 //!   atomically: written to `meta.tmp`, fsynced, renamed, directory fsynced.
 //!
 //! Why not redb: every log append on every node is one commit, and a redb commit rewrites
-//! B-tree pages, the table tree and its free-page bookkeeping before its fsync. Profiles
-//! put that at a fifth of a node's CPU under writes. An append here is one `pwrite` of the
+//! B-tree pages, the table tree and its free-page bookkeeping before its fsync, a large
+//! share of a node's CPU under writes in profiles. An append here is one `pwrite` of the
 //! records and one `fdatasync`, the format etcd's WAL and TiKV's raft-engine also use. The
 //! state machine, which needs lookups and ranges, stays on redb.
 //!

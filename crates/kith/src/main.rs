@@ -20,8 +20,8 @@ use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: under many concurrent writes a node allocates and
 /// frees small buffers on every thread (HTTP, postcard, redb pages), and glibc's
-/// `malloc`/`free`/`malloc_consolidate` took about a fifth of a node's CPU in profiles
-/// (docs/BENCHMARKS.md).
+/// `malloc`/`free`/`malloc_consolidate` showed up as a large share of a node's CPU in
+/// profiles (docs/history/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -60,7 +60,7 @@ pub const POSTCARD: &str = "application/x-kith-postcard";
 
 /// Idle keep-alive connections kept per peer. An HTTP/1.1 connection carries one request at
 /// a time, so a follower forwarding N writes at once holds N connections to the leader; with
-/// fewer idle slots than that, every burst closed and reopened connections (a TCP handshake,
+/// fewer idle slots than that, every burst closes and reopens connections (a TCP handshake,
 /// a teardown and a fresh server-side connection task per forwarded write). 256 covers the
 /// concurrency kith's benchmarks drive.
 const IDLE_CONNECTIONS_PER_PEER_MAX: usize = 256;

@@ -54,7 +54,7 @@ async fn list(cluster: &TestCluster, id: u64) -> Value {
         .expect("list json")
 }
 
-/// Issue 18 (3): `/internal/forward` stored what the public API refuses. Every forged write,
+/// Regression: `/internal/forward` stored what the public API refuses. Every forged write,
 /// sent to the leader or to a follower, alone or in a batch, is refused with the error the
 /// public route gives, and nothing is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +176,7 @@ async fn forged_forwards_are_validated_like_public_requests() {
     assert_eq!(members["members"].as_array().map(Vec::len), Some(3));
 }
 
-/// Issue 18 (4): the largest integer as a resume point answered nonsense (or panicked a
+/// Regression: the largest integer as a resume point answered nonsense (or panicked a
 /// debug build's handler); now it is a 400 with a JSON error, and the node serves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integers_past_the_end_answer_400() {
@@ -217,7 +217,7 @@ async fn integers_past_the_end_answer_400() {
     assert_eq!(health.status(), StatusCode::OK);
 }
 
-/// Issue 18 (6): an uploaded HTML file ran script on the node's origin. Every answer says
+/// Regression: an uploaded HTML file ran script on the node's origin. Every answer says
 /// `nosniff`; file content runs sandboxed; active types are downloads, inert ones inline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploaded_files_cannot_run_script_on_the_nodes_origin() {
@@ -320,7 +320,7 @@ async fn uploaded_files_cannot_run_script_on_the_nodes_origin() {
     }
 }
 
-/// Issue 18 (7): `kith … | head` panicked with a backtrace once `head` had gone. Now the
+/// Regression: `kith … | head` panicked with a backtrace once `head` had gone. Now the
 /// CLI ends with status 0 and says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_ends_quietly_when_its_output_pipe_closes() {
