@@ -86,7 +86,7 @@ fn claim_block() -> anyhow::Result<BlockLock> {
 /// A free port on `ip`, never one this process was given before: the kernel may hand a
 /// just-released ephemeral port out again at once, and two nodes of one cluster then got
 /// the same port.
-fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
     static GIVEN: std::sync::Mutex<Vec<(Ipv4Addr, u16)>> = std::sync::Mutex::new(Vec::new());
     loop {
         let listener = std::net::TcpListener::bind(SocketAddrV4::new(ip, 0))

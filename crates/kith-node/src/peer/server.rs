@@ -247,12 +247,12 @@ async fn snapshot(node: Arc<Node>, inbox: Arc<Mutex<SnapshotInbox>>, body: Bytes
             entries: Vec::new(),
             leader_commit: None,
         };
-        if let Err(fatal) = raft.append_entries(heartbeat).await {
-            return encode(&SnapshotAnswer::Err(RaftError::Fatal(
-                fatal
-                    .into_fatal()
-                    .unwrap_or(openraft::error::Fatal::Stopped),
-            )));
+        match raft.append_entries(heartbeat).await {
+            Ok(_) => {}
+            Err(RaftError::Fatal(fatal)) => {
+                return encode(&SnapshotAnswer::Err(RaftError::Fatal(fatal)))
+            }
+            Err(RaftError::APIError(never)) => match never {},
         }
     }
     // A task of its own: the sender may stop waiting (a large install outlasts its

@@ -16,19 +16,7 @@ pub struct TestCluster {
 
 /// A free 127.0.0.1 port, never one this process was given before.
 pub fn free_port() -> u16 {
-    // The kernel may hand a just-released ephemeral port out again at once, and did: two
-    // nodes of one cluster got the same port, and the second could not listen. No port is
-    // handed out twice in this process.
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = l.local_addr().expect("local addr").port();
-        let mut given = GIVEN.lock().expect("port list lock");
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    kith_fault::cluster::free_port(std::net::Ipv4Addr::LOCALHOST).expect("a free port")
 }
 
 /// Polls `probe` until it yields a value; panics once `within` has passed.
