@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +16,7 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::params::Q;
 use kith_core::NodeId;
+use kith_node::tls::Peer;
 use kith_node::Node;
 
 type Shared = State<Arc<Node>>;
@@ -52,18 +53,24 @@ pub(crate) struct AddMember {
 
 pub(crate) async fn add_member(
     State(node): Shared,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     request: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = request.map_err(|e| ApiError::bad_request(e.body_text()))?;
     kith_core::limits::validate_member(request.id, &request.addr)?;
+    node.may_change_membership(&peer, Some(request.id))
+        .map_err(|reason| ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason))?;
     node.add_member(request.id, request.addr).await?;
     Ok(Json(json!({"added": request.id})).into_response())
 }
 
 pub(crate) async fn remove_member(
     State(node): Shared,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    node.may_change_membership(&peer, None)
+        .map_err(|reason| ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason))?;
     let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let id: NodeId = id
         .parse()

@@ -36,8 +36,8 @@ pub mod web;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use axum::Router;
+use kith_node::tls::Peer;
 use kith_node::Node;
 use tokio::net::TcpListener;
 
@@ -48,10 +48,15 @@ pub fn router(node: Arc<Node>) -> Router {
     routes::router(node.clone())
         .merge(files::router(node.clone()))
         .merge(kith_node::peer::server::router(node.clone()))
-        .merge(dev::supervisor_router(node))
+        .merge(dev::supervisor_router(node.clone()))
         // After the merges: axum gives this fallback only to routes already registered, and
         // every route's wrong method must get the JSON error, the files routes' included.
         .method_not_allowed_fallback(routes::wrong_method)
+        // Every `/internal` path, known or not, answers only members when TLS is on.
+        .layer(axum::middleware::from_fn_with_state(
+            node,
+            kith_node::peer::server::members_only,
+        ))
         .layer(routes::cors())
         .layer(axum::middleware::map_response(nosniff))
 }
@@ -68,19 +73,24 @@ async fn nosniff(mut response: axum::response::Response) -> axum::response::Resp
 }
 
 /// Serves `node` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+/// With the node's TLS configuration the port speaks only TLS (see [`kith_node::listen`]).
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Answers go out as soon as they are written: with Nagle's algorithm on, a small write
-    // behind an unacknowledged one waits for the peer's delayed ACK (up to 40 ms on Linux).
-    let listener = listener.tap_io(|stream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+    let app = router(node.clone()).into_make_service_with_connect_info::<Peer>();
+    match &node.config.tls {
+        Some(tls) => {
+            let listener = kith_node::listen::TlsListener::new(listener, tls.server_config())?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
         }
-    });
-    axum::serve(listener, router(node))
-        .with_graceful_shutdown(shutdown)
-        .await
+        None => {
+            axum::serve(kith_node::listen::PlainListener(listener), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod chat;
 mod files;
 mod jobs;
 mod sse;
+pub mod tls;
 mod watch;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -62,7 +63,9 @@ pub enum ClientError {
     /// No endpoint could serve the request.
     #[error("no endpoint could serve the request; last error: {0}")]
     Unavailable(String),
-    #[error("invalid endpoint '{0}': expected http://HOST:PORT")]
+    #[error(
+        "invalid endpoint '{0}': expected http://HOST:PORT, or https://HOST:PORT with a CA (--ca)"
+    )]
     BadEndpoint(String),
     #[error("unexpected answer: {0}")]
     Decode(String),
@@ -158,6 +161,14 @@ struct ErrorDetail {
 impl Client {
     /// A client for `endpoints` (`http://HOST:PORT`, trailing slash optional).
     pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Self, ClientError> {
+        Client::with_tls(endpoints, None)
+    }
+
+    /// A client for `endpoints` (`http://` or, with `tls`, `https://HOST:PORT`).
+    pub fn with_tls<S: AsRef<str>>(
+        endpoints: &[S],
+        tls: Option<&tls::TlsOptions>,
+    ) -> Result<Self, ClientError> {
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|e| e.as_ref().trim().trim_end_matches('/').to_owned())
@@ -165,20 +176,29 @@ impl Client {
         if endpoints.is_empty() {
             return Err(ClientError::BadEndpoint(String::new()));
         }
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
         for e in &endpoints {
-            if !e.starts_with("http://") || e.len() <= "http://".len() {
+            if !e.starts_with(scheme) || e.len() <= scheme.len() {
                 return Err(ClientError::BadEndpoint(e.clone()));
             }
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
+        let builder = || -> Result<reqwest::ClientBuilder, ClientError> {
+            let builder = reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(Duration::from_millis(500));
+            Ok(match tls {
+                Some(tls) => builder.tls_backend_preconfigured(
+                    tls.client_config(&[b"http/1.1"])
+                        .map_err(|e| ClientError::Unavailable(e.to_string()))?,
+                ),
+                None => builder,
+            })
+        };
+        let http = builder()?
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_millis(500))
             .build()
             .map_err(|e| ClientError::Unavailable(e.to_string()))?;
-        let stream_http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(Duration::from_millis(500))
+        let stream_http = builder()?
             .build()
             .map_err(|e| ClientError::Unavailable(e.to_string()))?;
         Ok(Client {

@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// outgoing peer messages (`kith serve --enable-fault-injection`, for the fault suite
     /// only). Off by default; the route answers 403 when it is off.
     pub fault_injection: bool,
+    /// TLS on the node's port and towards its peers (`kith serve --tls DIR/node-N`). With it,
+    /// `/internal` answers only current members' certificates (see `peer::server`).
+    pub tls: Option<crate::tls::NodeTls>,
     /// Copies of each file chunk (R), capped by the member count.
     pub file_replicas: usize,
     /// Size of the chunks new uploads are cut into.
@@ -116,6 +119,7 @@ impl NodeConfig {
             job_retention: Duration::from_secs(3600),
             job_payload_bytes_max: 256 * 1024,
             fault_injection: false,
+            tls: None,
             file_replicas: 3,
             file_chunk_bytes: kith_core::files::CHUNK_BYTES_DEFAULT,
             file_bytes_max: kith_core::files::FILE_BYTES_MAX_DEFAULT,

@@ -13,6 +13,10 @@
 //! - `read_batcher`: concurrent linearizable reads share one leadership confirmation.
 //! - [`read`]: [`Fresh`], the applied state handed out only after a read's barrier ran — the
 //!   one way callers outside this crate read it.
+//! - [`listen`]: accepting connections on the node's port, plain or TLS, and the peer
+//!   (address, certificate) each one carries into its requests.
+//! - [`tls`]: the node's TLS identity (`kith serve --tls`) and what a peer's certificate
+//!   says about it (cluster id, node id).
 //! - [`node`]: [`Node`], the facade the HTTP layer calls: writes (forwarded to the leader when
 //!   this node is not it), the read barrier behind [`read`], health, cluster view, membership.
 //!
@@ -33,11 +37,13 @@ pub mod config;
 pub mod error;
 pub mod files;
 mod forwarder;
+pub mod listen;
 pub mod node;
 pub mod peer;
 pub mod quota;
 pub mod read;
 mod read_batcher;
+pub mod tls;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

@@ -208,8 +208,9 @@ impl Node {
             config.peer_timeout,
             crate::peer::protocol::peer_body_bytes_max(&config),
             faults.clone(),
+            config.tls.as_ref(),
         )
-        .map_err(|e| NodeError::Internal(format!("http client: {e}")))?;
+        .map_err(|e| NodeError::Internal(format!("peer transport: {e}")))?;
         let raft = Raft::new(
             config.id,
             Arc::new(raft_config),
@@ -294,6 +295,69 @@ impl Node {
             .membership()
             .get_node(&id)
             .is_some()
+    }
+
+    /// Whether `peer` may speak the peer protocol (`/internal`) to this node.
+    ///
+    /// Without TLS everyone may: the node then listens on loopback only, or its operator
+    /// said `--insecure`. With TLS, only a certificate the cluster CA signed, naming this
+    /// cluster and a node id in the membership this node knows (voters and learners, as
+    /// soon as a change is in its log). A node that knows no membership yet — fresh, waiting
+    /// to be initialized or joined — admits any certificate of its cluster, since the
+    /// leader that will add it is not yet known to it. So a removed member's certificate
+    /// stops working on each node as soon as that node has the change that removed it.
+    pub fn admits_peer(&self, peer: Option<&crate::tls::Peer>) -> Result<(), String> {
+        let Some(tls) = &self.config.tls else {
+            return Ok(());
+        };
+        let Some(cert) = peer.and_then(|p| p.cert.as_ref()) else {
+            return Err("the peer routes answer only members of this cluster, \
+                        and this connection presented no node certificate"
+                .into());
+        };
+        if !tls.same_cluster(cert) {
+            return Err(format!(
+                "the certificate belongs to cluster {}, not to this one",
+                cert.cluster_id
+            ));
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&cert.node_id).is_some() || membership.nodes().next().is_none() {
+            return Ok(());
+        }
+        Err(format!(
+            "node {} is not a member of this cluster",
+            cert.node_id
+        ))
+    }
+
+    /// Whether `peer` may change the membership. Without TLS anyone may (as every public
+    /// route). With TLS, only with a certificate of this cluster: a current member's, or —
+    /// to add itself, as `kith serve --join` does — the certificate of the node being added.
+    pub fn may_change_membership(
+        &self,
+        peer: &crate::tls::Peer,
+        adding: Option<NodeId>,
+    ) -> Result<(), String> {
+        let Some(tls) = &self.config.tls else {
+            return Ok(());
+        };
+        let Some(cert) = peer.cert.as_ref().filter(|c| tls.same_cluster(c)) else {
+            return Err(
+                "changing the membership of a cluster with TLS takes a node \
+                        certificate of this cluster (kith --tls DIR/node-N)"
+                    .into(),
+            );
+        };
+        if adding == Some(cert.node_id) || self.knows_member(cert.node_id) {
+            return Ok(());
+        }
+        Err(format!(
+            "node {}'s certificate may add only node {} itself, and it is not a member",
+            cert.node_id, cert.node_id
+        ))
     }
 
     /// Bootstraps a fresh cluster with `members` as its voters. Safe to call on every
@@ -594,12 +658,13 @@ impl Node {
         }
     }
 
-    /// The current leader's address as a URL (`http://ADDR`), when this node knows one.
+    /// The current leader's address as a URL (`http://ADDR`, `https://` with TLS), when this
+    /// node knows one.
     /// Members serve the public API on the address they are known by to their peers.
     pub fn leader_url(&self) -> Option<String> {
         let leader = self.raft.metrics().borrow().current_leader?;
         self.member_addr(leader)
-            .map(|addr| format!("http://{addr}"))
+            .map(|addr| format!("{}://{addr}", self.transport.scheme()))
     }
 
     fn member_addr(&self, id: NodeId) -> Option<String> {

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+use kith_client::tls::TlsOptions;
 use kith_client::{Client, Consistency, PutOptions, WatchControl, WatchEvent};
 
 #[derive(Args)]
@@ -14,6 +15,20 @@ pub struct Common {
     /// Cluster endpoints, comma-separated; the client fails over between them.
     #[arg(long, global = true, env = "KITH_ENDPOINTS", default_value = crate::DEV_ENDPOINTS)]
     endpoints: String,
+    /// The cluster CA to trust (PEM, `DIR/ca.crt` from `kith init`), for `https://`
+    /// endpoints.
+    #[arg(long, global = true, env = "KITH_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// A node directory from `kith init` (`DIR/node-N`): trust its CA and present its
+    /// certificate, which changing the membership of a cluster with TLS requires.
+    #[arg(
+        long,
+        global = true,
+        env = "KITH_TLS",
+        value_name = "DIR",
+        conflicts_with = "ca"
+    )]
+    tls: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -28,7 +43,12 @@ pub enum Output {
 impl Common {
     pub fn client(&self) -> anyhow::Result<Client> {
         let endpoints: Vec<&str> = self.endpoints.split(',').map(str::trim).collect();
-        Ok(Client::new(&endpoints)?)
+        let tls = match (&self.ca, &self.tls) {
+            (Some(ca), _) => Some(TlsOptions::trusting(ca)?),
+            (None, Some(dir)) => Some(TlsOptions::node_dir(dir)?),
+            (None, None) => None,
+        };
+        Ok(Client::with_tls(&endpoints, tls.as_ref())?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `kith`: the one binary. `serve` runs a node, `dev` runs a local cluster, and the other
 //! subcommands are clients of a running cluster.
 //!
-//! Modules: [`serve`] (one node), [`dev`] (the local-cluster supervisor), [`commands`] (the
+//! Modules: [`serve`] (one node), [`init`] (certificates for a cluster with TLS), [`dev`] (the local-cluster supervisor), [`commands`] (the
 //! client subcommands and their table/json output), [`chat`] (the terminal chat client),
 //! [`worker`] (`kith worker`, which runs jobs), [`files`] (`kith files`, transfers with
 //! progress bars), [`out`] (standard output that ends quietly when its reader goes).
@@ -13,6 +13,7 @@ mod chat;
 mod commands;
 mod dev;
 mod files;
+mod init;
 mod serve;
 mod worker;
 
@@ -43,6 +44,8 @@ struct Cli {
 enum Top {
     /// Run one node.
     Serve(serve::ServeArgs),
+    /// Create a cluster identity: CA, node certificates, first admin token.
+    Init(init::InitArgs),
     /// Start a local cluster of child processes on 127.0.0.1; Ctrl-C stops it.
     Dev(dev::DevArgs),
     /// Key-value store: put, get, del, ls.
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Top::Serve(args) => serve::run(args).await,
+            Top::Init(args) => init::run(args),
             Top::Dev(args) => dev::run(args).await,
             Top::Kv(args) => commands::kv(args).await,
             Top::Cluster(args) => commands::cluster(args).await,

@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// differs from `--listen` (e.g. listening on 0.0.0.0). Default: `--listen`.
     #[arg(long)]
     advertise: Option<SocketAddr>,
+    /// Serve TLS on the one port, for clients and peers alike, with this node's directory
+    /// from `kith init` (`DIR/node-N`: ca.crt, node.crt, node.key). Peers then speak only
+    /// with certificates of current members of this cluster.
+    #[arg(long, value_name = "DIR")]
+    tls: Option<PathBuf>,
     /// Listen on a non-loopback address without TLS: anyone who can reach the port can
     /// then read and write the cluster's data and speak its peer protocol.
     #[arg(long)]
@@ -39,7 +44,8 @@ pub struct ServeArgs {
     /// Bootstrap a new cluster with these voters: `1=HOST:PORT,2=HOST:PORT,…`.
     #[arg(long, conflicts_with = "join")]
     peers: Option<String>,
-    /// Join a running cluster through any member's URL (`http://HOST:PORT`).
+    /// Join a running cluster through any member's URL (`http://HOST:PORT`, or
+    /// `https://HOST:PORT` with `--tls`).
     #[arg(long)]
     join: Option<String>,
     /// Largest value a put may carry, in bytes (at most 64 MiB, the bound every replica
@@ -137,7 +143,8 @@ fn default_quota_bytes(data: &std::path::Path) -> u64 {
 /// cannot be told (an unspecified IP without `--advertise`).
 fn advertised_address(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
     let listen = args.listen;
-    if !listen.ip().is_loopback() && !args.insecure {
+    let exposed_ok = args.insecure || args.tls.is_some();
+    if !listen.ip().is_loopback() && !exposed_ok {
         bail!(
             "--listen {listen} is not a loopback address, and this node has no TLS: anyone who \
              can reach the port could read and write its data and speak its peer protocol. \
@@ -148,7 +155,7 @@ fn advertised_address(args: &ServeArgs) -> anyhow::Result<SocketAddr> {
         Some(advertise) if advertise.ip().is_unspecified() => {
             bail!("--advertise {advertise} is not an address peers can reach")
         }
-        Some(advertise) if !advertise.ip().is_loopback() && !args.insecure => bail!(
+        Some(advertise) if !advertise.ip().is_loopback() && !exposed_ok => bail!(
             "--advertise {advertise} is not a loopback address, and this node has no TLS; \
              pass --insecure on a network you trust"
         ),
@@ -209,7 +216,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(_) => {}
         }
     }
+    let tls = args
+        .tls
+        .as_deref()
+        .map(|dir| kith_node::tls::NodeTls::load(dir, args.id))
+        .transpose()
+        .context("--tls")?;
+    if let Some(url) = &args.join {
+        let scheme = if tls.is_some() { "https://" } else { "http://" };
+        if !url.starts_with(scheme) {
+            bail!(
+                "--join {url}: this node {} TLS, so the URL starts with {scheme}",
+                if tls.is_some() { "has" } else { "has no" }
+            );
+        }
+    }
     let mut config = NodeConfig::new(args.id, args.listen, args.data.clone());
+    config.tls = tls;
     config.value_bytes_max = args.value_bytes_max;
     config.snapshot_logs_since_last = args.snapshot_threshold;
     config.snapshot_logs_keep = args.snapshot_keep;
@@ -236,7 +259,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let node = Node::start(config).await.context("cannot start the node")?;
-    tracing::info!(id = args.id, listen = %args.listen, advertise = %advertise, data = %args.data.display(), "node started");
+    tracing::info!(id = args.id, listen = %args.listen, advertise = %advertise, data = %args.data.display(), tls = args.tls.is_some(), "node started");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -248,7 +271,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         node.initialize(peers).await?;
     }
     if let Some(url) = &args.join {
-        join(&node, url, args.id, &advertise.to_string()).await?;
+        let identity = args
+            .tls
+            .as_deref()
+            .map(kith_client::tls::TlsOptions::node_dir)
+            .transpose()?;
+        join(
+            &node,
+            url,
+            identity.as_ref(),
+            args.id,
+            &advertise.to_string(),
+        )
+        .await?;
     }
 
     let core_stopped = tokio::select! {
@@ -276,12 +311,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Asks the cluster at `url` to add this node, unless it already is a member (a restart).
-async fn join(node: &Node, url: &str, id: NodeId, addr: &str) -> anyhow::Result<()> {
+/// With TLS the request carries this node's certificate, which is how the cluster knows the
+/// node asking is the one its certificate names.
+async fn join(
+    node: &Node,
+    url: &str,
+    tls: Option<&kith_client::tls::TlsOptions>,
+    id: NodeId,
+    addr: &str,
+) -> anyhow::Result<()> {
     if node.knows_member(id) {
         tracing::info!("already a member; not joining again");
         return Ok(());
     }
-    let client = kith_client::Client::new(&[url])?;
+    let client = kith_client::Client::with_tls(&[url], tls)?;
     // The leader adds us as a learner, waits until we have caught up, then promotes us.
     const ATTEMPTS_MAX: u32 = 30;
     let mut last = None;

@@ -43,7 +43,12 @@ impl Node {
             .chunk_request(
                 self.transport()
                     .http()
-                    .put(format!("http://{addr}{}/{}", route::CHUNKS, hex(&hash)))
+                    .put(format!(
+                        "{}://{addr}{}/{}",
+                        self.transport().scheme(),
+                        route::CHUNKS,
+                        hex(&hash)
+                    ))
                     .timeout(CHUNK_TRANSFER_TIMEOUT)
                     .body(chunk),
             )
@@ -89,7 +94,12 @@ impl Node {
             .chunk_request(
                 self.transport()
                     .http()
-                    .get(format!("http://{addr}{}/{}", route::CHUNKS, hex(&hash)))
+                    .get(format!(
+                        "{}://{addr}{}/{}",
+                        self.transport().scheme(),
+                        route::CHUNKS,
+                        hex(&hash)
+                    ))
                     .timeout(CHUNK_TRANSFER_TIMEOUT),
             )
             .await;
@@ -179,7 +189,11 @@ impl Node {
             .chunk_request(
                 self.transport()
                     .http()
-                    .post(format!("http://{addr}{}", route::HAVE))
+                    .post(format!(
+                        "{}://{addr}{}",
+                        self.transport().scheme(),
+                        route::HAVE
+                    ))
                     .timeout(PROBE_TIMEOUT)
                     .body(body),
             )

@@ -99,6 +99,11 @@ pub struct PeerTransport {
     /// This node's log's durable index, which AppendEntries waits on (see
     /// `kith_storage::durability`).
     log_gate: LogGate,
+    /// With TLS: the handshake for Raft connections (the pool has its own copy of the
+    /// configuration). Both present this node's certificate and trust only the cluster CA.
+    tls: Option<tokio_rustls::TlsConnector>,
+    /// `http` or `https`, for the pooled client's URLs.
+    scheme: &'static str,
 }
 
 impl PeerTransport {
@@ -108,7 +113,12 @@ impl PeerTransport {
         timeout: Duration,
         body_bytes_max: usize,
         faults: Arc<FaultLayer>,
-    ) -> Result<Self, reqwest::Error> {
+        tls: Option<&crate::tls::NodeTls>,
+    ) -> Result<Self, TransportError> {
+        let config_error = |message: String| TransportError::Other {
+            addr: "this node's TLS configuration".into(),
+            message,
+        };
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .http1_only()
@@ -120,8 +130,22 @@ impl PeerTransport {
         if let Some(ip) = local_ip {
             builder = builder.local_address(ip);
         }
+        let mut connector = None;
+        if let Some(tls) = tls {
+            let options = tls.client_options();
+            let pooled = options
+                .client_config(&[b"http/1.1"])
+                .map_err(|e| config_error(e.to_string()))?;
+            builder = builder.tls_backend_preconfigured(pooled);
+            let raft = options
+                .client_config(&[b"http/1.1"])
+                .map_err(|e| config_error(e.to_string()))?;
+            connector = Some(tokio_rustls::TlsConnector::from(Arc::new(raft)));
+        }
         Ok(PeerTransport {
-            http: builder.build()?,
+            http: builder.build().map_err(|e| config_error(e.to_string()))?,
+            scheme: if connector.is_some() { "https" } else { "http" },
+            tls: connector,
             timeout,
             isolated: Arc::new(AtomicBool::new(false)),
             faults,
@@ -219,13 +243,18 @@ impl PeerTransport {
             stream
                 .set_nodelay(true)
                 .map_err(|e| connect(e.to_string()))?;
-            let (link, connection) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|e| connect(e.to_string()))?;
-            // The connection's I/O runs on its own task and ends when the link is dropped.
-            tokio::spawn(connection);
-            Ok(link)
+            let Some(tls) = &self.tls else {
+                return handshake(stream).await.map_err(connect);
+            };
+            let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+            let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']))
+                .map_err(|e| connect(format!("not a server name: {e}")))?
+                .to_owned();
+            let stream = tls
+                .connect(name, stream)
+                .await
+                .map_err(|e| connect(format!("TLS handshake: {e}")))?;
+            handshake(stream).await.map_err(connect)
         };
         tokio::time::timeout(CONNECT_TIMEOUT, open)
             .await
@@ -243,7 +272,7 @@ impl PeerTransport {
         let bytes = self.admit(addr, body).await?;
         let response = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
             .header(reqwest::header::CONTENT_TYPE, POSTCARD)
             .timeout(timeout.unwrap_or(self.timeout))
             .body(bytes)
@@ -266,6 +295,11 @@ impl PeerTransport {
             .await
     }
 
+    /// `http` or `https`: the scheme of this node's peers' URLs.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// The pooled client itself, for peer traffic that is not a postcard RPC (file chunks).
     /// Callers check [`PeerTransport::is_isolated`] first, as [`PeerTransport::call`] does.
     pub fn http(&self) -> &reqwest::Client {
@@ -281,13 +315,27 @@ impl PeerTransport {
     ) -> Result<T, TransportError> {
         let response = self
             .http
-            .get(format!("http://{addr}{path}"))
+            .get(format!("{}://{addr}{path}", self.scheme))
             .timeout(timeout)
             .send()
             .await
             .map_err(|e| classify(addr, e))?;
         response.json().await.map_err(|e| classify(addr, e))
     }
+}
+
+/// An HTTP/1.1 client connection over `stream`; its I/O runs on its own task and ends when
+/// the returned link is dropped.
+async fn handshake<S>(stream: S) -> Result<Link, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (link, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    Ok(link)
 }
 
 /// postcard output that refuses to grow past `bytes_max`: a message too large to send is
@@ -661,6 +709,7 @@ mod tests {
             Duration::from_secs(1),
             body_bytes_max,
             faults,
+            None,
         )
         .expect("client");
         PeerConnection {

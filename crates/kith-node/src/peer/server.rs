@@ -23,6 +23,11 @@
 //! a whole snapshot a 400; only a file that checked out is handed to
 //! `Raft::install_full_snapshot`, so no message can make the install fail and stop the core.
 //!
+//! Who may speak: without TLS, anyone who reaches the port (which then listens on loopback,
+//! or the operator said `--insecure`). With TLS, [`members_only`] answers 403 to every
+//! `/internal` request that does not come with a certificate [`Node::admits_peer`] accepts,
+//! before its body is read, so a stranger changes no term, vote or log.
+//!
 //! One exception is for the fault suite: `POST /internal/faults` (JSON [`FaultSettings`])
 //! sets this node's test-only delay and loss on outgoing peer messages. It answers 403
 //! unless the node was started with `--enable-fault-injection`.
@@ -112,6 +117,31 @@ pub fn router(node: Arc<Node>) -> Router {
             refuse_when_isolated,
         ))
         .merge(faults)
+}
+
+/// With TLS, every `/internal` request (these routes, and the dev playground's) must come
+/// from a member's certificate: anything else is a 403 with the JSON error body, before the
+/// body is read. kith-api layers this over its whole router, so no `/internal` route can
+/// miss it.
+pub async fn members_only(
+    State(node): State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !request.uri().path().starts_with("/internal") {
+        return next.run(request).await;
+    }
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
+        .map(|info| &info.0);
+    match node.admits_peer(peer) {
+        Ok(()) => next.run(request).await,
+        Err(reason) => {
+            let body = serde_json::json!({"error": {"code": "not_a_member", "message": reason}});
+            (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+        }
+    }
 }
 
 /// While the dev playground has cut this node off, peers cannot reach it either.
