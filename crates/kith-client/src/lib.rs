@@ -182,6 +182,7 @@ impl Client {
                 return Err(ClientError::BadEndpoint(e.clone()));
             }
         }
+        tls::install_default_provider();
         let builder = || -> Result<reqwest::ClientBuilder, ClientError> {
             let builder = reqwest::Client::builder()
                 .no_proxy()

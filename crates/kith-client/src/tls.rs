@@ -48,12 +48,14 @@ impl TlsOptions {
     /// A node's directory (`DIR/node-N` from `kith init`): trusts its `ca.crt` and presents
     /// its `node.crt` with `node.key`.
     pub fn node_dir(dir: &Path) -> Result<Self, TlsError> {
-        let mut options = TlsOptions::trusting(&dir.join(CA_FILE))?;
-        options.identity = Some((
-            read_certs(&dir.join(CERT_FILE))?,
-            Arc::new(read_key(&dir.join(KEY_FILE))?),
-        ));
-        Ok(options)
+        TlsOptions::trusting(&dir.join(CA_FILE))?
+            .presenting(&dir.join(CERT_FILE), &dir.join(KEY_FILE))
+    }
+
+    /// The same trust, presenting the certificate in `cert` with the key in `key` (PEM).
+    pub fn presenting(mut self, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        self.identity = Some((read_certs(cert)?, Arc::new(read_key(key)?)));
+        Ok(self)
     }
 
     /// The trusted roots, for servers that verify client certificates against them.
@@ -93,10 +95,20 @@ impl TlsOptions {
     }
 }
 
-/// The one crypto provider kith uses (ring), named explicitly so no process-wide default
-/// has to be installed.
+/// The one crypto provider kith uses (ring).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Makes ring this process's default crypto provider, once. reqwest asks for the default
+/// when it builds any client, a plain-HTTP one included, and panics without one; every
+/// place in kith that builds a reqwest client calls this first.
+pub fn install_default_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider was installed first; reqwest then uses that one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Every certificate in the PEM file at `path` (at least one).

@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use kith_client::tls::TlsOptions;
 use kith_core::FaultSettings;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -47,6 +48,8 @@ pub struct NodeProc {
     paused: bool,
     /// How this node enters the cluster (`--peers …` or `--join …`).
     entry_args: Vec<String>,
+    /// `http` or, in a cluster with TLS, `https`.
+    scheme: &'static str,
     /// Environment for this node alone, on top of the cluster's (test hooks).
     env: Vec<(String, String)>,
 }
@@ -56,7 +59,7 @@ impl NodeProc {
         format!("{}:{}", self.ip, self.port)
     }
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        format!("{}://{}", self.scheme, self.addr())
     }
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -123,6 +126,9 @@ pub struct Options {
     pub log_filter: String,
     /// The prefix of the temporary directory holding every node's data and log.
     pub dir_prefix: String,
+    /// Run the nodes with TLS: certificates from `kith init` (and `kith init add-node` for
+    /// nodes that join later), `--tls DIR/node-N`, and clients that trust the cluster CA.
+    pub tls: bool,
 }
 
 impl Options {
@@ -151,6 +157,7 @@ impl Options {
             log_filter: std::env::var("KITH_FAULT_NODE_LOG")
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
             dir_prefix: "kith-fault-".into(),
+            tls: false,
         }
     }
 }
@@ -179,6 +186,9 @@ pub struct Cluster {
     tmp: Option<tempfile::TempDir>,
     pub nodes: Vec<NodeProc>,
     http: reqwest::Client,
+    /// With TLS: per node, a client presenting that node's certificate (the peer routes and
+    /// membership changes answer only members' certificates).
+    as_node: std::collections::BTreeMap<u64, reqwest::Client>,
     /// Nodes the nemesis removed from the membership (still running, with their data) and
     /// has not yet seen back as voters.
     pub removed: BTreeSet<u64>,
@@ -207,15 +217,27 @@ impl Cluster {
             options,
             tmp: Some(tmp),
             nodes: Vec::new(),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .context("http client")?,
+            http: http_client(None)?,
+            as_node: Default::default(),
             removed: BTreeSet::new(),
             block,
         };
         for id in 1..=n {
             cluster.place(id, Vec::new())?;
+        }
+        if cluster.options.tls {
+            let nodes: Vec<String> = cluster
+                .nodes
+                .iter()
+                .map(|n| format!("{}={}", n.id, n.addr()))
+                .collect();
+            cluster.kith_init(&["init", "--nodes", &nodes.join(",")])?;
+            cluster.http = http_client(Some(&TlsOptions::trusting(
+                &cluster.certs_dir()?.join("ca.crt"),
+            )?))?;
+            for id in 1..=n {
+                cluster.trust_node(id)?;
+            }
         }
         let peers: Vec<String> = cluster
             .nodes
@@ -224,7 +246,8 @@ impl Cluster {
             .collect();
         let peers = peers.join(",");
         for node in &mut cluster.nodes {
-            node.entry_args = vec!["--peers".into(), peers.clone()];
+            node.entry_args
+                .splice(0..0, ["--peers".to_owned(), peers.clone()]);
         }
         for id in 1..=n {
             cluster.spawn(id)?;
@@ -236,7 +259,68 @@ impl Cluster {
     pub fn join(&mut self, id: u64, via: u64) -> anyhow::Result<()> {
         let url = self.node(via).url();
         self.place(id, vec!["--join".into(), url])?;
+        if self.options.tls {
+            let node = format!("{id}={}", self.node(id).addr());
+            self.kith_init(&["init", "add-node", "--node", &node])?;
+            self.trust_node(id)?;
+        }
         self.spawn(id)
+    }
+
+    /// Where `kith init` wrote this cluster's certificates (with TLS).
+    pub fn certs_dir(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .tmp
+            .as_ref()
+            .context("the cluster's files were kept")?
+            .path()
+            .join("certs"))
+    }
+
+    /// What a client of this cluster needs to trust it: `None` without TLS.
+    pub fn client_tls(&self) -> anyhow::Result<Option<TlsOptions>> {
+        if !self.options.tls {
+            return Ok(None);
+        }
+        Ok(Some(TlsOptions::trusting(
+            &self.certs_dir()?.join("ca.crt"),
+        )?))
+    }
+
+    /// Runs `kith ARGS… --out CERTS`.
+    fn kith_init(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = Command::new(&self.options.kith_bin)
+            .args(args)
+            .arg("--out")
+            .arg(self.certs_dir()?)
+            .output()
+            .with_context(|| format!("cannot run {}", self.options.kith_bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "kith {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Gives node `id` its `--tls` directory and this harness a client presenting its
+    /// certificate.
+    fn trust_node(&mut self, id: u64) -> anyhow::Result<()> {
+        let dir = self.certs_dir()?.join(format!("node-{id}"));
+        let client = http_client(Some(&TlsOptions::node_dir(&dir)?))?;
+        self.as_node.insert(id, client);
+        let node = self.node_mut(id);
+        node.scheme = "https";
+        node.entry_args.push("--tls".into());
+        node.entry_args.push(dir.display().to_string());
+        Ok(())
+    }
+
+    /// A client presenting node `id`'s certificate with TLS; the plain client without.
+    pub fn http_as(&self, id: u64) -> &reqwest::Client {
+        self.as_node.get(&id).unwrap_or(&self.http)
     }
 
     /// Gives node `id` an address, a port and a data directory (not yet started).
@@ -264,6 +348,7 @@ impl Cluster {
             child: None,
             paused: false,
             entry_args,
+            scheme: "http",
             env: Vec::new(),
         });
         Ok(())
@@ -488,7 +573,7 @@ impl Cluster {
     /// Sets the transport fault layer on node `id`.
     pub async fn set_faults(&self, id: u64, settings: FaultSettings) -> anyhow::Result<()> {
         let r = self
-            .http
+            .http_as(id)
             .post(format!("{}/internal/faults", self.node(id).url()))
             .timeout(Duration::from_secs(2))
             .json(&settings)
@@ -523,7 +608,7 @@ impl Cluster {
     /// `DELETE /v1/cluster/members/{id}` through node `via` (which forwards to the leader).
     pub async fn remove_member(&self, via: u64, id: u64) -> anyhow::Result<()> {
         let r = self
-            .http
+            .http_as(via)
             .delete(format!("{}/v1/cluster/members/{id}", self.node(via).url()))
             .timeout(MEMBERSHIP_REQUEST_TIMEOUT)
             .send()
@@ -539,10 +624,11 @@ impl Cluster {
         Ok(())
     }
 
-    /// `POST /v1/cluster/members` of node `id` at its own address, through node `via`.
+    /// `POST /v1/cluster/members` of node `id` at its own address, through node `via`. With
+    /// TLS the request presents node `id`'s certificate, as `kith serve --join` does.
     pub async fn add_member(&self, via: u64, id: u64) -> anyhow::Result<()> {
         let r = self
-            .http
+            .http_as(id)
             .post(format!("{}/v1/cluster/members", self.node(via).url()))
             .timeout(MEMBERSHIP_REQUEST_TIMEOUT)
             .json(&serde_json::json!({"id": id, "addr": self.node(id).addr()}))
@@ -578,6 +664,17 @@ impl Cluster {
         }
         out
     }
+}
+
+/// The harness's HTTP client: plain, or trusting the cluster CA (and presenting a node's
+/// certificate when `tls` has one).
+fn http_client(tls: Option<&TlsOptions>) -> anyhow::Result<reqwest::Client> {
+    kith_client::tls::install_default_provider();
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let Some(tls) = tls {
+        builder = builder.tls_backend_preconfigured(tls.client_config(&[b"http/1.1"])?);
+    }
+    builder.build().context("http client")
 }
 
 impl Drop for Cluster {

@@ -59,6 +59,9 @@ struct Args {
     /// Print each schedule's fault log.
     #[arg(long, short)]
     verbose: bool,
+    /// Run the nodes with TLS (certificates from `kith init`, `kith serve --tls`).
+    #[arg(long)]
+    tls: bool,
 }
 
 fn parse_kind(name: &str) -> Result<FaultKind, String> {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
     config.nodes = args.nodes;
     config.report_dir = Some(args.report_dir.clone());
     config.verbose = args.verbose;
+    config.tls = args.tls;
     if args.partitions_only {
         config.kinds = FaultKind::PARTITIONS.to_vec();
     }

@@ -59,6 +59,8 @@ pub struct SuiteConfig {
     pub checker_steps_max: u64,
     /// Print each schedule's fault log as it runs.
     pub verbose: bool,
+    /// Run the nodes with TLS (`kith init` certificates, `--tls`), clients trusting the CA.
+    pub tls: bool,
 }
 
 impl SuiteConfig {
@@ -72,7 +74,15 @@ impl SuiteConfig {
             report_dir: None,
             checker_steps_max: checker::STEPS_MAX_DEFAULT,
             verbose: false,
+            tls: false,
         }
+    }
+
+    /// Starts `n` nodes the way this suite runs them.
+    fn start_cluster(&self, n: u64) -> anyhow::Result<Cluster> {
+        let mut options = crate::cluster::Options::fault_suite(&self.kith_bin, &self.node_env);
+        options.tls = self.tls;
+        Cluster::start_with(options, n)
     }
 }
 
@@ -130,7 +140,7 @@ fn clients_for(cluster: &Cluster, timeout: Duration) -> Vec<NodeClient> {
 /// through the isolated node does not succeed. Any failure aborts the run.
 pub async fn prove_partitions_bite(config: &SuiteConfig, fw: &Firewall) -> anyhow::Result<String> {
     let started = Instant::now();
-    let mut cluster = Cluster::start(&config.kith_bin, 3, &config.node_env)?;
+    let mut cluster = config.start_cluster(3)?;
     let all = cluster.ids();
     let clients = clients_for(&cluster, Duration::from_secs(3));
     let client = |id: u64| clients[(id - 1) as usize].clone();
@@ -237,7 +247,7 @@ pub async fn run_schedule(
         ..Default::default()
     };
     fw.heal()?;
-    let mut cluster = Cluster::start(&config.kith_bin, nodes, &config.node_env)?;
+    let mut cluster = config.start_cluster(nodes)?;
     let all = cluster.ids();
     cluster
         .wait_for_leader(&all, LEADER_WAIT)
@@ -245,7 +255,7 @@ pub async fn run_schedule(
         .context("the fresh cluster elected no leader")?;
     let clients = clients_for(&cluster, config.workload.op_timeout);
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
-    let watchers = Watchers::start(&urls)?;
+    let watchers = Watchers::start(&urls, cluster.client_tls()?.as_ref())?;
     let clock = Clock::start();
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let workload = async {

@@ -37,13 +37,16 @@ pub struct Watchers {
 
 impl Watchers {
     /// Starts one watcher per URL, each preferring a different node first.
-    pub fn start(urls: &[String]) -> anyhow::Result<Watchers> {
+    pub fn start(
+        urls: &[String],
+        tls: Option<&kith_client::tls::TlsOptions>,
+    ) -> anyhow::Result<Watchers> {
         let mut seen = Vec::new();
         let mut tasks = Vec::new();
         for i in 0..urls.len() {
             let mut rotated = urls.to_vec();
             rotated.rotate_left(i);
-            let client = Client::new(&rotated)?;
+            let client = Client::with_tls(&rotated, tls)?;
             let mine = Arc::new(Mutex::new(Seen::default()));
             let sink = mine.clone();
             tasks.push(tokio::spawn(async move {

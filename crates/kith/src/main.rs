@@ -68,6 +68,7 @@ enum Top {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    kith_client::tls::install_default_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

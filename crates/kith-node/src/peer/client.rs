@@ -119,6 +119,7 @@ impl PeerTransport {
             addr: "this node's TLS configuration".into(),
             message,
         };
+        kith_client::tls::install_default_provider();
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .http1_only()

@@ -44,6 +44,7 @@ async fn start_driver() -> Driver {
         .spawn()
         .expect("start chromedriver");
     let url = format!("http://127.0.0.1:{port}");
+    kith_client::tls::install_default_provider();
     let http = reqwest::Client::builder().no_proxy().build().expect("http");
     wait_until(
         "chromedriver to be ready",
@@ -152,6 +153,7 @@ async fn open_chat(page: &Client, base: &str, name: &str) {
 /// Console errors the page logged (chromedriver's browser log).
 async fn console_errors(driver: &Driver, page: &Client) -> Vec<String> {
     let session = page.session_id().await.ok().flatten().expect("session id");
+    kith_client::tls::install_default_provider();
     let http = reqwest::Client::builder().no_proxy().build().expect("http");
     let logs: Value = http
         .post(format!("{}/session/{session}/se/log", driver.url))

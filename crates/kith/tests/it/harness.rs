@@ -33,6 +33,16 @@ where
 impl TestCluster {
     /// Starts `n` nodes that bootstrap one cluster with `--peers`.
     pub fn start(n: u64, extra_args: &[&str]) -> Self {
+        TestCluster::start_with(n, extra_args, false)
+    }
+
+    /// Starts `n` nodes with TLS: certificates from `kith init`, `--tls DIR/node-N`; the
+    /// harness's clients trust the cluster CA.
+    pub fn start_secure(n: u64, extra_args: &[&str]) -> Self {
+        TestCluster::start_with(n, extra_args, true)
+    }
+
+    fn start_with(n: u64, extra_args: &[&str], tls: bool) -> Self {
         let options = Options {
             kith_bin: env!("CARGO_BIN_EXE_kith").into(),
             addresses: Addresses::Localhost,
@@ -41,14 +51,26 @@ impl TestCluster {
             log_filter: std::env::var("KITH_TEST_LOG")
                 .unwrap_or_else(|_| "info,openraft=info".into()),
             dir_prefix: "kith-test-".into(),
+            tls,
         };
+        let inner = Cluster::start_with(options, n).expect("start the cluster");
         TestCluster {
-            inner: Cluster::start_with(options, n).expect("start the cluster"),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("http client"),
+            http: inner.http().clone(),
+            inner,
         }
+    }
+
+    /// The underlying cluster (certificates, clients presenting a node's certificate).
+    pub fn inner(&self) -> &Cluster {
+        &self.inner
+    }
+
+    /// Removes node `id` from the membership through node `via`.
+    pub async fn remove_member(&self, via: u64, id: u64) {
+        self.inner
+            .remove_member(via, id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The nodes, with their ids, addresses and directories.
@@ -117,13 +139,14 @@ impl TestCluster {
 
     /// A client that talks to node `id` only.
     pub fn client(&self, id: u64) -> Client {
-        Client::new(&[self.url(id)]).expect("client")
+        self.client_over(&[id])
     }
 
     /// A client over the given nodes, failing over between them.
     pub fn client_over(&self, ids: &[u64]) -> Client {
         let urls: Vec<String> = ids.iter().map(|id| self.url(*id)).collect();
-        Client::new(&urls).expect("client")
+        let tls = self.inner.client_tls().expect("the cluster CA");
+        Client::with_tls(&urls, tls.as_ref()).expect("client")
     }
 
     pub async fn health(&self, id: u64) -> Option<Value> {
@@ -172,7 +195,7 @@ impl TestCluster {
         .await
     }
 
-    /// A raw HTTP client for status-code checks.
+    /// A raw HTTP client for status-code checks (trusting the cluster CA with TLS).
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }

@@ -21,5 +21,6 @@ mod reads;
 mod rooms;
 mod routing;
 mod snapshot;
+mod tls;
 mod ttl;
 mod watch;
