@@ -13,7 +13,8 @@ export function knownMembers() {
 /** Refreshes the member list from any reachable node. Returns the cluster document. */
 export async function refreshMembers() {
   const cluster = await getJson("/v1/cluster");
-  const urls = cluster.members.map((m) => `http://${m.addr}`);
+  // Members serve the same scheme as this page (https when the cluster has TLS).
+  const urls = cluster.members.map((m) => `${window.location.protocol}//${m.addr}`);
   members = [origin, ...urls.filter((u) => u !== origin)];
   return cluster;
 }

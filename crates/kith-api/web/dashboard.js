@@ -44,7 +44,24 @@ async function act(id, action, button) {
   }
 }
 
-function memberCard(m, rates, leaderId) {
+/**
+ * A member's links to the others, as its own last messages found them: "→ 2 up", or
+ * "→ 3 down 12 s" with the error on hover. A link appears once the node has sent on it
+ * (followers mostly send nothing until an election or a forwarded write).
+ */
+function linksOf(m, idByAddr) {
+  if (!m.links?.length) return "–";
+  const now = Date.now();
+  return el("span", { class: "links" }, ...m.links.map((l) => {
+    const to = idByAddr.get(l.addr) ?? l.addr;
+    const age = Math.max(0, Math.round((now - l.since_ms) / 1000));
+    const text = l.up ? `→ ${to} up` : `→ ${to} down ${age} s`;
+    const title = `${l.tls ? "TLS" : "plain TCP"}; ${l.up ? "answering" : "failing"} for ${age} s${l.error ? `: ${l.error}` : ""}`;
+    return el("span", { class: `link ${l.up && !l.error ? "up" : "down"}`, title }, text, l.tls ? " 🔒" : "");
+  }));
+}
+
+function memberCard(m, rates, leaderId, idByAddr) {
   const role = roleOf(m);
   const title = el("h3", {}, `Node ${m.id}`, el("span", { class: `badge ${role}` }, role));
   const rows = [
@@ -57,6 +74,7 @@ function memberCard(m, rates, leaderId) {
     ["data on disk", formatBytes(m.disk_bytes)],
     ["file chunks held", m.reachable ? `${m.file_chunks} (${formatBytes(m.file_chunk_bytes)})` : "–"],
     ["storage quota", m.quota ? `${formatBytes(m.quota.used_bytes)} of ${formatBytes(m.quota.quota_bytes)}` : "–"],
+    ["links", m.reachable ? linksOf(m, idByAddr) : "–"],
   ];
   const dl = el("dl", {}, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const card = el("article", { class: `panel member ${role}`, "data-node": m.id, "aria-label": `Node ${m.id}, ${role}` }, title, dl);
@@ -185,7 +203,8 @@ async function tick() {
   $("s-ledger").textContent = ledger.text;
 
   noticeChanges(cluster, members);
-  $("members").replaceChildren(...members.map((m) => memberCard(m, rates, cluster.leader_id)));
+  const idByAddr = new Map(members.map((m) => [m.addr, m.id]));
+  $("members").replaceChildren(...members.map((m) => memberCard(m, rates, cluster.leader_id, idByAddr)));
   drawChart();
   drawBars(members, rates);
 }

@@ -89,6 +89,9 @@ pub struct Health {
     /// This node's storage quota and how much of it is used.
     #[serde(default)]
     pub quota: crate::quota::QuotaUsage,
+    /// This node's links to the other members, as its last messages found them.
+    #[serde(default)]
+    pub links: Vec<crate::peer::links::LinkStatus>,
 }
 
 /// One member in `/v1/cluster`.
@@ -113,6 +116,8 @@ pub struct MemberStatus {
     pub file_chunks: Option<u64>,
     pub file_chunk_bytes: Option<u64>,
     pub quota: Option<crate::quota::QuotaUsage>,
+    /// The member's links to the others, as its last messages found them.
+    pub links: Option<Vec<crate::peer::links::LinkStatus>>,
     /// Highest log index the leader knows this member has (leader's view).
     pub match_index: Option<u64>,
     /// Entries this member is behind the leader's log.
@@ -425,6 +430,13 @@ impl Node {
             file_chunks: self.files.store.usage().0,
             file_chunk_bytes: self.files.store.usage().1,
             quota: self.quota.usage(),
+            links: self.transport.links().to(&m
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.config.id)
+                .map(|(_, n)| n.addr.clone())
+                .collect::<Vec<_>>()),
         }
     }
 
@@ -542,6 +554,7 @@ impl Node {
                     file_chunks: report.as_ref().map(|h| h.file_chunks),
                     file_chunk_bytes: report.as_ref().map(|h| h.file_chunk_bytes),
                     quota: report.as_ref().map(|h| h.quota),
+                    links: report.as_ref().map(|h| h.links.clone()),
                     match_index,
                     lag: match_index.map(|i| leader_last.saturating_sub(i)),
                 }

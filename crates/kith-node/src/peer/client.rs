@@ -104,6 +104,8 @@ pub struct PeerTransport {
     tls: Option<tokio_rustls::TlsConnector>,
     /// `http` or `https`, for the pooled client's URLs.
     scheme: &'static str,
+    /// What the last messages to each peer found.
+    links: Arc<super::links::Links>,
 }
 
 impl PeerTransport {
@@ -146,6 +148,7 @@ impl PeerTransport {
         Ok(PeerTransport {
             http: builder.build().map_err(|e| config_error(e.to_string()))?,
             scheme: if connector.is_some() { "https" } else { "http" },
+            links: Arc::new(super::links::Links::new(connector.is_some())),
             tls: connector,
             timeout,
             isolated: Arc::new(AtomicBool::new(false)),
@@ -271,18 +274,26 @@ impl PeerTransport {
         timeout: Option<Duration>,
     ) -> Result<Resp, TransportError> {
         let bytes = self.admit(addr, body).await?;
-        let response = self
-            .http
-            .post(format!("{}://{addr}{path}", self.scheme))
-            .header(reqwest::header::CONTENT_TYPE, POSTCARD)
-            .timeout(timeout.unwrap_or(self.timeout))
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| classify(addr, e))?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| classify(addr, e))?;
-        decode_answer(addr, status, &bytes)
+        let answer = async {
+            let response = self
+                .http
+                .post(format!("{}://{addr}{path}", self.scheme))
+                .header(reqwest::header::CONTENT_TYPE, POSTCARD)
+                .timeout(timeout.unwrap_or(self.timeout))
+                .body(bytes)
+                .send()
+                .await
+                .map_err(|e| classify(addr, e))?;
+            let status = response.status();
+            let bytes = response.bytes().await.map_err(|e| classify(addr, e))?;
+            decode_answer(addr, status, &bytes)
+        }
+        .await;
+        self.links.note(
+            addr,
+            answer.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+        );
+        answer
     }
 
     /// Sends a request to the leader at `addr`.
@@ -294,6 +305,11 @@ impl PeerTransport {
     ) -> Result<Result<ForwardResponse, ForwardError>, TransportError> {
         self.call(addr, route::FORWARD, request, Some(timeout))
             .await
+    }
+
+    /// What the last messages to each peer found.
+    pub fn links(&self) -> &super::links::Links {
+        &self.links
     }
 
     /// `http` or `https`: the scheme of this node's peers' URLs.
@@ -516,6 +532,21 @@ impl PeerConnection {
                 addr: self.addr.clone(),
             }),
         };
+        let refused = match &outcome {
+            Ok((status, _)) if *status == hyper::StatusCode::FORBIDDEN => Some(format!(
+                "{}: refused (403): not a member in its view",
+                self.addr
+            )),
+            _ => None,
+        };
+        self.transport.links.note(
+            &self.addr,
+            match (&outcome, &refused) {
+                (Err(e), _) => Some(e as &dyn std::fmt::Display),
+                (Ok(_), Some(r)) => Some(r as &dyn std::fmt::Display),
+                (Ok(_), None) => None,
+            },
+        );
         if outcome.is_err() {
             // Whatever state the connection is in (half-written request, unread answer),
             // it cannot carry the next message.

@@ -19,6 +19,7 @@
 //!   messages and hand them to openraft or the node; `kith-api` only mounts it.
 //! - [`chunks`]: the receiving half of the file chunk routes.
 //! - [`faults`]: the fault suite's delay and loss on outgoing messages.
+//! - [`links`]: each link's state as the last messages found it (for the dashboard).
 //!
 //! Refuses: deciding what a command means or whether it is valid (`kith-core`, on the
 //! leader), and public routes (`kith-api`).
@@ -26,6 +27,7 @@
 pub mod chunks;
 pub mod client;
 pub mod faults;
+pub mod links;
 pub mod protocol;
 pub mod server;
 
