@@ -4,6 +4,7 @@ import { refreshMembers, fetchAny, getJson, el, formatBytes, clock } from "./com
 const POLL_MS = 1000;
 const HISTORY_POINTS = 180; // 3 minutes at one point per second
 const EVENTS_MAX = 100;
+const LINK_IDLE_MS = 5000; // a link with no message for this long shows as idle
 
 const rateSeries = [];
 let previous = null; // { at, commit, requests: Map<id, number> }
@@ -46,8 +47,8 @@ async function act(id, action, button) {
 
 /**
  * A member's links to the others, as its own last messages found them: "→ 2 up", or
- * "→ 3 down 12 s" with the error on hover. A link appears once the node has sent on it
- * (followers mostly send nothing until an election or a forwarded write).
+ * "→ 3 down 12 s" with the error on hover, or "idle" when the node has sent nothing on it
+ * lately (followers mostly send nothing until an election or a forwarded write).
  */
 function linksOf(m, idByAddr) {
   if (!m.links?.length) return "–";
@@ -55,9 +56,11 @@ function linksOf(m, idByAddr) {
   return el("span", { class: "links" }, ...m.links.map((l) => {
     const to = idByAddr.get(l.addr) ?? l.addr;
     const age = Math.max(0, Math.round((now - l.since_ms) / 1000));
-    const text = l.up ? `→ ${to} up` : `→ ${to} down ${age} s`;
-    const title = `${l.tls ? "TLS" : "plain TCP"}; ${l.up ? "answering" : "failing"} for ${age} s${l.error ? `: ${l.error}` : ""}`;
-    return el("span", { class: `link ${l.up && !l.error ? "up" : "down"}`, title }, text, l.tls ? " 🔒" : "");
+    const idle = now - l.last_ms > LINK_IDLE_MS;
+    const state = idle ? "idle" : l.up ? "up" : "down";
+    const text = state === "down" ? `→ ${to} down ${age} s` : `→ ${to} ${state}`;
+    const title = `${l.tls ? "TLS" : "plain TCP"}; ${idle ? `no message for ${Math.round((now - l.last_ms) / 1000)} s; last ` : ""}${l.up ? "answered" : "failed"}${l.error ? `: ${l.error}` : ""}`;
+    return el("span", { class: `link ${state}`, title }, text, l.tls ? " 🔒" : "");
   }));
 }
 

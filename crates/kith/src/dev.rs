@@ -10,6 +10,9 @@
 //! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal}` and passes that URL to its
 //! children (`--dev-control`). A node's `/v1/dev/…` routes forward there; nodes not started
 //! by `kith dev` have no such URL and refuse them with 403.
+//!
+//! `kith dev --secure` runs the same cluster with TLS: certificates from `kith init` kept in
+//! the data directory (`certs/`), so a restart reuses them.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -59,6 +62,10 @@ pub struct DevArgs {
     /// Delete the data directory first and start an empty cluster.
     #[arg(long)]
     fresh: bool,
+    /// Run the same cluster with TLS: certificates from `kith init` in DATA/certs (made on
+    /// first use), every node on https, peers over mutual TLS.
+    #[arg(long)]
+    secure: bool,
 }
 
 /// One child node and how to start it again.
@@ -71,6 +78,9 @@ struct DevNode {
     child: Option<Child>,
     /// Set by the playground's kill, so its exit is not reported as a crash.
     expected_exit: bool,
+    /// With `--secure`: the node's certificate directory, which the playground presents to
+    /// the node's own `/internal/dev/isolate` (peer routes answer only members).
+    tls: Option<PathBuf>,
 }
 
 type Nodes = Arc<Mutex<Vec<DevNode>>>;
@@ -120,6 +130,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let control_url = format!("http://{}", control.local_addr()?);
 
     let addr = |i: u16| format!("127.0.0.1:{}", args.base_port + i - 1);
+    let certs = data.join("certs");
+    if args.secure {
+        dev_certificates(&certs, args.nodes)?;
+    }
+    let scheme = if args.secure { "https" } else { "http" };
     let peers: Vec<String> = (1..=args.nodes)
         .map(|i| format!("{i}={}", addr(i)))
         .collect();
@@ -142,13 +157,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         ] {
             node_args.push(a.into());
         }
+        let tls = args.secure.then(|| certs.join(format!("node-{i}")));
+        if let Some(tls) = &tls {
+            node_args.extend([OsString::from("--tls"), tls.clone().into_os_string()]);
+        }
         let mut node = DevNode {
             id: i,
-            url: format!("http://{}", addr(i)),
+            url: format!("{scheme}://{}", addr(i)),
             log: dir.join("kith.log"),
             args: node_args,
             child: None,
             expected_exit: false,
+            tls,
         };
         spawn(&exe, &mut node)?;
         nodes.push(node);
@@ -168,8 +188,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let client_tls = args
+        .secure
+        .then(|| kith_client::tls::TlsOptions::trusting(&certs.join("ca.crt")))
+        .transpose()?;
     let ready = tokio::select! {
-        r = wait_for_leader(&nodes) => r,
+        r = wait_for_leader(&nodes, client_tls.as_ref()) => r,
         _ = term.recv() => Err(anyhow::anyhow!("interrupted")),
         _ = int.recv() => Err(anyhow::anyhow!("interrupted")),
     };
@@ -203,7 +227,31 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         let url = &nodes[0].url;
         say!("  dashboard: {url}/   chat: {url}/chat   jobs: {url}/jobs   files: {url}/files");
-        say!("  try:       kith kv put hello world && kith kv get hello");
+        if args.secure {
+            let urls: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
+            let ca = certs.join("ca.crt");
+            say!(
+                "  TLS:       on; peers speak only with this cluster's certificates ({})",
+                certs.display()
+            );
+            say!(
+                "  try:       export KITH_ENDPOINTS={} KITH_CA={}",
+                urls.join(","),
+                ca.display()
+            );
+            say!("             kith kv put hello world && kith kv get hello");
+            say!(
+                "  browser:   the certificates come from this cluster's own CA: import {} \
+                 into the browser, or accept its warning once per node",
+                ca.display()
+            );
+        } else {
+            say!("  try:       kith kv put hello world && kith kv get hello");
+            say!(
+                "  plain HTTP on 127.0.0.1: anyone on this machine can use it \
+                 (kith dev --secure runs it with TLS)"
+            );
+        }
     }
     say!("Ctrl-C stops the cluster.");
 
@@ -268,9 +316,14 @@ async fn playground_action(
             }
             ("isolate" | "heal", Some(_)) => {
                 let isolated = action == "isolate";
-                let answer = reqwest::Client::builder()
+                let mut http = reqwest::Client::builder()
                     .no_proxy()
-                    .timeout(Duration::from_secs(3))
+                    .timeout(Duration::from_secs(3));
+                if let Some(dir) = &node.tls {
+                    let tls = kith_client::tls::TlsOptions::node_dir(dir)?;
+                    http = http.tls_backend_preconfigured(tls.client_config(&[b"http/1.1"])?);
+                }
+                let answer = http
                     .build()?
                     .post(format!("{}/internal/dev/isolate", node.url))
                     .json(&json!({ "isolated": isolated }))
@@ -304,7 +357,10 @@ async fn playground_action(
 }
 
 /// Polls the nodes until one reports itself ready with a leader; returns the leader's id.
-async fn wait_for_leader(nodes: &Nodes) -> anyhow::Result<u64> {
+async fn wait_for_leader(
+    nodes: &Nodes,
+    tls: Option<&kith_client::tls::TlsOptions>,
+) -> anyhow::Result<u64> {
     let urls: Vec<(u16, String, PathBuf)> = {
         let nodes = nodes.lock().await;
         nodes
@@ -312,7 +368,7 @@ async fn wait_for_leader(nodes: &Nodes) -> anyhow::Result<u64> {
             .map(|n| (n.id, n.url.clone(), n.log.clone()))
             .collect()
     };
-    let client = kith_client::Client::new(&[urls[0].1.as_str()])?;
+    let client = kith_client::Client::with_tls(&[urls[0].1.as_str()], tls)?;
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     while Instant::now() < deadline {
         {
@@ -348,6 +404,23 @@ async fn wait_for_leader(nodes: &Nodes) -> anyhow::Result<u64> {
         "no leader was elected within {} s",
         STARTUP_TIMEOUT.as_secs()
     )
+}
+
+/// The certificates of a `--secure` cluster: made with `kith init` on first use, and one
+/// more node certificate for each node a later run adds (`--nodes`).
+fn dev_certificates(certs: &std::path::Path, nodes: u16) -> anyhow::Result<()> {
+    let host = "127.0.0.1".to_owned();
+    if !certs.join("ca.key").exists() {
+        let all: Vec<(u64, String)> = (1..=nodes).map(|i| (u64::from(i), host.clone())).collect();
+        crate::init::create(certs, &all)?;
+        return Ok(());
+    }
+    for i in 1..=nodes {
+        if !certs.join(format!("node-{i}")).exists() {
+            crate::init::issue(certs, u64::from(i), &host)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reports children that exit on their own (not by the playground). Never returns: the

@@ -79,6 +79,21 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
 
 fn init(out: &Path, nodes: &str) -> anyhow::Result<()> {
     let nodes = parse_nodes(nodes)?;
+    let cluster_id = create(out, &nodes)?;
+    println!("cluster {cluster_id}: wrote {}", out.display());
+    println!("  ca.crt       the cluster CA (clients trust it: --ca or KITH_CA)");
+    println!("  ca.key       the CA's key: keep it offline; it issues node certificates");
+    println!("  admin.token  the first administrator's token");
+    for (id, _) in &nodes {
+        println!(
+            "  node-{id}/     copy to node {id}; run it with `kith serve --id {id} --tls node-{id} …`"
+        );
+    }
+    Ok(())
+}
+
+/// Creates a cluster identity in `out` for `nodes` (id, host); returns the cluster id.
+pub fn create(out: &Path, nodes: &[(NodeId, String)]) -> anyhow::Result<String> {
     if out.join("ca.key").exists() {
         bail!(
             "{} already holds a cluster identity (ca.key); choose another --out, or use \
@@ -114,19 +129,10 @@ fn init(out: &Path, nodes: &str) -> anyhow::Result<()> {
         0o600,
     )?;
     let issuer = Issuer::new(params, ca_key);
-    for (id, host) in &nodes {
+    for (id, host) in nodes {
         issue_node(out, &issuer, &ca_pem, &cluster_id, *id, host)?;
     }
-    println!("cluster {cluster_id}: wrote {}", out.display());
-    println!("  ca.crt       the cluster CA (clients trust it: --ca or KITH_CA)");
-    println!("  ca.key       the CA's key: keep it offline; it issues node certificates");
-    println!("  admin.token  the first administrator's token");
-    for (id, _) in &nodes {
-        println!(
-            "  node-{id}/     copy to node {id}; run it with `kith serve --id {id} --tls node-{id} …`"
-        );
-    }
-    Ok(())
+    Ok(cluster_id)
 }
 
 fn add_node(out: &Path, node: &str) -> anyhow::Result<()> {
@@ -134,6 +140,18 @@ fn add_node(out: &Path, node: &str) -> anyhow::Result<()> {
     let [(id, host)] = nodes.as_slice() else {
         bail!("--node names one node: N=HOST:PORT");
     };
+    let cluster_id = issue(out, *id, host)?;
+    println!(
+        "node {id} of cluster {cluster_id}: wrote {}; run it with \
+         `kith serve --id {id} --tls node-{id} --join https://MEMBER …`",
+        out.join(format!("node-{id}")).display()
+    );
+    Ok(())
+}
+
+/// Issues node `id`'s certificate (naming `host`) from the CA kept in `out`; returns the
+/// cluster id.
+pub fn issue(out: &Path, id: NodeId, host: &str) -> anyhow::Result<String> {
     let ca_pem = std::fs::read_to_string(out.join("ca.crt"))
         .with_context(|| format!("cannot read {}", out.join("ca.crt").display()))?;
     let ca_key_pem = std::fs::read_to_string(out.join("ca.key"))
@@ -143,13 +161,8 @@ fn add_node(out: &Path, node: &str) -> anyhow::Result<()> {
     let cluster_id = kith_node::tls::cluster_of_ca(&ca_der)
         .context("ca.crt is not a kith cluster CA (it names no cluster id)")?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("ca.crt")?;
-    issue_node(out, &issuer, &ca_pem, &cluster_id, *id, host)?;
-    println!(
-        "node {id} of cluster {cluster_id}: wrote {}; run it with \
-         `kith serve --id {id} --tls node-{id} --join https://MEMBER …`",
-        out.join(format!("node-{id}")).display()
-    );
-    Ok(())
+    issue_node(out, &issuer, &ca_pem, &cluster_id, id, host)?;
+    Ok(cluster_id)
 }
 
 fn rustls_pem_cert(pem: &str) -> anyhow::Result<rustls::pki_types::CertificateDer<'static>> {

@@ -524,7 +524,15 @@ impl PeerConnection {
         body: &Req,
         ttl: Duration,
     ) -> Result<Resp, TransportError> {
-        let bytes = self.transport.admit(&self.addr, body).await?;
+        let bytes = match self.transport.admit(&self.addr, body).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if matches!(e, TransportError::Connect { .. }) {
+                    self.transport.links.note(&self.addr, Some(&e));
+                }
+                return Err(e);
+            }
+        };
         let result = tokio::time::timeout(ttl, self.round_trip(path, bytes)).await;
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -532,20 +540,22 @@ impl PeerConnection {
                 addr: self.addr.clone(),
             }),
         };
-        let refused = match &outcome {
+        let failure = match &outcome {
+            Err(e) => Some(e.to_string()),
+            // The peer answered but will not take part: it does not admit this node (403),
+            // or it is cut off or overloaded (503).
             Ok((status, _)) if *status == hyper::StatusCode::FORBIDDEN => Some(format!(
                 "{}: refused (403): not a member in its view",
                 self.addr
             )),
-            _ => None,
+            Ok((status, _)) if *status == hyper::StatusCode::SERVICE_UNAVAILABLE => {
+                Some(format!("{}: unavailable (503)", self.addr))
+            }
+            Ok(_) => None,
         };
         self.transport.links.note(
             &self.addr,
-            match (&outcome, &refused) {
-                (Err(e), _) => Some(e as &dyn std::fmt::Display),
-                (Ok(_), Some(r)) => Some(r as &dyn std::fmt::Display),
-                (Ok(_), None) => None,
-            },
+            failure.as_ref().map(|f| f as &dyn std::fmt::Display),
         );
         if outcome.is_err() {
             // Whatever state the connection is in (half-written request, unread answer),

@@ -4,7 +4,8 @@
 //! Owns: one [`LinkStatus`] per peer address this node has sent to, updated by the
 //! transport after every Raft RPC and pooled call (up when the peer answered, down with the
 //! error when it did not). A link changes its `since` only when it flips, so the dashboard
-//! can say how long a link has been down. Bounded: at most [`LINKS_MAX`] addresses are
+//! can say how long a link has been down, and `last_ms` moves on every message, so it can
+//! tell a link in use from one idle since its last message. Bounded: at most [`LINKS_MAX`] addresses are
 //! kept; past it the one least recently heard of goes (a removed member's).
 //!
 //! Refuses: probing peers on its own — it only records what real traffic found (a follower
@@ -33,8 +34,9 @@ pub struct LinkStatus {
     pub since_ms: u64,
     /// The last failure, while the link is down or a peer refused a message.
     pub error: Option<String>,
-    #[serde(skip)]
-    heard_ms: u64,
+    /// Wall-clock milliseconds of the last message on the link: a link this node has not
+    /// used for a while (a follower's, between elections) is idle, its state old news.
+    pub last_ms: u64,
 }
 
 /// Every link this node has used.
@@ -60,7 +62,7 @@ impl Links {
         if !links.contains_key(addr) && links.len() >= LINKS_MAX {
             let oldest = links
                 .values()
-                .min_by_key(|l| l.heard_ms)
+                .min_by_key(|l| l.last_ms)
                 .map(|l| l.addr.clone());
             if let Some(oldest) = oldest {
                 links.remove(&oldest);
@@ -72,13 +74,13 @@ impl Links {
             tls: self.tls,
             since_ms: now,
             error: None,
-            heard_ms: now,
+            last_ms: now,
         });
         if link.up != up {
             link.up = up;
             link.since_ms = now;
         }
-        link.heard_ms = now;
+        link.last_ms = now;
         if let Some(failure) = failure {
             link.error = Some(failure.to_string().chars().take(ERROR_CHARS_MAX).collect());
         } else {

@@ -28,6 +28,9 @@
 //! `/internal` request that does not come with a certificate [`Node::admits_peer`] accepts,
 //! before its body is read, so a stranger changes no term, vote or log.
 //!
+//! A member speaks only for itself: with TLS, an append, snapshot piece or vote request
+//! whose vote names another node than the sender's certificate is a 403 too.
+//!
 //! One exception is for the fault suite: `POST /internal/faults` (JSON [`FaultSettings`])
 //! sets this node's test-only delay and loss on outgoing peer messages. It answers 403
 //! unless the node was started with `--enable-fault-injection`.
@@ -92,9 +95,9 @@ pub fn router(node: Arc<Node>) -> Router {
     };
     // Held across a whole piece, install included: one receive at a time.
     let inbox = Arc::new(Mutex::new(SnapshotInbox::new(&node.config.data_dir)));
-    let snapshot_route = move |State(node): State<Arc<Node>>, body: Bytes| {
+    let snapshot_route = move |State(node): State<Arc<Node>>, sender: Sender, body: Bytes| {
         let inbox = inbox.clone();
-        async move { snapshot(node, inbox, body).await }
+        async move { snapshot(node, inbox, sender, body).await }
     };
     let raft = Router::new()
         .route(route::APPEND, post(append))
@@ -141,10 +144,7 @@ pub async fn members_only(
         .map(|info| &info.0);
     match node.admits_peer(peer) {
         Ok(()) => next.run(request).await,
-        Err(reason) => {
-            let body = serde_json::json!({"error": {"code": "not_a_member", "message": reason}});
-            (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
-        }
+        Err(reason) => forbidden(reason),
     }
 }
 
@@ -224,11 +224,14 @@ fn encode<T: Serialize>(value: &T) -> Response {
     }
 }
 
-async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+async fn append(State(node): State<Arc<Node>>, sender: Sender, body: Bytes) -> Response {
     let request: AppendEntriesRequest<TypeConfig> = match decode(&body) {
         Ok(request) => request,
         Err(m) => return refuse(m),
     };
+    if let Err(reason) = speaks_for_itself(&node, &sender, &request.vote) {
+        return forbidden(reason);
+    }
     // openraft never replicates to the node that leads, so an append naming this node's own
     // leadership is forged; openraft would run it on its leader state, which it asserts
     // never happens.
@@ -243,19 +246,60 @@ fn names_this_node(node: &Node, vote: &Vote<NodeId>) -> bool {
     vote.leader_id().voted_for() == Some(node.config.id)
 }
 
-async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
-    match decode(&body) {
-        Ok(request) => encode(&node.raft().vote(request).await),
-        Err(m) => refuse(m),
+async fn vote(State(node): State<Arc<Node>>, sender: Sender, body: Bytes) -> Response {
+    let request: openraft::raft::VoteRequest<NodeId> = match decode(&body) {
+        Ok(request) => request,
+        Err(m) => return refuse(m),
+    };
+    if let Err(reason) = speaks_for_itself(&node, &sender, &request.vote) {
+        return forbidden(reason);
+    }
+    encode(&node.raft().vote(request).await)
+}
+
+/// Who sent a request, when the node's listener knows (always, in `kith serve`).
+type Sender = Option<axum::Extension<axum::extract::ConnectInfo<crate::tls::Peer>>>;
+
+/// With TLS, a member speaks only for itself: an append, snapshot piece or vote request
+/// whose vote names another node than the sender's certificate is a 403. So a member's
+/// stolen key cannot pose as the leader or as another candidate.
+fn speaks_for_itself(node: &Node, sender: &Sender, vote: &Vote<NodeId>) -> Result<(), String> {
+    if node.config.tls.is_none() {
+        return Ok(());
+    }
+    let cert = sender.as_ref().and_then(|s| s.0 .0.cert.as_ref());
+    let Some(cert) = cert else {
+        return Err("no node certificate".into());
+    };
+    match vote.leader_id().voted_for() {
+        Some(named) if named != cert.node_id => Err(format!(
+            "node {}'s certificate cannot speak for node {named}",
+            cert.node_id
+        )),
+        _ => Ok(()),
     }
 }
 
+/// 403 with the JSON error body, as [`members_only`] answers.
+fn forbidden(reason: String) -> Response {
+    let body = serde_json::json!({"error": {"code": "not_a_member", "message": reason}});
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
+}
+
 /// One piece of a snapshot (see the module docs).
-async fn snapshot(node: Arc<Node>, inbox: Arc<Mutex<SnapshotInbox>>, body: Bytes) -> Response {
+async fn snapshot(
+    node: Arc<Node>,
+    inbox: Arc<Mutex<SnapshotInbox>>,
+    sender: Sender,
+    body: Bytes,
+) -> Response {
     let request: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
         Ok(request) => request,
         Err(m) => return refuse(m),
     };
+    if let Err(reason) = speaks_for_itself(&node, &sender, &request.vote) {
+        return forbidden(reason);
+    }
     drop(body);
     let raft = node.raft();
     let my_vote = match raft.with_raft_state(|state| *state.vote_ref()).await {

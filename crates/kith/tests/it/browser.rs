@@ -269,6 +269,20 @@ async fn two_browsers_chat_through_a_node_failure_and_the_dashboard_renders() {
         .await
         .expect("cards");
     assert_eq!(down.len(), 1, "the killed node shows as down");
+    // Each link's state: the leader has sent to both others since the kill, so its card
+    // shows its link to the killed node down.
+    wait_until(
+        "the dashboard to show a link down",
+        Duration::from_secs(20),
+        || async {
+            let links = bob
+                .find_all(Locator::Css("article.member .link.down"))
+                .await
+                .ok()?;
+            (!links.is_empty()).then_some(())
+        },
+    )
+    .await;
     let png = bob.screenshot().await.expect("screenshot");
     let path = artifacts_dir().join("dashboard.png");
     std::fs::write(&path, png).expect("save screenshot");

@@ -2,8 +2,8 @@
 //! elects, replicates, survives its leader's SIGKILL, admits a node joined with
 //! `kith init add-node` — and only its members speak its peer protocol: on every
 //! `/internal` route, plain HTTP, TLS without a client certificate, another cluster's
-//! certificate and a removed member's certificate are all refused, and no node's term or
-//! leader moves.
+//! certificate and a removed member's certificate are all refused; a member's certificate
+//! cannot speak for another node; and no node's term or leader moves.
 
 use std::path::Path;
 use std::time::Duration;
