@@ -110,9 +110,16 @@ impl std::ops::DerefMut for Dev {
 
 /// Starts `kith dev` and returns it once it has printed that the cluster is up.
 fn start_dev(data: &std::path::Path) -> (Dev, Vec<u32>) {
+    let (dev, children, _) = start_dev_with(data, &[]);
+    (dev, children)
+}
+
+/// `start_dev` with more arguments; also returns what it printed.
+fn start_dev_with(data: &std::path::Path, extra: &[&str]) -> (Dev, Vec<u32>, String) {
     let base = free_port_run();
     let child = Command::new(env!("CARGO_BIN_EXE_kith"))
         .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
+        .args(extra)
         .arg("--data")
         .arg(data)
         .stdin(Stdio::null())
@@ -146,7 +153,73 @@ fn start_dev(data: &std::path::Path) -> (Dev, Vec<u32>) {
         3,
         "kith dev should run three nodes: {children:?}"
     );
-    (dev, children)
+    (dev, children, printed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_secure_runs_the_cluster_with_tls_and_says_how_to_reach_it() {
+    let tmp = tempfile::TempDir::new().expect("temp dir");
+    let (mut dev, _, printed) = start_dev_with(tmp.path(), &["--secure"]);
+    let ca = tmp.path().join("certs/ca.crt");
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| format!("https://127.0.0.1:{}", dev.base_port + i))
+        .collect();
+    let endpoints = endpoints.join(",");
+    assert!(
+        printed.contains(&format!("KITH_ENDPOINTS={endpoints}"))
+            && printed.contains(&format!("KITH_CA={}", ca.display())),
+        "kith dev --secure must print how to reach it:\n{printed}"
+    );
+    let kith = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kith"))
+            .args(args)
+            .env("KITH_ENDPOINTS", &endpoints)
+            .env("KITH_CA", &ca)
+            .output()
+            .expect("run kith")
+    };
+    let put = kith(&["kv", "put", "secure", "yes"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let get = kith(&["kv", "get", "secure"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "yes");
+
+    // The playground still works: the supervisor presents the node's own certificate to
+    // its `/internal/dev/isolate`, which answers nobody without one.
+    let tls = kith_client::tls::TlsOptions::trusting(&ca).expect("CA");
+    kith_client::tls::install_default_provider();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls.client_config(&[b"http/1.1"]).expect("TLS"))
+        .build()
+        .expect("http");
+    let node2 = format!("https://127.0.0.1:{}", dev.base_port + 1);
+    for action in ["isolate", "heal"] {
+        let r = http
+            .post(format!("{node2}/v1/dev/nodes/2/{action}"))
+            .send()
+            .await
+            .expect("node 2 answers");
+        assert!(r.status().is_success(), "{action}: {}", r.status());
+    }
+    let forged = http
+        .post(format!("{node2}/internal/dev/isolate"))
+        .json(&serde_json::json!({"isolated": true}))
+        .send()
+        .await
+        .expect("node 2 answers");
+    assert_eq!(forged.status(), 403);
+
+    kill(Pid::from_raw(dev.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    let status = wait_until("kith dev to exit", Duration::from_secs(20), || {
+        let s = dev.try_wait().expect("try_wait");
+        async move { s }
+    })
+    .await;
+    assert!(status.success(), "kith dev exited with {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
