@@ -151,7 +151,8 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
         | Applied::RoomsFull { .. }
         | Applied::Job(_)
         | Applied::File(_)
-        | Applied::RoomDeleted { .. } => Err(ApiError::new(
+        | Applied::RoomDeleted { .. }
+        | Applied::Token(_) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "a write produced no result",

@@ -48,6 +48,8 @@ pub enum Command {
     File(crate::files::FileCommand),
     /// Delete a chat room: its kept messages, their ids and its slot under `rooms_max`.
     DeleteRoom { room: String },
+    /// Create or revoke a client token.
+    Token(crate::auth::TokenCommand),
 }
 
 /// The outcome of applying one log entry.
@@ -82,6 +84,8 @@ pub enum Response {
     Rejected { reason: String },
     /// What deleting a room did: `deleted` is false when there was no such room.
     RoomDeleted { deleted: bool, messages: u64 },
+    /// What a token command did.
+    Token(crate::auth::TokenOutcome),
 }
 
 impl Command {
@@ -112,6 +116,10 @@ impl Command {
             Command::Job(job) => job.validate(limits),
             Command::File(file) => file.validate(limits),
             Command::DeleteRoom { room } => limits::validate_room(room),
+            Command::Token(token) => token.validate().map_err(|message| InvalidInput::Refused {
+                message,
+                too_large: false,
+            }),
         }
     }
 }

@@ -178,7 +178,8 @@ pub fn apply<T: KvTable>(
         | Command::Post(_)
         | Command::Job(_)
         | Command::File(_)
-        | Command::DeleteRoom { .. } => Ok(Response::None),
+        | Command::DeleteRoom { .. }
+        | Command::Token(_) => Ok(Response::None),
     }
 }
 

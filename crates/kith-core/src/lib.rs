@@ -22,6 +22,7 @@
 //! give the same state on every replica; anything that could differ between machines stays
 //! out of this crate.
 
+pub mod auth;
 pub mod command;
 pub mod faults;
 pub mod files;

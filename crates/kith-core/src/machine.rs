@@ -1,5 +1,5 @@
 //! The whole state machine: one proposal in, its [`Response`] out, dispatched to the domain
-//! its command belongs to (kv, rooms, jobs, files).
+//! its command belongs to (kv, rooms, jobs, files, tokens).
 //!
 //! Owns the order in which one proposal touches the domains: first the proposal's clock
 //! (and so TTL expiry, [`kv::apply`]), then every job timer that clock makes due
@@ -7,6 +7,7 @@
 //! only through [`Tables`], which kith-storage implements on one redb write transaction and
 //! [`MemState`] in memory.
 
+use crate::auth::{self, TokenTable};
 use crate::files::{self, FilesTable, MemFiles};
 use crate::jobs::{self, JobTable, MemJobs};
 use crate::kv::{self, KvMeta, KvTable, MemTable};
@@ -21,10 +22,12 @@ pub trait Tables {
     type Rooms: RoomTable<Error = Self::Error>;
     type Jobs: JobTable<Error = Self::Error>;
     type Files: FilesTable<Error = Self::Error>;
+    type Tokens: TokenTable<Error = Self::Error>;
     fn kv(&mut self) -> &mut Self::Kv;
     fn rooms(&mut self) -> Result<&mut Self::Rooms, Self::Error>;
     fn jobs(&mut self) -> Result<&mut Self::Jobs, Self::Error>;
     fn files(&mut self) -> Result<&mut Self::Files, Self::Error>;
+    fn tokens(&mut self) -> Result<&mut Self::Tokens, Self::Error>;
     /// When the earliest job timer is set for (`None`: no timers). Must be exact: [`apply`]
     /// fires no timer unless this one is due.
     fn job_timer_first_ms(&mut self) -> Result<Option<u64>, Self::Error>;
@@ -53,6 +56,7 @@ pub fn apply<T: Tables>(
         Command::DeleteRoom { room } => rooms::delete(tables.rooms()?, room),
         Command::Job(job) => jobs::apply(tables.jobs()?, now_ms, job),
         Command::File(file) => files::apply(tables.files()?, now_ms, file),
+        Command::Token(token) => auth::apply(tables.tokens()?, now_ms, token).map(Response::Token),
         Command::Put { .. } | Command::Delete { .. } | Command::Expire => Ok(response),
     }
 }
@@ -64,6 +68,25 @@ pub struct MemState {
     pub rooms: MemRooms,
     pub jobs: MemJobs,
     pub files: MemFiles,
+    pub tokens: MemTokens,
+}
+
+/// Tokens in memory, by id.
+#[derive(Debug, Default)]
+pub struct MemTokens(pub std::collections::BTreeMap<String, crate::auth::TokenRecord>);
+
+impl TokenTable for MemTokens {
+    type Error = std::convert::Infallible;
+    fn get(&mut self, id: &str) -> Result<Option<crate::auth::TokenRecord>, Self::Error> {
+        Ok(self.0.get(id).cloned())
+    }
+    fn put(&mut self, record: &crate::auth::TokenRecord) -> Result<(), Self::Error> {
+        self.0.insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+    fn count(&mut self) -> Result<u64, Self::Error> {
+        Ok(self.0.len() as u64)
+    }
 }
 
 impl Tables for MemState {
@@ -72,6 +95,7 @@ impl Tables for MemState {
     type Rooms = MemRooms;
     type Jobs = MemJobs;
     type Files = MemFiles;
+    type Tokens = MemTokens;
     fn kv(&mut self) -> &mut MemTable {
         &mut self.kv
     }
@@ -83,6 +107,9 @@ impl Tables for MemState {
     }
     fn files(&mut self) -> Result<&mut MemFiles, Self::Error> {
         Ok(&mut self.files)
+    }
+    fn tokens(&mut self) -> Result<&mut MemTokens, Self::Error> {
+        Ok(&mut self.tokens)
     }
     fn job_timer_first_ms(&mut self) -> Result<Option<u64>, Self::Error> {
         Ok(self.jobs.timers.first().map(|(at, _)| *at))

@@ -131,8 +131,8 @@ impl Quota {
 }
 
 /// The bytes `command` may add to the state, or `None` when it adds none worth refusing:
-/// deletes, expiry, and the job lifecycle after enqueue (claim, heartbeat, complete, fail,
-/// retry, cancel), which drains queues and so frees space.
+/// deletes, expiry, the job lifecycle after enqueue (claim, heartbeat, complete, fail,
+/// retry, cancel), which drains queues and so frees space, and tokens.
 fn added_bytes(command: &Command) -> Option<u64> {
     let len = |s: &str| s.len() as u64;
     let bytes = match command {
@@ -150,7 +150,10 @@ fn added_bytes(command: &Command) -> Option<u64> {
         | Command::File(_)
         | Command::Delete { .. }
         | Command::Expire
-        | Command::DeleteRoom { .. } => return None,
+        | Command::DeleteRoom { .. }
+        // Tokens have their own bound (`kith_core::auth::TOKENS_MAX`), and administration
+        // must keep working over quota.
+        | Command::Token(_) => return None,
     };
     Some(bytes)
 }

@@ -8,7 +8,7 @@
 //! ```text
 //! header   "KITHSNAP" | format version u32 LE
 //! records  len u32 LE | postcard Record        (len ≤ RECORD_BYTES_MAX)
-//!          Meta, Head, then Kv / Room / Message / Job / JobStats / File / Share / Event /
+//!          Meta, Head, then Kv / Room / Message / Job / JobStats / File / Share / Token / Event /
 //!          Ledger in any number and order, then End
 //! trailer  BLAKE3 of every byte before it (32 bytes), then nothing
 //! ```
@@ -36,9 +36,10 @@ use crate::state::tables::{
     applied_index, meta_get, meta_put, Membership, SResult, EVENTS, EXPIRY, FILES, JOBS, JOB_KEYS,
     JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED, KEY_FILES_VERSION,
     KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD, KEY_MEMBERSHIP, KEY_SNAPSHOT,
-    KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS, SHARES,
+    KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS, SHARES, TOKENS,
 };
 use crate::{StoreError, TypeConfig};
+use kith_core::auth::TokenRecord;
 use kith_core::files::{Manifest, Share};
 use kith_core::jobs::{Job, QueueStats};
 use kith_core::ledger::Hash;
@@ -88,6 +89,7 @@ enum Record {
     Event(KvEvent),
     Ledger(u64, Hash),
     End,
+    Token(TokenRecord),
 }
 
 fn invalid(message: impl Into<String>) -> StoreError {
@@ -336,6 +338,9 @@ fn save_copy(dir: &Path, txn: &ReadTransaction, meta: &Meta) -> Result<(), Store
     for item in txn.open_table(SHARES)?.iter()? {
         w.record(&Record::Share(decode(item?.1.value())?))?;
     }
+    for item in txn.open_table(TOKENS)?.iter()? {
+        w.record(&Record::Token(decode(item?.1.value())?))?;
+    }
     for item in txn.open_table(EVENTS)?.iter()? {
         w.record(&Record::Event(decode(item?.1.value())?))?;
     }
@@ -456,6 +461,7 @@ struct InstallTables<'t> {
     keys: Table<'t, (&'static str, &'static str), u64>,
     stats: Table<'t, &'static str, &'static [u8]>,
     files: RedbFiles<'t>,
+    tokens: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     ledger: Table<'t, u64, &'static [u8]>,
 }
@@ -475,6 +481,7 @@ impl<'t> InstallTables<'t> {
             keys: txn.open_table(JOB_KEYS)?,
             stats: txn.open_table(JOB_STATS)?,
             files: RedbFiles::open(txn, 0)?,
+            tokens: txn.open_table(TOKENS)?,
             events: txn.open_table(EVENTS)?,
             ledger: txn.open_table(LEDGER)?,
         };
@@ -489,6 +496,7 @@ impl<'t> InstallTables<'t> {
         t.keys.retain(|_, _| false)?;
         t.stats.retain(|_, _| false)?;
         t.files.clear()?;
+        t.tokens.retain(|_, _| false)?;
         t.events.retain(|_, _| false)?;
         t.ledger.retain(|_, _| false)?;
         Ok(t)
@@ -522,6 +530,10 @@ impl<'t> InstallTables<'t> {
             }
             Record::File(manifest) => self.files.install_file(&manifest)?,
             Record::Share(share) => self.files.install_share(&share)?,
+            Record::Token(token) => {
+                self.tokens
+                    .insert(token.id.as_str(), encode(&token)?.as_slice())?;
+            }
             Record::Event(event) => {
                 self.events
                     .insert(event.revision, encode(&event)?.as_slice())?;

@@ -1,5 +1,5 @@
 //! [`ApplyTables`]: every table one apply transaction touches, as `kith_core::machine`'s
-//! [`Tables`]: `meta`, the ledger and the kv tables at once, the rooms, jobs and files
+//! [`Tables`]: `meta`, the ledger and the kv tables at once, the rooms, jobs, files and token
 //! tables on first use. Owns opening, and writing back what `meta` counts; refuses deciding
 //! anything a command does (that is `kith_core::machine::apply`).
 
@@ -16,6 +16,7 @@ use crate::state::tables::{
     meta_get, meta_put, Membership, KEY_FILES_VERSION, KEY_JOB_NEXT_ID, KEY_KV_META,
     KEY_LAST_APPLIED, KEY_LEDGER_HEAD, KEY_MEMBERSHIP, LEDGER, META,
 };
+use crate::state::tokens::RedbTokens;
 use crate::StoreError;
 use kith_core::machine::Tables;
 use kith_core::{KvMeta, NodeId};
@@ -42,6 +43,7 @@ pub(crate) struct ApplyTables<'t> {
     job_next_id_stored: u64,
     files: Option<RedbFiles<'t>>,
     files_version_stored: u64,
+    tokens: Option<RedbTokens<'t>>,
     /// The earliest job timer as of the last commit. While the job tables are closed they
     /// are unchanged in this transaction, so it stays exact.
     job_timer_first_ms: Option<u64>,
@@ -68,6 +70,7 @@ impl<'t> ApplyTables<'t> {
             job_next_id_stored: 0,
             files: None,
             files_version_stored: 0,
+            tokens: None,
             job_timer_first_ms,
         })
     }
@@ -120,6 +123,7 @@ impl<'t> Tables for ApplyTables<'t> {
     type Rooms = RedbRooms<'t>;
     type Jobs = RedbJobs<'t>;
     type Files = RedbFiles<'t>;
+    type Tokens = RedbTokens<'t>;
 
     fn kv(&mut self) -> &mut RedbKv<'t> {
         &mut self.kv
@@ -146,6 +150,13 @@ impl<'t> Tables for ApplyTables<'t> {
             self.files = Some(RedbFiles::open(self.txn, self.files_version_stored)?);
         }
         Ok(self.files.as_mut().expect("opened just above"))
+    }
+
+    fn tokens(&mut self) -> Result<&mut RedbTokens<'t>, StoreError> {
+        if self.tokens.is_none() {
+            self.tokens = Some(RedbTokens::open(self.txn)?);
+        }
+        Ok(self.tokens.as_mut().expect("opened just above"))
     }
 
     fn job_timer_first_ms(&mut self) -> Result<Option<u64>, StoreError> {

@@ -4,7 +4,7 @@
 //! - `machine`: [`StateMachineStore`], openraft's `RaftStateMachine`: the apply transaction
 //!   and when it is durable;
 //! - `apply_tables`: the tables of one apply, as `kith_core::machine::Tables`;
-//! - `kv`, `ledger`, `rooms`, `jobs`, `files`: each domain's redb adapter and its queries on
+//! - `kv`, `ledger`, `rooms`, `jobs`, `files`, `tokens`: each domain's redb adapter and its queries on
 //!   [`StateReader`] (`reader`);
 //! - `history`: how far kept history is trimmed.
 //!
@@ -20,3 +20,4 @@ pub(crate) mod machine;
 pub(crate) mod reader;
 pub(crate) mod rooms;
 pub(crate) mod tables;
+pub(crate) mod tokens;

@@ -16,6 +16,8 @@
 //! - `files`: path → postcard `Manifest`; `chunk_refs`: 32-byte chunk hash → references
 //!   from committed manifests (absent = 0); `shares`: token → postcard `Share`;
 //!   `share_expiry`: (expires_at_ms, token) → ();
+//! - `tokens`: token id → postcard [`TokenRecord`](kith_core::auth::TokenRecord) — client
+//!   tokens (a hash of each secret), revoked ones kept;
 //! - `meta`: `last_applied`, `membership`, `kv_meta` (revision and clock), `ledger_head`,
 //!   `events_compacted` (every event at or below it is gone), `events_bytes`, `job_next_id`
 //!   and `files_version` (the last ids handed out; absent means 0), `snapshot` (the newest
@@ -61,6 +63,7 @@ pub(crate) const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new(
 pub(crate) const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("shares");
 pub(crate) const SHARE_EXPIRY: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("share_expiry");
+pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 
 pub(crate) type SResult<T> = Result<T, StorageError<NodeId>>;
 pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
@@ -84,6 +87,7 @@ pub(crate) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(CHUNK_REFS)?;
     txn.open_table(SHARES)?;
     txn.open_table(SHARE_EXPIRY)?;
+    txn.open_table(TOKENS)?;
     Ok(())
 }
 

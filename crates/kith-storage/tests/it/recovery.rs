@@ -1,5 +1,6 @@
 //! A store reopened from its directory holds exactly what was made durable.
 
+use kith_core::auth::{Grant, Role, TokenCommand, TokenOutcome, TokenRecord};
 use kith_core::files::{ChunkRef, FileCommand, FileOutcome, NewFile};
 use kith_core::{Command, Proposal, Response};
 use kith_storage::{StateMachineStore, TypeConfig};
@@ -530,4 +531,94 @@ async fn the_log_is_not_purged_past_the_durable_state() {
         log.get_log_state().await.unwrap().last_purged_log_id,
         Some(log_id(1, 2))
     );
+}
+
+fn token_command(index: u64, now_ms: u64, command: TokenCommand) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(vec![Proposal {
+            now_ms,
+            command: Command::Token(command),
+        }]),
+    }
+}
+
+/// Tokens apply through the state machine, an id is never taken twice, a revocation keeps
+/// the record, and all of it travels in snapshots.
+#[tokio::test]
+async fn tokens_apply_survive_reopen_and_travel_in_snapshots() {
+    let record = |id: &str, role: Role| TokenRecord {
+        id: id.into(),
+        name: "ci".into(),
+        role,
+        grants: vec![Grant::parse("kv:app/").unwrap()],
+        hash: [7; 32],
+        created_ms: 1_000,
+        expires_ms: None,
+        revoked_ms: None,
+    };
+    let src = tempfile::TempDir::new().unwrap();
+    {
+        let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
+        let responses = sm
+            .apply(vec![
+                token_command(
+                    1,
+                    1_000,
+                    TokenCommand::Create(record("00000000000000aa", Role::Write)),
+                ),
+                token_command(
+                    2,
+                    1_000,
+                    TokenCommand::Create(record("00000000000000aa", Role::Admin)),
+                ),
+                token_command(
+                    3,
+                    2_000,
+                    TokenCommand::Revoke {
+                        id: "00000000000000aa".into(),
+                    },
+                ),
+                token_command(
+                    4,
+                    3_000,
+                    TokenCommand::Create(record("00000000000000bb", Role::Read)),
+                ),
+                token_command(5, 4_000, TokenCommand::Revoke { id: "admin".into() }),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(responses[0][0], Response::Token(TokenOutcome::Created));
+        assert!(matches!(
+            responses[1][0],
+            Response::Token(TokenOutcome::Refused { .. })
+        ));
+        assert_eq!(
+            responses[2][0],
+            Response::Token(TokenOutcome::Revoked { revoked: true })
+        );
+        assert_eq!(
+            responses[4][0],
+            Response::Token(TokenOutcome::Revoked { revoked: true })
+        );
+    }
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
+    let reader = sm.reader();
+    let revoked = reader.token("00000000000000aa").unwrap().unwrap();
+    assert_eq!(
+        (revoked.role, revoked.revoked_ms),
+        (Role::Write, Some(2_000))
+    );
+    assert_eq!(reader.tokens(10).unwrap().len(), 3);
+
+    let snapshot = snapshot_to_send(&mut sm).await;
+    let dst = tempfile::TempDir::new().unwrap();
+    let (_, mut other) = kith_storage::open_ungated(dst.path(), Default::default()).unwrap();
+    other
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    let copy = other.reader();
+    assert_eq!(copy.tokens(10).unwrap(), reader.tokens(10).unwrap());
+    assert!(copy.token("admin").unwrap().unwrap().revoked_ms.is_some());
 }

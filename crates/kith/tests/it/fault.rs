@@ -15,6 +15,8 @@ use crate::harness::TestCluster;
 /// CI's schedules: seeds 1–10, 3 or 5 nodes as each seed picks, every kind of fault.
 const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=10;
 const CI_OPS: usize = 400;
+/// CI's schedules against a cluster with TLS.
+const CI_TLS_SEEDS: std::ops::RangeInclusive<u64> = 11..=13;
 /// Seeds the planted bug must be caught within.
 const BUG_SEEDS: std::ops::RangeInclusive<u64> = 101..=104;
 
@@ -46,9 +48,23 @@ fn print_line(r: &ScheduleReport) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_seeds_find_no_violation_under_faults() {
-    let config = config();
     let seeds: Vec<u64> = CI_SEEDS.collect();
-    let summary = run_suite(&config, &seeds, |r| {
+    assert_no_violation(&config(), &seeds).await;
+}
+
+/// The same schedules with TLS between the nodes (and towards the clients): certificates
+/// from `kith init`, joins with `kith init add-node`, membership changes presenting node
+/// certificates. The long run is in docs/RELIABILITY.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_seeds_with_tls_find_no_violation_under_faults() {
+    let mut config = config();
+    config.tls = true;
+    let seeds: Vec<u64> = CI_TLS_SEEDS.collect();
+    assert_no_violation(&config, &seeds).await;
+}
+
+async fn assert_no_violation(config: &SuiteConfig, seeds: &[u64]) {
+    let summary = run_suite(config, seeds, |r| {
         print_line(r);
         true
     })
