@@ -15,8 +15,9 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
 use axum::{Json, Router};
+
+use crate::access::{Name, Routes, Rule};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -34,17 +35,43 @@ const SHARE_BODY_BYTES_MAX: usize = 4096;
 /// Share links `GET /v1/shares` returns at most.
 const SHARES_LISTED_MAX: usize = 1000;
 
+/// The public files routes, each with its access rule (see `access`).
+pub fn routes() -> Routes {
+    use kith_core::auth::Capability::Files;
+    Routes::new()
+        .get("/v1/files", Rule::Read(Files, Name::Query("prefix")), list)
+        .get(
+            "/v1/files/{*path}",
+            Rule::Read(Files, Name::Param("path")),
+            download,
+        )
+        .put(
+            "/v1/files/{*path}",
+            Rule::Write(Files, Name::Param("path")),
+            upload,
+        )
+        .delete(
+            "/v1/files/{*path}",
+            Rule::Write(Files, Name::Param("path")),
+            remove,
+        )
+        .post(
+            "/v1/files/{*path}",
+            Rule::Write(Files, Name::Param("path")),
+            share,
+        )
+        // Every share link's token: only administrators list or revoke them.
+        .get("/v1/shares", Rule::Admin, list_shares)
+        .delete("/v1/shares/{token}", Rule::Admin, revoke)
+        // A share link is a capability by design: whoever holds it may download.
+        .get("/s/{token}", Rule::Open, shared)
+}
+
 /// The public files routes.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/v1/files", get(list))
-        .route(
-            "/v1/files/{*path}",
-            get(download).put(upload).delete(remove).post(share),
-        )
-        .route("/v1/shares", get(list_shares))
-        .route("/v1/shares/{token}", delete(revoke))
-        .route("/s/{token}", get(shared))
+    routes()
+        .finish()
+        .0
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             crate::routes::count_requests,

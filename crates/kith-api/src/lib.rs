@@ -13,12 +13,15 @@
 //! - [`dev`]: the playground routes, enabled only on nodes started by `kith dev`;
 //! - the peer routes (`/internal/…`) are `kith_node::peer::server`'s: this crate only
 //!   mounts them;
+//! - [`access`]: every public route's access rule and the token check;
+//!   [`tokens`]: creating, listing and revoking tokens, and the login cookie;
 //! - [`error`]: every error a client can see, mapped to an HTTP status in one place.
 //!
 //! Refuses: consensus, storage and forwarding decisions (that is `kith-node`). Nothing here
 //! changes state except by calling [`kith_node::Node`], and nothing reads it except through
 //! [`kith_node::Node::read`], which runs the read's barrier first.
 
+pub mod access;
 pub mod cluster;
 pub mod dev;
 pub mod error;
@@ -30,6 +33,7 @@ pub mod params;
 pub mod rooms;
 pub mod routes;
 pub mod sse;
+pub mod tokens;
 pub mod watch;
 pub mod web;
 
@@ -43,22 +47,37 @@ use tokio::net::TcpListener;
 
 /// The complete router: public API and peer routes.
 pub fn router(node: Arc<Node>) -> Router {
+    router_and_rules(node).0
+}
+
+/// The complete router, and every public route's access rule (what `access::authorize`
+/// enforces, and what a test walks to see that no route was left undecided).
+pub fn router_and_rules(node: Arc<Node>) -> (Router, access::RuleTable) {
+    let public = routes::router(node.clone());
+    let files = files::router(node.clone());
+    let rules = access::RuleTable::new(routes::rules());
     // CORS wraps everything, fallbacks included, so a browser's preflight for any route
     // gets its answer; `nosniff` outermost, so no answer at all goes without it.
-    routes::router(node.clone())
-        .merge(files::router(node.clone()))
+    let router = public
+        .merge(files)
         .merge(kith_node::peer::server::router(node.clone()))
         .merge(dev::supervisor_router(node.clone()))
         // After the merges: axum gives this fallback only to routes already registered, and
         // every route's wrong method must get the JSON error, the files routes' included.
         .method_not_allowed_fallback(routes::wrong_method)
+        // Every public route's token check (on when the node has TLS).
+        .layer(axum::middleware::from_fn_with_state(
+            (node.clone(), rules.clone()),
+            access::authorize,
+        ))
         // Every `/internal` path, known or not, answers only members when TLS is on.
         .layer(axum::middleware::from_fn_with_state(
             node,
             kith_node::peer::server::members_only,
         ))
         .layer(routes::cors())
-        .layer(axum::middleware::map_response(nosniff))
+        .layer(axum::middleware::map_response(nosniff));
+    (router, rules)
 }
 
 /// Every answer says `X-Content-Type-Options: nosniff`: a browser takes the declared

@@ -1,4 +1,5 @@
-//! The table of routes: every public path, its method and its handler, in one place, with
+//! The table of routes: every public path, its method, its access rule and its handler, in
+//! one place (the files routes are in `files`, built the same way), with
 //! the layers that wrap them all (request counting, the leader header, CORS, body limit) and
 //! the JSON answers for an unknown route or a wrong method.
 //!
@@ -11,59 +12,140 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
 use axum::Router;
 
+use crate::access::{Name, RouteRule, Routes, Rule};
 use crate::error::ApiError;
-use crate::{cluster, dev, jobs, kv, metrics, rooms, watch, web};
+use crate::{cluster, dev, jobs, kv, metrics, rooms, tokens, watch, web};
 use kith_node::Node;
 
 type Shared = State<Arc<Node>>;
 
+/// The public routes that count as API requests (`count_requests`), each with its access
+/// rule (see `access`).
+fn counted_routes() -> Routes {
+    use kith_core::auth::Capability::{Kv, Queues, Rooms};
+    use Name::{All, Param, Query, QueueOfJob};
+    Routes::new()
+        .get("/v1/health", Rule::Open, cluster::health)
+        .get("/v1/cluster", Rule::Monitor, cluster::cluster)
+        .post("/v1/cluster/members", Rule::Membership, cluster::add_member)
+        .delete(
+            "/v1/cluster/members/{id}",
+            Rule::Membership,
+            cluster::remove_member,
+        )
+        .get("/v1/kv", Rule::Read(Kv, Query("prefix")), kv::list)
+        .get("/v1/watch", Rule::Read(Kv, Query("prefix")), watch::watch)
+        .get("/v1/ledger", Rule::Monitor, cluster::ledger)
+        .get("/v1/rooms", Rule::Read(Rooms, All), rooms::list_rooms)
+        .delete(
+            "/v1/rooms/{room}",
+            Rule::Write(Rooms, Param("room")),
+            rooms::delete_room,
+        )
+        .get(
+            "/v1/rooms/{room}/messages",
+            Rule::Read(Rooms, Param("room")),
+            rooms::history,
+        )
+        .post(
+            "/v1/rooms/{room}/messages",
+            Rule::Write(Rooms, Param("room")),
+            rooms::post_message,
+        )
+        .get(
+            "/v1/rooms/{room}/stream",
+            Rule::Read(Rooms, Param("room")),
+            rooms::stream,
+        )
+        .get("/v1/queues", Rule::Read(Queues, All), jobs::queues)
+        .delete(
+            "/v1/queues/{q}",
+            Rule::Write(Queues, Param("q")),
+            jobs::delete_queue,
+        )
+        .post(
+            "/v1/queues/{q}/jobs",
+            Rule::Write(Queues, Param("q")),
+            jobs::enqueue,
+        )
+        .post("/v1/queues/{q}/claim", Rule::Work(Param("q")), jobs::claim)
+        .get(
+            "/v1/queues/{q}/dead",
+            Rule::Read(Queues, Param("q")),
+            jobs::dead,
+        )
+        .get("/v1/jobs", Rule::Read(Queues, Query("queue")), jobs::list)
+        .get(
+            "/v1/jobs/{id}",
+            Rule::Read(Queues, QueueOfJob),
+            jobs::get_job,
+        )
+        .delete(
+            "/v1/jobs/{id}",
+            Rule::Write(Queues, QueueOfJob),
+            jobs::cancel,
+        )
+        .post(
+            "/v1/jobs/{id}/retry",
+            Rule::Write(Queues, QueueOfJob),
+            jobs::retry,
+        )
+        .post(
+            "/v1/jobs/{id}/{action}",
+            Rule::Work(QueueOfJob),
+            jobs::report,
+        )
+        .get("/v1/dev", Rule::Monitor, dev::status)
+        .post("/v1/dev/nodes/{id}/{action}", Rule::Admin, dev::act)
+        .get("/v1/tokens", Rule::Admin, tokens::list)
+        .post("/v1/tokens", Rule::Admin, tokens::create)
+        .delete("/v1/tokens/{id}", Rule::Admin, tokens::revoke)
+        .post("/v1/login", Rule::Open, tokens::login)
+        .get("/v1/kv/{*key}", Rule::Read(Kv, Param("key")), kv::get_key)
+        .put("/v1/kv/{*key}", Rule::Write(Kv, Param("key")), kv::put_key)
+        .delete(
+            "/v1/kv/{*key}",
+            Rule::Write(Kv, Param("key")),
+            kv::delete_key,
+        )
+}
+
+/// The probes, metrics and web pages (not counted as API requests).
+fn other_routes() -> Routes {
+    Routes::new()
+        .get("/livez", Rule::Open, cluster::livez)
+        .get("/metrics", Rule::Monitor, metrics::metrics)
+        .get("/", Rule::Open, web::dashboard)
+        .get("/chat", Rule::Open, web::chat)
+        .get("/jobs", Rule::Open, web::jobs)
+        .get("/files", Rule::Open, web::files)
+        .get("/login", Rule::Open, web::login)
+        .get("/assets/{name}", Rule::Open, web::asset)
+}
+
+/// Every public route's (method, path, rule), the files routes' included: exactly what the
+/// routers register, since both come from the same builders.
+pub fn rules() -> Vec<RouteRule> {
+    let mut rules = counted_routes().finish().1;
+    rules.extend(other_routes().finish().1);
+    rules.extend(crate::files::routes().finish().1);
+    rules
+}
+
+/// The public routes (not the files routes: `files::router`).
 pub fn router(node: Arc<Node>) -> Router {
     // Bodies one byte over the bound are still read so the error can name the limit.
     let body_limit = node.config.value_bytes_max + 1;
-    Router::new()
-        .route("/v1/health", get(cluster::health))
-        .route("/v1/cluster", get(cluster::cluster))
-        .route("/v1/cluster/members", post(cluster::add_member))
-        .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
-        .route("/v1/kv", get(kv::list))
-        .route("/v1/watch", get(watch::watch))
-        .route("/v1/ledger", get(cluster::ledger))
-        .route("/v1/rooms", get(rooms::list_rooms))
-        .route("/v1/rooms/{room}", delete(rooms::delete_room))
-        .route(
-            "/v1/rooms/{room}/messages",
-            get(rooms::history).post(rooms::post_message),
-        )
-        .route("/v1/rooms/{room}/stream", get(rooms::stream))
-        .route("/v1/queues", get(jobs::queues))
-        .route("/v1/queues/{q}", delete(jobs::delete_queue))
-        .route("/v1/queues/{q}/jobs", post(jobs::enqueue))
-        .route("/v1/queues/{q}/claim", post(jobs::claim))
-        .route("/v1/queues/{q}/dead", get(jobs::dead))
-        .route("/v1/jobs", get(jobs::list))
-        .route("/v1/jobs/{id}", get(jobs::get_job).delete(jobs::cancel))
-        .route("/v1/jobs/{id}/retry", post(jobs::retry))
-        .route("/v1/jobs/{id}/{action}", post(jobs::report))
-        .route("/v1/dev", get(dev::status))
-        .route("/v1/dev/nodes/{id}/{action}", post(dev::act))
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get_key).put(kv::put_key).delete(kv::delete_key),
-        )
-        // Applies to the routes above only (axum layers wrap what is already added).
+    let (counted, _) = counted_routes().finish();
+    let (other, _) = other_routes().finish();
+    counted
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             count_requests,
         ))
-        .route("/metrics", get(metrics::metrics))
-        .route("/", get(web::dashboard))
-        .route("/chat", get(web::chat))
-        .route("/jobs", get(web::jobs))
-        .route("/files", get(web::files))
-        .route("/assets/{name}", get(web::asset))
+        .merge(other)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -15,6 +15,7 @@ const DASHBOARD_HTML: &str = include_str!("../web/index.html");
 const CHAT_HTML: &str = include_str!("../web/chat.html");
 const JOBS_HTML: &str = include_str!("../web/jobs.html");
 const FILES_HTML: &str = include_str!("../web/files.html");
+const LOGIN_HTML: &str = include_str!("../web/login.html");
 const ASSETS: [(&str, &str, &str); 6] = [
     (
         "style.css",
@@ -73,6 +74,10 @@ pub async fn jobs() -> Response {
 
 pub async fn files() -> Response {
     page(FILES_HTML, "text/html; charset=utf-8")
+}
+
+pub async fn login() -> Response {
+    page(LOGIN_HTML, "text/html; charset=utf-8")
 }
 
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {

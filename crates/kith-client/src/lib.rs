@@ -169,6 +169,28 @@ impl Client {
         endpoints: &[S],
         tls: Option<&tls::TlsOptions>,
     ) -> Result<Self, ClientError> {
+        Client::with_options(endpoints, tls, None)
+    }
+
+    /// A client for `endpoints` that also presents `token` (`Authorization: Bearer`) on
+    /// every request, as a cluster with TLS asks.
+    pub fn with_options<S: AsRef<str>>(
+        endpoints: &[S],
+        tls: Option<&tls::TlsOptions>,
+        token: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                    .map_err(|_| {
+                        ClientError::Unavailable(
+                            "the token holds characters a header cannot".into(),
+                        )
+                    })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|e| e.as_ref().trim().trim_end_matches('/').to_owned())
@@ -186,6 +208,7 @@ impl Client {
         let builder = || -> Result<reqwest::ClientBuilder, ClientError> {
             let builder = reqwest::Client::builder()
                 .no_proxy()
+                .default_headers(headers.clone())
                 .connect_timeout(Duration::from_millis(500));
             Ok(match tls {
                 Some(tls) => builder.tls_backend_preconfigured(
@@ -523,6 +546,39 @@ impl Client {
             )
             .await?;
         Self::json(response).await.map(drop)
+    }
+
+    /// Creates a token (`POST /v1/tokens`); the answer holds it (`token`), shown only once.
+    pub async fn create_token(&self, request: &Value) -> Result<Value, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let response = self
+            .send(
+                Method::POST,
+                "/v1/tokens",
+                Some((body, JSON)),
+                Retry::OnlyIfNotApplied,
+            )
+            .await?;
+        Self::json(response).await
+    }
+
+    /// Every token record (`GET /v1/tokens`; never a secret).
+    pub async fn tokens(&self) -> Result<Value, ClientError> {
+        Self::json(
+            self.send(Method::GET, "/v1/tokens", None, Retry::Idempotent)
+                .await?,
+        )
+        .await
+    }
+
+    /// Revokes token `id` (`DELETE /v1/tokens/{id}`).
+    pub async fn revoke_token(&self, id: &str) -> Result<Value, ClientError> {
+        let path = format!("/v1/tokens/{}", encode_key(id));
+        Self::json(
+            self.send(Method::DELETE, &path, None, Retry::Idempotent)
+                .await?,
+        )
+        .await
     }
 
     /// Removes node `id` from the cluster.

@@ -189,6 +189,9 @@ pub struct Cluster {
     /// With TLS: per node, a client presenting that node's certificate (the peer routes and
     /// membership changes answer only members' certificates).
     as_node: std::collections::BTreeMap<u64, reqwest::Client>,
+    /// With TLS: the first administrator's token (`kith init`'s `admin.token`), which every
+    /// client of the harness presents.
+    token: Option<String>,
     /// Nodes the nemesis removed from the membership (still running, with their data) and
     /// has not yet seen back as voters.
     pub removed: BTreeSet<u64>,
@@ -217,8 +220,9 @@ impl Cluster {
             options,
             tmp: Some(tmp),
             nodes: Vec::new(),
-            http: http_client(None)?,
+            http: http_client(None, None)?,
             as_node: Default::default(),
+            token: None,
             removed: BTreeSet::new(),
             block,
         };
@@ -232,9 +236,13 @@ impl Cluster {
                 .map(|n| format!("{}={}", n.id, n.addr()))
                 .collect();
             cluster.kith_init(&["init", "--nodes", &nodes.join(",")])?;
-            cluster.http = http_client(Some(&TlsOptions::trusting(
-                &cluster.certs_dir()?.join("ca.crt"),
-            )?))?;
+            let token = std::fs::read_to_string(cluster.certs_dir()?.join("admin.token"))
+                .context("admin.token")?;
+            cluster.token = Some(token.trim().to_owned());
+            cluster.http = http_client(
+                Some(&TlsOptions::trusting(&cluster.certs_dir()?.join("ca.crt"))?),
+                cluster.token.as_deref(),
+            )?;
             for id in 1..=n {
                 cluster.trust_node(id)?;
             }
@@ -287,6 +295,11 @@ impl Cluster {
         )?))
     }
 
+    /// The token clients of this cluster present (with TLS).
+    pub fn client_token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// Runs `kith ARGS… --out CERTS`.
     fn kith_init(&self, args: &[&str]) -> anyhow::Result<()> {
         let out = Command::new(&self.options.kith_bin)
@@ -309,7 +322,7 @@ impl Cluster {
     /// certificate.
     fn trust_node(&mut self, id: u64) -> anyhow::Result<()> {
         let dir = self.certs_dir()?.join(format!("node-{id}"));
-        let client = http_client(Some(&TlsOptions::node_dir(&dir)?))?;
+        let client = http_client(Some(&TlsOptions::node_dir(&dir)?), self.token.as_deref())?;
         self.as_node.insert(id, client);
         let node = self.node_mut(id);
         node.scheme = "https";
@@ -667,10 +680,17 @@ impl Cluster {
 }
 
 /// The harness's HTTP client: plain, or trusting the cluster CA (and presenting a node's
-/// certificate when `tls` has one).
-fn http_client(tls: Option<&TlsOptions>) -> anyhow::Result<reqwest::Client> {
+/// certificate when `tls` has one, and `token` on every request).
+fn http_client(tls: Option<&TlsOptions>, token: Option<&str>) -> anyhow::Result<reqwest::Client> {
     kith_client::tls::install_default_provider();
     let mut builder = reqwest::Client::builder().no_proxy();
+    if let Some(token) = token {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        builder = builder.default_headers(headers);
+    }
     if let Some(tls) = tls {
         builder = builder.tls_backend_preconfigured(tls.client_config(&[b"http/1.1"])?);
     }

@@ -255,7 +255,11 @@ pub async fn run_schedule(
         .context("the fresh cluster elected no leader")?;
     let clients = clients_for(&cluster, config.workload.op_timeout);
     let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
-    let watchers = Watchers::start(&urls, cluster.client_tls()?.as_ref())?;
+    let watchers = Watchers::start(
+        &urls,
+        cluster.client_tls()?.as_ref(),
+        cluster.client_token(),
+    )?;
     let clock = Clock::start();
     let (done_tx, mut done_rx) = tokio::sync::watch::channel(false);
     let workload = async {

@@ -40,13 +40,14 @@ impl Watchers {
     pub fn start(
         urls: &[String],
         tls: Option<&kith_client::tls::TlsOptions>,
+        token: Option<&str>,
     ) -> anyhow::Result<Watchers> {
         let mut seen = Vec::new();
         let mut tasks = Vec::new();
         for i in 0..urls.len() {
             let mut rotated = urls.to_vec();
             rotated.rotate_left(i);
-            let client = Client::with_tls(&rotated, tls)?;
+            let client = Client::with_options(&rotated, tls, token)?;
             let mine = Arc::new(Mutex::new(Seen::default()));
             let sink = mine.clone();
             tasks.push(tokio::spawn(async move {

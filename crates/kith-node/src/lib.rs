@@ -44,8 +44,9 @@ pub mod quota;
 pub mod read;
 mod read_batcher;
 pub mod tls;
+mod tokens;
 
 pub use config::NodeConfig;
 pub use error::NodeError;
-pub use node::{Consistency, Health, MemberStatus, Node, Stats};
+pub use node::{wall_clock_ms, Consistency, Health, MemberStatus, Node, Stats};
 pub use read::Fresh;

@@ -165,7 +165,7 @@ pub struct Stats {
 
 /// Milliseconds since the Unix epoch on this machine's clock. Read on the leader to stamp
 /// proposals, and by a node judging a share link's expiry; state machines never call it.
-pub(crate) fn wall_clock_ms() -> u64 {
+pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -336,6 +336,59 @@ impl Node {
             "node {} is not a member of this cluster",
             cert.node_id
         ))
+    }
+
+    /// Whether public requests must carry a token: on wherever TLS is on (see
+    /// `kith_api::access`).
+    pub fn auth_required(&self) -> bool {
+        self.config.tls.is_some()
+    }
+
+    /// The token record `token` (`ID.SECRET`) names, if its secret matches and it is live.
+    /// The first administrator's token (`admin.SECRET`, from `kith init`) is known by the
+    /// hash in the node's TLS directory until a revocation of id `admin` is applied.
+    pub fn authenticate(&self, token: &str) -> Result<kith_core::auth::TokenRecord, String> {
+        use kith_core::auth::{split_token, Role, TokenRecord, BOOTSTRAP_ID};
+        let unknown = || "unknown, expired or revoked token".to_owned();
+        let (id, secret) = split_token(token).ok_or_else(unknown)?;
+        let stored = self
+            .state
+            .token(id)
+            .map_err(|e| format!("cannot read the token table: {e}"))?;
+        let record = match stored {
+            Some(record) => record,
+            None if id == BOOTSTRAP_ID => {
+                let hash = self
+                    .config
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.admin_hash())
+                    .ok_or_else(unknown)?;
+                TokenRecord {
+                    id: BOOTSTRAP_ID.into(),
+                    name: "the first administrator (kith init)".into(),
+                    role: Role::Admin,
+                    grants: Vec::new(),
+                    hash,
+                    created_ms: 0,
+                    expires_ms: None,
+                    revoked_ms: None,
+                }
+            }
+            None => return Err(unknown()),
+        };
+        if !record.matches(secret)
+            || record.revoked_ms.is_some()
+            || record.expires_ms.is_some_and(|at| wall_clock_ms() >= at)
+        {
+            return Err(unknown());
+        }
+        Ok(record)
+    }
+
+    /// Every token record (revoked ones too), at most `limit`.
+    pub fn tokens(&self, limit: usize) -> Result<Vec<kith_core::auth::TokenRecord>, NodeError> {
+        Ok(self.state.token_list(limit)?)
     }
 
     /// Whether `peer` may change the membership. Without TLS anyone may (as every public

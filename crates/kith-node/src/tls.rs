@@ -97,6 +97,8 @@ pub struct NodeTls {
     cluster_id: String,
     options: TlsOptions,
     server: Arc<rustls::ServerConfig>,
+    /// BLAKE3 of the first administrator's secret (`admin.hash`, from `kith init`).
+    admin_hash: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -155,7 +157,13 @@ impl NodeTls {
             cluster_id: own.cluster_id,
             options,
             server: Arc::new(server),
+            admin_hash: read_admin_hash(&dir.join(ADMIN_HASH_FILE))?,
         })
+    }
+
+    /// BLAKE3 of the first administrator's token secret, when `kith init` gave one.
+    pub fn admin_hash(&self) -> Option<[u8; 32]> {
+        self.admin_hash
     }
 
     /// The cluster id in this node's certificate.
@@ -177,6 +185,33 @@ impl NodeTls {
     pub fn same_cluster(&self, cert: &PeerCert) -> bool {
         cert.cluster_id == self.cluster_id
     }
+}
+
+/// The file in a node's directory holding BLAKE3 of the first administrator's secret, in hex.
+pub const ADMIN_HASH_FILE: &str = "admin.hash";
+
+/// Reads `admin.hash` (absent: `None`).
+fn read_admin_hash(path: &Path) -> Result<Option<[u8; 32]>, TlsError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(TlsError::Read {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+        }
+    };
+    let bad = || TlsError::Config(format!("{}: not 64 hex digits", path.display()));
+    let text = text.trim();
+    if text.len() != 64 || !text.is_ascii() {
+        return Err(bad());
+    }
+    let mut hash = [0u8; 32];
+    for (i, byte) in hash.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(Some(hash))
 }
 
 #[cfg(test)]

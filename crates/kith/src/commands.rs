@@ -29,6 +29,10 @@ pub struct Common {
         conflicts_with = "ca"
     )]
     tls: Option<std::path::PathBuf>,
+    /// The token to present (`ID.SECRET`, from `kith token create`, or `kith init`'s
+    /// `admin.token`), which a cluster with TLS asks of every request.
+    #[arg(long, global = true, env = "KITH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -48,7 +52,11 @@ impl Common {
             (None, Some(dir)) => Some(TlsOptions::node_dir(dir)?),
             (None, None) => None,
         };
-        Ok(Client::with_tls(&endpoints, tls.as_ref())?)
+        Ok(Client::with_options(
+            &endpoints,
+            tls.as_ref(),
+            self.token.as_deref(),
+        )?)
     }
 }
 
@@ -652,6 +660,138 @@ pub async fn jobs(args: JobsArgs) -> anyhow::Result<()> {
         JobsCommand::RmQueue { queue } => {
             client.delete_queue(&queue).await?;
             println!("queue {queue} deleted");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token; prints it alone on stdout (it is shown only this once).
+    Create {
+        /// admin, write, read, worker or monitor.
+        #[arg(long)]
+        role: String,
+        /// Limit the role to names starting with PREFIX of CAP (kv, rooms, queues, files),
+        /// e.g. `--prefix kv:app/`; repeatable.
+        #[arg(long = "prefix", value_name = "CAP:PREFIX")]
+        prefixes: Vec<String>,
+        /// How long the token lives: a number with s, m, h or d (e.g. 90d).
+        #[arg(long, value_parser = parse_duration_s)]
+        ttl: Option<u64>,
+        /// A note on what the token is for.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List every token (ids, roles, prefixes, expiry; never a secret).
+    Ls,
+    /// Revoke a token by its id: every node refuses it once it has the change.
+    Revoke { id: String },
+}
+
+/// `90d`, `12h`, `30m`, `45s` or a plain number of seconds → seconds.
+fn parse_duration_s(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90d, 12h, 30m or 45s"))?;
+    let unit_s = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("'{s}': the unit is one of s, m, h, d")),
+    };
+    match n.checked_mul(unit_s) {
+        Some(0) | None => Err(format!("'{s}' is not a positive duration")),
+        Some(secs) => Ok(secs),
+    }
+}
+
+pub async fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let client = args.common.client()?;
+    let json_out = args.common.output == Output::Json;
+    match args.command {
+        TokenCommand::Create {
+            role,
+            prefixes,
+            ttl,
+            name,
+        } => {
+            let mut request =
+                json!({"role": role, "prefixes": prefixes, "name": name.unwrap_or_default()});
+            if let Some(ttl) = ttl {
+                request["ttl_s"] = json!(ttl);
+            }
+            let created = client.create_token(&request).await?;
+            if json_out {
+                outln!("{created}");
+            } else {
+                let token = created["token"]
+                    .as_str()
+                    .context("the answer holds no token")?;
+                outln!("{token}");
+            }
+        }
+        TokenCommand::Ls => {
+            let listed = client.tokens().await?;
+            if json_out {
+                outln!("{listed}");
+                return Ok(());
+            }
+            outln!(
+                "{:<16}  {:<7}  {:<8}  {:<24}  NAME",
+                "ID",
+                "ROLE",
+                "STATE",
+                "PREFIXES"
+            );
+            for t in listed["tokens"].as_array().into_iter().flatten() {
+                let prefixes: Vec<&str> = t["prefixes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let state = if !t["revoked_ms"].is_null() {
+                    "revoked"
+                } else {
+                    "live"
+                };
+                outln!(
+                    "{:<16}  {:<7}  {:<8}  {:<24}  {}",
+                    t["id"].as_str().unwrap_or(""),
+                    t["role"].as_str().unwrap_or(""),
+                    state,
+                    if prefixes.is_empty() {
+                        "-".into()
+                    } else {
+                        prefixes.join(",")
+                    },
+                    t["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            let answer = client.revoke_token(&id).await?;
+            if json_out {
+                outln!("{answer}");
+            } else if answer["revoked"] == true {
+                outln!("token {id} revoked");
+            } else {
+                bail!("no live token {id}");
+            }
         }
     }
     Ok(())

@@ -234,12 +234,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 "  TLS:       on; peers speak only with this cluster's certificates ({})",
                 certs.display()
             );
+            let token_file = certs.join("admin.token");
+            let token = std::fs::read_to_string(&token_file).unwrap_or_default();
             say!(
-                "  try:       export KITH_ENDPOINTS={} KITH_CA={}",
+                "  tokens:    on; every request but /v1/health needs one (admin: {})",
+                token_file.display()
+            );
+            say!(
+                "  try:       export KITH_ENDPOINTS={} KITH_CA={} KITH_TOKEN=$(cat {})",
                 urls.join(","),
-                ca.display()
+                ca.display(),
+                token_file.display()
             );
             say!("             kith kv put hello world && kith kv get hello");
+            say!("  log in:    {url}/login#token={}", token.trim());
             say!(
                 "  browser:   the certificates come from this cluster's own CA: import {} \
                  into the browser, or accept its warning once per node",

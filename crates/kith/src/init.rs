@@ -5,9 +5,11 @@
 //! Layout (`--out DIR`):
 //! ```text
 //! DIR/ca.crt  DIR/ca.key  DIR/admin.token
-//! DIR/node-N/ca.crt  DIR/node-N/node.crt  DIR/node-N/node.key
+//! DIR/node-N/ca.crt  DIR/node-N/node.crt  DIR/node-N/node.key  DIR/node-N/admin.hash
 //! ```
-//! Keys and the token are written with mode 0600, and `DIR` and each `node-N` with 0700;
+//! `admin.token` is `admin.SECRET` (256 random bits); each node gets only BLAKE3(SECRET), in
+//! `admin.hash`. Keys and the token are written with mode 0600, and `DIR` and each `node-N`
+//! with 0700;
 //! nothing existing is ever overwritten. Certificates are ECDSA P-256 (rcgen, ring). A node
 //! certificate names its node and cluster in a URI subject alternative name
 //! (`kith_node::tls::node_uri`) and its HOST as a DNS or IP name; it serves and it
@@ -122,7 +124,8 @@ pub fn create(out: &Path, nodes: &[(NodeId, String)]) -> anyhow::Result<String> 
         ca_key.serialize_pem().as_bytes(),
         0o600,
     )?;
-    let token = hex(&random::<32>()?);
+    let secret = hex(&random::<32>()?);
+    let token = format!("{}.{secret}", kith_core::auth::BOOTSTRAP_ID);
     write_file(
         &out.join("admin.token"),
         format!("{token}\n").as_bytes(),
@@ -211,6 +214,14 @@ fn issue_node(
     write_file(&dir.join("ca.crt"), ca_pem.as_bytes(), 0o644)?;
     write_file(&dir.join("node.crt"), cert.pem().as_bytes(), 0o644)?;
     write_file(&dir.join("node.key"), key.serialize_pem().as_bytes(), 0o600)?;
+    // The first administrator's token, as the node recognises it: only its hash.
+    if let Ok(token) = std::fs::read_to_string(out.join("admin.token")) {
+        if let Some((_, secret)) = kith_core::auth::split_token(&token) {
+            let hash = blake3::hash(secret.as_bytes()).to_hex().to_string();
+            let file = dir.join(kith_node::tls::ADMIN_HASH_FILE);
+            write_file(&file, format!("{hash}\n").as_bytes(), 0o644)?;
+        }
+    }
     Ok(())
 }
 

@@ -62,6 +62,8 @@ enum Top {
     Worker(worker::WorkerArgs),
     /// Replicated files: put, get, ls, rm, share, unshare, where.
     Files(files::FilesArgs),
+    /// Client tokens: create, ls, revoke.
+    Token(commands::TokenArgs),
     /// Load generator for kith (or etcd): throughput, latency percentiles, errors.
     Bench(kith_bench::BenchArgs),
 }
@@ -88,6 +90,7 @@ fn main() -> std::process::ExitCode {
             Top::Jobs(args) => commands::jobs(args).await,
             Top::Worker(args) => worker::run(args).await,
             Top::Files(args) => files::run(args).await,
+            Top::Token(args) => commands::token(args).await,
             Top::Bench(args) => kith_bench::run(args).await.map(drop).map_err(Into::into),
         }
     });

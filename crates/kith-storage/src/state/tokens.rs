@@ -60,7 +60,7 @@ impl StateReader {
     }
 
     /// Up to `limit` token records, by id.
-    pub fn tokens(&self, limit: usize) -> Result<Vec<TokenRecord>, StoreError> {
+    pub fn token_list(&self, limit: usize) -> Result<Vec<TokenRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let mut out = Vec::new();
         for item in txn.open_table(TOKENS)?.iter()? {

@@ -609,7 +609,7 @@ async fn tokens_apply_survive_reopen_and_travel_in_snapshots() {
         (revoked.role, revoked.revoked_ms),
         (Role::Write, Some(2_000))
     );
-    assert_eq!(reader.tokens(10).unwrap().len(), 3);
+    assert_eq!(reader.token_list(10).unwrap().len(), 3);
 
     let snapshot = snapshot_to_send(&mut sm).await;
     let dst = tempfile::TempDir::new().unwrap();
@@ -619,6 +619,6 @@ async fn tokens_apply_survive_reopen_and_travel_in_snapshots() {
         .await
         .unwrap();
     let copy = other.reader();
-    assert_eq!(copy.tokens(10).unwrap(), reader.tokens(10).unwrap());
+    assert_eq!(copy.token_list(10).unwrap(), reader.token_list(10).unwrap());
     assert!(copy.token("admin").unwrap().unwrap().revoked_ms.is_some());
 }

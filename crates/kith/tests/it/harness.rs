@@ -146,7 +146,7 @@ impl TestCluster {
     pub fn client_over(&self, ids: &[u64]) -> Client {
         let urls: Vec<String> = ids.iter().map(|id| self.url(*id)).collect();
         let tls = self.inner.client_tls().expect("the cluster CA");
-        Client::with_tls(&urls, tls.as_ref()).expect("client")
+        Client::with_options(&urls, tls.as_ref(), self.inner.client_token()).expect("client")
     }
 
     pub async fn health(&self, id: u64) -> Option<Value> {

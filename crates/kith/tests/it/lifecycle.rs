@@ -170,14 +170,33 @@ async fn dev_secure_runs_the_cluster_with_tls_and_says_how_to_reach_it() {
             && printed.contains(&format!("KITH_CA={}", ca.display())),
         "kith dev --secure must print how to reach it:\n{printed}"
     );
+    let token = std::fs::read_to_string(tmp.path().join("certs/admin.token")).expect("token");
+    let token = token.trim();
+    assert!(
+        printed.contains(&format!("/login#token={token}")),
+        "kith dev --secure must print a one-click login link:\n{printed}"
+    );
     let kith = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_kith"))
             .args(args)
             .env("KITH_ENDPOINTS", &endpoints)
             .env("KITH_CA", &ca)
+            .env("KITH_TOKEN", token)
             .output()
             .expect("run kith")
     };
+    let refused = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["kv", "get", "secure"])
+        .env("KITH_ENDPOINTS", &endpoints)
+        .env("KITH_CA", &ca)
+        .env_remove("KITH_TOKEN")
+        .output()
+        .expect("run kith");
+    assert!(
+        !refused.status.success(),
+        "a request without a token must fail"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
     let put = kith(&["kv", "put", "secure", "yes"]);
     assert!(
         put.status.success(),
@@ -200,6 +219,7 @@ async fn dev_secure_runs_the_cluster_with_tls_and_says_how_to_reach_it() {
     for action in ["isolate", "heal"] {
         let r = http
             .post(format!("{node2}/v1/dev/nodes/2/{action}"))
+            .bearer_auth(token)
             .send()
             .await
             .expect("node 2 answers");
