@@ -188,8 +188,10 @@ pub async fn authorize(
     }
     let (token, from_cookie) = match presented_token(&request) {
         Some(found) => found,
-        // The handler decides by the certificate.
-        None if rule == Rule::Membership => return next.run(request).await,
+        // A node certificate of this cluster instead of a token: the handler decides by it.
+        None if rule == Rule::Membership && has_cluster_cert(&node, &request) => {
+            return next.run(request).await
+        }
         None => return unauthorized("this route needs a token: Authorization: Bearer TOKEN"),
     };
     if from_cookie && !same_origin(&request) {
@@ -229,6 +231,17 @@ pub async fn authorize(
 /// The token a request was authorized with, for handlers that decide more themselves.
 #[derive(Clone, Debug)]
 pub struct Authenticated(pub kith_core::auth::TokenRecord);
+
+fn has_cluster_cert(node: &Node, request: &Request) -> bool {
+    let cert = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<kith_node::tls::Peer>>()
+        .and_then(|info| info.0.cert.clone());
+    match (cert, &node.config.tls) {
+        (Some(cert), Some(tls)) => tls.same_cluster(&cert),
+        _ => false,
+    }
+}
 
 fn unauthorized(message: &str) -> Response {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned()).into_response()

@@ -1,5 +1,6 @@
 //! Cluster tests: real `kith serve` processes on 127.0.0.1, killed and restarted for real.
 
+mod auth;
 mod bad_input;
 mod bench;
 mod browser;
