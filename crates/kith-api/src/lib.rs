@@ -72,12 +72,49 @@ pub fn router_and_rules(node: Arc<Node>) -> (Router, access::RuleTable) {
         ))
         // Every `/internal` path, known or not, answers only members when TLS is on.
         .layer(axum::middleware::from_fn_with_state(
-            node,
+            node.clone(),
             kith_node::peer::server::members_only,
         ))
-        .layer(routes::cors())
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            known_host,
+        ))
+        .layer(routes::cors(node))
         .layer(axum::middleware::map_response(nosniff));
     (router, rules)
+}
+
+/// A public request must name this node in `Host` (see `Node::accepts_host`): a page whose
+/// DNS name an attacker pointed at the node (DNS rebinding) gets 421 and nothing else. Peer
+/// routes are exempt (peers name each other by address, and only members get through).
+async fn known_host(
+    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if request.uri().path().starts_with("/internal") {
+        return next.run(request).await;
+    }
+    // HTTP/2 carries the name as the URI's authority.
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(host) if !node.accepts_host(&host) => error::ApiError::new(
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            "unknown_host",
+            format!(
+                "this node is not known as '{host}'; start it with --host {host} if that is \
+                 one of its names"
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// Every answer says `X-Content-Type-Options: nosniff`: a browser takes the declared

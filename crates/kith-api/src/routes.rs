@@ -182,12 +182,22 @@ pub(crate) async fn count_requests(
 /// The answer header that names the leader's API address (set by `count_requests` above).
 pub const LEADER_HEADER: &str = "kith-leader";
 
-/// The public API may be called from any origin: the web UI served by one node keeps
-/// talking to the others when its own node dies. No credentials are involved.
-pub(crate) fn cors() -> tower_http::cors::CorsLayer {
+/// Which pages may call the public API from a browser: the members' own (the web UI served
+/// by one node keeps talking to the others when its own node dies) and the origins given
+/// with `--cors-origin`; no credentials are involved. `/internal` never answers a browser.
+pub(crate) fn cors(node: Arc<Node>) -> tower_http::cors::CorsLayer {
     use axum::http::{header, HeaderName, Method};
+    let allowed = move |origin: &axum::http::HeaderValue, parts: &axum::http::request::Parts| {
+        if parts.uri.path().starts_with("/internal") {
+            return false;
+        }
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        node.config.cors_origins.iter().any(|o| o == origin) || node.is_member_origin(origin)
+    };
     tower_http::cors::CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
+        .allow_origin(tower_http::cors::AllowOrigin::predicate(allowed))
         .allow_methods([
             Method::GET,
             Method::HEAD,

@@ -36,6 +36,16 @@ export async function fetchAny(path, options = {}, preferred = origin) {
         lastError = new Error(`${base}: 503`);
         continue;
       }
+      if (response.status === 401) {
+        // This cluster asks for a token. The login cookie belongs to this page's node; the
+        // others cannot be asked with it.
+        if (base === origin) {
+          window.location.assign("/login");
+          return new Promise(() => {});
+        }
+        lastError = new Error(`${base}: 401`);
+        continue;
+      }
       return { response, base };
     } catch (error) {
       lastError = error;

@@ -59,6 +59,16 @@ pub struct NodeConfig {
     /// TLS on the node's port and towards its peers (`kith serve --tls DIR/node-N`). With it,
     /// `/internal` answers only current members' certificates (see `peer::server`).
     pub tls: Option<crate::tls::NodeTls>,
+    /// Origins (`https://app.example`) whose pages may call the public API from a browser
+    /// (`--cors-origin`), besides the members' own; never `/internal`.
+    pub cors_origins: Vec<String>,
+    /// Names clients may reach this node by (`Host`), besides its listen and advertised
+    /// addresses, `localhost` on a loopback node, and its certificate's DNS names
+    /// (`--host`). Anything else is refused, so a DNS name an attacker points at the node
+    /// (DNS rebinding) gets nowhere.
+    pub host_names: Vec<String>,
+    /// The address peers and clients are told (`--advertise`); `listen` when not set.
+    pub advertise: Option<SocketAddr>,
     /// Copies of each file chunk (R), capped by the member count.
     pub file_replicas: usize,
     /// Size of the chunks new uploads are cut into.
@@ -120,6 +130,9 @@ impl NodeConfig {
             job_payload_bytes_max: 256 * 1024,
             fault_injection: false,
             tls: None,
+            cors_origins: Vec::new(),
+            host_names: Vec::new(),
+            advertise: None,
             file_replicas: 3,
             file_chunk_bytes: kith_core::files::CHUNK_BYTES_DEFAULT,
             file_bytes_max: kith_core::files::FILE_BYTES_MAX_DEFAULT,

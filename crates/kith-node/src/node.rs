@@ -338,6 +338,53 @@ impl Node {
         ))
     }
 
+    /// Whether `host` (a request's `Host`, `NAME` or `NAME:PORT`) names this node: its listen
+    /// or advertised address, `localhost` and the loopback addresses when it listens on
+    /// loopback (or everywhere), its certificate's DNS names and `--host` names (those two
+    /// with or without the node's port).
+    pub fn accepts_host(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        let listen = self.config.listen;
+        let advertise = self.config.advertise.unwrap_or(listen);
+        let ports = [listen.port(), advertise.port()];
+        if host == listen.to_string() || host == advertise.to_string() {
+            return true;
+        }
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(':') && !port.contains(']') => {
+                (name.to_owned(), port.parse::<u16>().ok())
+            }
+            _ => (host.clone(), None),
+        };
+        let port_ok = port.is_none_or(|p| ports.contains(&p));
+        let local = listen.ip().is_loopback() || listen.ip().is_unspecified();
+        if local && port_ok && ["localhost", "127.0.0.1", "[::1]"].contains(&name.as_str()) {
+            return true;
+        }
+        let named = self
+            .config
+            .host_names
+            .iter()
+            .chain(self.config.tls.iter().flat_map(|t| t.dns_names()))
+            .any(|n| n.eq_ignore_ascii_case(&name) || n.eq_ignore_ascii_case(&host));
+        named && port_ok
+    }
+
+    /// Whether `origin` (`http://ADDR` or `https://ADDR`) is a member's own web origin.
+    pub fn is_member_origin(&self, origin: &str) -> bool {
+        let Some(addr) = origin.strip_prefix(&format!("{}://", self.transport.scheme())) else {
+            return false;
+        };
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let found = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(_, n)| n.addr == addr);
+        found
+    }
+
     /// Whether public requests must carry a token: on wherever TLS is on (see
     /// `kith_api::access`).
     pub fn auth_required(&self) -> bool {

@@ -39,6 +39,24 @@ pub fn cluster_of_ca(cert: &CertificateDer<'_>) -> Option<String> {
     })
 }
 
+/// The DNS subject alternative names of `cert`.
+fn dns_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The URI subject alternative names of `cert`.
 fn uris(cert: &CertificateDer<'_>) -> Option<Vec<String>> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -99,6 +117,8 @@ pub struct NodeTls {
     server: Arc<rustls::ServerConfig>,
     /// BLAKE3 of the first administrator's secret (`admin.hash`, from `kith init`).
     admin_hash: Option<[u8; 32]>,
+    /// The DNS names in this node's certificate: names clients may reach it by.
+    dns_names: Vec<String>,
 }
 
 impl std::fmt::Debug for NodeTls {
@@ -153,12 +173,19 @@ impl NodeTls {
             .with_single_cert(chain.to_vec(), key.clone_key())
             .map_err(|e| TlsError::Config(format!("the node certificate: {e}")))?;
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let dns_names = dns_names(&chain[0]);
         Ok(NodeTls {
             cluster_id: own.cluster_id,
             options,
             server: Arc::new(server),
             admin_hash: read_admin_hash(&dir.join(ADMIN_HASH_FILE))?,
+            dns_names,
         })
+    }
+
+    /// The DNS names this node's certificate holds.
+    pub fn dns_names(&self) -> &[String] {
+        &self.dns_names
     }
 
     /// BLAKE3 of the first administrator's token secret, when `kith init` gave one.

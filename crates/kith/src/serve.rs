@@ -34,6 +34,14 @@ pub struct ServeArgs {
     /// with certificates of current members of this cluster.
     #[arg(long, value_name = "DIR")]
     tls: Option<PathBuf>,
+    /// A web origin (`https://app.example`) whose pages may call the public API; repeatable.
+    /// The members' own origins always may.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    cors_origins: Vec<String>,
+    /// Another name clients reach this node by (`NAME` or `NAME:PORT`), e.g. a load
+    /// balancer's; repeatable. Requests naming anything else in `Host` get 421.
+    #[arg(long = "host", value_name = "NAME")]
+    host_names: Vec<String>,
     /// Listen on a non-loopback address without TLS: anyone who can reach the port can
     /// then read and write the cluster's data and speak its peer protocol.
     #[arg(long)]
@@ -233,6 +241,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = NodeConfig::new(args.id, args.listen, args.data.clone());
     config.tls = tls;
+    config.cors_origins = args.cors_origins.clone();
+    config.host_names = args.host_names.clone();
+    config.advertise = Some(advertise);
     config.value_bytes_max = args.value_bytes_max;
     config.snapshot_logs_since_last = args.snapshot_threshold;
     config.snapshot_logs_keep = args.snapshot_keep;
