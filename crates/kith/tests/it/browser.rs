@@ -66,16 +66,33 @@ async fn start_driver() -> Driver {
 }
 
 async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
+    browser_with(driver, profile, &[]).await
+}
+
+/// A browser session with more command-line arguments.
+async fn browser_with(driver: &Driver, profile: &std::path::Path, extra: &[&str]) -> Client {
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ]
+    .iter()
+    .chain(extra)
+    .map(|a| a.to_string())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
     let capabilities = json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
             "binary": CHROMIUM,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
+            "args": args,
         },
         "goog:loggingPrefs": {"browser": "ALL"},
     });
@@ -474,4 +491,183 @@ async fn the_files_page_uploads_lists_downloads_shares_and_deletes() {
     );
     assert_eq!(console_errors(&driver, &page).await, Vec::<String>::new());
     page.close().await.expect("close the browser");
+}
+
+/// A page on another origin that tries to make the node act with the visitor's login
+/// cookie: a simple cross-site POST (no preflight), a preflighted JSON POST, and a form.
+const FOREIGN_PAGE: &str = r#"<!doctype html><html><body><p id="state">working</p>
+<form id="f" method="POST" action="NODE/v1/rooms/browser/messages" enctype="text/plain">
+<input name='{"author":"x","text":"csrf-form","pad":"' value='"}'></form>
+<script>
+(async () => {
+  const target = "NODE/v1/rooms/browser/messages";
+  const body = JSON.stringify({ author: "x", text: "csrf-simple" });
+  try { await fetch(target, { method: "POST", mode: "no-cors", credentials: "include",
+    headers: { "content-type": "text/plain" }, body }); } catch (e) {}
+  let preflight = "refused";
+  try {
+    await fetch(target, { method: "POST", credentials: "include",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ author: "x", text: "csrf-json" }) });
+    preflight = "granted";
+  } catch (e) {}
+  document.getElementById("state").textContent = "done " + preflight;
+  document.getElementById("f").submit();
+})();
+</script></body></html>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_logs_in_with_a_token_chats_and_a_foreign_page_cannot_act() {
+    let cluster = TestCluster::start_secure(1, &[]);
+    cluster.wait_for_leader(&[1], Duration::from_secs(20)).await;
+    let base = cluster.url(1);
+    let token = cluster
+        .inner()
+        .client_token()
+        .expect("admin token")
+        .to_owned();
+    let driver = start_driver().await;
+    let dir = tempfile::tempdir().expect("profile dir");
+    // The cluster's CA is its own; this test trusts it the way a person accepts it once.
+    let page = browser_with(
+        &driver,
+        &dir.path().join("p"),
+        &["--ignore-certificate-errors"],
+    )
+    .await;
+
+    // Without a token the pages send the visitor to the login page.
+    page.goto(&format!("{base}/"))
+        .await
+        .expect("open dashboard");
+    wait_until("the login page", Duration::from_secs(20), || async {
+        let url = page.current_url().await.ok()?;
+        (url.path() == "/login").then_some(())
+    })
+    .await;
+    // The one-click link `kith dev --secure` prints: the token in the fragment.
+    page.goto(&format!("{base}/login#token={token}"))
+        .await
+        .expect("open login link");
+    wait_until(
+        "the dashboard after login",
+        Duration::from_secs(20),
+        || async {
+            let leader = text_of(&page, "s-leader").await?;
+            leader.starts_with("node").then_some(())
+        },
+    )
+    .await;
+    open_chat(&page, &base, "ada").await;
+    say(&page, "logged in").await;
+    wait_for_text(&page, "ada", "logged in").await;
+
+    // A foreign page (another origin, same browser, same cookie jar) cannot post.
+    let foreign = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let foreign_url = format!("http://{}", foreign.local_addr().expect("addr"));
+    let html = FOREIGN_PAGE.replace("NODE", &base);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let html = html.clone();
+            async move { axum::response::Html(html) }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(foreign, app).await });
+    page.goto(&format!("{foreign_url}/"))
+        .await
+        .expect("open foreign page");
+    wait_until(
+        "the foreign page to finish",
+        Duration::from_secs(20),
+        || async {
+            let state = text_of(&page, "state").await;
+            // The form's submission navigates away, which also means its scripts are done.
+            match state {
+                Some(s) if s.starts_with("done") => {
+                    assert_eq!(s, "done refused", "the preflight must get no CORS grant");
+                    Some(())
+                }
+                Some(_) => None,
+                None => Some(()),
+            }
+        },
+    )
+    .await;
+    // Give the form's POST its answer: wait until the browser has left the foreign page.
+    wait_until(
+        "the form to be answered",
+        Duration::from_secs(20),
+        || async {
+            let url = page.current_url().await.ok()?;
+            (url.as_str().starts_with(&base)).then_some(())
+        },
+    )
+    .await;
+    server.abort();
+    let history = cluster
+        .client(1)
+        .history("browser", 0, 100, kith_client::Consistency::Linearizable)
+        .await
+        .expect("history");
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(texts, vec!["logged in"], "a foreign page made the node act");
+
+    // The same without a browser: the cookie from another origin is refused, and a
+    // preflight from it gets no grant.
+    let ca = cluster.inner().certs_dir().expect("certs").join("ca.crt");
+    let tls = kith_client::tls::TlsOptions::trusting(&ca).expect("CA");
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls.client_config(&[b"http/1.1"]).expect("TLS"))
+        .build()
+        .expect("client");
+    let forged = http
+        .post(format!("{base}/v1/rooms/browser/messages"))
+        .header("cookie", format!("kith_token={token}"))
+        .header("origin", &foreign_url)
+        .json(&json!({"author": "x", "text": "csrf-direct"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(forged.status(), 403);
+    let preflight = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/v1/rooms/browser/messages"),
+        )
+        .header("origin", &foreign_url)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("answer");
+    assert!(preflight
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    // The node's own origin is granted (its pages fail over to the other members).
+    let own = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/v1/rooms/browser/messages"),
+        )
+        .header("origin", &base)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        own.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.as_bytes()),
+        Some(base.as_bytes())
+    );
 }

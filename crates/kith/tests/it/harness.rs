@@ -65,14 +65,6 @@ impl TestCluster {
         &self.inner
     }
 
-    /// Removes node `id` from the membership through node `via`.
-    pub async fn remove_member(&self, via: u64, id: u64) {
-        self.inner
-            .remove_member(via, id)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-
     /// The nodes, with their ids, addresses and directories.
     pub fn nodes(&self) -> &[NodeProc] {
         &self.inner.nodes
