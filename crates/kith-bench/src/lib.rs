@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Modules: [`args`] (options and their bounds), [`plan`] (the deterministic operation
-//! sequence), [`targets`] (kith over HTTP, etcd over gRPC), [`runner`] (workers, rate
+//! sequence), [`targets`] (kith over HTTP, etcd over gRPC), [`conn`] (kith endpoints and
+//! their plain or TLS connections), [`runner`] (workers, rate
 //! control, progress line), [`procs`] (target CPU time and RSS), [`report`] (figures,
 //! summary, JSON), [`error`].
 //!
@@ -16,6 +17,7 @@
 //! (bench/vs-etcd.sh, the smoke test) decides what a run means.
 
 pub mod args;
+pub mod conn;
 pub mod error;
 pub mod files;
 pub mod jobs;
@@ -32,6 +34,7 @@ pub use error::BenchError;
 pub use report::Report;
 
 use args::{HttpVersion, ReadConsistency, Route, TargetKind, Workload};
+use conn::ClientTls;
 use plan::Plan;
 use procs::Procs;
 use report::{JobsFigures, Latency, PutBaseline, RunConfig};
@@ -47,14 +50,15 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         Some(name) => procs::discover(name, &args.endpoints),
         None => args.pids.clone(),
     };
+    let tls = client_tls(&args)?;
     if args.workload == Workload::Jobs {
-        let report = run_jobs(&args, &pids).await?;
+        let report = run_jobs(&args, &pids, tls.as_ref()).await?;
         return finish(&args, report);
     }
     if args.workload == Workload::Files {
-        return files::run(&args).await;
+        return files::run(&args, tls.as_ref()).await;
     }
-    let target = Arc::new(Target::new(&args)?);
+    let target = Arc::new(Target::new(&args, tls.as_ref())?);
     let spec = |total, label| PhaseSpec {
         clients: args.clients,
         conns: args.conns,
@@ -139,7 +143,11 @@ fn finish(args: &BenchArgs, report: Report) -> Result<Report, BenchError> {
 /// `kith bench jobs`: first a `put` run with `producers + workers` clients (one connection
 /// each, `--warmup` puts before it), then the jobs run on a fresh queue with the same
 /// number of connections. The report's main figures are the jobs run's.
-async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> {
+async fn run_jobs(
+    args: &BenchArgs,
+    pids: &[u32],
+    tls: Option<&ClientTls>,
+) -> Result<Report, BenchError> {
     let clients = args.producers + args.workers;
     let mut put_args = args.clone();
     put_args.workload = Workload::Put;
@@ -155,7 +163,7 @@ async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> 
         label,
         progress: !args.quiet,
     };
-    let put_target = Arc::new(Target::new(&put_args)?);
+    let put_target = Arc::new(Target::new(&put_args, tls)?);
     if args.warmup > 0 {
         let plan = Arc::new(Plan::new(&put_args, 0));
         runner::run_phase(put_target.clone(), plan, &spec(args.warmup, "warm-up")).await?;
@@ -182,10 +190,13 @@ async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> 
     let target = Arc::new(targets::kith::KithTarget::new(
         &args.endpoints,
         clients,
-        args.http,
-        false,
-        std::time::Duration::from_millis(args.timeout_ms),
-        args.route == Route::Leader,
+        targets::kith::KithOptions {
+            http: args.http,
+            stale: false,
+            timeout: std::time::Duration::from_millis(args.timeout_ms),
+            follow_leader: args.route == Route::Leader,
+            tls: tls.cloned(),
+        },
     )?);
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -258,6 +269,20 @@ async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> 
             },
         }),
     })
+}
+
+/// The run's one TLS configuration towards kith, when it has `https` endpoints (etcd's
+/// client builds its own: see `targets::etcd`).
+fn client_tls(args: &BenchArgs) -> Result<Option<ClientTls>, BenchError> {
+    let https = args.endpoints.iter().any(|e| e.starts_with("https://"));
+    if args.target != TargetKind::Kith || !https {
+        return Ok(None);
+    }
+    let ca = args.ca.as_deref().ok_or_else(|| {
+        BenchError::InvalidArgs("https endpoints need --ca (the CA to trust)".into())
+    })?;
+    let identity = args.cert.as_deref().zip(args.key.as_deref());
+    ClientTls::new(ca, identity).map(Some)
 }
 
 fn config(args: &BenchArgs) -> RunConfig {
