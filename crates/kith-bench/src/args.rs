@@ -66,7 +66,8 @@ pub enum HttpVersion {
     /// One request at a time per connection: clients sharing a connection queue for it.
     #[value(name = "1")]
     Http1,
-    /// HTTP/2 with prior knowledge (h2c): clients multiplex over each connection.
+    /// HTTP/2 (h2c with prior knowledge; over TLS, agreed by ALPN): clients multiplex over
+    /// each connection.
     #[value(name = "2")]
     Http2,
 }

@@ -2,10 +2,10 @@
 //!
 //! Raw hyper connections rather than a pooled client, so the connection count is what the
 //! user asked for and not whatever a pool decides; `https` endpoints are reached over TLS
-//! (see [`crate::conn`]). Over HTTP/1.1 a connection carries one
-//! request at a time: the clients assigned to it take turns (their wait is part of their
-//! latency, as it would be for a real client). Over HTTP/2 (`--http 2`, prior knowledge)
-//! they multiplex, as etcd's gRPC clients do.
+//! (see [`crate::conn`]). Over HTTP/1.1 a connection carries one request at a time: the
+//! clients assigned to it take turns (their wait is part of their latency, as it would be
+//! for a real client). Over HTTP/2 (`--http 2`: prior knowledge, or ALPN over TLS) they
+//! multiplex, as etcd's gRPC clients do.
 //!
 //! A broken connection is dropped and reopened by the next request; an endpoint that
 //! refuses a connection makes that connection move to the next endpoint. With `--route
