@@ -9,9 +9,8 @@
 //!
 //! Modules: [`args`] (options and their bounds), [`plan`] (the deterministic operation
 //! sequence), [`targets`] (kith over HTTP, etcd over gRPC), [`conn`] (kith endpoints and
-//! their plain or TLS connections), [`runner`] (workers, rate
-//! control, progress line), [`procs`] (target CPU time and RSS), [`report`] (figures,
-//! summary, JSON), [`error`].
+//! their plain or TLS connections), [`runner`] (workers, rate control, progress line),
+//! [`procs`] (target CPU time and RSS), [`report`] (figures, summary, JSON), [`error`].
 //!
 //! It measures; it refuses to judge. No thresholds, no pass/fail on figures: the caller
 //! (bench/vs-etcd.sh, the smoke test) decides what a run means.
@@ -275,12 +274,10 @@ async fn run_jobs(
 /// client builds its own: see `targets::etcd`).
 fn client_tls(args: &BenchArgs) -> Result<Option<ClientTls>, BenchError> {
     let https = args.endpoints.iter().any(|e| e.starts_with("https://"));
-    if args.target != TargetKind::Kith || !https {
+    // `BenchArgs::validate` refused https endpoints without --ca.
+    let (Some(ca), true, TargetKind::Kith) = (args.ca.as_deref(), https, args.target) else {
         return Ok(None);
-    }
-    let ca = args.ca.as_deref().ok_or_else(|| {
-        BenchError::InvalidArgs("https endpoints need --ca (the CA to trust)".into())
-    })?;
+    };
     let identity = args.cert.as_deref().zip(args.key.as_deref());
     ClientTls::new(ca, identity).map(Some)
 }

@@ -23,19 +23,18 @@ use crate::args::BenchArgs;
 use crate::error::BenchError;
 use crate::plan::Op;
 
-/// The TLS options `args` asks for: `None` unless an endpoint is `https`, which then needs
-/// `--ca`. Read once; every connection of the run is built with them.
+/// The TLS options `args` asks for: `None` unless an endpoint is `https` (which
+/// `BenchArgs::validate` accepts only with `--ca`). Read once; every connection of the run
+/// is built with them.
 pub fn tls_options(args: &BenchArgs) -> Result<Option<TlsOptions>, BenchError> {
-    if !args.endpoints.iter().any(|e| e.starts_with("https://")) {
+    let https = args.endpoints.iter().any(|e| e.starts_with("https://"));
+    let (Some(ca), true) = (args.ca.as_deref(), https) else {
         return Ok(None);
-    }
+    };
     let read = |path: &std::path::Path| {
         std::fs::read(path)
             .map_err(|e| BenchError::InvalidArgs(format!("cannot read {}: {e}", path.display())))
     };
-    let ca = args.ca.as_deref().ok_or_else(|| {
-        BenchError::InvalidArgs("https endpoints need --ca (the CA to trust)".into())
-    })?;
     let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
     if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
         tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
