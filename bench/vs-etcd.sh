@@ -6,6 +6,8 @@
 #   WORKLOADS="b c" FAILOVER_TRIALS=0 bash bench/vs-etcd.sh   # only some workloads
 #   KITH_HTTP=2 bash bench/vs-etcd.sh     # kith's clients over HTTP/2 (h2c), like etcd's gRPC
 #   KITH_BIN=/tmp/kith-old bash bench/vs-etcd.sh   # another kith build (needs --features etcd)
+#   TLS=1 bash bench/vs-etcd.sh           # both systems with TLS throughout (see below)
+#   TLS=both bash bench/vs-etcd.sh        # plain, then TLS: what TLS costs each system
 #
 # What it does, in order:
 #   1. installs what is missing from Debian: etcd-server, etcd-client (etcdctl),
@@ -17,6 +19,8 @@
 #   3. FAILOVER_TRIALS times per system: SIGKILLs the leader under a steady write load and
 #      measures the longest time without a successful write; restarts the killed member;
 #   4. prints one table of medians (and writes every run's JSON under $OUT).
+# With TLS=both, steps 2–4 run twice, plain then with TLS (under $OUT/plain and $OUT/tls),
+# and a last table sets each system's TLS figures against its plain ones.
 #
 # Where writes go: each system as its own client sends them. kith's client (and `kith bench
 # --route leader`) writes to the leader that every write's answer names (`kith-leader`);
@@ -30,6 +34,13 @@
 # (fdatasync of its log segment) before a node acknowledges it; etcd fsyncs its WAL before
 # acknowledging (no --unsafe-no-fsync). A write is acknowledged once 2 of 3 nodes have it
 # on disk, in both.
+#
+# TLS (TLS=1, or the second pass of TLS=both): `kith init` creates one CA and a certificate
+# per node (ECDSA P-256, HOST 127.0.0.1). kith node i serves with `--tls DIR/node-i` (peers
+# over mutual TLS); etcd member i serves with the same node-i certificate, clients and peers
+# over https with certificates required (`--client-cert-auth`, `--peer-client-cert-auth`).
+# `kith bench` trusts the CA and presents node 1's certificate to both systems, over TLS 1.3
+# with session resumption; kith's HTTP/2 is negotiated by ALPN, etcd's gRPC is HTTP/2 too.
 #
 # Everything it starts it stops (trap on EXIT), including after Ctrl-C.
 set -euo pipefail
@@ -45,6 +56,16 @@ OUT=${OUT:-${TMPDIR:-/tmp}/kith-vs-etcd}
 DATA=${DATA:-$OUT/data}
 KITH_PORT0=${KITH_PORT0:-17000}   # kith nodes listen on KITH_PORT0 + 1..3
 ETCD_PORT0=${ETCD_PORT0:-17100}   # etcd member i: client ETCD_PORT0 + 10i, peer + 10i + 1
+TLS=${TLS:-0}                     # 0: plain; 1: TLS; both: plain, then TLS
+case $TLS in
+    0) PASSES=(0) ;;
+    1) PASSES=(1) ;;
+    both) PASSES=(0 1) ;;
+    *) echo "TLS must be 0, 1 or both" >&2; exit 2 ;;
+esac
+CERTS=$OUT/certs                  # kith init's CA and node certificates (TLS passes)
+SECURE=0                          # whether the current pass runs with TLS
+RUN=$OUT                          # where the current pass writes its runs and summary
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); print (v < 100 ? 100 : v) }'; }
@@ -71,6 +92,12 @@ else
 fi
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*-idle-rss-r* "$OUT"/*.log
+rm -rf "${OUT:?}/plain" "${OUT:?}/tls" "${CERTS:?}"
+if [[ $TLS != 0 ]]; then
+    "$KITH" init --out "$CERTS" \
+        --nodes "1=127.0.0.1:$((KITH_PORT0 + 1)),2=127.0.0.1:$((KITH_PORT0 + 2)),3=127.0.0.1:$((KITH_PORT0 + 3))" \
+        >"$OUT/init.log"
+fi
 
 # ---- cluster control --------------------------------------------------------------------
 declare -A PID=()   # "kith1" / "etcd2" → pid of a running member
@@ -89,41 +116,65 @@ stop_all() { for name in "${!PID[@]}"; do stop_member "$name"; done; }
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-kith_url() { echo "http://127.0.0.1:$((KITH_PORT0 + $1))"; }
-etcd_url() { echo "http://127.0.0.1:$((ETCD_PORT0 + 10 * $1))"; }
-etcd_peer() { echo "http://127.0.0.1:$((ETCD_PORT0 + 10 * $1 + 1))"; }
+scheme() { if ((SECURE)); then echo https; else echo http; fi; }
+kith_url() { echo "$(scheme)://127.0.0.1:$((KITH_PORT0 + $1))"; }
+etcd_url() { echo "$(scheme)://127.0.0.1:$((ETCD_PORT0 + 10 * $1))"; }
+etcd_peer() { echo "$(scheme)://127.0.0.1:$((ETCD_PORT0 + 10 * $1 + 1))"; }
+# The client side of TLS for each tool: trust the CA, present node 1's certificate.
+tls_curl() { if ((SECURE)); then curl --cacert "$CERTS/ca.crt" "$@"; else curl "$@"; fi; }
+tls_etcdctl() {
+    if ((SECURE)); then
+        etcdctl --cacert "$CERTS/ca.crt" --cert "$CERTS/node-1/node.crt" --key "$CERTS/node-1/node.key" "$@"
+    else
+        etcdctl "$@"
+    fi
+}
+bench_tls() { # → kith bench's TLS arguments for the current pass
+    if ((SECURE)); then
+        echo "--ca $CERTS/ca.crt --cert $CERTS/node-1/node.crt --key $CERTS/node-1/node.key"
+    fi
+}
 endpoints() { # system → comma-separated client URLs
     local f=${1}_url; echo "$($f 1),$($f 2),$($f 3)"
 }
 
 start_kith_member() {
     local i=$1 peers="1=127.0.0.1:$((KITH_PORT0 + 1)),2=127.0.0.1:$((KITH_PORT0 + 2)),3=127.0.0.1:$((KITH_PORT0 + 3))"
+    local tls=()
+    if ((SECURE)); then tls=(--tls "$CERTS/node-$i"); fi
     RUST_LOG=warn "$KITH" serve --id "$i" --listen "127.0.0.1:$((KITH_PORT0 + i))" \
-        --data "$DATA/kith/n$i" --peers "$peers" >>"$OUT/kith$i.log" 2>&1 &
+        --data "$DATA/kith/n$i" --peers "$peers" "${tls[@]}" >>"$RUN/kith$i.log" 2>&1 &
     PID[kith$i]=$!
 }
 start_etcd_member() {
     local i=$1
     local cluster="e1=$(etcd_peer 1),e2=$(etcd_peer 2),e3=$(etcd_peer 3)"
+    local tls=() node=$CERTS/node-$i
+    if ((SECURE)); then
+        tls=(--cert-file "$node/node.crt" --key-file "$node/node.key"
+            --trusted-ca-file "$CERTS/ca.crt" --client-cert-auth
+            --peer-cert-file "$node/node.crt" --peer-key-file "$node/node.key"
+            --peer-trusted-ca-file "$CERTS/ca.crt" --peer-client-cert-auth)
+    fi
     etcd --name "e$i" --data-dir "$DATA/etcd/e$i" \
         --listen-client-urls "$(etcd_url "$i")" --advertise-client-urls "$(etcd_url "$i")" \
         --listen-peer-urls "$(etcd_peer "$i")" --initial-advertise-peer-urls "$(etcd_peer "$i")" \
-        --initial-cluster "$cluster" --initial-cluster-token kith-bench \
-        --initial-cluster-state new --logger zap --log-level error >>"$OUT/etcd$i.log" 2>&1 &
+        --initial-cluster "$cluster" --initial-cluster-token kith-bench "${tls[@]}" \
+        --initial-cluster-state new --logger zap --log-level error >>"$RUN/etcd$i.log" 2>&1 &
     PID[etcd$i]=$!
 }
 healthy() { # system member → 0 when it serves and knows a leader
     if [[ $1 == kith ]]; then
-        curl -fsS -m 1 "$(kith_url "$2")/v1/health" 2>/dev/null | grep -q '"leader_id":[0-9]'
+        tls_curl -fsS -m 1 "$(kith_url "$2")/v1/health" 2>/dev/null | grep -q '"leader_id":[0-9]'
     else
-        etcdctl --endpoints "$(etcd_url "$2")" --command-timeout=1s endpoint health >/dev/null 2>&1
+        tls_etcdctl --endpoints "$(etcd_url "$2")" --command-timeout=1s endpoint health >/dev/null 2>&1
     fi
 }
 wait_healthy() { # system members…
     local sys=$1; shift
     for i in "$@"; do
         for _ in $(seq 300); do healthy "$sys" "$i" && continue 2; sleep 0.1; done
-        log "$sys member $i did not become healthy; see $OUT/$sys$i.log"; exit 1
+        log "$sys member $i did not become healthy; see $RUN/$sys$i.log"; exit 1
     done
 }
 start_cluster() { # system [fresh]
@@ -139,10 +190,10 @@ leader_of() { # system → member number of the current leader (empty if none)
     for i in 1 2 3; do
         [[ -n ${PID[$1$i]:-} ]] || continue
         if [[ $1 == kith ]]; then
-            curl -fsS -m 1 "$(kith_url "$i")/v1/health" 2>/dev/null | grep -q '"role":"leader"' \
+            tls_curl -fsS -m 1 "$(kith_url "$i")/v1/health" 2>/dev/null | grep -q '"role":"leader"' \
                 && { echo "$i"; return; }
         else
-            etcdctl --endpoints "$(etcd_url "$i")" --command-timeout=1s endpoint status \
+            tls_etcdctl --endpoints "$(etcd_url "$i")" --command-timeout=1s endpoint status \
                 -w simple 2>/dev/null | awk -F', ' '$5 == "true" { found = 1 } END { exit !found }' \
                 && { echo "$i"; return; }
         fi
@@ -152,9 +203,10 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 bench() { # system json-name args… → runs kith bench against the running cluster
     local sys=$1 name=$2; shift 2
-    "$KITH" bench "$@" --target "$sys" --endpoints "$(endpoints "$sys")" \
-        --pids "$(pids_of "$sys")" --quiet --json "$OUT/$name.json" >"$OUT/$name.txt" 2>&1 \
-        || { log "bench $name failed:"; cat "$OUT/$name.txt" >&2; exit 1; }
+    # shellcheck disable=SC2046
+    "$KITH" bench "$@" --target "$sys" --endpoints "$(endpoints "$sys")" $(bench_tls) \
+        --pids "$(pids_of "$sys")" --quiet --json "$RUN/$name.json" >"$RUN/$name.txt" 2>&1 \
+        || { log "bench $name failed:"; cat "$RUN/$name.txt" >&2; exit 1; }
 }
 
 # ---- 2. workloads -----------------------------------------------------------------------
@@ -186,12 +238,12 @@ route_for() { # system → where its writes go: as its own client sends them
 
 run_round() { # system round
     local sys=$1 r=$2 w
-    log "round $r: $sys"
+    log "round $r: $sys$( ((SECURE)) && echo ' (TLS)')"
     # Round 1 starts from empty data directories; later rounds restart the same members
     # over their data, so the (slow, unmeasured) prefill of the key space happens once.
     if ((r == 1)); then start_cluster "$sys" fresh; else start_cluster "$sys"; fi
     sleep 2
-    for i in 1 2 3; do rss_kb "${PID[$sys$i]}"; done | sort -n | tail -1 >"$OUT/$sys-idle-rss-r$r"
+    for i in 1 2 3; do rss_kb "${PID[$sys$i]}"; done | sort -n | tail -1 >"$RUN/$sys-idle-rss-r$r"
     for w in a b c; do
         wanted "$w" || continue
         # shellcheck disable=SC2086
@@ -222,19 +274,20 @@ run_round() { # system round
 # the failover time (detection + election + first commit).
 failover() { # system
     local sys=$1 t leader bpid
-    log "failover: $sys"
+    log "failover: $sys$( ((SECURE)) && echo ' (TLS)')"
     start_cluster "$sys" fresh
     for t in $(seq "$FAILOVER_TRIALS"); do
-        "$KITH" bench put --target "$sys" --endpoints "$(endpoints "$sys")" --clients 256 \
+        # shellcheck disable=SC2046
+        "$KITH" bench put --target "$sys" --endpoints "$(endpoints "$sys")" $(bench_tls) --clients 256 \
             --conns 256 --rate 100 --total 1000 --timeout-ms 5000 --route any "${COMMON[@]}" --seed "$t" \
-            --quiet --json "$OUT/$sys-failover-t$t.json" >"$OUT/$sys-failover-t$t.txt" 2>&1 &
+            --quiet --json "$RUN/$sys-failover-t$t.json" >"$RUN/$sys-failover-t$t.txt" 2>&1 &
         bpid=$!
         sleep 3
         leader=$(leader_of "$sys")
         [[ -n $leader ]] || { log "$sys has no leader before trial $t"; exit 1; }
         log "  trial $t: SIGKILL $sys member $leader"
         stop_member "$sys$leader" KILL
-        wait "$bpid" || { log "failover bench failed:"; cat "$OUT/$sys-failover-t$t.txt" >&2; exit 1; }
+        wait "$bpid" || { log "failover bench failed:"; cat "$RUN/$sys-failover-t$t.txt" >&2; exit 1; }
         "start_${sys}_member" "$leader"
         wait_healthy "$sys" 1 2 3
         sleep 2 # let the restarted member catch up before the next trial
@@ -251,11 +304,14 @@ DISK=$(dd if=/dev/zero of="$DATA/dsync-probe" bs=4k count=500 oflag=dsync 2>&1 \
     | awk '/copied/ { printf "%.0f", $(NF-3) / 500 * 1e6 }')
 rm -f "$DATA/dsync-probe"
 log "disk: ${DISK} µs per synchronous 4 KiB write"
-for r in $(seq "$ROUNDS"); do
-    if ((r % 2)); then order=(kith etcd); else order=(etcd kith); fi
-    for sys in "${order[@]}"; do run_round "$sys" "$r"; done
-done
-if ((FAILOVER_TRIALS > 0)); then for sys in kith etcd; do failover "$sys"; done; fi
+measure() { # → the current pass: rounds, then failover trials
+    local r sys order
+    for r in $(seq "$ROUNDS"); do
+        if ((r % 2)); then order=(kith etcd); else order=(etcd kith); fi
+        for sys in "${order[@]}"; do run_round "$sys" "$r"; done
+    done
+    if ((FAILOVER_TRIALS > 0)); then for sys in kith etcd; do failover "$sys"; done; fi
+}
 
 # ---- 4. report --------------------------------------------------------------------------
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -265,9 +321,23 @@ field() { # jq-filter files… → one value per file
 }
 med() { field "$1" "${@:2}" | median; }
 
-{
+separator() { # column widths… → a table's separator line
+    local w line="|"
+    for w in "$@"; do line+="$(printf -- '-%.0s' $(seq $((w + 2))))|"; done
+    echo "$line"
+}
+tls_line() {
+    if ((SECURE)); then
+        echo "TLS: on, for clients and between nodes (one kith init CA; kith --tls; etcd --client-cert-auth, --peer-client-cert-auth; the bench presents a certificate of that CA to both)"
+    else
+        echo "TLS: off (plain TCP for clients and between nodes)"
+    fi
+}
+
+report() { # → the current pass's tables, from $RUN
     echo
-    echo "kith vs etcd $(etcd --version | awk '/etcd Version/ { print $3 }'), 3 nodes each on 127.0.0.1; medians of $ROUNDS alternating rounds"
+    echo "kith vs etcd $(etcd --version | awk '/etcd Version/ { print $3 }'), 3 nodes each on 127.0.0.1, TLS $( ((SECURE)) && echo on || echo off); medians of $ROUNDS alternating rounds"
+    tls_line
     echo "durability: both fsync every acknowledged write on a quorum (kith: fdatasync of the log segment per append group; etcd: WAL fsync, its default)"
     echo "8-byte keys, ${KEY_SPACE} key space, 256-byte values; kith over HTTP/$KITH_HTTP for (c)–(e) (HTTP/1.1 for (a), (b)), etcd over gRPC; totals scaled by $SCALE"
     echo "writes: kith's to the leader its nodes name (--route leader, as kith's client does); etcd's to the member each connection reached (--route any, as etcd's client does)"
@@ -277,10 +347,10 @@ med() { field "$1" "${@:2}" | median; }
     printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
         "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
     for w in $WORKLOADS; do
-        k=$(med .throughput_ops_s "$OUT"/kith-"$w"-r*.json)
-        e=$(med .throughput_ops_s "$OUT"/etcd-"$w"-r*.json)
-        kp=$(med .latency.p99_us "$OUT"/kith-"$w"-r*.json)
-        ep=$(med .latency.p99_us "$OUT"/etcd-"$w"-r*.json)
+        k=$(med .throughput_ops_s "$RUN"/kith-"$w"-r*.json)
+        e=$(med .throughput_ops_s "$RUN"/etcd-"$w"-r*.json)
+        kp=$(med .latency.p99_us "$RUN"/kith-"$w"-r*.json)
+        ep=$(med .latency.p99_us "$RUN"/etcd-"$w"-r*.json)
         awk -v t="${TITLE[$w]}" -v k="$k" -v e="$e" -v kp="$kp" -v ep="$ep" 'BEGIN {
             printf "| %-34s | %10.0f | %10.0f | %5.2fx | %7.2f ms | %7.2f ms |\n", t, k, e, k / e, kp / 1000, ep / 1000 }'
     done
@@ -291,10 +361,10 @@ med() { field "$1" "${@:2}" | median; }
         "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..12})"
     for w in $WORKLOADS; do
         [[ $w == [abc] ]] || continue
-        k=$(med .throughput_ops_s "$OUT"/kith-"$w"-r*.json)
-        e=$(med .throughput_ops_s "$OUT"/etcd-"$w"-leader-r*.json)
-        kp=$(med .latency.p99_us "$OUT"/kith-"$w"-r*.json)
-        ep=$(med .latency.p99_us "$OUT"/etcd-"$w"-leader-r*.json)
+        k=$(med .throughput_ops_s "$RUN"/kith-"$w"-r*.json)
+        e=$(med .throughput_ops_s "$RUN"/etcd-"$w"-leader-r*.json)
+        kp=$(med .latency.p99_us "$RUN"/kith-"$w"-r*.json)
+        ep=$(med .latency.p99_us "$RUN"/etcd-"$w"-leader-r*.json)
         awk -v t="${TITLE[$w]}" -v k="$k" -v e="$e" -v kp="$kp" -v ep="$ep" 'BEGIN {
             printf "| %-34s | %10.0f | %10.0f | %5.2fx | %7.2f ms | %7.2f ms |\n", t, k, e, k / e, kp / 1000, ep / 1000 }'
     done
@@ -304,29 +374,75 @@ med() { field "$1" "${@:2}" | median; }
     printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..36})" "$(printf -- '-%.0s' {1..12})" \
         "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..14})" "$(printf -- '-%.0s' {1..14})"
     for w in $WORKLOADS; do
-        awk -v t="${TITLE[$w]}" -v k="$(med .target_cpu_ms_per_kop "$OUT"/kith-"$w"-r*.json)" \
-            -v e="$(med .target_cpu_ms_per_kop "$OUT"/etcd-"$w"-r*.json)" \
-            -v bk="$(med .client_cpu_ms_per_kop "$OUT"/kith-"$w"-r*.json)" \
-            -v be="$(med .client_cpu_ms_per_kop "$OUT"/etcd-"$w"-r*.json)" 'BEGIN {
+        awk -v t="${TITLE[$w]}" -v k="$(med .target_cpu_ms_per_kop "$RUN"/kith-"$w"-r*.json)" \
+            -v e="$(med .target_cpu_ms_per_kop "$RUN"/etcd-"$w"-r*.json)" \
+            -v bk="$(med .client_cpu_ms_per_kop "$RUN"/kith-"$w"-r*.json)" \
+            -v be="$(med .client_cpu_ms_per_kop "$RUN"/etcd-"$w"-r*.json)" 'BEGIN {
             printf "| %-34s | %10.0f | %10.0f | %12.0f | %12.0f |\n", t, k, e, bk, be }'
     done
     echo
     if ((FAILOVER_TRIALS > 0)); then
-        kf=$(med .success_gap_ms_max "$OUT"/kith-failover-t*.json)
-        ef=$(med .success_gap_ms_max "$OUT"/etcd-failover-t*.json)
+        kf=$(med .success_gap_ms_max "$RUN"/kith-failover-t*.json)
+        ef=$(med .success_gap_ms_max "$RUN"/etcd-failover-t*.json)
         echo "leader failover (SIGKILL under 100 writes/s; no successful write for …), median of $FAILOVER_TRIALS:"
-        echo "  kith $(printf '%.0f' "$kf") ms (trials: $(field .success_gap_ms_max "$OUT"/kith-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
-        echo "  etcd $(printf '%.0f' "$ef") ms (trials: $(field .success_gap_ms_max "$OUT"/etcd-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
+        echo "  kith $(printf '%.0f' "$kf") ms (trials: $(field .success_gap_ms_max "$RUN"/kith-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
+        echo "  etcd $(printf '%.0f' "$ef") ms (trials: $(field .success_gap_ms_max "$RUN"/etcd-failover-t*.json | awk '{ printf "%.0f ", $1 }')ms)"
         echo
     fi
     echo "resident memory per node (largest of the 3 nodes; median over rounds):"
     for sys in kith etcd; do
-        idle=$(cat "$OUT"/$sys-idle-rss-r* | median)
+        idle=$(cat "$RUN"/$sys-idle-rss-r* | median)
         loaded=$(for r in $(seq "$ROUNDS"); do
-            field .target_rss_peak_kb_max "$OUT"/$sys-?-r"$r".json | sort -n | tail -1
+            field .target_rss_peak_kb_max "$RUN"/$sys-?-r"$r".json | sort -n | tail -1
         done | median)
         awk -v s="$sys" -v i="$idle" -v l="$loaded" 'BEGIN { printf "  %s idle %.0f MiB, peak under load %.0f MiB\n", s, i / 1024, l / 1024 }'
     done
     echo
-    echo "total time $(( $(date +%s) - started )) s; every run's JSON and summary are in $OUT"
-} | tee "$OUT/summary.txt"
+    echo "time $(( $(date +%s) - pass_started )) s; every run's JSON and summary are in $RUN"
+}
+
+tls_cost() { # → each measure with TLS against the same without, per system (TLS=both)
+    local m label filter fmt div w
+    echo
+    echo "the cost of TLS: each system with TLS against itself without (medians of $ROUNDS rounds; ratio = TLS ÷ plain)"
+    for m in "ops/s|.throughput_ops_s|%.0f|1" "p99 ms|.latency.p99_us|%.2f|1000" \
+        "CPU ms per 1,000 ops (3 nodes)|.target_cpu_ms_per_kop|%.0f|1"; do
+        IFS='|' read -r label filter fmt div <<<"$m"
+        echo
+        printf '| %-34s | %10s | %10s | %6s | %10s | %10s | %6s |\n' \
+            "$label" "kith plain" "kith TLS" ratio "etcd plain" "etcd TLS" ratio
+        separator 34 10 10 6 10 10 6
+        for w in $WORKLOADS; do
+            awk -v t="${TITLE[$w]}" -v f="$fmt" -v d="$div" \
+                -v kp="$(med "$filter" "$OUT"/plain/kith-"$w"-r*.json)" \
+                -v kt="$(med "$filter" "$OUT"/tls/kith-"$w"-r*.json)" \
+                -v ep="$(med "$filter" "$OUT"/plain/etcd-"$w"-r*.json)" \
+                -v et="$(med "$filter" "$OUT"/tls/etcd-"$w"-r*.json)" 'BEGIN {
+                c = "%10s"; fmt = "| %-34s | " c " | " c " | %5.2fx | " c " | " c " | %5.2fx |\n"
+                printf fmt, t, sprintf(f, kp / d), sprintf(f, kt / d), kt / kp,
+                    sprintf(f, ep / d), sprintf(f, et / d), et / ep }'
+        done
+    done
+    echo
+    if ((FAILOVER_TRIALS > 0)); then
+        echo "leader failover, median ms: kith $(med .success_gap_ms_max "$OUT"/plain/kith-failover-t*.json | xargs printf '%.0f') plain, $(med .success_gap_ms_max "$OUT"/tls/kith-failover-t*.json | xargs printf '%.0f') TLS; etcd $(med .success_gap_ms_max "$OUT"/plain/etcd-failover-t*.json | xargs printf '%.0f') plain, $(med .success_gap_ms_max "$OUT"/tls/etcd-failover-t*.json | xargs printf '%.0f') TLS"
+    fi
+    for sys in kith etcd; do
+        awk -v s="$sys" -v p="$(cat "$OUT"/plain/$sys-idle-rss-r* | median)" \
+            -v t="$(cat "$OUT"/tls/$sys-idle-rss-r* | median)" 'BEGIN {
+            printf "idle resident memory per node, %s: %.0f MiB plain, %.0f MiB TLS\n", s, p / 1024, t / 1024 }'
+    done
+    echo
+    echo "total time $(( $(date +%s) - started )) s; the two passes are in $OUT/plain and $OUT/tls"
+}
+
+for SECURE in "${PASSES[@]}"; do
+    if [[ $TLS == both ]]; then
+        RUN=$OUT/$( ((SECURE)) && echo tls || echo plain)
+        mkdir -p "$RUN"
+    fi
+    pass_started=$(date +%s)
+    measure
+    report | tee "$RUN/summary.txt"
+done
+if [[ $TLS == both ]]; then tls_cost | tee "$OUT/tls-cost.txt"; fi

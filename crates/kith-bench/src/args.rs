@@ -66,7 +66,8 @@ pub enum HttpVersion {
     /// One request at a time per connection: clients sharing a connection queue for it.
     #[value(name = "1")]
     Http1,
-    /// HTTP/2 with prior knowledge (h2c): clients multiplex over each connection.
+    /// HTTP/2 (h2c with prior knowledge; over TLS, agreed by ALPN): clients multiplex over
+    /// each connection.
     #[value(name = "2")]
     Http2,
 }
@@ -84,7 +85,7 @@ pub enum Route {
     Any,
 }
 
-/// `kith bench put|get|mixed [options]`.
+/// `kith bench put|get|mixed|jobs|files [options]`.
 #[derive(Args, Clone, Debug)]
 pub struct BenchArgs {
     /// The operation mix.
@@ -148,6 +149,17 @@ pub struct BenchArgs {
     /// Default: the `kith dev` cluster.
     #[arg(long, env = "KITH_ENDPOINTS", value_delimiter = ',', default_value = DEV_ENDPOINTS)]
     pub endpoints: Vec<String>,
+    /// The CA to trust for `https://` endpoints (PEM; kith: `DIR/ca.crt` from `kith init`).
+    /// No system roots are trusted.
+    #[arg(long, env = "KITH_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present over TLS, with `--key` (etcd run with
+    /// `--client-cert-auth` needs one).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `--cert`.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Per-operation timeout in milliseconds; a timed-out operation counts as an error.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
@@ -245,10 +257,11 @@ impl BenchArgs {
         }
         if self.target == TargetKind::Kith {
             for e in &self.endpoints {
-                if !e.starts_with("http://") {
-                    return bad(format!("kith endpoint {e:?} must start with http://"));
-                }
+                crate::conn::Endpoint::parse(e)?;
             }
+        }
+        if self.ca.is_none() && self.endpoints.iter().any(|e| e.starts_with("https://")) {
+            return bad("https endpoints need --ca (the CA to trust)".into());
         }
         Ok(())
     }

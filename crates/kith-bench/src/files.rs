@@ -29,10 +29,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Serialize;
-use tokio::net::TcpStream;
 
+use crate::args::HttpVersion;
+use crate::conn::{self, ClientTls, Endpoint};
 use crate::error::BenchError;
 use crate::report::{Latency, Report};
 use crate::BenchArgs;
@@ -78,7 +78,7 @@ pub struct FilesReport {
 /// Runs the benchmark; prints the table and writes `--json`. The returned [`Report`] holds
 /// the two transfers as its operations (the files figures are in the printed table and the
 /// JSON file).
-pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+pub async fn run(args: &BenchArgs, tls: Option<&ClientTls>) -> Result<Report, BenchError> {
     let bytes = args.bytes;
     let disk_dir = args.disk_dir.clone().unwrap_or_else(std::env::temp_dir);
     let upload_endpoint = args.endpoints[0].trim_end_matches('/').to_owned();
@@ -112,7 +112,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         &format!("upload: {} bytes to {upload_endpoint}{path}…", bytes),
     );
     let started = Instant::now();
-    let manifest = tokio::time::timeout(bound, upload(&upload_endpoint, &path, bytes))
+    let manifest = tokio::time::timeout(bound, upload(&upload_endpoint, tls, &path, bytes))
         .await
         .map_err(|_| failed(format!("the upload took longer than {bound:?}")))??;
     let upload_s = started.elapsed().as_secs_f64();
@@ -125,7 +125,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
 
     note(args, &format!("download: from {download_endpoint}{path}…"));
     let started = Instant::now();
-    let got = tokio::time::timeout(bound, download(&download_endpoint, &path))
+    let got = tokio::time::timeout(bound, download(&download_endpoint, tls, &path))
         .await
         .map_err(|_| failed(format!("the download took longer than {bound:?}")))??;
     let download_s = started.elapsed().as_secs_f64();
@@ -133,7 +133,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         return Err(failed(format!("downloaded {got} bytes of {bytes}")));
     }
     // Leave nothing behind; a failed delete only leaves a file for garbage collection.
-    let _ = tokio::time::timeout(bound, call(&upload_endpoint, Method::DELETE, &path)).await;
+    let _ = tokio::time::timeout(bound, call(&upload_endpoint, tls, Method::DELETE, &path)).await;
 
     let mb_s = |b: u64, s: f64| if s > 0.0 { b as f64 / 1e6 / s } else { 0.0 };
     let upload_mb_s = mb_s(bytes, upload_s);
@@ -253,7 +253,9 @@ pub fn print(r: &FilesReport, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 fn host_port(endpoint: &str) -> &str {
-    endpoint.strip_prefix("http://").unwrap_or(endpoint)
+    endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
 }
 
 /// Writes `bytes` in 1 MiB writes to a new temp file in `dir`, fsyncs it and removes it;
@@ -353,30 +355,34 @@ impl Body for Generated {
     }
 }
 
-async fn connect<B>(endpoint: &str) -> Result<(http1::SendRequest<B>, String), BenchError>
+async fn connect<B>(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+) -> Result<(http1::SendRequest<B>, String), BenchError>
 where
     B: Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let authority = endpoint
-        .strip_prefix("http://")
-        .ok_or_else(|| BenchError::InvalidArgs(format!("{endpoint:?} must start with http://")))?
-        .to_owned();
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority))
+    let endpoint = Endpoint::parse(endpoint)?;
+    let authority = endpoint.authority.clone();
+    let io = conn::open(&endpoint, tls, HttpVersion::Http1, CONNECT_TIMEOUT)
         .await
-        .map_err(|_| failed(format!("connecting to {authority} timed out")))?
-        .map_err(|e| failed(format!("cannot connect to {authority}: {e}")))?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .map_err(failed)?;
+    let (sender, connection) = http1::handshake(io)
         .await
         .map_err(|e| failed(format!("{authority}: {e}")))?;
     tokio::spawn(connection);
     Ok((sender, authority))
 }
 
-async fn upload(endpoint: &str, path: &str, bytes: u64) -> Result<serde_json::Value, BenchError> {
-    let (mut sender, authority) = connect::<Generated>(endpoint).await?;
+async fn upload(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+    path: &str,
+    bytes: u64,
+) -> Result<serde_json::Value, BenchError> {
+    let (mut sender, authority) = connect::<Generated>(endpoint, tls).await?;
     let body = Generated {
         pool: Pool::new(),
         offset: 0,
@@ -409,8 +415,8 @@ async fn upload(endpoint: &str, path: &str, bytes: u64) -> Result<serde_json::Va
 }
 
 /// Downloads `path`, counting (and dropping) every byte; returns the count.
-async fn download(endpoint: &str, path: &str) -> Result<u64, BenchError> {
-    let response = send_empty(endpoint, Method::GET, path).await?;
+async fn download(endpoint: &str, tls: Option<&ClientTls>, path: &str) -> Result<u64, BenchError> {
+    let response = send_empty(endpoint, tls, Method::GET, path).await?;
     let status = response.status();
     if status != StatusCode::OK {
         let answer = read_small(response.into_body()).await?;
@@ -431,17 +437,23 @@ async fn download(endpoint: &str, path: &str) -> Result<u64, BenchError> {
     Ok(count)
 }
 
-async fn call(endpoint: &str, method: Method, path: &str) -> Result<StatusCode, BenchError> {
-    Ok(send_empty(endpoint, method, path).await?.status())
+async fn call(
+    endpoint: &str,
+    tls: Option<&ClientTls>,
+    method: Method,
+    path: &str,
+) -> Result<StatusCode, BenchError> {
+    Ok(send_empty(endpoint, tls, method, path).await?.status())
 }
 
 /// Sends a body-less request on a new connection and returns the answer's head and body.
 async fn send_empty(
     endpoint: &str,
+    tls: Option<&ClientTls>,
     method: Method,
     path: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, BenchError> {
-    let (mut sender, authority) = connect::<Empty<Bytes>>(endpoint).await?;
+    let (mut sender, authority) = connect::<Empty<Bytes>>(endpoint, tls).await?;
     let request = Request::builder()
         .method(method.clone())
         .uri(path)

@@ -8,14 +8,15 @@
 //! ```
 //!
 //! Modules: [`args`] (options and their bounds), [`plan`] (the deterministic operation
-//! sequence), [`targets`] (kith over HTTP, etcd over gRPC), [`runner`] (workers, rate
-//! control, progress line), [`procs`] (target CPU time and RSS), [`report`] (figures,
-//! summary, JSON), [`error`].
+//! sequence), [`targets`] (kith over HTTP, etcd over gRPC), [`conn`] (kith endpoints and
+//! their plain or TLS connections), [`runner`] (workers, rate control, progress line),
+//! [`procs`] (target CPU time and RSS), [`report`] (figures, summary, JSON), [`error`].
 //!
 //! It measures; it refuses to judge. No thresholds, no pass/fail on figures: the caller
 //! (bench/vs-etcd.sh, the smoke test) decides what a run means.
 
 pub mod args;
+pub mod conn;
 pub mod error;
 pub mod files;
 pub mod jobs;
@@ -32,6 +33,7 @@ pub use error::BenchError;
 pub use report::Report;
 
 use args::{HttpVersion, ReadConsistency, Route, TargetKind, Workload};
+use conn::ClientTls;
 use plan::Plan;
 use procs::Procs;
 use report::{JobsFigures, Latency, PutBaseline, RunConfig};
@@ -47,14 +49,15 @@ pub async fn run(args: BenchArgs) -> Result<Report, BenchError> {
         Some(name) => procs::discover(name, &args.endpoints),
         None => args.pids.clone(),
     };
+    let tls = client_tls(&args)?;
     if args.workload == Workload::Jobs {
-        let report = run_jobs(&args, &pids).await?;
+        let report = run_jobs(&args, &pids, tls.as_ref()).await?;
         return finish(&args, report);
     }
     if args.workload == Workload::Files {
-        return files::run(&args).await;
+        return files::run(&args, tls.as_ref()).await;
     }
-    let target = Arc::new(Target::new(&args)?);
+    let target = Arc::new(Target::new(&args, tls.as_ref())?);
     let spec = |total, label| PhaseSpec {
         clients: args.clients,
         conns: args.conns,
@@ -139,7 +142,11 @@ fn finish(args: &BenchArgs, report: Report) -> Result<Report, BenchError> {
 /// `kith bench jobs`: first a `put` run with `producers + workers` clients (one connection
 /// each, `--warmup` puts before it), then the jobs run on a fresh queue with the same
 /// number of connections. The report's main figures are the jobs run's.
-async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> {
+async fn run_jobs(
+    args: &BenchArgs,
+    pids: &[u32],
+    tls: Option<&ClientTls>,
+) -> Result<Report, BenchError> {
     let clients = args.producers + args.workers;
     let mut put_args = args.clone();
     put_args.workload = Workload::Put;
@@ -155,7 +162,7 @@ async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> 
         label,
         progress: !args.quiet,
     };
-    let put_target = Arc::new(Target::new(&put_args)?);
+    let put_target = Arc::new(Target::new(&put_args, tls)?);
     if args.warmup > 0 {
         let plan = Arc::new(Plan::new(&put_args, 0));
         runner::run_phase(put_target.clone(), plan, &spec(args.warmup, "warm-up")).await?;
@@ -182,10 +189,13 @@ async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> 
     let target = Arc::new(targets::kith::KithTarget::new(
         &args.endpoints,
         clients,
-        args.http,
-        false,
-        std::time::Duration::from_millis(args.timeout_ms),
-        args.route == Route::Leader,
+        targets::kith::KithOptions {
+            http: args.http,
+            stale: false,
+            timeout: std::time::Duration::from_millis(args.timeout_ms),
+            follow_leader: args.route == Route::Leader,
+            tls: tls.cloned(),
+        },
     )?);
     let unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -258,6 +268,18 @@ async fn run_jobs(args: &BenchArgs, pids: &[u32]) -> Result<Report, BenchError> 
             },
         }),
     })
+}
+
+/// The run's one TLS configuration towards kith, when it has `https` endpoints (etcd's
+/// client builds its own: see `targets::etcd`).
+fn client_tls(args: &BenchArgs) -> Result<Option<ClientTls>, BenchError> {
+    let https = args.endpoints.iter().any(|e| e.starts_with("https://"));
+    // `BenchArgs::validate` refused https endpoints without --ca.
+    let (Some(ca), true, TargetKind::Kith) = (args.ca.as_deref(), https, args.target) else {
+        return Ok(None);
+    };
+    let identity = args.cert.as_deref().zip(args.key.as_deref());
+    ClientTls::new(ca, identity).map(Some)
 }
 
 fn config(args: &BenchArgs) -> RunConfig {

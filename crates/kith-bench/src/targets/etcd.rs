@@ -6,16 +6,41 @@
 //! After a transport failure or an `Unavailable` status the connection is rebuilt against
 //! the next endpoint, which is how a run survives a killed member. With `leader_first` a
 //! connection asks the member it reached for the leader (`Status`, `MemberList`) and
-//! connects to the leader instead, when the leader is one of the endpoints.
+//! connects to the leader instead, when the leader is one of the endpoints. `https`
+//! endpoints are reached over TLS trusting `--ca`, presenting `--cert` and `--key` when
+//! given (etcd run with `--client-cert-auth` asks for a client certificate).
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KvClient};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KvClient, TlsOptions,
+};
 use tokio::sync::Mutex;
 use tokio::time::{timeout_at, Instant};
 
 use super::{OpError, Outcome, CONNECT_TIMEOUT};
+use crate::args::BenchArgs;
+use crate::error::BenchError;
 use crate::plan::Op;
+
+/// The TLS options `args` asks for: `None` unless an endpoint is `https` (which
+/// `BenchArgs::validate` accepts only with `--ca`). Read once; every connection of the run
+/// is built with them.
+pub fn tls_options(args: &BenchArgs) -> Result<Option<TlsOptions>, BenchError> {
+    let https = args.endpoints.iter().any(|e| e.starts_with("https://"));
+    let (Some(ca), true) = (args.ca.as_deref(), https) else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| BenchError::InvalidArgs(format!("cannot read {}: {e}", path.display())))
+    };
+    let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
 
 struct ConnState {
     /// `None` before the first request and after a failure.
@@ -33,6 +58,7 @@ pub struct EtcdTarget {
     timeout: Duration,
     /// Connect to the leader rather than to the connection's own endpoint.
     leader_first: bool,
+    tls: Option<TlsOptions>,
 }
 
 impl EtcdTarget {
@@ -42,6 +68,7 @@ impl EtcdTarget {
         stale: bool,
         timeout: Duration,
         leader_first: bool,
+        tls: Option<TlsOptions>,
     ) -> Self {
         EtcdTarget {
             endpoints: endpoints.to_vec(),
@@ -56,6 +83,7 @@ impl EtcdTarget {
             stale,
             timeout,
             leader_first,
+            tls,
         }
     }
 
@@ -82,9 +110,12 @@ impl EtcdTarget {
             match &state.kv {
                 Some(kv) => kv.clone(),
                 None => {
-                    let options = ConnectOptions::new()
+                    let mut options = ConnectOptions::new()
                         .with_connect_timeout(CONNECT_TIMEOUT)
                         .with_timeout(self.timeout);
+                    if let Some(tls) = &self.tls {
+                        options = options.with_tls(tls.clone());
+                    }
                     let endpoint = &self.endpoints[state.endpoint];
                     match timeout_at(deadline, Client::connect([endpoint], Some(options.clone())))
                         .await

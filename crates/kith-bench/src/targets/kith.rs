@@ -1,10 +1,11 @@
 //! `KithTarget`: kith's HTTP API over exactly `--conns` keep-alive connections.
 //!
 //! Raw hyper connections rather than a pooled client, so the connection count is what the
-//! user asked for and not whatever a pool decides. Over HTTP/1.1 a connection carries one
-//! request at a time: the clients assigned to it take turns (their wait is part of their
-//! latency, as it would be for a real client). Over HTTP/2 (`--http 2`, prior knowledge)
-//! they multiplex, as etcd's gRPC clients do.
+//! user asked for and not whatever a pool decides; `https` endpoints are reached over TLS
+//! (see [`crate::conn`]). Over HTTP/1.1 a connection carries one request at a time: the
+//! clients assigned to it take turns (their wait is part of their latency, as it would be
+//! for a real client). Over HTTP/2 (`--http 2`: prior knowledge, or ALPN over TLS) they
+//! multiplex, as etcd's gRPC clients do.
 //!
 //! A broken connection is dropped and reopened by the next request; an endpoint that
 //! refuses a connection makes that connection move to the next endpoint. With `--route
@@ -17,13 +18,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::{http1, http2};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::Mutex;
 use tokio::time::{timeout_at, Instant};
 
 use super::{OpError, Outcome, CONNECT_TIMEOUT};
 use crate::args::HttpVersion;
+use crate::conn::{self, ClientTls, Endpoint};
 use crate::error::BenchError;
 use crate::plan::Op;
 
@@ -39,62 +40,66 @@ enum Sender {
 struct ConnState {
     /// `None` before the first request and after a failure; the next request reconnects.
     sender: Option<Sender>,
-    /// Index into `KithTarget::authorities` this connection uses.
+    /// Index into `KithTarget::endpoints` this connection uses.
     endpoint: usize,
 }
 
+/// How `KithTarget` reaches and treats the cluster, besides its endpoints.
+#[derive(Clone)]
+pub struct KithOptions {
+    pub http: HttpVersion,
+    /// Reads with `?consistency=stale`.
+    pub stale: bool,
+    pub timeout: Duration,
+    /// Move a connection to the endpoint a write's answer names as the leader.
+    pub follow_leader: bool,
+    /// For `https` endpoints.
+    pub tls: Option<ClientTls>,
+}
+
 pub struct KithTarget {
-    /// `HOST:PORT` of each endpoint.
-    authorities: Vec<String>,
+    endpoints: Vec<Endpoint>,
     /// One per `--conns`. On HTTP/1.1 the lock is held for a whole request (one request at
     /// a time per connection); on HTTP/2 only while cloning the sender.
     conns: Vec<Mutex<ConnState>>,
     http: HttpVersion,
     stale: bool,
     timeout: Duration,
-    /// Move a connection to the endpoint a write's answer names as the leader.
     follow_leader: bool,
+    tls: Option<ClientTls>,
 }
 
 impl KithTarget {
     pub fn new(
         endpoints: &[String],
         conns: usize,
-        http: HttpVersion,
-        stale: bool,
-        timeout: Duration,
-        follow_leader: bool,
+        options: KithOptions,
     ) -> Result<Self, BenchError> {
-        let authorities = endpoints
+        let endpoints = endpoints
             .iter()
-            .map(|e| {
-                let rest = e.strip_prefix("http://").ok_or_else(|| {
-                    BenchError::InvalidArgs(format!("kith endpoint {e:?} must start with http://"))
-                })?;
-                let authority = rest.trim_end_matches('/');
-                if authority.is_empty() || authority.contains('/') {
-                    return Err(BenchError::InvalidArgs(format!(
-                        "kith endpoint {e:?} must be http://HOST:PORT"
-                    )));
-                }
-                Ok(authority.to_owned())
-            })
+            .map(|e| Endpoint::parse(e))
             .collect::<Result<Vec<_>, _>>()?;
+        if options.tls.is_none() && endpoints.iter().any(Endpoint::is_tls) {
+            return Err(BenchError::InvalidArgs(
+                "https endpoints need --ca (the cluster CA to trust)".into(),
+            ));
+        }
         let conns = (0..conns)
             .map(|i| {
                 Mutex::new(ConnState {
                     sender: None,
-                    endpoint: i % authorities.len(),
+                    endpoint: i % endpoints.len(),
                 })
             })
             .collect();
         Ok(KithTarget {
-            authorities,
+            endpoints,
             conns,
-            http,
-            stale,
-            timeout,
-            follow_leader,
+            http: options.http,
+            stale: options.stale,
+            timeout: options.timeout,
+            follow_leader: options.follow_leader,
+            tls: options.tls,
         })
     }
 
@@ -128,19 +133,19 @@ impl KithTarget {
             .await
             .map_err(|_| OpError::Timeout)?;
         if state.sender.is_none() {
-            let authority = &self.authorities[state.endpoint];
-            match timeout_at(deadline, connect(authority, self.http)).await {
+            let endpoint = &self.endpoints[state.endpoint];
+            match timeout_at(deadline, connect(endpoint, self.tls.as_ref(), self.http)).await {
                 Ok(Ok(sender)) => state.sender = Some(sender),
                 Ok(Err(e)) => {
                     // This endpoint refuses: the next request tries the next one.
-                    state.endpoint = (state.endpoint + 1) % self.authorities.len();
+                    state.endpoint = (state.endpoint + 1) % self.endpoints.len();
                     return Err(e);
                 }
                 Err(_) => return Err(OpError::Timeout),
             }
         }
         let write = method != Method::GET && method != Method::HEAD;
-        let request = self.request(method, path, body, json, &self.authorities[state.endpoint]);
+        let request = self.request(method, path, body, json, &self.endpoints[state.endpoint]);
         let result = match state.sender.as_mut() {
             Some(Sender::H1(sender)) => timeout_at(deadline, send_h1(sender, request)).await,
             Some(Sender::H2(sender)) => {
@@ -179,10 +184,10 @@ impl KithTarget {
         }
     }
 
-    /// Which of the endpoints `url` (`http://HOST:PORT`, as `kith-leader` gives it) is.
+    /// Which of the endpoints `url` (`http(s)://HOST:PORT`, as `kith-leader` gives it) is.
     fn endpoint_index(&self, url: &str) -> Option<usize> {
-        let authority = url.strip_prefix("http://")?.trim_end_matches('/');
-        self.authorities.iter().position(|a| a == authority)
+        let named = Endpoint::parse(url).ok()?;
+        self.endpoints.iter().position(|e| *e == named)
     }
 
     fn request(
@@ -191,14 +196,17 @@ impl KithTarget {
         path: &str,
         body: Bytes,
         json: bool,
-        authority: &str,
+        endpoint: &Endpoint,
     ) -> Request<Full<Bytes>> {
+        let authority = &endpoint.authority;
         let mut builder = match self.http {
             HttpVersion::Http1 => Request::builder()
                 .uri(path)
                 .header(hyper::header::HOST, authority),
             // HTTP/2 carries scheme and authority as pseudo-headers: absolute form.
-            HttpVersion::Http2 => Request::builder().uri(format!("http://{authority}{path}")),
+            HttpVersion::Http2 => {
+                Request::builder().uri(format!("{}://{authority}{path}", endpoint.scheme()))
+            }
         };
         if json {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -210,13 +218,14 @@ impl KithTarget {
     }
 }
 
-async fn connect(authority: &str, http: HttpVersion) -> Result<Sender, OpError> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority))
+async fn connect(
+    endpoint: &Endpoint,
+    tls: Option<&ClientTls>,
+    http: HttpVersion,
+) -> Result<Sender, OpError> {
+    let io = conn::open(endpoint, tls, http, CONNECT_TIMEOUT)
         .await
-        .map_err(|_| OpError::Connect)?
         .map_err(|_| OpError::Connect)?;
-    stream.set_nodelay(true).map_err(|_| OpError::Connect)?;
-    let io = TokioIo::new(stream);
     match http {
         HttpVersion::Http1 => {
             let (sender, conn) = http1::handshake(io).await.map_err(|_| OpError::Connect)?;
@@ -312,6 +321,7 @@ mod tests {
     use hyper::server::conn::{http1 as server1, http2 as server2};
     use hyper::service::service_fn;
     use hyper::Response;
+    use hyper_util::rt::TokioIo;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
@@ -321,6 +331,13 @@ mod tests {
 
     /// Serves a few fixed answers, in the shape kith gives them, on `version`.
     async fn server(version: HttpVersion) -> String {
+        serve(version, None).await
+    }
+
+    /// The same over TLS with `config` when given (an `https` URL).
+    async fn serve(version: HttpVersion, tls: Option<Arc<rustls::ServerConfig>>) -> String {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
@@ -346,8 +363,15 @@ mod tests {
                         .expect("response");
                     Ok::<_, Infallible>(response)
                 });
-                let io = TokioIo::new(stream);
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
+                    let io: conn::Io = match acceptor {
+                        None => TokioIo::new(Box::new(stream)),
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => TokioIo::new(Box::new(stream)),
+                            Err(_) => return,
+                        },
+                    };
                     let _ = match version {
                         HttpVersion::Http1 => {
                             server1::Builder::new().serve_connection(io, service).await
@@ -361,7 +385,18 @@ mod tests {
                 });
             }
         });
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
+    }
+
+    /// Plain HTTP, linearizable reads, following the leader.
+    fn options(http: HttpVersion) -> KithOptions {
+        KithOptions {
+            http,
+            stale: false,
+            timeout: Duration::from_secs(5),
+            follow_leader: true,
+            tls: None,
+        }
     }
 
     fn put(key: &str) -> Op {
@@ -379,15 +414,8 @@ mod tests {
     async fn answers_are_classified_on_http1_and_http2() {
         for version in [HttpVersion::Http1, HttpVersion::Http2] {
             let url = server(version).await;
-            let target = KithTarget::new(
-                std::slice::from_ref(&url),
-                2,
-                version,
-                false,
-                Duration::from_secs(5),
-                true,
-            )
-            .expect("target");
+            let target =
+                KithTarget::new(std::slice::from_ref(&url), 2, options(version)).expect("target");
             assert_eq!(target.exec(0, &put("00000001")).await, Ok(Outcome::Done));
             assert_eq!(target.exec(1, &get("00000001")).await, Ok(Outcome::Done));
             assert_eq!(
@@ -412,9 +440,41 @@ mod tests {
             for task in tasks {
                 assert_eq!(task.await.expect("task"), Ok(Outcome::Done), "{version:?}");
             }
-            let stale = KithTarget::new(&[url], 1, version, true, Duration::from_secs(5), true)
-                .expect("target");
+            let stale = KithTarget::new(
+                &[url],
+                1,
+                KithOptions {
+                    stale: true,
+                    ..options(version)
+                },
+            )
+            .expect("target");
             assert_eq!(stale.exec(0, &get("00000001")).await, Ok(Outcome::Done));
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_come_back_over_tls_on_http1_and_http2() {
+        let cert = crate::conn::tests::TestCert::new("kith-target");
+        let tls = ClientTls::new(&cert.ca_file, None).expect("client TLS");
+        for version in [HttpVersion::Http1, HttpVersion::Http2] {
+            let url = serve(version, Some(cert.server_config(&[b"h2", b"http/1.1"]))).await;
+            assert!(url.starts_with("https://"));
+            let target = KithTarget::new(
+                &[url],
+                2,
+                KithOptions {
+                    tls: Some(tls.clone()),
+                    ..options(version)
+                },
+            )
+            .expect("target");
+            assert_eq!(target.exec(0, &put("00000001")).await, Ok(Outcome::Done));
+            assert_eq!(target.exec(1, &get("00000001")).await, Ok(Outcome::Done));
+            assert_eq!(
+                target.exec(0, &get("00000002")).await,
+                Ok(Outcome::NotFound)
+            );
         }
     }
 
@@ -425,15 +485,8 @@ mod tests {
             format!("http://{}", l.local_addr().expect("addr"))
         };
         let live = server(HttpVersion::Http1).await;
-        let target = KithTarget::new(
-            &[dead, live],
-            1,
-            HttpVersion::Http1,
-            false,
-            Duration::from_secs(5),
-            true,
-        )
-        .expect("target");
+        let target =
+            KithTarget::new(&[dead, live], 1, options(HttpVersion::Http1)).expect("target");
         assert_eq!(
             target.exec(0, &put("00000001")).await,
             Err(OpError::Connect)
@@ -480,10 +533,10 @@ mod tests {
             let target = KithTarget::new(
                 &[a.clone(), b.clone()],
                 1,
-                HttpVersion::Http1,
-                false,
-                Duration::from_secs(5),
-                follow,
+                KithOptions {
+                    follow_leader: follow,
+                    ..options(HttpVersion::Http1)
+                },
             )
             .expect("target");
             for _ in 0..5 {
@@ -505,19 +558,10 @@ mod tests {
     }
 
     #[test]
-    fn endpoints_must_be_plain_http_urls() {
-        let bad = |e: &str| {
-            KithTarget::new(
-                &[e.into()],
-                1,
-                HttpVersion::Http1,
-                false,
-                Duration::from_secs(1),
-                true,
-            )
-            .is_err()
-        };
-        assert!(bad("https://127.0.0.1:1"));
+    fn endpoints_must_be_urls_and_https_needs_a_ca() {
+        let bad = |e: &str| KithTarget::new(&[e.into()], 1, options(HttpVersion::Http1)).is_err();
+        assert!(bad("https://127.0.0.1:1"), "https without --ca");
+        assert!(bad("127.0.0.1:1"));
         assert!(bad("http://127.0.0.1:1/v1"));
         assert!(bad("http://"));
         assert!(!bad("http://127.0.0.1:1/"));

@@ -16,6 +16,7 @@ pub mod etcd;
 use std::time::Duration;
 
 use crate::args::{BenchArgs, ReadConsistency, Route, TargetKind};
+use crate::conn::ClientTls;
 use crate::error::BenchError;
 use crate::plan::Op;
 
@@ -79,17 +80,21 @@ pub enum Target {
 
 impl Target {
     /// Builds the target named by `--target`; connections open lazily on first use.
-    pub fn new(args: &BenchArgs) -> Result<Self, BenchError> {
+    /// `tls` is the run's TLS configuration towards kith (see [`crate::conn`]).
+    pub fn new(args: &BenchArgs, tls: Option<&ClientTls>) -> Result<Self, BenchError> {
         let stale = args.consistency == ReadConsistency::Stale;
         let timeout = Duration::from_millis(args.timeout_ms);
         match args.target {
             TargetKind::Kith => Ok(Target::Kith(kith::KithTarget::new(
                 &args.endpoints,
                 args.conns,
-                args.http,
-                stale,
-                timeout,
-                args.route == Route::Leader,
+                kith::KithOptions {
+                    http: args.http,
+                    stale,
+                    timeout,
+                    follow_leader: args.route == Route::Leader,
+                    tls: tls.cloned(),
+                },
             )?)),
             #[cfg(feature = "etcd")]
             TargetKind::Etcd => Ok(Target::Etcd(etcd::EtcdTarget::new(
@@ -99,6 +104,7 @@ impl Target {
                 timeout,
                 // Only runs with writes: reads stay spread over the endpoints.
                 args.route == Route::Leader && args.workload != crate::args::Workload::Get,
+                etcd::tls_options(args)?,
             ))),
             #[cfg(not(feature = "etcd"))]
             TargetKind::Etcd => Err(BenchError::EtcdNotBuilt),

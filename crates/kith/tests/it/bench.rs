@@ -1,7 +1,8 @@
 //! `kith bench` works end to end against a real cluster: a few hundred puts, then gets of
 //! the keys they wrote, each reported in the JSON with the right count and no errors.
 //! Likewise `kith bench jobs`: every job enqueued, claimed and completed, with the `put`
-//! baseline beside it. No figure is asserted: this is a smoke test, not a timed one.
+//! baseline beside it. And against a cluster with TLS, over HTTP/1.1 and HTTP/2 (ALPN),
+//! trusting the cluster CA. No figure is asserted: this is a smoke test, not a timed one.
 
 use std::process::Command;
 use std::time::Duration;
@@ -108,4 +109,51 @@ async fn bench_jobs_completes_every_job_and_reports_the_put_baseline() {
     assert_eq!(j["put"]["ops"], 300, "{jobs:#}");
     assert_eq!(j["put"]["errors"], 0, "{jobs:#}");
     assert!(j["ratio_to_put_per_3"].as_f64().expect("ratio") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_reaches_a_cluster_with_tls_over_http1_and_http2() {
+    let cluster = TestCluster::start_secure(3, &[]);
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    assert!(cluster.endpoints().starts_with("https://"));
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let certs = cluster.inner().certs_dir().expect("certificates");
+    let ca = certs.join("ca.crt");
+    let ca = ca.to_str().expect("a UTF-8 path");
+
+    // Without the CA, https endpoints are refused before any connection.
+    let refused = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["bench", "put", "--total", "10", "--quiet"])
+        .args(["--endpoints", &cluster.endpoints()])
+        .env_remove("KITH_CA")
+        .output()
+        .expect("run kith bench");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--ca"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    for http in ["1", "2"] {
+        let put = bench(
+            &cluster,
+            "put",
+            &["--http", http, "--ca", ca],
+            &dir.path().join(format!("put-{http}.json")),
+        );
+        assert_eq!(put["ops"], 300, "{put:#}");
+        assert_eq!(put["errors"], 0, "{put:#}");
+        let get = bench(
+            &cluster,
+            "get",
+            &["--http", http, "--ca", ca],
+            &dir.path().join(format!("get-{http}.json")),
+        );
+        assert_eq!(get["ops"], 300, "{get:#}");
+        assert_eq!(get["errors"], 0, "{get:#}");
+        assert_eq!(get["not_found"], 0, "{get:#}");
+    }
 }
