@@ -129,9 +129,10 @@ tls_etcdctl() {
         etcdctl "$@"
     fi
 }
-bench_tls() { # → kith bench's TLS arguments for the current pass
+bench_tls() { # → kith bench's TLS arguments for the current pass (and, for kith, the
+    # first administrator's token: a cluster with TLS asks every request for one)
     if ((SECURE)); then
-        echo "--ca $CERTS/ca.crt --cert $CERTS/node-1/node.crt --key $CERTS/node-1/node.key"
+        echo "--ca $CERTS/ca.crt --cert $CERTS/node-1/node.crt --key $CERTS/node-1/node.key --token $(cat "$CERTS/admin.token")"
     fi
 }
 endpoints() { # system → comma-separated client URLs

@@ -157,6 +157,10 @@ pub struct BenchArgs {
     /// `--client-cert-auth` needs one).
     #[arg(long, value_name = "FILE", requires = "key")]
     pub cert: Option<PathBuf>,
+    /// The token to present to kith (`ID.SECRET`; a cluster with TLS asks every request
+    /// for one). The files workload does not send it yet.
+    #[arg(long, env = "KITH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// The private key (PEM) of `--cert`.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,

@@ -195,6 +195,7 @@ async fn run_jobs(
             timeout: std::time::Duration::from_millis(args.timeout_ms),
             follow_leader: args.route == Route::Leader,
             tls: tls.cloned(),
+            token: args.token.clone(),
         },
     )?);
     let unix_ms = std::time::SystemTime::now()

@@ -55,6 +55,8 @@ pub struct KithOptions {
     pub follow_leader: bool,
     /// For `https` endpoints.
     pub tls: Option<ClientTls>,
+    /// Presented on every request (`Authorization: Bearer`), as a cluster with TLS asks.
+    pub token: Option<String>,
 }
 
 pub struct KithTarget {
@@ -67,6 +69,8 @@ pub struct KithTarget {
     timeout: Duration,
     follow_leader: bool,
     tls: Option<ClientTls>,
+    /// `Bearer TOKEN`, ready to send.
+    authorization: Option<hyper::header::HeaderValue>,
 }
 
 impl KithTarget {
@@ -100,6 +104,17 @@ impl KithTarget {
             timeout: options.timeout,
             follow_leader: options.follow_leader,
             tls: options.tls,
+            authorization: match options.token {
+                Some(token) => Some(
+                    hyper::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                        .map_err(|_| {
+                            BenchError::InvalidArgs(
+                                "the token holds characters a header cannot".into(),
+                            )
+                        })?,
+                ),
+                None => None,
+            },
         })
     }
 
@@ -210,6 +225,9 @@ impl KithTarget {
         };
         if json {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(authorization) = &self.authorization {
+            builder = builder.header(hyper::header::AUTHORIZATION, authorization);
         }
         builder
             .method(method)
@@ -396,6 +414,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             follow_leader: true,
             tls: None,
+            token: None,
         }
     }
 

@@ -94,6 +94,7 @@ impl Target {
                     timeout,
                     follow_leader: args.route == Route::Leader,
                     tls: tls.cloned(),
+                    token: args.token.clone(),
                 },
             )?)),
             #[cfg(feature = "etcd")]

@@ -137,11 +137,14 @@ async fn bench_reaches_a_cluster_with_tls_over_http1_and_http2() {
         String::from_utf8_lossy(&refused.stderr)
     );
 
+    // A cluster with TLS asks every request for a token.
+    let token = cluster.inner().client_token().expect("admin token").to_owned();
+
     for http in ["1", "2"] {
         let put = bench(
             &cluster,
             "put",
-            &["--http", http, "--ca", ca],
+            &["--http", http, "--ca", ca, "--token", &token],
             &dir.path().join(format!("put-{http}.json")),
         );
         assert_eq!(put["ops"], 300, "{put:#}");
@@ -149,7 +152,7 @@ async fn bench_reaches_a_cluster_with_tls_over_http1_and_http2() {
         let get = bench(
             &cluster,
             "get",
-            &["--http", http, "--ca", ca],
+            &["--http", http, "--ca", ca, "--token", &token],
             &dir.path().join(format!("get-{http}.json")),
         );
         assert_eq!(get["ops"], 300, "{get:#}");
