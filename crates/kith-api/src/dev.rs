@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -86,12 +86,14 @@ pub struct Isolate {
     isolated: bool,
 }
 
-/// The supervisor's route on this node: `/internal/dev/isolate`, which stays reachable while
-/// the node is cut off (it is how the node is healed).
+/// The dev-only routes mounted beside the public table: the supervisor's
+/// `/internal/dev/isolate`, which stays reachable while the node is cut off (it is how the
+/// node is healed), and the lessons page `/learn` that drives the playground.
 pub fn supervisor_router(node: Arc<Node>) -> Router {
     let body_limit = kith_node::peer::protocol::peer_body_bytes_max(&node.config);
     Router::new()
         .route("/internal/dev/isolate", post(isolate))
+        .route("/learn", get(crate::web::learn))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }

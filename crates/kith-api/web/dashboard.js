@@ -220,6 +220,8 @@ async function start() {
     playground = false;
   }
   $("playground-note").hidden = !playground;
+  // The lessons drive the playground, so only `kith dev` nodes offer them.
+  $("learn-link").hidden = !playground;
   await tick();
   setInterval(tick, POLL_MS);
 }

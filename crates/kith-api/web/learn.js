@@ -1,0 +1,340 @@
+// The lessons page: each lesson runs one experiment on the live `kith dev` cluster through the
+// public API and the playground routes, narrates it step by step, and ends with evidence.
+// Every wait has a deadline and every loop a bound, so a lesson always ends (with evidence or
+// with the reason it could not finish).
+import { refreshMembers, knownMembers, fetchAny, getJson, el, clock } from "./common.js";
+
+const POLL_MS = 500;
+const WRITE_EVERY_MS = 100;
+const WRITES_MAX = 1200; // two minutes of writes at most, well under the list limit
+const ELECTION_WAIT_MS = 30000;
+const CATCH_UP_WAIT_MS = 30000;
+const RESTART_WAIT_MS = 30000;
+const WRITES_AFTER_ELECTION_MS = 3000;
+const CUTOFF_WRITES = 40;
+
+const $ = (id) => document.getElementById(id);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The plain-words meaning of every number the page shows, opened by its "?". */
+const MEANING = {
+  role: "What the node does right now. The leader orders every change; followers copy it; a candidate is asking for votes in an election; down means it does not answer.",
+  term: "The election number. It goes up by one each time a node asks to become leader, and a leader rules for one term. A jump in the term means an election happened.",
+  log: "The number of the newest entry this node has written down in its log, the ordered list of every change.",
+  commit: "The newest entry this node knows a majority has stored. From then on it can never be undone, even if the leader dies.",
+  applied: "The newest entry this node has carried out on its own copy of the data. It follows the commit number closely.",
+  lag: "How many entries the leader has that this node has not stored yet. 0 means it is up to date; it grows while a node cannot hear the leader.",
+  acked: "Writes the cluster answered with yes (2xx). A yes means a majority stored the write on disk.",
+  lost: "Acknowledged writes that could not be read back afterwards. kith promises this is always 0.",
+  after: "Writes acknowledged after the new leader was elected: the cluster kept working without the dead node.",
+  election: "How long the cluster went without a leader: the others wait for a heartbeat that never comes, then vote.",
+  peak: "The most entries the cut-off node was behind while it could not hear the leader.",
+  catchup: "Time from healing the network until the node had every entry again.",
+  entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
+};
+
+/** A "?" that opens `text` (a native disclosure: keyboard and screen-reader friendly). */
+function why(key) {
+  return el("details", { class: "why" }, el("summary", { "aria-label": `What is ${key}?` }, "?"),
+    el("span", { class: "explain" }, MEANING[key]));
+}
+
+// ---- The live table --------------------------------------------------------------------
+
+let cluster = null; // the latest /v1/cluster answer
+let preferred = undefined; // the member that answered last (skips dead ones first)
+
+const COLUMNS = [["node", null], ["role", "role"], ["term", "term"], ["log", "log"],
+  ["commit", "commit"], ["applied", "applied"], ["lag", "lag"]];
+
+function roleOf(m) {
+  if (!m.reachable) return "down";
+  if (!m.voter) return "learner";
+  return m.role ?? "follower";
+}
+
+function drawNow() {
+  const head = $("now-head");
+  if (!head.children.length) {
+    head.append(...COLUMNS.map(([name, key]) => el("th", { scope: "col" }, name, key ? why(key) : null)));
+  }
+  if (!cluster) return;
+  $("now-body").replaceChildren(...cluster.members.map((m) => {
+    const role = roleOf(m);
+    const cells = [`node ${m.id}`, el("span", { class: `badge ${role}` }, role), m.term ?? "–",
+      m.last_log_index ?? "–", m.commit_index ?? "–", m.applied_index ?? "–",
+      m.lag ?? (m.id === cluster.leader_id ? 0 : "–")];
+    return el("tr", { "data-node": m.id, "data-role": role }, cells.map((c) => el("td", {}, c)));
+  }));
+  $("served-by").textContent = `served by node ${cluster.node_id}`;
+}
+
+let polling = false;
+
+async function poll() {
+  if (polling) return;
+  polling = true;
+  try {
+    await readCluster();
+  } catch {
+    $("served-by").textContent = "no node answers";
+  } finally {
+    polling = false;
+  }
+}
+
+/** /v1/cluster from the member that answered last, falling over to the others. */
+async function readCluster() {
+  const { response, base } = await fetchAny("/v1/cluster", { timeoutMs: 3000 }, preferred);
+  if (!response.ok) throw new Error(`/v1/cluster: HTTP ${response.status}`);
+  preferred = base;
+  cluster = await response.json();
+  // The member list only needs filling once: the lessons here do not change membership.
+  if (knownMembers().length < cluster.members.length) await refreshMembers().catch(() => {});
+  drawNow();
+  return cluster;
+}
+
+function urlOf(id) {
+  const m = cluster?.members.find((x) => x.id === id);
+  return m ? `${window.location.protocol}//${m.addr}` : undefined;
+}
+
+/** Polls `probe` (which returns a value or null) until it gives a value or `ms` pass. */
+async function waitFor(ms, probe) {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== null && value !== undefined && value !== false) return value;
+    } catch {
+      // A member may be down in the middle of a lesson; the next poll tries another.
+    }
+    await sleep(POLL_MS);
+  }
+  return null;
+}
+
+// ---- What lessons share ----------------------------------------------------------------
+
+class Narration {
+  constructor(lesson) {
+    this.steps = $(`${lesson}-steps`);
+    this.evidence = $(`${lesson}-evidence`);
+    this.steps.replaceChildren();
+    this.evidence.replaceChildren();
+    delete this.evidence.dataset.done;
+    this.evidence.className = "evidence";
+  }
+
+  step(text) {
+    this.steps.append(el("li", {}, el("time", {}, clock()), text));
+  }
+
+  /** Shows the evidence: rows of [label, value, meaning key], and the verdict. */
+  finish(ok, verdict, rows, data) {
+    this.evidence.className = `evidence ${ok ? "ok" : "bad"}`;
+    this.evidence.replaceChildren(
+      el("p", { class: "verdict" }, verdict),
+      el("dl", {}, rows.flatMap(([label, value, key]) => [
+        el("dt", {}, label, key ? why(key) : null), el("dd", { "data-field": label }, String(value))])),
+    );
+    for (const [k, v] of Object.entries(data)) this.evidence.dataset[k] = String(v);
+    this.evidence.dataset.done = ok ? "ok" : "failed";
+  }
+}
+
+async function playground(id, action) {
+  const { response } = await fetchAny(`/v1/dev/nodes/${id}/${action}`, { method: "POST", timeoutMs: 15000 }, preferred);
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(`${action} node ${id}: ${body?.error?.message ?? `HTTP ${response.status}`}`);
+  }
+}
+
+/**
+ * Writes `prefix<n>` = n every 100 ms until stopped (at most WRITES_MAX). Each write goes to
+ * the member that answered the last one; a failed write is simply not counted: only a 2xx is
+ * an acknowledgement.
+ */
+function startWriter(prefix, onAck) {
+  const writer = { acked: [], attempted: 0, stopped: false };
+  writer.done = (async () => {
+    let base = preferred;
+    while (!writer.stopped && writer.attempted < WRITES_MAX) {
+      const started = performance.now();
+      const n = ++writer.attempted;
+      try {
+        const { response, base: answered } = await fetchAny(`/v1/kv/${prefix}${n}`,
+          { method: "PUT", body: String(n), timeoutMs: 3000 }, base);
+        base = answered;
+        if (response.ok) {
+          writer.acked.push({ n, at: performance.now() });
+          onAck?.(writer);
+        }
+      } catch {
+        // No member answered in time: not acknowledged, so not counted.
+      }
+      await sleep(Math.max(0, WRITE_EVERY_MS - (performance.now() - started)));
+    }
+  })();
+  writer.stop = async () => { writer.stopped = true; await writer.done; };
+  return writer;
+}
+
+/** The acknowledged writes that cannot be read back under `prefix`. */
+async function lostWrites(prefix, acked) {
+  const { items } = await getJson(`/v1/kv?prefix=${encodeURIComponent(prefix)}&limit=10000`, preferred);
+  const found = new Set(items.map((i) => i.key));
+  return acked.filter(({ n }) => !found.has(`${prefix}${n}`)).length;
+}
+
+function runId() {
+  return `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+}
+
+// ---- Fault tolerance -------------------------------------------------------------------
+
+async function faultLesson(say) {
+  const before = await readCluster();
+  const oldLeader = before.leader_id;
+  const oldTerm = before.term;
+  if (!oldLeader) throw new Error("there is no leader right now; wait a moment and run it again");
+  const prefix = `learn/fault/${runId()}/`;
+  const counter = el("span", { class: "counter" }, "0");
+  say(el("span", {}, "Writing a key every 100 ms. Acknowledged so far: ", counter));
+  const writer = startWriter(prefix, (w) => { counter.textContent = String(w.acked.length); });
+  await sleep(1500);
+  say(`Node ${oldLeader} leads in term ${oldTerm}. Killing it now (SIGKILL: no goodbye).`);
+  // The playground call must not go to the node being killed: it forwards to the supervisor.
+  preferred = cluster.members.map((m) => urlOf(m.id)).find((u) => u !== urlOf(oldLeader));
+  const killedAt = performance.now();
+  await playground(oldLeader, "kill");
+  const elected = await waitFor(ELECTION_WAIT_MS, async () => {
+    const c = await readCluster();
+    return c.leader_id && c.leader_id !== oldLeader && c.term > oldTerm ? c : null;
+  });
+  if (!elected) {
+    await writer.stop();
+    await playground(oldLeader, "restart").catch(() => {});
+    throw new Error(`no new leader within ${ELECTION_WAIT_MS / 1000} s`);
+  }
+  const electedAt = performance.now();
+  const electionMs = Math.round(electedAt - killedAt);
+  say(`Election over: node ${elected.leader_id} leads in term ${elected.term}, ${electionMs} ms after the kill.`);
+  await sleep(WRITES_AFTER_ELECTION_MS);
+  await writer.stop();
+  const after = writer.acked.filter((a) => a.at > electedAt).length;
+  say(`Stopped writing: ${writer.acked.length} of ${writer.attempted} writes acknowledged. Reading every acknowledged one back…`);
+  const lost = await lostWrites(prefix, writer.acked);
+  say(`Restarting node ${oldLeader}…`);
+  await playground(oldLeader, "restart");
+  const back = await waitFor(RESTART_WAIT_MS, async () => {
+    const c = await readCluster();
+    return c.members.find((m) => m.id === oldLeader)?.reachable ? c : null;
+  });
+  say(back ? `Node ${oldLeader} is back, as a follower of node ${back.leader_id}.` : `Node ${oldLeader} has not answered yet; the dashboard shows when it does.`);
+  return {
+    ok: lost === 0 && after > 0,
+    verdict: lost === 0 ? `Node ${oldLeader} died, node ${elected.leader_id} took over, and lost: 0.` : `lost: ${lost} acknowledged writes!`,
+    rows: [["leader before", `node ${oldLeader} (term ${oldTerm})`, "term"],
+      ["leader after", `node ${elected.leader_id} (term ${elected.term})`, "term"],
+      ["until a new leader was seen", `${electionMs} ms`, "election"],
+      ["acknowledged", writer.acked.length, "acked"],
+      ["acknowledged after the election", after, "after"],
+      ["lost", lost, "lost"]],
+    data: { oldLeader, newLeader: elected.leader_id, oldTerm, newTerm: elected.term,
+      acked: writer.acked.length, after, lost },
+  };
+}
+
+// ---- Cut off ---------------------------------------------------------------------------
+
+async function cutoffLesson(say) {
+  const before = await readCluster();
+  const leader = before.leader_id;
+  if (!leader) throw new Error("there is no leader right now; wait a moment and run it again");
+  const followers = before.members.filter((m) => m.id !== leader && m.reachable && m.voter);
+  // Prefer a node other than the one serving this page, so the page keeps its own node.
+  const target = followers.find((m) => m.id !== before.node_id) ?? followers[0];
+  if (!target) throw new Error("no follower is up to cut off");
+  const id = target.id;
+  preferred = urlOf(leader);
+  say(`Cutting node ${id} off from the others. Its process keeps running.`);
+  await playground(id, "isolate");
+  let healed = false;
+  try {
+    const prefix = `learn/cutoff/${runId()}/`;
+    say(`Writing ${CUTOFF_WRITES} keys while node ${id} cannot hear them…`);
+    let acked = 0;
+    for (let n = 1; n <= CUTOFF_WRITES; n++) {
+      const { response } = await fetchAny(`/v1/kv/${prefix}${n}`, { method: "PUT", body: String(n), timeoutMs: 3000 }, preferred);
+      if (response.ok) acked++;
+    }
+    const behind = await waitFor(CATCH_UP_WAIT_MS, async () => {
+      const c = await readCluster();
+      const lag = c.members.find((m) => m.id === id)?.lag;
+      return lag >= acked ? lag : null;
+    });
+    const peak = behind ?? cluster.members.find((m) => m.id === id)?.lag ?? 0;
+    say(`${acked} writes acknowledged by the others; node ${id} is ${peak} entries behind.`);
+    say(`Healing the network…`);
+    await playground(id, "heal");
+    healed = true;
+    const healedAt = performance.now();
+    const caught = await waitFor(CATCH_UP_WAIT_MS, async () => {
+      const c = await readCluster();
+      const m = c.members.find((x) => x.id === id);
+      return m?.reachable && m.lag === 0 ? c : null;
+    });
+    const catchupMs = Math.round(performance.now() - healedAt);
+    if (!caught) throw new Error(`node ${id} did not catch up within ${CATCH_UP_WAIT_MS / 1000} s`);
+    say(`Node ${id} has every entry again: lag 0.`);
+    return {
+      ok: peak > 0,
+      verdict: `Node ${id} fell ${peak} entries behind while cut off, and caught up: lag 0.`,
+      rows: [["cut-off node", `node ${id}`, null],
+        ["writes while cut off", acked, "acked"],
+        ["most entries behind", peak, "peak"],
+        ["lag after the heal", 0, "lag"],
+        ["catching up took", `${catchupMs} ms`, "catchup"]],
+      data: { node: id, acked, peak, lag: 0 },
+    };
+  } finally {
+    if (!healed) await playground(id, "heal").catch(() => {});
+  }
+}
+
+// ---- Running lessons -------------------------------------------------------------------
+
+const LESSONS = { fault: faultLesson, cutoff: cutoffLesson };
+let running = false;
+
+async function run(lesson) {
+  if (running) return;
+  running = true;
+  const buttons = [...document.querySelectorAll("button.run")];
+  for (const b of buttons) b.disabled = true;
+  const story = new Narration(lesson);
+  try {
+    const result = await LESSONS[lesson]((text) => story.step(text));
+    story.finish(result.ok, result.verdict, result.rows, result.data);
+  } catch (error) {
+    story.step(`Stopped: ${error.message}`);
+    story.finish(false, `The experiment could not finish: ${error.message}`, [], {});
+  } finally {
+    for (const b of buttons) b.disabled = false;
+    running = false;
+  }
+}
+
+async function start() {
+  for (const b of document.querySelectorAll("button.run")) {
+    b.addEventListener("click", () => run(b.dataset.lesson));
+  }
+  drawNow();
+  await poll();
+  setInterval(poll, POLL_MS * 2);
+}
+
+start();
