@@ -1,5 +1,5 @@
 //! The playground routes: kill, pause, resume, restart, isolate and heal a node from the
-//! dashboard. They exist only on nodes started by `kith dev` (which passes its control URL);
+//! dashboard, and a node's newest log entries for the lessons page (`/v1/dev/log`). They exist only on nodes started by `kith dev` (which passes its control URL);
 //! everywhere else they answer 403, so a production node can never be told to stop or cut
 //! itself off through its API.
 //!
@@ -21,7 +21,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::params::Q;
 use kith_node::Node;
+
+/// The most log entries `GET /v1/dev/log` lists.
+pub const LOG_ENTRIES_MAX: u64 = 32;
+/// What `GET /v1/dev/log` lists without `?count=`.
+const LOG_ENTRIES_DEFAULT: u64 = 16;
 
 /// The actions the supervisor knows.
 pub const ACTIONS: [&str; 6] = ["kill", "pause", "resume", "restart", "isolate", "heal"];
@@ -94,6 +100,7 @@ pub fn supervisor_router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/internal/dev/isolate", post(isolate))
         .route("/learn", get(crate::web::learn))
+        .route("/v1/dev/log", get(log))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(node)
 }
@@ -114,4 +121,44 @@ pub async fn isolate(
         "dev playground changed this node's isolation"
     );
     Ok(Json(json!({"isolated": body.isolated})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    count: Option<u64>,
+}
+
+/// `GET /v1/dev/log[?count=N]`: this node's newest log entries (index, term, kind) and its
+/// commit index, for the lessons page's synchronization lesson. Dev only: it shows the
+/// log's shape, which no client needs.
+pub async fn log(
+    State(node): State<Arc<Node>>,
+    Q(query): Q<LogQuery>,
+) -> Result<Response, ApiError> {
+    if node.config.dev_control.is_none() {
+        return Err(forbidden());
+    }
+    let count = query.count.unwrap_or(LOG_ENTRIES_DEFAULT);
+    if !(1..=LOG_ENTRIES_MAX).contains(&count) {
+        return Err(ApiError::bad_request(format!(
+            "count must be between 1 and {LOG_ENTRIES_MAX}"
+        )));
+    }
+    let entries: Vec<serde_json::Value> = node
+        .recent_log_entries(count)
+        .await
+        .into_iter()
+        .map(|(index, term, kind)| json!({"index": index, "term": term, "kind": kind}))
+        .collect();
+    let health = node.health();
+    Ok(Json(json!({
+        "node_id": node.config.id,
+        "role": health.role,
+        "term": health.term,
+        "commit_index": health.commit_index,
+        "applied_index": health.applied_index,
+        "entries": entries,
+    }))
+    .into_response())
 }

@@ -12,6 +12,11 @@ const CATCH_UP_WAIT_MS = 30000;
 const RESTART_WAIT_MS = 30000;
 const WRITES_AFTER_ELECTION_MS = 3000;
 const CUTOFF_WRITES = 40;
+const SYNC_WRITES = 20;
+const SYNC_WRITE_GAP_MS = 150; // slow enough to watch each entry travel
+const LOG_ENTRIES_SHOWN = 16;
+const LOG_WAIT_MS = 2000;
+const TERM_COLOURS = ["#2458d6", "#0d7a4f", "#a15c00", "#6b4fbb", "#b3261e", "#00798c"];
 
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -30,6 +35,8 @@ const MEANING = {
   election: "How long the cluster went without a leader: the others wait for a heartbeat that never comes, then vote.",
   peak: "The most entries the cut-off node was behind while it could not hear the leader.",
   catchup: "Time from healing the network until the node had every entry again.",
+  committed: "How many entries this node knows are committed: stored by a majority, so they can never be undone.",
+  agree: "Whether every node holds the same entry (same term) at every number they both have. Raft guarantees it for committed entries.",
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
 };
 
@@ -76,6 +83,7 @@ async function poll() {
   polling = true;
   try {
     await readCluster();
+    await readLogs();
   } catch {
     $("served-by").textContent = "no node answers";
   } finally {
@@ -305,9 +313,117 @@ async function cutoffLesson(say) {
   }
 }
 
+// ---- Synchronization -------------------------------------------------------------------
+
+let logs = new Map(); // node id → its /v1/dev/log answer, or null when it did not answer
+
+/** Each member's newest log entries, asked of the member itself. */
+async function readLogs() {
+  if (!cluster) return logs;
+  const answers = await Promise.all(cluster.members.map(async (m) => {
+    // Asked of the member itself, never failed over: only its own answer is its log.
+    if (!m.reachable) return [m.id, null];
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), LOG_WAIT_MS);
+    try {
+      const response = await fetch(`${urlOf(m.id)}/v1/dev/log?count=${LOG_ENTRIES_SHOWN}`, { signal: controller.signal });
+      return [m.id, response.ok ? await response.json() : null];
+    } catch {
+      return [m.id, null];
+    } finally {
+      clearTimeout(timer);
+    }
+  }));
+  logs = new Map(answers);
+  drawLogs();
+  return logs;
+}
+
+function drawLogs() {
+  const box = $("sync-logs");
+  if (!box) return;
+  const rows = [...logs.entries()].sort(([a], [b]) => a - b).map(([id, log]) => {
+    if (!log) return el("div", { class: "logrow down", "data-node": id }, el("span", { class: "who" }, `node ${id}`), "does not answer");
+    const entries = log.entries.map((e) => {
+      const committed = e.index <= log.commit_index;
+      const colour = TERM_COLOURS[e.term % TERM_COLOURS.length];
+      const entry = el("span", {
+        class: `entry ${committed ? "committed" : "uncommitted"}`,
+        title: `entry ${e.index}, term ${e.term}, ${e.kind}, ${committed ? "committed" : "stored, not committed yet"}`,
+        "data-index": e.index, "data-term": e.term,
+      }, e.index);
+      entry.style.setProperty("--term", colour);
+      return entry;
+    });
+    return el("div", { class: "logrow", "data-node": id },
+      el("span", { class: "who" }, `node ${id}`, el("small", {}, ` ${log.role}, term ${log.term}`)),
+      el("span", { class: "entries" }, entries),
+      el("span", { class: "commit" }, `committed ${log.commit_index}`));
+  });
+  box.replaceChildren(
+    el("p", { class: "legend" }, "Each box is one log entry", why("entry"), "; each row ends with the node's commit number", why("committed"), "."),
+    ...rows);
+}
+
+/** True when every pair of logs holds the same term at every index both still hold. */
+function logsAgree(answers) {
+  const seen = new Map();
+  for (const log of answers) {
+    for (const e of log.entries) {
+      if (seen.has(e.index) && seen.get(e.index) !== e.term) return false;
+      seen.set(e.index, e.term);
+    }
+  }
+  return true;
+}
+
+async function syncLesson(say) {
+  const before = await readCluster();
+  if (!before.leader_id) throw new Error("there is no leader right now; wait a moment and run it again");
+  const startCommit = before.commit_index;
+  const prefix = `learn/sync/${runId()}/`;
+  say(`The commit number is ${startCommit}. Writing ${SYNC_WRITES} keys, one every ${SYNC_WRITE_GAP_MS} ms, through node ${before.leader_id}, the leader.`);
+  preferred = urlOf(before.leader_id);
+  let acked = 0;
+  let lastRevision = 0;
+  for (let n = 1; n <= SYNC_WRITES; n++) {
+    const started = performance.now();
+    const { response } = await fetchAny(`/v1/kv/${prefix}${n}`, { method: "PUT", body: String(n), timeoutMs: 3000 }, preferred);
+    if (response.ok) {
+      acked++;
+      lastRevision = (await response.json()).revision;
+    }
+    await readLogs().catch(() => {});
+    await sleep(Math.max(0, SYNC_WRITE_GAP_MS - (performance.now() - started)));
+  }
+  say(`${acked} writes acknowledged (the last one is revision ${lastRevision}). Waiting for every node to have committed them…`);
+  const after = await readCluster();
+  const target = after.members.find((m) => m.id === after.leader_id)?.last_log_index;
+  if (!target) throw new Error("the leader did not answer after the writes");
+  const settled = await waitFor(CATCH_UP_WAIT_MS, async () => {
+    await readCluster();
+    const answers = [...(await readLogs()).values()];
+    const all = answers.every((log) => log && log.commit_index >= target && log.entries.some((e) => e.index === target));
+    return all ? answers : null;
+  });
+  if (!settled) throw new Error(`not every node committed entry ${target} within ${CATCH_UP_WAIT_MS / 1000} s`);
+  const agree = logsAgree(settled);
+  const endCommit = Math.min(...settled.map((log) => log.commit_index));
+  say(`Every node holds entry ${target} and has committed it.`);
+  return {
+    ok: agree && acked === SYNC_WRITES,
+    verdict: agree ? `${settled.length} nodes, one order: the same entries, with the same terms, at the same numbers.` : "The logs disagree!",
+    rows: [["writes acknowledged", acked, "acked"],
+      ["commit number before", startCommit, "commit"],
+      ["commit number after, on every node", endCommit, "commit"],
+      ["logs agree", agree ? "yes" : "no", "agree"]],
+    data: { acked, from: startCommit, to: endCommit, target, agree, nodes: settled.length },
+  };
+}
+
 // ---- Running lessons -------------------------------------------------------------------
 
-const LESSONS = { fault: faultLesson, cutoff: cutoffLesson };
+const LESSONS = { fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson };
 let running = false;
 
 async function run(lesson) {
