@@ -16,6 +16,9 @@ const SYNC_WRITES = 20;
 const SYNC_WRITE_GAP_MS = 150; // slow enough to watch each entry travel
 const LOG_ENTRIES_SHOWN = 16;
 const LOG_WAIT_MS = 2000;
+const LISTEN_MS = 3000;
+const RATE_WINDOW_MS = 900;
+const TALK_WRITES = 40;
 const TERM_COLOURS = ["#2458d6", "#0d7a4f", "#a15c00", "#6b4fbb", "#b3261e", "#00798c"];
 
 const $ = (id) => document.getElementById(id);
@@ -37,6 +40,10 @@ const MEANING = {
   catchup: "Time from healing the network until the node had every entry again.",
   committed: "How many entries this node knows are committed: stored by a majority, so they can never be undone.",
   agree: "Whether every node holds the same entry (same term) at every number they both have. Raft guarantees it for committed entries.",
+  rate: "Messages per second this node sent on this link, counted by the sender: heartbeats, new log entries, votes and forwarded writes together.",
+  rest: "Messages per second the leader sent to all followers while nobody wrote: its heartbeats.",
+  busy: "Messages per second the leader sent to all followers while the page wrote: heartbeats and new entries.",
+  forwarded: "Messages the follower sent to the leader while the page wrote through it: the writes it passed on.",
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
 };
 
@@ -97,6 +104,7 @@ async function readCluster() {
   if (!response.ok) throw new Error(`/v1/cluster: HTTP ${response.status}`);
   preferred = base;
   cluster = await response.json();
+  noteLinkCounters(cluster);
   // The member list only needs filling once: the lessons here do not change membership.
   if (knownMembers().length < cluster.members.length) await refreshMembers().catch(() => {});
   drawNow();
@@ -197,6 +205,20 @@ async function lostWrites(prefix, acked) {
   return acked.filter(({ n }) => !found.has(`${prefix}${n}`)).length;
 }
 
+/**
+ * The cluster once it has a leader and every member answers (after an earlier lesson's
+ * restart or heal it may still be electing); waits at most ELECTION_WAIT_MS.
+ */
+async function settled(say) {
+  const steady = (c) => (c.leader_id && c.members.every((m) => m.reachable) ? c : null);
+  const now = steady(await readCluster().catch(() => ({ members: [] })));
+  if (now) return now;
+  say("Waiting for the cluster to settle: a leader, and every node answering…");
+  const later = await waitFor(ELECTION_WAIT_MS, async () => steady(await readCluster()));
+  if (!later) throw new Error(`the cluster did not settle within ${ELECTION_WAIT_MS / 1000} s`);
+  return later;
+}
+
 function runId() {
   return `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 }
@@ -204,10 +226,9 @@ function runId() {
 // ---- Fault tolerance -------------------------------------------------------------------
 
 async function faultLesson(say) {
-  const before = await readCluster();
+  const before = await settled(say);
   const oldLeader = before.leader_id;
   const oldTerm = before.term;
-  if (!oldLeader) throw new Error("there is no leader right now; wait a moment and run it again");
   const prefix = `learn/fault/${runId()}/`;
   const counter = el("span", { class: "counter" }, "0");
   say(el("span", {}, "Writing a key every 100 ms. Acknowledged so far: ", counter));
@@ -259,9 +280,8 @@ async function faultLesson(say) {
 // ---- Cut off ---------------------------------------------------------------------------
 
 async function cutoffLesson(say) {
-  const before = await readCluster();
+  const before = await settled(say);
   const leader = before.leader_id;
-  if (!leader) throw new Error("there is no leader right now; wait a moment and run it again");
   const followers = before.members.filter((m) => m.id !== leader && m.reachable && m.voter);
   // Prefer a node other than the one serving this page, so the page keeps its own node.
   const target = followers.find((m) => m.id !== before.node_id) ?? followers[0];
@@ -311,6 +331,137 @@ async function cutoffLesson(say) {
   } finally {
     if (!healed) await playground(id, "heal").catch(() => {});
   }
+}
+
+// ---- Communication ---------------------------------------------------------------------
+
+let linkReading = null; // { at, counts: Map<"from>to", messages> } from the previous poll
+let linkRates = new Map(); // "from>to" → messages per second between the last two polls
+
+/** Every directed link's message counter in a cluster answer, keyed "from>to". */
+function linkCounts(c) {
+  const idByAddr = new Map(c.members.map((m) => [m.addr, m.id]));
+  const counts = new Map();
+  for (const m of c.members) {
+    for (const l of m.links ?? []) {
+      const to = idByAddr.get(l.addr);
+      if (to !== undefined && l.messages !== undefined) counts.set(`${m.id}>${to}`, l.messages);
+    }
+  }
+  return counts;
+}
+
+function noteLinkCounters(c) {
+  const reading = { at: performance.now(), counts: linkCounts(c) };
+  // Readings taken moments apart (a lesson polls fast) would show noise, not a rate.
+  if (linkReading && reading.at - linkReading.at < RATE_WINDOW_MS) return;
+  if (linkReading) {
+    const seconds = Math.max(0.001, (reading.at - linkReading.at) / 1000);
+    linkRates = new Map();
+    for (const [key, n] of reading.counts) {
+      const before = linkReading.counts.get(key);
+      // A restarted node starts counting from 0 again: no rate until the next reading.
+      if (before !== undefined && n >= before) linkRates.set(key, (n - before) / seconds);
+    }
+  }
+  linkReading = reading;
+  drawMap();
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function drawMap() {
+  const map = $("talk-map");
+  if (!map || !cluster) return;
+  const members = cluster.members;
+  const at = new Map(members.map((m, i) => {
+    const angle = -Math.PI / 2 + (2 * Math.PI * i) / members.length;
+    return [m.id, [180 + 95 * Math.cos(angle), 120 + 90 * Math.sin(angle)]];
+  }));
+  const parts = [svg("defs", {})];
+  const marker = svg("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5, markerWidth: 6, markerHeight: 6, orient: "auto-start-reverse" });
+  marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#5b6473" }));
+  parts[0].append(marker);
+  for (const a of members) {
+    for (const b of members) {
+      if (a.id === b.id) continue;
+      const rate = linkRates.get(`${a.id}>${b.id}`) ?? 0;
+      const [x1, y1] = at.get(a.id);
+      const [x2, y2] = at.get(b.id);
+      const len = Math.hypot(x2 - x1, y2 - y1);
+      const [ux, uy] = [(x2 - x1) / len, (y2 - y1) / len];
+      // The two directions of a link side by side; arrows stop short of the circles.
+      const [ox, oy] = [-uy * 7, ux * 7];
+      const [sx, sy, ex, ey] = [x1 + ux * 24 + ox, y1 + uy * 24 + oy, x2 - ux * 24 + ox, y2 - uy * 24 + oy];
+      const busy = rate >= 0.5;
+      parts.push(svg("line", { x1: sx, y1: sy, x2: ex, y2: ey, class: busy ? "wire busy" : "wire", "marker-end": "url(#arrow)",
+        "stroke-width": Math.min(6, 1 + Math.log2(1 + rate)), "data-from": a.id, "data-to": b.id, "data-rate": rate.toFixed(1) }));
+      const [tx, ty] = [sx + (ex - sx) * 0.3 + ox * 1.6, sy + (ey - sy) * 0.3 + oy * 1.6];
+      parts.push(svg("text", { x: tx, y: ty + 4, class: "rate", "text-anchor": "middle" }, `${Math.round(rate)}/s`));
+    }
+  }
+  for (const m of members) {
+    const [x, y] = at.get(m.id);
+    const role = roleOf(m);
+    parts.push(svg("circle", { cx: x, cy: y, r: 20, class: `dot ${role}` }));
+    parts.push(svg("text", { x, y: y + 5, class: "dot-label", "text-anchor": "middle" }, m.id));
+  }
+  map.replaceChildren(...parts);
+}
+
+/** Messages per second on each of `from`'s links to `to`, between two cluster readings. */
+function ratesBetween(first, second, seconds, pairs) {
+  const a = linkCounts(first);
+  const b = linkCounts(second);
+  let total = 0;
+  for (const [from, to] of pairs) {
+    const key = `${from}>${to}`;
+    if (a.has(key) && b.has(key)) total += Math.max(0, b.get(key) - a.get(key));
+  }
+  return total / seconds;
+}
+
+async function talkLesson(say) {
+  const first = await settled(say);
+  const leader = first.leader_id;
+  const followers = first.members.filter((m) => m.id !== leader && m.reachable).map((m) => m.id);
+  if (!followers.length) throw new Error("no follower is up to write through");
+  const via = followers[0];
+  const out = followers.map((f) => [leader, f]);
+  say(`Listening for ${LISTEN_MS / 1000} s while nobody writes…`);
+  const t0 = performance.now();
+  await sleep(LISTEN_MS);
+  const second = await readCluster();
+  const t1 = performance.now();
+  const rest = ratesBetween(first, second, (t1 - t0) / 1000, out);
+  say(`At rest node ${leader}, the leader, sent ${rest.toFixed(1)} messages per second to its followers: heartbeats.`);
+  say(`Writing ${TALK_WRITES} keys through node ${via}, a follower…`);
+  const prefix = `learn/talk/${runId()}/`;
+  let acked = 0;
+  for (let n = 1; n <= TALK_WRITES; n++) {
+    const { response } = await fetchAny(`/v1/kv/${prefix}${n}`, { method: "PUT", body: String(n), timeoutMs: 3000 }, urlOf(via));
+    if (response.ok) acked++;
+  }
+  const third = await readCluster();
+  const t2 = performance.now();
+  const busy = ratesBetween(second, third, (t2 - t1) / 1000, out);
+  const forwarded = Math.round(ratesBetween(second, third, 1, [[via, leader]]));
+  say(`While writing, the leader sent ${busy.toFixed(1)} messages per second, and node ${via} sent the leader ${forwarded} messages.`);
+  return {
+    ok: acked === TALK_WRITES && forwarded > 0,
+    verdict: `Node ${via} passed the writes to node ${leader} in ${forwarded} messages; the leader sent them on to everyone.`,
+    rows: [["leader's messages/s at rest", rest.toFixed(1), "rest"],
+      ["leader's messages/s while writing", busy.toFixed(1), "busy"],
+      [`messages node ${via} sent the leader`, forwarded, "forwarded"],
+      ["writes acknowledged", acked, "acked"]],
+    data: { leader, via, rest: rest.toFixed(1), busy: busy.toFixed(1), forwarded, acked },
+  };
 }
 
 // ---- Synchronization -------------------------------------------------------------------
@@ -378,8 +529,7 @@ function logsAgree(answers) {
 }
 
 async function syncLesson(say) {
-  const before = await readCluster();
-  if (!before.leader_id) throw new Error("there is no leader right now; wait a moment and run it again");
+  const before = await settled(say);
   const startCommit = before.commit_index;
   const prefix = `learn/sync/${runId()}/`;
   say(`The commit number is ${startCommit}. Writing ${SYNC_WRITES} keys, one every ${SYNC_WRITE_GAP_MS} ms, through node ${before.leader_id}, the leader.`);
@@ -400,30 +550,30 @@ async function syncLesson(say) {
   const after = await readCluster();
   const target = after.members.find((m) => m.id === after.leader_id)?.last_log_index;
   if (!target) throw new Error("the leader did not answer after the writes");
-  const settled = await waitFor(CATCH_UP_WAIT_MS, async () => {
+  const held = await waitFor(CATCH_UP_WAIT_MS, async () => {
     await readCluster();
     const answers = [...(await readLogs()).values()];
     const all = answers.every((log) => log && log.commit_index >= target && log.entries.some((e) => e.index === target));
     return all ? answers : null;
   });
-  if (!settled) throw new Error(`not every node committed entry ${target} within ${CATCH_UP_WAIT_MS / 1000} s`);
-  const agree = logsAgree(settled);
-  const endCommit = Math.min(...settled.map((log) => log.commit_index));
+  if (!held) throw new Error(`not every node committed entry ${target} within ${CATCH_UP_WAIT_MS / 1000} s`);
+  const agree = logsAgree(held);
+  const endCommit = Math.min(...held.map((log) => log.commit_index));
   say(`Every node holds entry ${target} and has committed it.`);
   return {
     ok: agree && acked === SYNC_WRITES,
-    verdict: agree ? `${settled.length} nodes, one order: the same entries, with the same terms, at the same numbers.` : "The logs disagree!",
+    verdict: agree ? `${held.length} nodes, one order: the same entries, with the same terms, at the same numbers.` : "The logs disagree!",
     rows: [["writes acknowledged", acked, "acked"],
       ["commit number before", startCommit, "commit"],
       ["commit number after, on every node", endCommit, "commit"],
       ["logs agree", agree ? "yes" : "no", "agree"]],
-    data: { acked, from: startCommit, to: endCommit, target, agree, nodes: settled.length },
+    data: { acked, from: startCommit, to: endCommit, target, agree, nodes: held.length },
   };
 }
 
 // ---- Running lessons -------------------------------------------------------------------
 
-const LESSONS = { fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson };
+const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson };
 let running = false;
 
 async function run(lesson) {
@@ -448,6 +598,7 @@ async function start() {
   for (const b of document.querySelectorAll("button.run")) {
     b.addEventListener("click", () => run(b.dataset.lesson));
   }
+  $("talk-map").after(el("p", { class: "legend" }, "The number on each arrow is messages per second from one node to another", why("rate"), "."));
   drawNow();
   await poll();
   setInterval(poll, POLL_MS * 2);

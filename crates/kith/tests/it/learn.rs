@@ -1,6 +1,6 @@
 //! The lessons page in a real browser, on a real `kith dev` cluster: each lesson's button runs
 //! its experiment and the page shows evidence this test checks against the cluster itself
-//! (a new leader after the kill and 0 acknowledged writes lost; lag 0 after a cut-off node is
+//! (messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged writes lost; lag 0 after a cut-off node is
 //! healed; every node committing the page's writes with logs that agree). A node not started by `kith dev` has no lessons. Screenshot kept as
 //! `target/artifacts/learn.png`.
 //!
@@ -130,7 +130,7 @@ async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
             "args": [
                 "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1280,2600",
+                "--disable-dev-shm-usage", "--window-size=1280,4200",
                 format!("--user-data-dir={}", profile.display()),
             ],
         },
@@ -272,6 +272,25 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .click()
         .await
         .expect("close the explanation");
+
+    // Communication: the page listens, then writes through a follower; the follower's link
+    // to the leader carries the forwarded writes and the map draws every link's rate.
+    page.find(Locator::Id("run-talk"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("run the communication lesson");
+    let (talk, text) = evidence(&page, "talk").await;
+    assert_eq!(talk["done"], "ok", "the lesson failed: {text}");
+    assert_eq!(talk["acked"], "40", "{text}");
+    assert!(number(&talk["forwarded"]) > 0, "{text}");
+    assert_ne!(talk["busy"], "0.0", "{text}");
+    let wires = page
+        .find_all(Locator::Css("#talk-map line[data-rate]"))
+        .await
+        .expect("the map's links");
+    assert_eq!(wires.len(), 6, "three nodes, two directions per pair");
 
     // Fault tolerance, run from the keyboard: focus the button and press Enter.
     page.execute("document.getElementById('run-fault').focus();", vec![])
