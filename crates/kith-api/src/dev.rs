@@ -30,7 +30,10 @@ pub const LOG_ENTRIES_MAX: u64 = 32;
 const LOG_ENTRIES_DEFAULT: u64 = 16;
 
 /// The actions the supervisor knows.
-pub const ACTIONS: [&str; 6] = ["kill", "pause", "resume", "restart", "isolate", "heal"];
+/// `add` starts node `id` (the next one) and has it join the cluster.
+pub const ACTIONS: [&str; 7] = [
+    "kill", "pause", "resume", "restart", "isolate", "heal", "add",
+];
 
 fn forbidden() -> ApiError {
     ApiError::new(

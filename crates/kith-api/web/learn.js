@@ -17,6 +17,8 @@ const SYNC_WRITE_GAP_MS = 150; // slow enough to watch each entry travel
 const LOG_ENTRIES_SHOWN = 16;
 const LOG_WAIT_MS = 2000;
 const LISTEN_MS = 3000;
+const JOIN_WAIT_MS = 60000;
+const NODES_MAX = 9; // what `kith dev` runs at most
 const RATE_WINDOW_MS = 900;
 const TALK_WRITES = 40;
 const TERM_COLOURS = ["#2458d6", "#0d7a4f", "#a15c00", "#6b4fbb", "#b3261e", "#00798c"];
@@ -44,6 +46,8 @@ const MEANING = {
   rest: "Messages per second the leader sent to all followers while nobody wrote: its heartbeats.",
   busy: "Messages per second the leader sent to all followers while the page wrote: heartbeats and new entries.",
   forwarded: "Messages the follower sent to the leader while the page wrote through it: the writes it passed on.",
+  voters: "Members whose vote counts: a change is committed once a majority of them stored it.",
+  learner: "Whether the table showed the new node as a learner (copying, no vote) before it became a voter. A quick catch-up can make that moment too short to see.",
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
 };
 
@@ -354,7 +358,10 @@ function linkCounts(c) {
 function noteLinkCounters(c) {
   const reading = { at: performance.now(), counts: linkCounts(c) };
   // Readings taken moments apart (a lesson polls fast) would show noise, not a rate.
-  if (linkReading && reading.at - linkReading.at < RATE_WINDOW_MS) return;
+  if (linkReading && reading.at - linkReading.at < RATE_WINDOW_MS) {
+    drawMap();
+    return;
+  }
   if (linkReading) {
     const seconds = Math.max(0.001, (reading.at - linkReading.at) / 1000);
     linkRates = new Map();
@@ -571,9 +578,48 @@ async function syncLesson(say) {
   };
 }
 
+// ---- Scale -----------------------------------------------------------------------------
+
+async function scaleLesson(say) {
+  const before = await settled(say);
+  const id = Math.max(...before.members.map((m) => m.id)) + 1;
+  if (id > NODES_MAX) throw new Error(`kith dev runs at most ${NODES_MAX} nodes`);
+  const votersBefore = before.members.filter((m) => m.voter).length;
+  say(`Starting node ${id} and asking the cluster to let it in…`);
+  await playground(id, "add");
+  let seenAsLearner = false;
+  const joined = await waitFor(JOIN_WAIT_MS, async () => {
+    const c = await readCluster();
+    const m = c.members.find((x) => x.id === id);
+    if (m && !m.voter) seenAsLearner = true;
+    return m ? c : null;
+  });
+  if (!joined) throw new Error(`node ${id} did not join within ${JOIN_WAIT_MS / 1000} s`);
+  say(`Node ${id} is a member${seenAsLearner ? ", a learner for now: it copies the log but has no vote" : ""}.`);
+  const voter = await waitFor(JOIN_WAIT_MS, async () => {
+    const c = await readCluster();
+    const m = c.members.find((x) => x.id === id);
+    if (m && !m.voter) seenAsLearner = true;
+    return m?.voter && m.reachable && m.lag === 0 ? c : null;
+  });
+  if (!voter) throw new Error(`node ${id} did not become an up-to-date voter within ${JOIN_WAIT_MS / 1000} s`);
+  const voters = voter.members.filter((m) => m.voter).length;
+  const quorum = Math.floor(voters / 2) + 1;
+  say(`Node ${id} has caught up and votes: ${voters} voters, so ${quorum} make a majority.`);
+  return {
+    ok: voters === votersBefore + 1,
+    verdict: `${voters} voters now: node ${id} joined, caught up (lag 0) and votes.`,
+    rows: [["voters before", votersBefore, "voters"],
+      ["voters after", voters, "voters"],
+      ["seen as a learner first", seenAsLearner ? "yes" : "no (too quick to see)", "learner"],
+      [`node ${id}'s lag`, 0, "lag"]],
+    data: { node: id, votersBefore, voters, learner: seenAsLearner, lag: 0 },
+  };
+}
+
 // ---- Running lessons -------------------------------------------------------------------
 
-const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson };
+const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, scale: scaleLesson };
 let running = false;
 
 async function run(lesson) {

@@ -1,7 +1,8 @@
 //! The lessons page in a real browser, on a real `kith dev` cluster: each lesson's button runs
 //! its experiment and the page shows evidence this test checks against the cluster itself
 //! (messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged writes lost; lag 0 after a cut-off node is
-//! healed; every node committing the page's writes with logs that agree). A node not started by `kith dev` has no lessons. Screenshot kept as
+//! healed; every node committing the page's writes with logs that agree; four voters after
+//! a node is added). A node not started by `kith dev` has no lessons. Screenshot kept as
 //! `target/artifacts/learn.png`.
 //!
 //! Drives Debian's `chromium` through `chromedriver` (WebDriver, via fantoccini), like
@@ -32,18 +33,19 @@ impl Drop for Reaped {
     }
 }
 
-/// Three consecutive free ports on 127.0.0.1, for `kith dev --base-port`.
+/// Four consecutive free ports on 127.0.0.1, for `kith dev --base-port` (three nodes and the
+/// one the scale lesson adds).
 fn free_port_run() -> u16 {
     for _ in 0..100 {
         let base = free_port();
         if base > 65000 {
             continue;
         }
-        if (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        if (0..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
             return base;
         }
     }
-    panic!("no run of three free ports found");
+    panic!("no run of four free ports found");
 }
 
 /// Starts `kith dev` with three nodes; returns it and node 1's URL once it says it is up.
@@ -381,6 +383,27 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     assert!(
         committed.len() >= 3,
         "every node's committed entries are drawn"
+    );
+
+    // Scale, last (it leaves four nodes): the page adds node 4, which joins and votes.
+    page.find(Locator::Id("run-scale"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("run the scale lesson");
+    let (scale, text) = evidence(&page, "scale").await;
+    assert_eq!(scale["done"], "ok", "the lesson failed: {text}");
+    assert_eq!(scale["node"], "4", "{text}");
+    assert_eq!(scale["voters"], "4", "{text}");
+    let view = get_json(&format!("{}/v1/cluster", node(4)))
+        .await
+        .expect("node 4 answers");
+    let members = view["members"].as_array().expect("members");
+    assert_eq!(
+        members.iter().filter(|m| m["voter"] == true).count(),
+        4,
+        "four voters: {view}"
     );
 
     let png = page.screenshot().await.expect("screenshot");
