@@ -2,7 +2,7 @@
 // public API and the playground routes, narrates it step by step, and ends with evidence.
 // Every wait has a deadline and every loop a bound, so a lesson always ends (with evidence or
 // with the reason it could not finish).
-import { refreshMembers, knownMembers, fetchAny, getJson, el, clock } from "./common.js";
+import { refreshMembers, knownMembers, fetchAny, getJson, el, clock, why as explain } from "./common.js";
 
 const POLL_MS = 500;
 const WRITE_EVERY_MS = 100;
@@ -51,10 +51,9 @@ const MEANING = {
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
 };
 
-/** A "?" that opens `text` (a native disclosure: keyboard and screen-reader friendly). */
+/** The "?" that opens the meaning of `key`. */
 function why(key) {
-  return el("details", { class: "why" }, el("summary", { "aria-label": `What is ${key}?` }, "?"),
-    el("span", { class: "explain" }, MEANING[key]));
+  return explain(key, MEANING[key]);
 }
 
 // ---- The live table --------------------------------------------------------------------

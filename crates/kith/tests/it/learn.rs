@@ -241,6 +241,12 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .for_element(Locator::Css("#learn-link:not([hidden])"))
         .await
         .expect("the dashboard links to the lessons");
+    // Its numbers explain themselves too.
+    let explained = page
+        .find_all(Locator::Css("#summary details.why, #members details.why"))
+        .await
+        .expect("the dashboard's ?s");
+    assert!(explained.len() >= 6, "every summary number has a ?");
     link.click().await.expect("follow the link");
     wait_until(
         "the lessons to show the cluster",
@@ -405,6 +411,34 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         4,
         "four voters: {view}"
     );
+
+    // Bad input to the lessons' routes is refused and changes nothing.
+    let client = http();
+    for count in ["0", "33", "x"] {
+        let r = client
+            .get(format!("{}/v1/dev/log?count={count}", node(1)))
+            .send()
+            .await
+            .expect("node 1 answers");
+        assert_eq!(r.status(), 400, "count={count}");
+        let body: Value = r.json().await.expect("a JSON error");
+        assert_eq!(body["error"]["code"], "bad_request");
+    }
+    let skip = client
+        .post(format!("{}/v1/dev/nodes/7/add", node(1)))
+        .send()
+        .await
+        .expect("node 1 answers");
+    assert_eq!(skip.status(), 409, "only the next node can be added");
+    let body: Value = skip.json().await.expect("a JSON error");
+    assert!(body["error"]["message"]
+        .as_str()
+        .expect("message")
+        .contains("next node is 5"));
+    let view = get_json(&format!("{}/v1/cluster", node(1)))
+        .await
+        .expect("cluster");
+    assert_eq!(view["members"].as_array().expect("members").len(), 4);
 
     let png = page.screenshot().await.expect("screenshot");
     let path = artifacts_dir().join("learn.png");
