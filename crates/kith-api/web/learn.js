@@ -17,6 +17,7 @@ const SYNC_WRITE_GAP_MS = 150; // slow enough to watch each entry travel
 const LOG_ENTRIES_SHOWN = 16;
 const LOG_WAIT_MS = 2000;
 const LISTEN_MS = 3000;
+const FILE_BYTES = 2500000; // three chunks of at most 1 MiB
 const JOIN_WAIT_MS = 60000;
 const NODES_MAX = 9; // what `kith dev` runs at most
 const RATE_WINDOW_MS = 900;
@@ -46,6 +47,9 @@ const MEANING = {
   rest: "Messages per second the leader sent to all followers while nobody wrote: its heartbeats.",
   busy: "Messages per second the leader sent to all followers while the page wrote: heartbeats and new entries.",
   forwarded: "Messages the follower sent to the leader while the page wrote through it: the writes it passed on.",
+  chunks: "The pieces kith cut the file into. Each is stored, and checked by its fingerprint, on its own.",
+  copies: "The fewest nodes holding any one chunk (and answering). Three copies mean two nodes can fail and the file is still there.",
+  intact: "Whether the file downloaded with one holder dead was byte for byte the file uploaded.",
   voters: "Members whose vote counts: a change is committed once a majority of them stored it.",
   learner: "Whether the table showed the new node as a learner (copying, no vote) before it became a voter. A quick catch-up can make that moment too short to see.",
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
@@ -577,6 +581,80 @@ async function syncLesson(say) {
   };
 }
 
+// ---- Sharing storage and redundancy --------------------------------------------------------
+
+function randomBytes(n) {
+  const bytes = new Uint8Array(n);
+  // getRandomValues fills at most 65,536 bytes per call.
+  for (let at = 0; at < n; at += 65536) crypto.getRandomValues(bytes.subarray(at, Math.min(n, at + 65536)));
+  return bytes;
+}
+
+/** The file's chunk placement, drawn as chunks × nodes; returns the fewest holders of a chunk. */
+async function placement(path) {
+  const manifest = await getJson(`/v1/files/${path}?explain=1`, preferred);
+  const ids = cluster.members.map((m) => m.id);
+  const head = el("tr", {}, el("th", { scope: "col" }, "chunk"), ids.map((id) => el("th", { scope: "col" }, `node ${id}`)));
+  const rows = manifest.chunks.map((c) => el("tr", { "data-chunk": c.index },
+    el("th", { scope: "row" }, `#${c.index}`),
+    ids.map((id) => el("td", { class: c.holders.includes(id) ? "held" : "" }, c.holders.includes(id) ? "●" : ""))));
+  $("store-chunks").replaceChildren(el("table", { class: "grid chunkgrid" }, el("thead", {}, head), el("tbody", {}, rows)));
+  return { manifest, copies: Math.min(...manifest.chunks.map((c) => c.holders.length)) };
+}
+
+async function storeLesson(say) {
+  const before = await settled(say);
+  const path = `learn/redundancy/${runId()}.bin`;
+  const original = randomBytes(FILE_BYTES);
+  say(`Uploading ${FILE_BYTES.toLocaleString()} random bytes as ${path}…`);
+  const { response } = await fetchAny(`/v1/files/${path}`, { method: "PUT", body: original, headers: { "content-type": "application/octet-stream" }, timeoutMs: 30000 }, preferred);
+  if (!response.ok) throw new Error(`upload refused: HTTP ${response.status}`);
+  const first = await placement(path);
+  say(`${first.manifest.chunk_count} chunks, each on ${first.copies} nodes.`);
+  // A holder that neither leads nor serves this page: the lesson is about the data.
+  const holders = new Set(first.manifest.chunks.flatMap((c) => c.holders));
+  const victim = before.members.map((m) => m.id)
+    .find((id) => holders.has(id) && id !== before.leader_id && id !== before.node_id)
+    ?? [...holders].find((id) => id !== before.leader_id);
+  if (!victim) throw new Error("no follower holds a chunk");
+  preferred = urlOf(before.leader_id);
+  say(`Killing node ${victim}, which holds chunks of the file…`);
+  await playground(victim, "kill");
+  await waitFor(ELECTION_WAIT_MS, async () => {
+    const c = await readCluster();
+    return c.leader_id && !c.members.find((m) => m.id === victim)?.reachable ? c : null;
+  });
+  const during = await placement(path);
+  say(`With node ${victim} dead, each chunk is still on ${during.copies} nodes. Downloading…`);
+  let intact = false;
+  try {
+    const { response: got } = await fetchAny(`/v1/files/${path}`, { timeoutMs: 30000 }, preferred);
+    const bytes = new Uint8Array(await got.arrayBuffer());
+    intact = got.ok && bytes.length === original.length && bytes.every((b, i) => b === original[i]);
+  } finally {
+    say(`Restarting node ${victim}…`);
+    await playground(victim, "restart");
+  }
+  say(intact ? "Every byte came back." : "The download did not match!");
+  const back = await waitFor(RESTART_WAIT_MS, async () => {
+    await readCluster();
+    const p = await placement(path);
+    return p.copies >= first.copies ? p : null;
+  });
+  const after = back ?? await placement(path);
+  say(back ? `Node ${victim} is back with its chunks: ${after.copies} copies again.` : `Node ${victim} has not answered yet.`);
+  return {
+    ok: intact && during.copies >= 1 && after.copies >= first.copies,
+    verdict: intact ? `Node ${victim} died and the file still came back intact; ${after.copies} copies again after it restarted.` : "The file did not come back intact!",
+    rows: [["chunks", first.manifest.chunk_count, "chunks"],
+      ["copies of each chunk", first.copies, "copies"],
+      [`copies while node ${victim} was dead`, during.copies, "copies"],
+      ["downloaded intact", intact ? "yes" : "no", "intact"],
+      ["copies after the restart", after.copies, "copies"]],
+    data: { node: victim, chunks: first.manifest.chunk_count, copies: first.copies, during: during.copies, intact, after: after.copies },
+  };
+}
+
 // ---- Scale -----------------------------------------------------------------------------
 
 async function scaleLesson(say) {
@@ -618,7 +696,7 @@ async function scaleLesson(say) {
 
 // ---- Running lessons -------------------------------------------------------------------
 
-const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, scale: scaleLesson };
+const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, store: storeLesson, scale: scaleLesson };
 let running = false;
 
 async function run(lesson) {

@@ -1,7 +1,8 @@
 //! The lessons page in a real browser, on a real `kith dev` cluster: each lesson's button runs
 //! its experiment and the page shows evidence this test checks against the cluster itself
 //! (messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged writes lost; lag 0 after a cut-off node is
-//! healed; every node committing the page's writes with logs that agree; four voters after
+//! healed; every node committing the page's writes with logs that agree; a file downloaded
+//! intact with one of its three holders dead; four voters after
 //! a node is added). A node not started by `kith dev` has no lessons. Screenshot kept as
 //! `target/artifacts/learn.png`.
 //!
@@ -390,6 +391,31 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         committed.len() >= 3,
         "every node's committed entries are drawn"
     );
+
+    // Storage and redundancy: a file on three nodes downloads intact with one holder dead.
+    page.find(Locator::Id("run-store"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("run the storage lesson");
+    let (store, text) = evidence(&page, "store").await;
+    assert_eq!(store["done"], "ok", "the lesson failed: {text}");
+    assert_eq!(store["intact"], "true", "{text}");
+    assert_eq!(store["copies"], "3", "{text}");
+    assert_eq!(store["during"], "2", "{text}");
+    assert_eq!(store["after"], "3", "{text}");
+    let victim = number(&store["node"]);
+    wait_until(
+        "the killed holder to be back",
+        Duration::from_secs(30),
+        || async {
+            get_json(&format!("{}/v1/health", node(victim)))
+                .await
+                .map(drop)
+        },
+    )
+    .await;
 
     // Scale, last (it leaves four nodes): the page adds node 4, which joins and votes.
     page.find(Locator::Id("run-scale"))
