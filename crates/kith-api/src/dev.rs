@@ -30,9 +30,10 @@ pub const LOG_ENTRIES_MAX: u64 = 32;
 const LOG_ENTRIES_DEFAULT: u64 = 16;
 
 /// The actions the supervisor knows.
-/// `add` starts node `id` (the next one) and has it join the cluster.
-pub const ACTIONS: [&str; 7] = [
-    "kill", "pause", "resume", "restart", "isolate", "heal", "add",
+/// `add` starts node `id` (the next one) and has it join the cluster; `tamper` restarts it
+/// with one ledger entry altered (binaries with test hooks only).
+pub const ACTIONS: [&str; 8] = [
+    "kill", "pause", "resume", "restart", "isolate", "heal", "add", "tamper",
 ];
 
 fn forbidden() -> ApiError {

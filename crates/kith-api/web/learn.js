@@ -17,6 +17,7 @@ const SYNC_WRITE_GAP_MS = 150; // slow enough to watch each entry travel
 const LOG_ENTRIES_SHOWN = 16;
 const LOG_WAIT_MS = 2000;
 const LISTEN_MS = 3000;
+const LEDGER_WRITES = 10;
 const FILE_BYTES = 2500000; // three chunks of at most 1 MiB
 const JOIN_WAIT_MS = 60000;
 const NODES_MAX = 9; // what `kith dev` runs at most
@@ -50,6 +51,8 @@ const MEANING = {
   chunks: "The pieces kith cut the file into. Each is stored, and checked by its fingerprint, on its own.",
   copies: "The fewest nodes holding any one chunk (and answering). Three copies mean two nodes can fail and the file is still there.",
   intact: "Whether the file downloaded with one holder dead was byte for byte the file uploaded.",
+  verified: "The entry whose fingerprint every node was asked for: the newest one they all have.",
+  agreeing: "Nodes whose fingerprint at that entry is the same as most others': they hold the same history.",
   voters: "Members whose vote counts: a change is committed once a majority of them stored it.",
   learner: "Whether the table showed the new node as a learner (copying, no vote) before it became a voter. A quick catch-up can make that moment too short to see.",
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
@@ -655,6 +658,73 @@ async function storeLesson(say) {
   };
 }
 
+// ---- Ledger ----------------------------------------------------------------------------
+
+/** `/v1/ledger` of one member, asked of the member itself. */
+async function ledgerOf(id, query = "") {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), LOG_WAIT_MS);
+  try {
+    const response = await fetch(`${urlOf(id)}/v1/ledger${query}`, { signal: controller.signal });
+    return response.ok ? await response.json() : null;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function ledgerLesson(say) {
+  const before = await settled(say);
+  const target = before.members.find((m) => m.id !== before.leader_id && m.id !== before.node_id)
+    ?? before.members.find((m) => m.id !== before.leader_id);
+  if (!target) throw new Error("no follower to tamper with");
+  const id = target.id;
+  say(`Restarting node ${id} so that it alters the next change it records…`);
+  await playground(id, "tamper");
+  const steady = await settled(say);
+  preferred = urlOf(steady.leader_id);
+  say(`Writing ${LEDGER_WRITES} keys…`);
+  const prefix = `learn/ledger/${runId()}/`;
+  for (let n = 1; n <= LEDGER_WRITES; n++) {
+    await fetchAny(`/v1/kv/${prefix}${n}`, { method: "PUT", body: String(n), timeoutMs: 3000 }, preferred);
+  }
+  const ids = steady.members.map((m) => m.id);
+  const goal = (await readCluster()).commit_index;
+  const heads = await waitFor(CATCH_UP_WAIT_MS, async () => {
+    const all = await Promise.all(ids.map((m) => ledgerOf(m)));
+    return all.every((h) => h && h.index >= goal) ? all : null;
+  });
+  if (!heads) throw new Error(`not every node recorded entry ${goal} within ${CATCH_UP_WAIT_MS / 1000} s`);
+  const index = Math.min(...heads.map((h) => h.index));
+  say(`Asking every node for its fingerprint at entry ${index}…`);
+  const hashes = await Promise.all(ids.map((m) => ledgerOf(m, `?index=${index}`)));
+  const byHash = new Map();
+  ids.forEach((m, i) => {
+    const hash = hashes[i]?.hash ?? "none";
+    byHash.set(hash, [...(byHash.get(hash) ?? []), m]);
+  });
+  const groups = [...byHash.values()].sort((a, b) => b.length - a.length);
+  const agreeing = groups[0];
+  const odd = groups.slice(1).flat();
+  if (!odd.length) {
+    say("Every fingerprint matches.");
+    return {
+      ok: false,
+      verdict: `All ${ids.length} nodes agree: this kith binary has no test hooks, so node ${id}'s copy was not altered (the cluster tests' build has them).`,
+      rows: [["entry verified", index, "verified"], ["nodes agreeing", agreeing.length, "agreeing"]],
+      data: { tampered: id, index, agreeing: agreeing.length, named: "none" },
+    };
+  }
+  say(`Node${odd.length > 1 ? "s" : ""} ${odd.join(", ")} disagree${odd.length > 1 ? "" : "s"} with the others.`);
+  return {
+    ok: odd.length === 1 && odd[0] === id,
+    verdict: `Caught: node ${odd.join(", ")} holds a different history from entry ${index} on; nodes ${agreeing.join(", ")} agree.`,
+    rows: [["entry verified", index, "verified"],
+      ["nodes agreeing", agreeing.length, "agreeing"],
+      ["the node that disagrees", `node ${odd.join(", ")}`, null]],
+    data: { tampered: id, index, agreeing: agreeing.length, named: odd.join(",") },
+  };
+}
+
 // ---- Scale -----------------------------------------------------------------------------
 
 async function scaleLesson(say) {
@@ -696,7 +766,7 @@ async function scaleLesson(say) {
 
 // ---- Running lessons -------------------------------------------------------------------
 
-const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, store: storeLesson, scale: scaleLesson };
+const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, store: storeLesson, ledger: ledgerLesson, scale: scaleLesson };
 let running = false;
 
 async function run(lesson) {

@@ -7,8 +7,10 @@
 //! supervisor is killed outright none of them is left behind.
 //!
 //! The playground: the supervisor also listens on an ephemeral 127.0.0.1 port for
-//! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal|add}` and passes that URL to its
-//! children (`--dev-control`); `add` starts the next node with `--join` (plain clusters only). A node's `/v1/dev/…` routes forward there; nodes not started
+//! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal|add|tamper}` and passes that URL
+//! to its children (`--dev-control`); `add` starts the next node with `--join` (plain clusters
+//! only); `tamper` restarts a node with the storage test hook that alters one ledger entry
+//! (effective only in binaries built with test hooks, as the cluster tests' are). A node's `/v1/dev/…` routes forward there; nodes not started
 //! by `kith dev` have no such URL and refuse them with 403.
 //!
 //! `kith dev --secure` runs the same cluster with TLS: certificates from `kith init` kept in
@@ -37,6 +39,10 @@ use tokio::time::Instant;
 const NODES_MAX: u16 = 9;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The storage test hook that alters one entry's bytes as the node hashes it into its ledger.
+const TAMPER_HOOK: &str = "KITH_TEST_CORRUPT_LEDGER_INDEX";
+/// How far past its last log entry a tampered node's altered entry is.
+const TAMPER_AHEAD: u64 = 3;
 
 /// Prints a line, ignoring a closed stdout: the supervisor must keep stopping its children
 /// cleanly even when whoever read its output has gone away.
@@ -100,6 +106,15 @@ struct Playground {
 }
 
 fn spawn(exe: &std::path::Path, node: &mut DevNode) -> anyhow::Result<()> {
+    spawn_with_env(exe, node, &[])
+}
+
+/// [`spawn`] with extra environment variables for this start only.
+fn spawn_with_env(
+    exe: &std::path::Path,
+    node: &mut DevNode,
+    env: &[(&str, String)],
+) -> anyhow::Result<()> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -107,6 +122,7 @@ fn spawn(exe: &std::path::Path, node: &mut DevNode) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", node.log.display()))?;
     let child = Command::new(exe)
         .args(&node.args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -351,6 +367,26 @@ async fn playground_action(
                 spawn(exe, node)?;
                 Ok("restarted")
             }
+            ("tamper", Some(pid)) => {
+                if node.tls.is_some() {
+                    bail!("tampering needs a plain `kith dev` (without --secure)");
+                }
+                // Restarts the node with the ledger test hook set a few entries past its log,
+                // so the next entries it applies extend its hash chain over altered bytes.
+                // Binaries built without test hooks ignore the variable.
+                let client = kith_client::Client::with_tls(&[node.url.as_str()], None)?;
+                let health = client.health_of(&node.url).await?;
+                let last = health["last_log_index"].as_u64().context("no log index")?;
+                let index = last + TAMPER_AHEAD;
+                node.expected_exit = true;
+                let _ = kill(pid, Signal::SIGCONT);
+                kill(pid, Signal::SIGKILL)?;
+                if let Some(mut child) = node.child.take() {
+                    child.wait().await?;
+                }
+                spawn_with_env(exe, node, &[(TAMPER_HOOK, index.to_string())])?;
+                Ok("restarted with its ledger altered")
+            }
             ("isolate" | "heal", Some(_)) => {
                 let isolated = action == "isolate";
                 let mut http = reqwest::Client::builder()
@@ -371,7 +407,7 @@ async fn playground_action(
                 }
                 Ok(if isolated { "cut off" } else { "healed" })
             }
-            ("kill" | "pause" | "resume" | "isolate" | "heal", None) => {
+            ("kill" | "pause" | "resume" | "isolate" | "heal" | "tamper", None) => {
                 bail!("node {id} is not running; restart it first")
             }
             (other, _) => bail!("unknown action '{other}'"),

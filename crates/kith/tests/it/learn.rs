@@ -2,7 +2,7 @@
 //! its experiment and the page shows evidence this test checks against the cluster itself
 //! (messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged writes lost; lag 0 after a cut-off node is
 //! healed; every node committing the page's writes with logs that agree; a file downloaded
-//! intact with one of its three holders dead; four voters after
+//! intact with one of its three holders dead; the tampered replica named; four voters after
 //! a node is added). A node not started by `kith dev` has no lessons. Screenshot kept as
 //! `target/artifacts/learn.png`.
 //!
@@ -416,6 +416,30 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         },
     )
     .await;
+
+    // Ledger: the page has one follower alter an entry (the test build has the storage hook)
+    // and names it by comparing every node's hash at the same entry.
+    page.find(Locator::Id("run-ledger"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("run the ledger lesson");
+    let (ledger, text) = evidence(&page, "ledger").await;
+    assert_eq!(ledger["done"], "ok", "the lesson failed: {text}");
+    assert_eq!(ledger["named"], ledger["tampered"], "{text}");
+    assert_eq!(ledger["agreeing"], "2", "{text}");
+    let at = number(&ledger["index"]);
+    let hash_of = |id: u64| async move {
+        get_json(&format!("{}/v1/ledger?index={at}", node(id)))
+            .await
+            .expect("the node answers")["hash"]
+            .clone()
+    };
+    let named = number(&ledger["named"]);
+    let others: Vec<u64> = (1..=3).filter(|i| *i != named).collect();
+    assert_eq!(hash_of(others[0]).await, hash_of(others[1]).await);
+    assert_ne!(hash_of(named).await, hash_of(others[0]).await);
 
     // Scale, last (it leaves four nodes): the page adds node 4, which joins and votes.
     page.find(Locator::Id("run-scale"))
