@@ -17,6 +17,8 @@ const SYNC_WRITE_GAP_MS = 150; // slow enough to watch each entry travel
 const LOG_ENTRIES_SHOWN = 16;
 const LOG_WAIT_MS = 2000;
 const LISTEN_MS = 3000;
+const BURST_READS = 300;
+const BURST_IN_FLIGHT = 6;
 const LEDGER_WRITES = 10;
 const FILE_BYTES = 2500000; // three chunks of at most 1 MiB
 const JOIN_WAIT_MS = 60000;
@@ -53,6 +55,8 @@ const MEANING = {
   intact: "Whether the file downloaded with one holder dead was byte for byte the file uploaded.",
   verified: "The entry whose fingerprint every node was asked for: the newest one they all have.",
   agreeing: "Nodes whose fingerprint at that entry is the same as most others': they hold the same history.",
+  served: "Requests this node answered during the burst (the page's own status checks included).",
+  share: "The smallest node's share of the burst against a perfectly fair share: 100% means exactly even.",
   voters: "Members whose vote counts: a change is committed once a majority of them stored it.",
   learner: "Whether the table showed the new node as a learner (copying, no vote) before it became a voter. A quick catch-up can make that moment too short to see.",
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
@@ -584,6 +588,64 @@ async function syncLesson(say) {
   };
 }
 
+// ---- Load balancing --------------------------------------------------------------------
+
+function drawLoad(served) {
+  const max = Math.max(1, ...served.values());
+  $("load-bars").replaceChildren(...[...served.entries()].map(([id, n]) => {
+    const fill = el("div", { class: "fill" });
+    fill.style.width = `${(100 * n) / max}%`;
+    return el("div", { class: "bar", "data-node": id }, `node ${id}`, el("div", { class: "track" }, fill), `${n}`);
+  }));
+}
+
+async function loadLesson(say) {
+  const before = await settled(say);
+  const ids = before.members.map((m) => m.id);
+  const start = new Map(before.members.map((m) => [m.id, m.requests_total ?? 0]));
+  const key = `learn/load/${runId()}`;
+  await fetchAny(`/v1/kv/${key}`, { method: "PUT", body: "candy", timeoutMs: 3000 }, urlOf(before.leader_id));
+  say(`Sending ${BURST_READS} reads, taking turns between nodes ${ids.join(", ")}…`);
+  let next = 0;
+  let answered = 0;
+  const worker = async () => {
+    while (next < BURST_READS) {
+      const turn = next++;
+      const id = ids[turn % ids.length];
+      try {
+        const response = await fetch(`${urlOf(id)}/v1/kv/${key}?consistency=stale`);
+        if (response.ok) answered++;
+        await response.arrayBuffer();
+      } catch {
+        // A node that does not answer simply served nothing.
+      }
+    }
+  };
+  const ticker = setInterval(async () => {
+    const c = await readCluster().catch(() => null);
+    if (c) drawLoad(new Map(c.members.map((m) => [m.id, Math.max(0, (m.requests_total ?? 0) - (start.get(m.id) ?? 0))])));
+  }, POLL_MS);
+  try {
+    await Promise.all(Array.from({ length: BURST_IN_FLIGHT }, worker));
+  } finally {
+    clearInterval(ticker);
+  }
+  const after = await readCluster();
+  const served = new Map(after.members.map((m) => [m.id, Math.max(0, (m.requests_total ?? 0) - (start.get(m.id) ?? 0))]));
+  drawLoad(served);
+  const fair = BURST_READS / ids.length;
+  const least = Math.min(...served.values());
+  const share = Math.round((100 * least) / fair);
+  say(`${answered} of ${BURST_READS} reads answered; the busiest node served ${Math.max(...served.values())}, the least busy ${least}.`);
+  return {
+    ok: answered === BURST_READS && share >= 90,
+    verdict: `Every node served its share: at least ${least} reads each out of ${BURST_READS}.`,
+    rows: [...[...served.entries()].map(([id, n]) => [`node ${id} served`, n, "served"]),
+      ["the least busy node's share of a fair share", `${share}%`, "share"]],
+    data: { answered, least, share, nodes: ids.length },
+  };
+}
+
 // ---- Sharing storage and redundancy --------------------------------------------------------
 
 function randomBytes(n) {
@@ -766,7 +828,7 @@ async function scaleLesson(say) {
 
 // ---- Running lessons -------------------------------------------------------------------
 
-const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, store: storeLesson, ledger: ledgerLesson, scale: scaleLesson };
+const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, load: loadLesson, store: storeLesson, ledger: ledgerLesson, scale: scaleLesson };
 let running = false;
 
 async function run(lesson) {

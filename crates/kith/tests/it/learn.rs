@@ -1,7 +1,8 @@
 //! The lessons page in a real browser, on a real `kith dev` cluster: each lesson's button runs
 //! its experiment and the page shows evidence this test checks against the cluster itself
 //! (messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged writes lost; lag 0 after a cut-off node is
-//! healed; every node committing the page's writes with logs that agree; a file downloaded
+//! healed; every node committing the page's writes with logs that agree; every node serving
+//! its share of a burst of reads; a file downloaded
 //! intact with one of its three holders dead; the tampered replica named; four voters after
 //! a node is added). A node not started by `kith dev` has no lessons. Screenshot kept as
 //! `target/artifacts/learn.png`.
@@ -390,6 +391,21 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     assert!(
         committed.len() >= 3,
         "every node's committed entries are drawn"
+    );
+
+    // Load balancing: a burst of reads spread over the nodes; each serves its share.
+    page.find(Locator::Id("run-load"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("run the load-balancing lesson");
+    let (load, text) = evidence(&page, "load").await;
+    assert_eq!(load["done"], "ok", "the lesson failed: {text}");
+    assert_eq!(load["answered"], "300", "{text}");
+    assert!(
+        number(&load["least"]) >= 90,
+        "every node served its share: {text}"
     );
 
     // Storage and redundancy: a file on three nodes downloads intact with one holder dead.
