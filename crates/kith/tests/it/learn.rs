@@ -511,6 +511,20 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     std::fs::write(&path, png).expect("save screenshot");
     println!("lessons screenshot: {}", path.display());
     assert_eq!(console_errors(&driver, &page).await, Vec::<String>::new());
+
+    // On a phone-sized screen nothing sticks out sideways.
+    page.set_window_size(390, 844).await.expect("narrow window");
+    let overflow = page
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .expect("measure the page");
+    assert!(
+        overflow.as_i64().expect("pixels") <= 0,
+        "the page is wider than a phone: {overflow}"
+    );
     page.close().await.expect("close the browser");
 
     // A node not started by `kith dev` has no lessons.
