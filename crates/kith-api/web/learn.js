@@ -1,7 +1,9 @@
 // The lessons page: each lesson runs one experiment on the live `kith dev` cluster through the
 // public API and the playground routes, narrates it step by step, and ends with evidence.
 // Every wait has a deadline and every loop a bound, so a lesson always ends (with evidence or
-// with the reason it could not finish).
+// with the reason it could not finish). The evidence is also in each `.evidence` element's
+// data-* attributes, which the browser test reads.
+// Refuses: routes a `kith dev` node does not offer, and running two lessons at once.
 import { refreshMembers, knownMembers, fetchAny, getJson, el, clock, why as explain } from "./common.js";
 
 const POLL_MS = 500;

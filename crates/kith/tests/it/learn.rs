@@ -525,6 +525,21 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         overflow.as_i64().expect("pixels") <= 0,
         "the page is wider than a phone: {overflow}"
     );
+    // The chat page's fields stay inside its sidebar.
+    page.set_window_size(1280, 900).await.expect("wide window");
+    page.goto(&format!("{}/chat", node(1)))
+        .await
+        .expect("open the chat");
+    let sticks_out = page
+        .execute(
+            "const side = document.querySelector('.rooms').getBoundingClientRect();
+             return [...document.querySelectorAll('.rooms input, .rooms button')]
+               .some((e) => e.getBoundingClientRect().right > side.right + 0.5);",
+            vec![],
+        )
+        .await
+        .expect("measure the sidebar");
+    assert_eq!(sticks_out, false, "a chat sidebar field overflows it");
     page.close().await.expect("close the browser");
 
     // A node not started by `kith dev` has no lessons.
