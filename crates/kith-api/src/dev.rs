@@ -1,7 +1,8 @@
-//! The playground routes: kill, pause, resume, restart, isolate and heal a node from the
-//! dashboard, and a node's newest log entries for the lessons page (`/v1/dev/log`). They exist only on nodes started by `kith dev` (which passes its control URL);
-//! everywhere else they answer 403, so a production node can never be told to stop or cut
-//! itself off through its API.
+//! The playground routes: kill, pause, resume, restart, isolate, heal, add and tamper with a
+//! node from the dashboard and the lessons, and a node's newest log entries for the lessons
+//! page (`/v1/dev/log`). They exist only on nodes started by `kith dev` (which passes its
+//! control URL); everywhere else they answer 403, so a production node can never be told to
+//! stop or cut itself off through its API.
 //!
 //! ```text
 //! browser ──POST /v1/dev/nodes/2/pause──▶ any node ──POST /nodes/2/pause──▶ kith dev

@@ -8,10 +8,11 @@
 //!
 //! The playground: the supervisor also listens on an ephemeral 127.0.0.1 port for
 //! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal|add|tamper}` and passes that URL
-//! to its children (`--dev-control`); `add` starts the next node with `--join` (plain clusters
-//! only); `tamper` restarts a node with the storage test hook that alters one ledger entry
-//! (effective only in binaries built with test hooks, as the cluster tests' are). A node's `/v1/dev/…` routes forward there; nodes not started
-//! by `kith dev` have no such URL and refuse them with 403.
+//! to its children (`--dev-control`). A node's `/v1/dev/…` routes forward there; nodes not
+//! started by `kith dev` have no such URL and refuse them with 403. `add` starts the next
+//! node with `--join` (plain clusters only); `tamper` restarts a node with the storage test
+//! hook that alters one ledger entry (effective only in binaries built with test hooks, as
+//! the cluster tests' are).
 //!
 //! `kith dev --secure` runs the same cluster with TLS: certificates from `kith init` kept in
 //! the data directory (`certs/`), so a restart reuses them.

@@ -6,8 +6,9 @@
 //! error when it did not). A link changes its `since` only when it flips, so the dashboard
 //! can say how long a link has been down, and `last_ms` moves on every message, so it can
 //! tell a link in use from one idle since its last message; `messages` counts every message
-//! sent on it, so a reader taking two readings sees the traffic per second. Bounded: at most [`LINKS_MAX`] addresses are
-//! kept; past it the one least recently heard of goes (a removed member's).
+//! sent on it, so a reader taking two readings sees the traffic per second. Bounded: at most
+//! [`LINKS_MAX`] addresses are kept; past it the one least recently heard of goes (a removed
+//! member's).
 //!
 //! Refuses: probing peers on its own — it only records what real traffic found (a follower
 //! that sends nothing to a peer has no link to it to show).

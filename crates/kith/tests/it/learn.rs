@@ -1,10 +1,10 @@
 //! The lessons page in a real browser, on a real `kith dev` cluster: each lesson's button runs
-//! its experiment and the page shows evidence this test checks against the cluster itself
-//! (messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged writes lost; lag 0 after a cut-off node is
-//! healed; every node committing the page's writes with logs that agree; every node serving
-//! its share of a burst of reads; a file downloaded
-//! intact with one of its three holders dead; the tampered replica named; four voters after
-//! a node is added). A node not started by `kith dev` has no lessons. Screenshot kept as
+//! its experiment and the page shows evidence this test checks against the cluster itself:
+//! messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged
+//! writes lost; lag 0 after a cut-off node is healed; every node committing the page's writes
+//! with logs that agree; every node serving its share of a burst of reads; a file downloaded
+//! intact with one of its three holders dead; the tampered replica named; four voters after a
+//! node is added. A node not started by `kith dev` has no lessons. Screenshot kept as
 //! `target/artifacts/learn.png`.
 //!
 //! Drives Debian's `chromium` through `chromedriver` (WebDriver, via fantoccini), like
@@ -205,7 +205,8 @@ async fn evidence(page: &Client, lesson: &str) -> (Value, String) {
             let found = page
                 .execute(
                     "const e = document.getElementById(arguments[0]);
-                     return e && e.dataset.done ? [Object.assign({}, e.dataset), e.innerText] : null;",
+                     return e && e.dataset.done
+                       ? [Object.assign({}, e.dataset), e.innerText] : null;",
                     vec![json!(format!("{lesson}-evidence"))],
                 )
                 .await
@@ -215,6 +216,17 @@ async fn evidence(page: &Client, lesson: &str) -> (Value, String) {
         },
     )
     .await
+}
+
+/// Presses a lesson's button and returns its evidence.
+async fn run_lesson(page: &Client, lesson: &str) -> (Value, String) {
+    page.find(Locator::Id(&format!("run-{lesson}")))
+        .await
+        .expect("the lesson's button")
+        .click()
+        .await
+        .expect("press the button");
+    evidence(page, lesson).await
 }
 
 async fn get_json(url: &str) -> Option<Value> {
@@ -285,13 +297,7 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
 
     // Communication: the page listens, then writes through a follower; the follower's link
     // to the leader carries the forwarded writes and the map draws every link's rate.
-    page.find(Locator::Id("run-talk"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("run the communication lesson");
-    let (talk, text) = evidence(&page, "talk").await;
+    let (talk, text) = run_lesson(&page, "talk").await;
     assert_eq!(talk["done"], "ok", "the lesson failed: {text}");
     assert_eq!(talk["acked"], "40", "{text}");
     assert!(number(&talk["forwarded"]) > 0, "{text}");
@@ -340,13 +346,7 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     assert!(health["term"].as_u64().expect("term") >= number(&fault["newTerm"]));
 
     // Cut off: the page isolates a follower, writes, heals, and shows its lag back at 0.
-    page.find(Locator::Id("run-cutoff"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("run the cut-off lesson");
-    let (cutoff, text) = evidence(&page, "cutoff").await;
+    let (cutoff, text) = run_lesson(&page, "cutoff").await;
     assert_eq!(cutoff["done"], "ok", "the lesson failed: {text}");
     assert_eq!(cutoff["lag"], "0", "{text}");
     assert!(number(&cutoff["peak"]) > 0, "the node fell behind: {text}");
@@ -365,13 +365,7 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
 
     // Synchronization: the page writes 20 entries and draws every node's log; all nodes
     // commit them and hold the same terms at the same numbers.
-    page.find(Locator::Id("run-sync"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("run the synchronization lesson");
-    let (sync, text) = evidence(&page, "sync").await;
+    let (sync, text) = run_lesson(&page, "sync").await;
     assert_eq!(sync["done"], "ok", "the lesson failed: {text}");
     assert_eq!(sync["agree"], "true", "{text}");
     assert_eq!(sync["nodes"], "3", "{text}");
@@ -394,13 +388,7 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     );
 
     // Load balancing: a burst of reads spread over the nodes; each serves its share.
-    page.find(Locator::Id("run-load"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("run the load-balancing lesson");
-    let (load, text) = evidence(&page, "load").await;
+    let (load, text) = run_lesson(&page, "load").await;
     assert_eq!(load["done"], "ok", "the lesson failed: {text}");
     assert_eq!(load["answered"], "300", "{text}");
     assert!(
@@ -409,13 +397,7 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     );
 
     // Storage and redundancy: a file on three nodes downloads intact with one holder dead.
-    page.find(Locator::Id("run-store"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("run the storage lesson");
-    let (store, text) = evidence(&page, "store").await;
+    let (store, text) = run_lesson(&page, "store").await;
     assert_eq!(store["done"], "ok", "the lesson failed: {text}");
     assert_eq!(store["intact"], "true", "{text}");
     assert_eq!(store["copies"], "3", "{text}");
@@ -435,13 +417,7 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
 
     // Ledger: the page has one follower alter an entry (the test build has the storage hook)
     // and names it by comparing every node's hash at the same entry.
-    page.find(Locator::Id("run-ledger"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("run the ledger lesson");
-    let (ledger, text) = evidence(&page, "ledger").await;
+    let (ledger, text) = run_lesson(&page, "ledger").await;
     assert_eq!(ledger["done"], "ok", "the lesson failed: {text}");
     assert_eq!(ledger["named"], ledger["tampered"], "{text}");
     assert_eq!(ledger["agreeing"], "2", "{text}");
@@ -458,13 +434,7 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     assert_ne!(hash_of(named).await, hash_of(others[0]).await);
 
     // Scale, last (it leaves four nodes): the page adds node 4, which joins and votes.
-    page.find(Locator::Id("run-scale"))
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("run the scale lesson");
-    let (scale, text) = evidence(&page, "scale").await;
+    let (scale, text) = run_lesson(&page, "scale").await;
     assert_eq!(scale["done"], "ok", "the lesson failed: {text}");
     assert_eq!(scale["node"], "4", "{text}");
     assert_eq!(scale["voters"], "4", "{text}");
