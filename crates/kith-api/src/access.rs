@@ -148,6 +148,10 @@ impl RuleTable {
         &self.0
     }
 
+    fn has_path(&self, path: &str) -> bool {
+        self.0.iter().any(|(_, p, _)| *p == path)
+    }
+
     fn rule(&self, method: &Method, path: &str) -> Option<Rule> {
         // HEAD is answered by a GET route.
         let method = if method == Method::HEAD {
@@ -181,7 +185,16 @@ pub async fn authorize(
     let Some(rule) = rules.rule(request.method(), matched.as_str()) else {
         // The method is not one the path serves: the wrong-method answer, which holds
         // nothing either.
-        return next.run(request).await;
+        if rules.has_path(matched.as_str()) {
+            return next.run(request).await;
+        }
+        // A route registered outside `Routes` has no rule: refused, never open by default.
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "undecided",
+            format!("route {} has no access rule", matched.as_str()),
+        )
+        .into_response();
     };
     if rule == Rule::Open {
         return next.run(request).await;

@@ -1,7 +1,8 @@
-//! The playground routes: kill, pause, resume, restart, isolate and heal a node from the
-//! dashboard. They exist only on nodes started by `kith dev` (which passes its control URL);
-//! everywhere else they answer 403, so a production node can never be told to stop or cut
-//! itself off through its API.
+//! The playground routes: kill, pause, resume, restart, isolate, heal, add and tamper with a
+//! node from the dashboard and the lessons, and a node's newest log entries for the lessons
+//! page (`/v1/dev/log`). They exist only on nodes started by `kith dev` (which passes its
+//! control URL); everywhere else they answer 403, so a production node can never be told to
+//! stop or cut itself off through its API.
 //!
 //! ```text
 //! browser ──POST /v1/dev/nodes/2/pause──▶ any node ──POST /nodes/2/pause──▶ kith dev
@@ -21,10 +22,20 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::params::Q;
 use kith_node::Node;
 
+/// The most log entries `GET /v1/dev/log` lists.
+pub const LOG_ENTRIES_MAX: u64 = 32;
+/// What `GET /v1/dev/log` lists without `?count=`.
+const LOG_ENTRIES_DEFAULT: u64 = 16;
+
 /// The actions the supervisor knows.
-pub const ACTIONS: [&str; 6] = ["kill", "pause", "resume", "restart", "isolate", "heal"];
+/// `add` starts node `id` (the next one) and has it join the cluster; `tamper` restarts it
+/// with one ledger entry altered (binaries with test hooks only).
+pub const ACTIONS: [&str; 8] = [
+    "kill", "pause", "resume", "restart", "isolate", "heal", "add", "tamper",
+];
 
 fn forbidden() -> ApiError {
     ApiError::new(
@@ -86,8 +97,10 @@ pub struct Isolate {
     isolated: bool,
 }
 
-/// The supervisor's route on this node: `/internal/dev/isolate`, which stays reachable while
-/// the node is cut off (it is how the node is healed).
+/// The dev-only routes mounted beside the public table: the supervisor's
+/// `/internal/dev/isolate`, which stays reachable while the node is cut off (it is how the
+/// node is healed). The lessons page `/learn` and `/v1/dev/log` are in the route table
+/// (`routes`), with the other public routes.
 pub fn supervisor_router(node: Arc<Node>) -> Router {
     let body_limit = kith_node::peer::protocol::peer_body_bytes_max(&node.config);
     Router::new()
@@ -112,4 +125,44 @@ pub async fn isolate(
         "dev playground changed this node's isolation"
     );
     Ok(Json(json!({"isolated": body.isolated})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    count: Option<u64>,
+}
+
+/// `GET /v1/dev/log[?count=N]`: this node's newest log entries (index, term, kind) and its
+/// commit index, for the lessons page's synchronization lesson. Dev only: it shows the
+/// log's shape, which no client needs.
+pub async fn log(
+    State(node): State<Arc<Node>>,
+    Q(query): Q<LogQuery>,
+) -> Result<Response, ApiError> {
+    if node.config.dev_control.is_none() {
+        return Err(forbidden());
+    }
+    let count = query.count.unwrap_or(LOG_ENTRIES_DEFAULT);
+    if !(1..=LOG_ENTRIES_MAX).contains(&count) {
+        return Err(ApiError::bad_request(format!(
+            "count must be between 1 and {LOG_ENTRIES_MAX}"
+        )));
+    }
+    let entries: Vec<serde_json::Value> = node
+        .recent_log_entries(count)
+        .await
+        .into_iter()
+        .map(|(index, term, kind)| json!({"index": index, "term": term, "kind": kind}))
+        .collect();
+    let health = node.health();
+    Ok(Json(json!({
+        "node_id": node.config.id,
+        "role": health.role,
+        "term": health.term,
+        "commit_index": health.commit_index,
+        "applied_index": health.applied_index,
+        "entries": entries,
+    }))
+    .into_response())
 }

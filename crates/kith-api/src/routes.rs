@@ -98,6 +98,7 @@ fn counted_routes() -> Routes {
             jobs::report,
         )
         .get("/v1/dev", Rule::Monitor, dev::status)
+        .get("/v1/dev/log", Rule::Monitor, dev::log)
         .post("/v1/dev/nodes/{id}/{action}", Rule::Admin, dev::act)
         .get("/v1/tokens", Rule::Admin, tokens::list)
         .post("/v1/tokens", Rule::Admin, tokens::create)
@@ -122,6 +123,7 @@ fn other_routes() -> Routes {
         .get("/jobs", Rule::Open, web::jobs)
         .get("/files", Rule::Open, web::files)
         .get("/login", Rule::Open, web::login)
+        .get("/learn", Rule::Open, web::learn)
         .get("/assets/{name}", Rule::Open, web::asset)
 }
 

@@ -87,3 +87,12 @@ export function formatBytes(n) {
 export function clock(date = new Date()) {
   return date.toLocaleTimeString([], { hour12: false });
 }
+
+/**
+ * A "?" that opens `text`, the plain-words meaning of the number `name` (a native
+ * disclosure, so it works from the keyboard and with screen readers).
+ */
+export function why(name, text) {
+  return el("details", { class: "why" }, el("summary", { "aria-label": `What is ${name}?` }, "?"),
+    el("span", { class: "explain" }, text));
+}

@@ -1,5 +1,19 @@
 // The live cluster dashboard: polls /v1/cluster every second and draws what it sees.
-import { refreshMembers, fetchAny, getJson, el, formatBytes, clock } from "./common.js";
+import { refreshMembers, fetchAny, getJson, el, formatBytes, clock, why } from "./common.js";
+
+/** The plain-words meaning of every number on a member's card, opened by its "?". */
+const MEANING = {
+  address: "Where the node listens: its computer's address and port. Clients and the other nodes reach it there.",
+  term: "The election number. It goes up by one each time a node asks to become leader; a leader rules for one term.",
+  "log/durable/commit/applied": "Four positions in the node's log, the ordered list of every change: the newest entry written, the newest safely on disk, the newest a majority has stored (it can never be undone), and the newest carried out on the node's copy of the data.",
+  lag: "How many entries the leader has that this node has not stored yet. 0 means up to date.",
+  "ledger head": "The newest entry of the node's hash chain and its fingerprint. Nodes with the same fingerprint at the same number hold exactly the same history.",
+  "requests/s": "Requests from clients this node answered per second. Any node answers any request, so the load spreads.",
+  "data on disk": "How much disk this node uses for its log, its copy of the data and its snapshot.",
+  "file chunks held": "Pieces of uploaded files stored on this node. Each piece is kept on several nodes, so losing one node loses no file.",
+  "storage quota": "How much of its allowed storage this node's data uses. Past the quota, writes that add data are refused until something is deleted.",
+  links: "What this node's last messages to each other node found: up (answered), down (no answer, and since when) or idle (nothing sent lately).",
+};
 
 const POLL_MS = 1000;
 const HISTORY_POINTS = 180; // 3 minutes at one point per second
@@ -79,7 +93,7 @@ function memberCard(m, rates, leaderId, idByAddr) {
     ["storage quota", m.quota ? `${formatBytes(m.quota.used_bytes)} of ${formatBytes(m.quota.quota_bytes)}` : "–"],
     ["links", m.reachable ? linksOf(m, idByAddr) : "–"],
   ];
-  const dl = el("dl", {}, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const dl = el("dl", {}, rows.flatMap(([k, v]) => [el("dt", {}, k, MEANING[k] ? why(k, MEANING[k]) : null), el("dd", {}, v)]));
   const card = el("article", { class: `panel member ${role}`, "data-node": m.id, "aria-label": `Node ${m.id}, ${role}` }, title, dl);
   if (m.quota?.exceeded) {
     // The NOSPACE alarm: say what is refused and how to get back under.
@@ -220,6 +234,8 @@ async function start() {
     playground = false;
   }
   $("playground-note").hidden = !playground;
+  // The lessons drive the playground, so only `kith dev` nodes offer them.
+  $("learn-link").hidden = !playground;
   await tick();
   setInterval(tick, POLL_MS);
 }

@@ -945,6 +945,38 @@ impl Node {
             Ok(Ok(_)) => Ok(ForwardResponse::MembershipChanged),
         }
     }
+
+    /// The newest `count` entries of this node's own log, oldest first, as
+    /// `(index, term, kind)` with kind `blank`, `normal` or `membership`: what the lessons
+    /// page draws as one row per node. Reads whole entries, so callers keep `count` small.
+    /// Entries compacted away are not listed, and a read that races compaction lists none.
+    pub async fn recent_log_entries(&self, count: u64) -> Vec<(u64, u64, &'static str)> {
+        use openraft::{EntryPayload, RaftLogReader};
+        let m = self.raft.metrics().borrow().clone();
+        let Some(last) = m.last_log_index else {
+            return Vec::new();
+        };
+        let first_kept = m.purged.map_or(0, |p| p.index + 1);
+        let from = last.saturating_sub(count.saturating_sub(1)).max(first_kept);
+        let mut reader = self.log.clone();
+        match reader.try_get_log_entries(from..=last).await {
+            Ok(entries) => entries
+                .iter()
+                .map(|e| {
+                    let kind = match e.payload {
+                        EntryPayload::Blank => "blank",
+                        EntryPayload::Normal(_) => "normal",
+                        EntryPayload::Membership(_) => "membership",
+                    };
+                    (e.log_id.index, e.log_id.leader_id.term, kind)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!("recent log entries unreadable: {e}");
+                Vec::new()
+            }
+        }
+    }
 }
 
 /// The fault suite's planted bug: with the `test-hooks` feature (enabled only in binaries

@@ -7,9 +7,12 @@
 //! supervisor is killed outright none of them is left behind.
 //!
 //! The playground: the supervisor also listens on an ephemeral 127.0.0.1 port for
-//! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal}` and passes that URL to its
-//! children (`--dev-control`). A node's `/v1/dev/…` routes forward there; nodes not started
-//! by `kith dev` have no such URL and refuse them with 403.
+//! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal|add|tamper}` and passes that URL
+//! to its children (`--dev-control`). A node's `/v1/dev/…` routes forward there; nodes not
+//! started by `kith dev` have no such URL and refuse them with 403. `add` starts the next
+//! node with `--join` (plain clusters only); `tamper` restarts a node with the storage test
+//! hook that alters one ledger entry (effective only in binaries built with test hooks, as
+//! the cluster tests' are).
 //!
 //! `kith dev --secure` runs the same cluster with TLS: certificates from `kith init` kept in
 //! the data directory (`certs/`), so a restart reuses them.
@@ -37,6 +40,10 @@ use tokio::time::Instant;
 const NODES_MAX: u16 = 9;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The storage test hook that alters one entry's bytes as the node hashes it into its ledger.
+const TAMPER_HOOK: &str = "KITH_TEST_CORRUPT_LEDGER_INDEX";
+/// How far past its last log entry a tampered node's altered entry is.
+const TAMPER_AHEAD: u64 = 3;
 
 /// Prints a line, ignoring a closed stdout: the supervisor must keep stopping its children
 /// cleanly even when whoever read its output has gone away.
@@ -85,7 +92,30 @@ struct DevNode {
 
 type Nodes = Arc<Mutex<Vec<DevNode>>>;
 
+/// What the playground needs to act on nodes, and to start new ones.
+#[derive(Clone)]
+struct Playground {
+    nodes: Nodes,
+    exe: PathBuf,
+    /// Node N listens on `base_port + N - 1`.
+    base_port: u16,
+    data: PathBuf,
+    control_url: String,
+    /// Set with `--secure`: joining takes a cluster certificate the playground does not
+    /// hand out, so it adds nodes only to a plain cluster.
+    secure: bool,
+}
+
 fn spawn(exe: &std::path::Path, node: &mut DevNode) -> anyhow::Result<()> {
+    spawn_with_env(exe, node, &[])
+}
+
+/// [`spawn`] with extra environment variables for this start only.
+fn spawn_with_env(
+    exe: &std::path::Path,
+    node: &mut DevNode,
+    env: &[(&str, String)],
+) -> anyhow::Result<()> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -93,6 +123,7 @@ fn spawn(exe: &std::path::Path, node: &mut DevNode) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", node.log.display()))?;
     let child = Command::new(exe)
         .args(&node.args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -179,7 +210,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             "/nodes/{id}/{action}",
             axum::routing::post(playground_action),
         )
-        .with_state((nodes.clone(), exe.clone()));
+        .with_state(Playground {
+            nodes: nodes.clone(),
+            exe: exe.clone(),
+            base_port: args.base_port,
+            data: data.clone(),
+            control_url: control_url.clone(),
+            secure: args.secure,
+        });
     let control_server = tokio::spawn(async move {
         if let Err(e) = axum::serve(control, playground).await {
             say!("kith dev: playground control server stopped: {e}");
@@ -274,12 +312,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Carries out one playground action on node `id`.
+/// Carries out one playground action on node `id`; `add` starts node `id` as a new member.
 async fn playground_action(
-    State((nodes, exe)): State<(Nodes, PathBuf)>,
+    State(playground): State<Playground>,
     Path((id, action)): Path<(u16, String)>,
 ) -> impl IntoResponse {
-    let mut nodes = nodes.lock().await;
+    let exe = &playground.exe;
+    let mut nodes = playground.nodes.lock().await;
+    if action == "add" {
+        return match add_node(&playground, &mut nodes, id) {
+            Ok(()) => {
+                say!("kith dev: playground: node {id} started, joining the cluster");
+                (
+                    StatusCode::OK,
+                    Json(json!({"node": id, "action": action, "done": "started"})),
+                )
+            }
+            Err(e) => (
+                StatusCode::CONFLICT,
+                Json(json!({"error": {"code": "playground", "message": e.to_string()}})),
+            ),
+        };
+    }
     let Some(node) = nodes.iter_mut().find(|n| n.id == id) else {
         return (
             StatusCode::NOT_FOUND,
@@ -319,8 +373,28 @@ async fn playground_action(
                         child.wait().await?;
                     }
                 }
-                spawn(&exe, node)?;
+                spawn(exe, node)?;
                 Ok("restarted")
+            }
+            ("tamper", Some(pid)) => {
+                if node.tls.is_some() {
+                    bail!("tampering needs a plain `kith dev` (without --secure)");
+                }
+                // Restarts the node with the ledger test hook set a few entries past its log,
+                // so the next entries it applies extend its hash chain over altered bytes.
+                // Binaries built without test hooks ignore the variable.
+                let client = kith_client::Client::with_tls(&[node.url.as_str()], None)?;
+                let health = client.health_of(&node.url).await?;
+                let last = health["last_log_index"].as_u64().context("no log index")?;
+                let index = last + TAMPER_AHEAD;
+                node.expected_exit = true;
+                let _ = kill(pid, Signal::SIGCONT);
+                kill(pid, Signal::SIGKILL)?;
+                if let Some(mut child) = node.child.take() {
+                    child.wait().await?;
+                }
+                spawn_with_env(exe, node, &[(TAMPER_HOOK, index.to_string())])?;
+                Ok("restarted with its ledger altered")
             }
             ("isolate" | "heal", Some(_)) => {
                 let isolated = action == "isolate";
@@ -342,7 +416,7 @@ async fn playground_action(
                 }
                 Ok(if isolated { "cut off" } else { "healed" })
             }
-            ("kill" | "pause" | "resume" | "isolate" | "heal", None) => {
+            ("kill" | "pause" | "resume" | "isolate" | "heal" | "tamper", None) => {
                 bail!("node {id} is not running; restart it first")
             }
             (other, _) => bail!("unknown action '{other}'"),
@@ -362,6 +436,60 @@ async fn playground_action(
             Json(json!({"error": {"code": "playground", "message": e.to_string()}})),
         ),
     }
+}
+
+/// Starts node `id`, the next after the highest, with `--join` through a running node
+/// (any member forwards the request to the leader): it joins as a learner, catches up,
+/// and becomes a voter. At most [`NODES_MAX`] nodes.
+fn add_node(playground: &Playground, nodes: &mut Vec<DevNode>, id: u16) -> anyhow::Result<()> {
+    if playground.secure {
+        bail!("adding nodes from the playground needs a plain `kith dev` (without --secure)");
+    }
+    let next = nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+    if id != next {
+        bail!("the next node is {next}, not {id}");
+    }
+    if id > NODES_MAX {
+        bail!("kith dev runs at most {NODES_MAX} nodes");
+    }
+    let port = playground
+        .base_port
+        .checked_add(id - 1)
+        .context("no port left for another node")?;
+    let addr = format!("127.0.0.1:{port}");
+    let via = nodes
+        .iter()
+        .find(|n| n.child.is_some())
+        .map(|n| n.url.clone())
+        .context("no running node to join through")?;
+    let dir = playground.data.join(format!("node-{id}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut args: Vec<OsString> = ["serve", "--id", &id.to_string(), "--listen", &addr]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.extend([OsString::from("--data"), dir.clone().into_os_string()]);
+    for a in [
+        "--join",
+        &via,
+        "--exit-with-parent",
+        "--dev-control",
+        &playground.control_url,
+    ] {
+        args.push(a.into());
+    }
+    let mut node = DevNode {
+        id,
+        url: format!("http://{addr}"),
+        log: dir.join("kith.log"),
+        args,
+        child: None,
+        expected_exit: false,
+        tls: None,
+    };
+    spawn(&playground.exe, &mut node)?;
+    nodes.push(node);
+    Ok(())
 }
 
 /// Polls the nodes until one reports itself ready with a leader; returns the leader's id.

@@ -5,8 +5,10 @@
 //! transport after every Raft RPC and pooled call (up when the peer answered, down with the
 //! error when it did not). A link changes its `since` only when it flips, so the dashboard
 //! can say how long a link has been down, and `last_ms` moves on every message, so it can
-//! tell a link in use from one idle since its last message. Bounded: at most [`LINKS_MAX`] addresses are
-//! kept; past it the one least recently heard of goes (a removed member's).
+//! tell a link in use from one idle since its last message; `messages` counts every message
+//! sent on it, so a reader taking two readings sees the traffic per second. Bounded: at most
+//! [`LINKS_MAX`] addresses are kept; past it the one least recently heard of goes (a removed
+//! member's).
 //!
 //! Refuses: probing peers on its own — it only records what real traffic found (a follower
 //! that sends nothing to a peer has no link to it to show).
@@ -37,6 +39,10 @@ pub struct LinkStatus {
     /// Wall-clock milliseconds of the last message on the link: a link this node has not
     /// used for a while (a follower's, between elections) is idle, its state old news.
     pub last_ms: u64,
+    /// Messages sent on the link since this node started (answered or not). Defaults to 0
+    /// when a peer's report predates the counter.
+    #[serde(default)]
+    pub messages: u64,
 }
 
 /// Every link this node has used.
@@ -75,7 +81,9 @@ impl Links {
             since_ms: now,
             error: None,
             last_ms: now,
+            messages: 0,
         });
+        link.messages = link.messages.saturating_add(1);
         if link.up != up {
             link.up = up;
             link.since_ms = now;
@@ -113,6 +121,11 @@ mod tests {
         links.note("a:1", None);
         assert!(links.to(&["a:1".into()])[0].error.is_none());
         assert!(links.to(&["b:2".into()]).is_empty());
+        assert_eq!(
+            links.to(&["a:1".into()])[0].messages,
+            3,
+            "every message counts"
+        );
     }
 
     #[test]

@@ -138,7 +138,11 @@ async fn bench_reaches_a_cluster_with_tls_over_http1_and_http2() {
     );
 
     // A cluster with TLS asks every request for a token.
-    let token = cluster.inner().client_token().expect("admin token").to_owned();
+    let token = cluster
+        .inner()
+        .client_token()
+        .expect("admin token")
+        .to_owned();
 
     for http in ["1", "2"] {
         let put = bench(

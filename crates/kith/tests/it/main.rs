@@ -14,6 +14,7 @@ mod hostile_input;
 mod hostile_peer;
 mod jobs;
 mod large_writes;
+mod learn;
 mod ledger;
 mod lifecycle;
 mod membership;
