@@ -48,7 +48,8 @@ async fn start_driver() -> Driver {
     let http = reqwest::Client::builder().no_proxy().build().expect("http");
     wait_until(
         "chromedriver to be ready",
-        Duration::from_secs(20),
+        // Several browser tests start their drivers at once on a loaded 2-core machine.
+        Duration::from_secs(60),
         || async {
             let status: Value = http
                 .get(format!("{url}/status"))
