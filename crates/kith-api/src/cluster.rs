@@ -59,14 +59,14 @@ pub(crate) async fn livez() -> &'static str {
 
 pub(crate) async fn add_member(
     State(node): Shared,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     admin: Option<Extension<Authenticated>>,
     request: Result<Json<AddMember>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(request) = request.map_err(|e| ApiError::bad_request(e.body_text()))?;
     kith_core::limits::validate_member(request.id, &request.addr)?;
     if admin.is_none() {
-        node.may_change_membership(&peer, Some(request.id))
+        node.may_change_membership(peer.as_ref().map(|p| &p.0 .0), Some(request.id))
             .map_err(|reason| ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason))?;
     }
     node.add_member(request.id, request.addr).await?;
@@ -75,12 +75,12 @@ pub(crate) async fn add_member(
 
 pub(crate) async fn remove_member(
     State(node): Shared,
-    ConnectInfo(peer): ConnectInfo<Peer>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     admin: Option<Extension<Authenticated>>,
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     if admin.is_none() {
-        node.may_change_membership(&peer, None)
+        node.may_change_membership(peer.as_ref().map(|p| &p.0 .0), None)
             .map_err(|reason| ApiError::new(StatusCode::FORBIDDEN, "forbidden", reason))?;
     }
     let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;

@@ -443,13 +443,14 @@ impl Node {
     /// to add itself, as `kith serve --join` does — the certificate of the node being added.
     pub fn may_change_membership(
         &self,
-        peer: &crate::tls::Peer,
+        peer: Option<&crate::tls::Peer>,
         adding: Option<NodeId>,
     ) -> Result<(), String> {
         let Some(tls) = &self.config.tls else {
             return Ok(());
         };
-        let Some(cert) = peer.cert.as_ref().filter(|c| tls.same_cluster(c)) else {
+        let cert = peer.and_then(|p| p.cert.as_ref());
+        let Some(cert) = cert.filter(|c| tls.same_cluster(c)) else {
             return Err(
                 "changing the membership of a cluster with TLS takes a node \
                         certificate of this cluster (kith --tls DIR/node-N)"
