@@ -59,11 +59,17 @@ pub async fn status(State(node): State<Arc<Node>>) -> Response {
 /// `POST /v1/dev/nodes/{id}/{action}`: asks the `kith dev` supervisor to act on a node.
 pub async fn act(
     State(node): State<Arc<Node>>,
-    Path((id, action)): Path<(u64, String)>,
+    path: Result<Path<(String, String)>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
     let Some(control) = &node.config.dev_control else {
         return Err(forbidden());
     };
+    // Strings first, then a number: a typed path would answer a bad id with axum's plain-text
+    // rejection, and every /v1 error is JSON.
+    let Path((id, action)) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("node id '{id}' is not a number")))?;
     if !ACTIONS.contains(&action.as_str()) {
         return Err(ApiError::bad_request(format!(
             "unknown action '{action}'; one of {}",

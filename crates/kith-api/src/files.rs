@@ -476,7 +476,10 @@ fn unknown_share() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "unknown_share", "no such share link")
 }
 
-async fn revoke(State(node): Shared, Path(token): Path<String>) -> Result<Response, ApiError> {
+async fn revoke(State(node): Shared, token: PathResult) -> Result<Response, ApiError> {
+    let Ok(Path(token)) = token else {
+        return Err(unknown_share());
+    };
     if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(unknown_share());
     }

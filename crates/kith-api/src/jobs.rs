@@ -319,9 +319,10 @@ pub struct Report {
 
 pub async fn report(
     State(node): Shared,
-    Path((id, action)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Json<Report>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let Path((id, action)) = path.map_err(|e| bad(e.body_text()))?;
     let id: u64 = id
         .parse()
         .map_err(|_| bad(format!("job id must be a positive integer, got '{id}'")))?;
