@@ -13,6 +13,7 @@
 mod chat;
 mod files;
 mod jobs;
+pub mod profile;
 mod sse;
 pub mod tls;
 mod watch;

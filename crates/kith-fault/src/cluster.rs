@@ -235,7 +235,7 @@ impl Cluster {
                 .iter()
                 .map(|n| format!("{}={}", n.id, n.addr()))
                 .collect();
-            cluster.kith_init(&["init", "--nodes", &nodes.join(",")])?;
+            cluster.kith_init(&["init", "--no-profile", "--nodes", &nodes.join(",")])?;
             let token = std::fs::read_to_string(cluster.certs_dir()?.join("admin.token"))
                 .context("admin.token")?;
             cluster.token = Some(token.trim().to_owned());

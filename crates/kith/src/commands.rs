@@ -7,14 +7,22 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
+use kith_client::profile::Profile;
 use kith_client::tls::TlsOptions;
 use kith_client::{Client, Consistency, PutOptions, WatchControl, WatchEvent};
 
 #[derive(Args)]
 pub struct Common {
-    /// Cluster endpoints, comma-separated; the client fails over between them.
-    #[arg(long, global = true, env = "KITH_ENDPOINTS", default_value = crate::DEV_ENDPOINTS)]
-    endpoints: String,
+    /// Cluster endpoints, comma-separated; the client fails over between them. Without
+    /// any of --endpoints, --ca, --tls and --token the profile is used (see --profile),
+    /// and without one the `kith dev` cluster's endpoints.
+    #[arg(long, global = true, env = "KITH_ENDPOINTS")]
+    endpoints: Option<String>,
+    /// The profile to use when no connection flags are given: the endpoints, CA and token
+    /// file of one cluster, which `kith init` writes [default:
+    /// $XDG_CONFIG_HOME/kith/profile.json, else ~/.config/kith/profile.json].
+    #[arg(long, global = true, env = kith_client::profile::PROFILE_ENV, value_name = "FILE")]
+    profile: Option<std::path::PathBuf>,
     /// The cluster CA to trust (PEM, `DIR/ca.crt` from `kith init`), for `https://`
     /// endpoints.
     #[arg(long, global = true, env = "KITH_CA", value_name = "FILE")]
@@ -46,7 +54,19 @@ pub enum Output {
 
 impl Common {
     pub fn client(&self) -> anyhow::Result<Client> {
-        let endpoints: Vec<&str> = self.endpoints.split(',').map(str::trim).collect();
+        let explicit = self.endpoints.is_some()
+            || self.ca.is_some()
+            || self.tls.is_some()
+            || self.token.is_some();
+        // A profile applies whole or not at all: mixing its token with endpoints given
+        // here could send the token somewhere it was never meant for.
+        if !explicit {
+            if let Some(profile) = self.profile()? {
+                return Ok(profile.client()?);
+            }
+        }
+        let endpoints = self.endpoints.as_deref().unwrap_or(crate::DEV_ENDPOINTS);
+        let endpoints: Vec<&str> = endpoints.split(',').map(str::trim).collect();
         let tls = match (&self.ca, &self.tls) {
             (Some(ca), _) => Some(TlsOptions::trusting(ca)?),
             (None, Some(dir)) => Some(TlsOptions::node_dir(dir)?),
@@ -57,6 +77,21 @@ impl Common {
             tls.as_ref(),
             self.token.as_deref(),
         )?)
+    }
+
+    /// The profile named by --profile (which must exist), else the one at the default path
+    /// if there is one.
+    fn profile(&self) -> anyhow::Result<Option<Profile>> {
+        if let Some(path) = &self.profile {
+            return match Profile::load(path)? {
+                Some(profile) => Ok(Some(profile)),
+                None => bail!("no profile at {}", path.display()),
+            };
+        }
+        match kith_client::profile::default_path() {
+            Some(path) => Ok(Profile::load(&path)?),
+            None => Ok(None),
+        }
     }
 }
 

@@ -272,7 +272,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 "  TLS:       on; peers speak only with this cluster's certificates ({})",
                 certs.display()
             );
-            let token_file = certs.join("admin.token");
+            let token_file = certs.join(crate::init::ADMIN_TOKEN_FILE);
             let token = std::fs::read_to_string(&token_file).unwrap_or_default();
             say!(
                 "  tokens:    on; every request but /v1/health needs one (admin: {})",

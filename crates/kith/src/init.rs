@@ -4,11 +4,13 @@
 //!
 //! Layout (`--out DIR`):
 //! ```text
-//! DIR/ca.crt  DIR/ca.key  DIR/admin.token
+//! DIR/ca.crt  DIR/ca.key  DIR/admin.token  DIR/profile.json
 //! DIR/node-N/ca.crt  DIR/node-N/node.crt  DIR/node-N/node.key  DIR/node-N/admin.hash
 //! ```
 //! `admin.token` is `admin.SECRET` (256 random bits); each node gets only BLAKE3(SECRET), in
-//! `admin.hash`. Keys and the token are written with mode 0600, and `DIR` and each `node-N`
+//! `admin.hash`. `profile.json` names every node as an endpoint, `ca.crt` and `admin.token`
+//! (`kith_client::profile`); `kith init` also writes it as the user's profile unless one
+//! exists or `--no-profile` is given, so that the CLI on this machine needs no flags. Keys and the token are written with mode 0600, and `DIR` and each `node-N`
 //! with 0700;
 //! nothing existing is ever overwritten. Certificates are ECDSA P-256 (rcgen, ring). A node
 //! certificate names its node and cluster in a URI subject alternative name
@@ -30,7 +32,13 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
+use kith_client::profile::Profile;
 use kith_core::NodeId;
+
+/// The profile `kith init` writes beside the identity (`kith_client::profile`).
+pub const PROFILE_FILE: &str = "profile.json";
+/// The first administrator's token, `admin.SECRET`.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 
 /// How long the CA's certificate is valid.
 const CA_VALID_DAYS: i64 = 10 * 365;
@@ -49,6 +57,10 @@ pub struct InitArgs {
     /// address or a DNS name, written into the certificate).
     #[arg(long, required = true)]
     nodes: Option<String>,
+    /// Write `DIR/profile.json` only, not the user's profile (which a client on this
+    /// machine uses when given no connection flags).
+    #[arg(long)]
+    no_profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -74,22 +86,53 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
             let (Some(out), Some(nodes)) = (args.out, args.nodes) else {
                 bail!("kith init needs --out DIR and --nodes 1=HOST:PORT,…");
             };
-            init(&out, &nodes)
+            init(&out, &nodes, !args.no_profile)
         }
     }
 }
 
-fn init(out: &Path, nodes: &str) -> anyhow::Result<()> {
-    let nodes = parse_nodes(nodes)?;
+fn init(out: &Path, spec: &str, user_profile: bool) -> anyhow::Result<()> {
+    let nodes = parse_nodes(spec)?;
     let cluster_id = create(out, &nodes)?;
+    let out = out
+        .canonicalize()
+        .with_context(|| format!("resolve {}", out.display()))?;
+    // The profile: every node as an endpoint, this directory's CA and admin token.
+    let profile = Profile {
+        endpoints: spec
+            .split(',')
+            .filter_map(|part| part.split_once('='))
+            .map(|(_, addr)| format!("https://{}", addr.trim()))
+            .collect(),
+        ca: out.join("ca.crt"),
+        token_file: Some(out.join(ADMIN_TOKEN_FILE)),
+    };
+    profile.create(&out.join(PROFILE_FILE))?;
     println!("cluster {cluster_id}: wrote {}", out.display());
-    println!("  ca.crt       the cluster CA (clients trust it: --ca or KITH_CA)");
-    println!("  ca.key       the CA's key: keep it offline; it issues node certificates");
-    println!("  admin.token  the first administrator's token");
+    println!("  ca.crt        the cluster CA (clients trust it: --ca or KITH_CA)");
+    println!("  ca.key        the CA's key: keep it offline; it issues node certificates");
+    println!("  admin.token   the first administrator's token");
+    println!("  profile.json  endpoints, CA and token for clients here (KITH_PROFILE)");
     for (id, _) in &nodes {
         println!(
-            "  node-{id}/     copy to node {id}; run it with `kith serve --id {id} --tls node-{id} …`"
+            "  node-{id}/      copy to node {id}; run it with `kith serve --id {id} --tls node-{id} …`"
         );
+    }
+    if user_profile {
+        match kith_client::profile::default_path() {
+            Some(path) if profile.create(&path)? => {
+                println!(
+                    "the kith CLI on this machine now reaches this cluster with no flags ({})",
+                    path.display()
+                );
+            }
+            Some(path) => println!(
+                "kept the existing profile {}; for this cluster use KITH_PROFILE={}",
+                path.display(),
+                out.join(PROFILE_FILE).display()
+            ),
+            None => {}
+        }
     }
     Ok(())
 }
@@ -127,7 +170,7 @@ pub fn create(out: &Path, nodes: &[(NodeId, String)]) -> anyhow::Result<String> 
     let secret = hex(&random::<32>()?);
     let token = format!("{}.{secret}", kith_core::auth::BOOTSTRAP_ID);
     write_file(
-        &out.join("admin.token"),
+        &out.join(ADMIN_TOKEN_FILE),
         format!("{token}\n").as_bytes(),
         0o600,
     )?;
@@ -215,7 +258,7 @@ fn issue_node(
     write_file(&dir.join("node.crt"), cert.pem().as_bytes(), 0o644)?;
     write_file(&dir.join("node.key"), key.serialize_pem().as_bytes(), 0o600)?;
     // The first administrator's token, as the node recognises it: only its hash.
-    if let Ok(token) = std::fs::read_to_string(out.join("admin.token")) {
+    if let Ok(token) = std::fs::read_to_string(out.join(ADMIN_TOKEN_FILE)) {
         if let Some((_, secret)) = kith_core::auth::split_token(&token) {
             let hash = blake3::hash(secret.as_bytes()).to_hex().to_string();
             let file = dir.join(kith_node::tls::ADMIN_HASH_FILE);

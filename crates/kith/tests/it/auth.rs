@@ -254,3 +254,115 @@ async fn roles_and_prefixes_allow_what_they_name_and_revocation_reaches_every_no
         .iter()
         .all(|t| t.get("hash").is_none() && t.get("token").is_none()));
 }
+
+/// `kith ARGS` with no connection settings in its environment, and `config` as the user's
+/// configuration directory (so the real home is never touched).
+fn kith_cli(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env_remove("HOME")
+        .env_remove("KITH_PROFILE")
+        .env_remove("KITH_ENDPOINTS")
+        .env_remove("KITH_CA")
+        .env_remove("KITH_TLS")
+        .env_remove("KITH_TOKEN")
+        .output()
+        .expect("run kith")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_kith_init_writes_reaches_the_cluster_with_no_flags() {
+    let cluster = TestCluster::start_secure(1, &[]);
+    cluster.wait_for_leader(&[1], WITHIN).await;
+    let certs = cluster.inner().certs_dir().expect("certs");
+    let config = tempfile::tempdir().expect("temp dir");
+    let user_profile = config.path().join("kith").join("profile.json");
+
+    // A profile named explicitly must exist.
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["kv", "get", "greeting", "--profile"])
+        .arg(config.path().join("nowhere.json"))
+        .output()
+        .expect("run kith");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no profile at"));
+
+    // The cluster's own profile, installed where the user's profile lives.
+    std::fs::create_dir_all(user_profile.parent().unwrap()).expect("config dir");
+    std::fs::copy(certs.join("profile.json"), &user_profile).expect("install the profile");
+    let put = kith_cli(&["kv", "put", "greeting", "hello"], config.path());
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    let got = kith_cli(&["kv", "get", "greeting"], config.path());
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello");
+
+    // Any explicit connection setting turns the profile off entirely: its token is not
+    // sent to endpoints it was not written for.
+    let explicit = kith_cli(
+        &[
+            "kv",
+            "get",
+            "greeting",
+            "--ca",
+            certs.join("ca.crt").to_str().unwrap(),
+            "--endpoints",
+            &cluster.url(1),
+        ],
+        config.path(),
+    );
+    assert!(
+        String::from_utf8_lossy(&explicit.stderr).contains("401"),
+        "explicit endpoints without a token are refused: {}",
+        String::from_utf8_lossy(&explicit.stderr)
+    );
+
+    // `kith init` writes the user's profile when there is none, and never replaces one.
+    let fresh = tempfile::tempdir().expect("temp dir");
+    let other_config = fresh.path().join("config");
+    let out = fresh.path().join("cluster");
+    let init = kith_cli(
+        &[
+            "init",
+            "--nodes",
+            "1=127.0.0.1:7001",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &other_config,
+    );
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let written = std::fs::read_to_string(other_config.join("kith").join("profile.json"))
+        .expect("the user's profile");
+    assert_eq!(
+        written,
+        std::fs::read_to_string(out.join("profile.json")).expect("DIR/profile.json")
+    );
+    let profile: Value = serde_json::from_str(&written).expect("JSON");
+    assert_eq!(profile["endpoints"], json!(["https://127.0.0.1:7001"]));
+    let second = fresh.path().join("second");
+    let init = kith_cli(
+        &[
+            "init",
+            "--nodes",
+            "1=127.0.0.1:7002",
+            "--out",
+            second.to_str().unwrap(),
+        ],
+        &other_config,
+    );
+    assert!(init.status.success());
+    assert_eq!(
+        std::fs::read_to_string(other_config.join("kith").join("profile.json")).unwrap(),
+        written,
+        "an existing profile is kept"
+    );
+    assert!(String::from_utf8_lossy(&init.stdout).contains("kept the existing profile"));
+}

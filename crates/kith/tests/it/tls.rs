@@ -271,7 +271,13 @@ async fn kith_init_writes_keys_only_its_owner_can_read_and_never_overwrites() {
     assert_eq!(secret.len(), 64, "256 bits in hex");
 
     let again = kith(
-        &["init", "--nodes", "1=127.0.0.1:7001", "--out"],
+        &[
+            "init",
+            "--no-profile",
+            "--nodes",
+            "1=127.0.0.1:7001",
+            "--out",
+        ],
         dir.path(),
     );
     assert!(
@@ -309,7 +315,8 @@ fn kith(args: &[&str], out: &Path) -> std::process::Output {
 /// `kith init --out DIR --nodes 1=ADDR`.
 fn kith_init(out: &Path, addr: &str) {
     let node = format!("1={addr}");
-    let done = kith(&["init", "--nodes", &node, "--out"], out);
+    // The user's profile is not this test's business (and not the real home's).
+    let done = kith(&["init", "--no-profile", "--nodes", &node, "--out"], out);
     assert!(
         done.status.success(),
         "{}",
