@@ -158,9 +158,18 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE", requires = "key")]
     pub cert: Option<PathBuf>,
     /// The token to present to kith (`ID.SECRET`; a cluster with TLS asks every request
-    /// for one). The files workload does not send it yet.
+    /// for one).
     #[arg(long, env = "KITH_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// etcd only: authenticate as this user (`NAME:PASSWORD`, as etcdctl's `--user`), for an
+    /// etcd with `auth enable`; each connection gets its token once, when it connects.
+    #[arg(
+        long,
+        env = "ETCD_USER",
+        hide_env_values = true,
+        value_name = "NAME:PASSWORD"
+    )]
+    pub user: Option<String>,
     /// The private key (PEM) of `--cert`.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
@@ -262,6 +271,14 @@ impl BenchArgs {
         if self.target == TargetKind::Kith {
             for e in &self.endpoints {
                 crate::conn::Endpoint::parse(e)?;
+            }
+        }
+        if let Some(user) = &self.user {
+            if self.target != TargetKind::Etcd {
+                return bad("--user is etcd's; kith takes --token".into());
+            }
+            if !user.contains(':') {
+                return bad("--user is NAME:PASSWORD".into());
             }
         }
         if self.ca.is_none() && self.endpoints.iter().any(|e| e.starts_with("https://")) {

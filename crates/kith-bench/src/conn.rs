@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::header::HeaderValue;
 use hyper_util::rt::TokioIo;
 use kith_client::tls::TlsOptions;
 use rustls::pki_types::ServerName;
@@ -158,6 +159,17 @@ pub async fn open(
     })
     .await
     .map_err(|_| format!("connecting to {authority} timed out"))?
+}
+
+/// The `Authorization` header for `token` (`ID.SECRET`), if one is given.
+pub fn authorization(token: Option<&str>) -> Result<Option<HeaderValue>, BenchError> {
+    token
+        .map(|token| {
+            HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+                BenchError::InvalidArgs("the token holds characters a header cannot".into())
+            })
+        })
+        .transpose()
 }
 
 #[cfg(test)]

@@ -79,6 +79,11 @@ pub struct FilesReport {
 /// the two transfers as its operations (the files figures are in the printed table and the
 /// JSON file).
 pub async fn run(args: &BenchArgs, tls: Option<&ClientTls>) -> Result<Report, BenchError> {
+    let authorization = conn::authorization(args.token.as_deref())?;
+    let reach = Reach {
+        tls,
+        authorization: authorization.as_ref(),
+    };
     let bytes = args.bytes;
     let disk_dir = args.disk_dir.clone().unwrap_or_else(std::env::temp_dir);
     let upload_endpoint = args.endpoints[0].trim_end_matches('/').to_owned();
@@ -112,7 +117,7 @@ pub async fn run(args: &BenchArgs, tls: Option<&ClientTls>) -> Result<Report, Be
         &format!("upload: {} bytes to {upload_endpoint}{path}…", bytes),
     );
     let started = Instant::now();
-    let manifest = tokio::time::timeout(bound, upload(&upload_endpoint, tls, &path, bytes))
+    let manifest = tokio::time::timeout(bound, upload(&upload_endpoint, reach, &path, bytes))
         .await
         .map_err(|_| failed(format!("the upload took longer than {bound:?}")))??;
     let upload_s = started.elapsed().as_secs_f64();
@@ -125,7 +130,7 @@ pub async fn run(args: &BenchArgs, tls: Option<&ClientTls>) -> Result<Report, Be
 
     note(args, &format!("download: from {download_endpoint}{path}…"));
     let started = Instant::now();
-    let got = tokio::time::timeout(bound, download(&download_endpoint, tls, &path))
+    let got = tokio::time::timeout(bound, download(&download_endpoint, reach, &path))
         .await
         .map_err(|_| failed(format!("the download took longer than {bound:?}")))??;
     let download_s = started.elapsed().as_secs_f64();
@@ -133,7 +138,7 @@ pub async fn run(args: &BenchArgs, tls: Option<&ClientTls>) -> Result<Report, Be
         return Err(failed(format!("downloaded {got} bytes of {bytes}")));
     }
     // Leave nothing behind; a failed delete only leaves a file for garbage collection.
-    let _ = tokio::time::timeout(bound, call(&upload_endpoint, tls, Method::DELETE, &path)).await;
+    let _ = tokio::time::timeout(bound, call(&upload_endpoint, reach, Method::DELETE, &path)).await;
 
     let mb_s = |b: u64, s: f64| if s > 0.0 { b as f64 / 1e6 / s } else { 0.0 };
     let upload_mb_s = mb_s(bytes, upload_s);
@@ -355,6 +360,22 @@ impl Body for Generated {
     }
 }
 
+/// How every request of the run reaches the cluster: TLS, and the token's header.
+#[derive(Clone, Copy)]
+struct Reach<'a> {
+    tls: Option<&'a ClientTls>,
+    authorization: Option<&'a hyper::header::HeaderValue>,
+}
+
+impl Reach<'_> {
+    fn authorize(&self, request: hyper::http::request::Builder) -> hyper::http::request::Builder {
+        match self.authorization {
+            Some(value) => request.header(hyper::header::AUTHORIZATION, value),
+            None => request,
+        }
+    }
+}
+
 async fn connect<B>(
     endpoint: &str,
     tls: Option<&ClientTls>,
@@ -378,17 +399,18 @@ where
 
 async fn upload(
     endpoint: &str,
-    tls: Option<&ClientTls>,
+    reach: Reach<'_>,
     path: &str,
     bytes: u64,
 ) -> Result<serde_json::Value, BenchError> {
-    let (mut sender, authority) = connect::<Generated>(endpoint, tls).await?;
+    let (mut sender, authority) = connect::<Generated>(endpoint, reach.tls).await?;
     let body = Generated {
         pool: Pool::new(),
         offset: 0,
         total: bytes,
     };
-    let request = Request::builder()
+    let request = reach
+        .authorize(Request::builder())
         .method(Method::PUT)
         .uri(path)
         .header(hyper::header::HOST, &authority)
@@ -415,8 +437,8 @@ async fn upload(
 }
 
 /// Downloads `path`, counting (and dropping) every byte; returns the count.
-async fn download(endpoint: &str, tls: Option<&ClientTls>, path: &str) -> Result<u64, BenchError> {
-    let response = send_empty(endpoint, tls, Method::GET, path).await?;
+async fn download(endpoint: &str, reach: Reach<'_>, path: &str) -> Result<u64, BenchError> {
+    let response = send_empty(endpoint, reach, Method::GET, path).await?;
     let status = response.status();
     if status != StatusCode::OK {
         let answer = read_small(response.into_body()).await?;
@@ -439,22 +461,23 @@ async fn download(endpoint: &str, tls: Option<&ClientTls>, path: &str) -> Result
 
 async fn call(
     endpoint: &str,
-    tls: Option<&ClientTls>,
+    reach: Reach<'_>,
     method: Method,
     path: &str,
 ) -> Result<StatusCode, BenchError> {
-    Ok(send_empty(endpoint, tls, method, path).await?.status())
+    Ok(send_empty(endpoint, reach, method, path).await?.status())
 }
 
 /// Sends a body-less request on a new connection and returns the answer's head and body.
 async fn send_empty(
     endpoint: &str,
-    tls: Option<&ClientTls>,
+    reach: Reach<'_>,
     method: Method,
     path: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, BenchError> {
-    let (mut sender, authority) = connect::<Empty<Bytes>>(endpoint, tls).await?;
-    let request = Request::builder()
+    let (mut sender, authority) = connect::<Empty<Bytes>>(endpoint, reach.tls).await?;
+    let request = reach
+        .authorize(Request::builder())
         .method(method.clone())
         .uri(path)
         .header(hyper::header::HOST, &authority)

@@ -59,6 +59,8 @@ pub struct EtcdTarget {
     /// Connect to the leader rather than to the connection's own endpoint.
     leader_first: bool,
     tls: Option<TlsOptions>,
+    /// The user and password to authenticate as (etcd with auth enabled).
+    user: Option<(String, String)>,
 }
 
 impl EtcdTarget {
@@ -69,6 +71,7 @@ impl EtcdTarget {
         timeout: Duration,
         leader_first: bool,
         tls: Option<TlsOptions>,
+        user: Option<(String, String)>,
     ) -> Self {
         EtcdTarget {
             endpoints: endpoints.to_vec(),
@@ -84,6 +87,7 @@ impl EtcdTarget {
             timeout,
             leader_first,
             tls,
+            user,
         }
     }
 
@@ -115,6 +119,9 @@ impl EtcdTarget {
                         .with_timeout(self.timeout);
                     if let Some(tls) = &self.tls {
                         options = options.with_tls(tls.clone());
+                    }
+                    if let Some((name, password)) = &self.user {
+                        options = options.with_user(name, password);
                     }
                     let endpoint = &self.endpoints[state.endpoint];
                     match timeout_at(deadline, Client::connect([endpoint], Some(options.clone())))

@@ -104,17 +104,7 @@ impl KithTarget {
             timeout: options.timeout,
             follow_leader: options.follow_leader,
             tls: options.tls,
-            authorization: match options.token {
-                Some(token) => Some(
-                    hyper::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                        .map_err(|_| {
-                            BenchError::InvalidArgs(
-                                "the token holds characters a header cannot".into(),
-                            )
-                        })?,
-                ),
-                None => None,
-            },
+            authorization: crate::conn::authorization(options.token.as_deref())?,
         })
     }
 

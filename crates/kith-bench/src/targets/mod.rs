@@ -106,6 +106,10 @@ impl Target {
                 // Only runs with writes: reads stay spread over the endpoints.
                 args.route == Route::Leader && args.workload != crate::args::Workload::Get,
                 etcd::tls_options(args)?,
+                args.user
+                    .as_deref()
+                    .and_then(|u| u.split_once(':'))
+                    .map(|(name, password)| (name.to_owned(), password.to_owned())),
             ))),
             #[cfg(not(feature = "etcd"))]
             TargetKind::Etcd => Err(BenchError::EtcdNotBuilt),

@@ -2,7 +2,7 @@
 //! the keys they wrote, each reported in the JSON with the right count and no errors.
 //! Likewise `kith bench jobs`: every job enqueued, claimed and completed, with the `put`
 //! baseline beside it. And against a cluster with TLS, over HTTP/1.1 and HTTP/2 (ALPN),
-//! trusting the cluster CA. No figure is asserted: this is a smoke test, not a timed one.
+//! trusting the cluster CA and presenting a token (files included). No figure is asserted: this is a smoke test, not a timed one.
 
 use std::process::Command;
 use std::time::Duration;
@@ -163,4 +163,13 @@ async fn bench_reaches_a_cluster_with_tls_over_http1_and_http2() {
         assert_eq!(get["errors"], 0, "{get:#}");
         assert_eq!(get["not_found"], 0, "{get:#}");
     }
+
+    // The files workload presents the token too: its upload, download and delete pass.
+    let files = run_bench(
+        &cluster,
+        &["files", "--bytes", "2000000", "--ca", ca, "--token", &token],
+        &dir.path().join("files.json"),
+    );
+    assert_eq!(files["bytes"], 2_000_000, "{files:#}");
+    assert!(files["download_mb_s"].as_f64().expect("download") > 0.0);
 }
