@@ -8,6 +8,7 @@
 #   KITH_BIN=/tmp/kith-old bash bench/vs-etcd.sh   # another kith build (needs --features etcd)
 #   TLS=1 bash bench/vs-etcd.sh           # both systems with TLS throughout (see below)
 #   TLS=both bash bench/vs-etcd.sh        # plain, then TLS: what TLS costs each system
+#   TLS=1 AUTH=0 bash bench/vs-etcd.sh    # TLS without etcd's auth (kith: its admin token)
 #
 # What it does, in order:
 #   1. installs what is missing from Debian: etcd-server, etcd-client (etcdctl),
@@ -42,6 +43,18 @@
 # `kith bench` trusts the CA and presents node 1's certificate to both systems, over TLS 1.3
 # with session resumption; kith's HTTP/2 is negotiated by ALPN, etcd's gRPC is HTTP/2 too.
 #
+# Authentication (AUTH=1, the default, in TLS passes): both systems check every request
+# against an identity limited to the bench's keys (all start with "0"). kith: a `write`
+# token with `--prefix kv:0`, created with the admin token after each fresh start (kith
+# with TLS always asks for a token). etcd: `auth enable` after a `root` user, and a user
+# whose role `bench` may read and write the prefix "0". How the bench proves it is that
+# user (ETCD_AUTH): `cert` (the default), etcd's certificate-based auth, where the user is
+# the common name of the client certificate the bench presents anyway ("kith node 1");
+# `password`, `kith bench --user bench:…`, where each connection authenticates once (a
+# bcrypt check on the server) and presents etcd's simple token on every request: 256
+# connections doing that at once cost etcd seconds of CPU, at the start of every run and
+# after a failover. AUTH=0 leaves etcd's auth off (kith then presents its admin token).
+#
 # Everything it starts it stops (trap on EXIT), including after Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,6 +70,9 @@ DATA=${DATA:-$OUT/data}
 KITH_PORT0=${KITH_PORT0:-17000}   # kith nodes listen on KITH_PORT0 + 1..3
 ETCD_PORT0=${ETCD_PORT0:-17100}   # etcd member i: client ETCD_PORT0 + 10i, peer + 10i + 1
 TLS=${TLS:-0}                     # 0: plain; 1: TLS; both: plain, then TLS
+AUTH=${AUTH:-1}                   # with TLS: 1, both systems authenticate clients (above)
+ETCD_AUTH=${ETCD_AUTH:-cert}      # how the bench authenticates to etcd: cert or password
+case $ETCD_AUTH in cert | password) ;; *) echo "ETCD_AUTH must be cert or password" >&2; exit 2 ;; esac
 case $TLS in
     0) PASSES=(0) ;;
     1) PASSES=(1) ;;
@@ -65,6 +81,9 @@ case $TLS in
 esac
 CERTS=$OUT/certs                  # kith init's CA and node certificates (TLS passes)
 SECURE=0                          # whether the current pass runs with TLS
+ETCD_AUTH_ON=0                    # whether the running etcd has auth enabled
+BENCH_TOKEN=                      # kith's bench token (AUTH=1), made after each fresh start
+ROOT_PW=root-$RANDOM$RANDOM BENCH_PW=bench-$RANDOM$RANDOM   # etcd's users (AUTH=1)
 RUN=$OUT                          # where the current pass writes its runs and summary
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -94,9 +113,10 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*-idle-rss-r* "$OUT"/*.log
 rm -rf "${OUT:?}/plain" "${OUT:?}/tls" "${CERTS:?}"
 if [[ $TLS != 0 ]]; then
-    "$KITH" init --out "$CERTS" \
-        --nodes "1=127.0.0.1:$((KITH_PORT0 + 1)),2=127.0.0.1:$((KITH_PORT0 + 2)),3=127.0.0.1:$((KITH_PORT0 + 3))" \
-        >"$OUT/init.log"
+    nodes="1=127.0.0.1:$((KITH_PORT0 + 1)),2=127.0.0.1:$((KITH_PORT0 + 2)),3=127.0.0.1:$((KITH_PORT0 + 3))"
+    # Not the user's profile (older builds have no --no-profile, and write none).
+    "$KITH" init --no-profile --out "$CERTS" --nodes "$nodes" >"$OUT/init.log" 2>&1 \
+        || "$KITH" init --out "$CERTS" --nodes "$nodes" >"$OUT/init.log"
 fi
 
 # ---- cluster control --------------------------------------------------------------------
@@ -122,17 +142,44 @@ etcd_url() { echo "$(scheme)://127.0.0.1:$((ETCD_PORT0 + 10 * $1))"; }
 etcd_peer() { echo "$(scheme)://127.0.0.1:$((ETCD_PORT0 + 10 * $1 + 1))"; }
 # The client side of TLS for each tool: trust the CA, present node 1's certificate.
 tls_curl() { if ((SECURE)); then curl --cacert "$CERTS/ca.crt" "$@"; else curl "$@"; fi; }
-tls_etcdctl() {
+tls_etcdctl() { # (as root once auth is on)
+    local user=()
+    if ((ETCD_AUTH_ON)); then user=(--user "root:$ROOT_PW"); fi
     if ((SECURE)); then
-        etcdctl --cacert "$CERTS/ca.crt" --cert "$CERTS/node-1/node.crt" --key "$CERTS/node-1/node.key" "$@"
+        etcdctl --cacert "$CERTS/ca.crt" --cert "$CERTS/node-1/node.crt" --key "$CERTS/node-1/node.key" "${user[@]}" "$@"
     else
         etcdctl "$@"
     fi
 }
-bench_tls() { # → kith bench's TLS arguments for the current pass (and, for kith, the
-    # first administrator's token: a cluster with TLS asks every request for one)
-    if ((SECURE)); then
-        echo "--ca $CERTS/ca.crt --cert $CERTS/node-1/node.crt --key $CERTS/node-1/node.key --token $(cat "$CERTS/admin.token")"
+bench_tls() { # system → kith bench's TLS and authentication arguments for the current pass
+    ((SECURE)) || return 0
+    echo "--ca $CERTS/ca.crt --cert $CERTS/node-1/node.crt --key $CERTS/node-1/node.key"
+    if [[ $1 == kith ]]; then
+        # A cluster with TLS asks every request for a token: the bench's, or the admin's.
+        echo "--token ${BENCH_TOKEN:-$(cat "$CERTS/admin.token")}"
+    elif ((ETCD_AUTH_ON)) && [[ $ETCD_AUTH == password ]]; then
+        echo "--user bench:$BENCH_PW"
+    fi
+}
+setup_auth() { # system → after a fresh start: the bench's limited identity (AUTH=1)
+    ((SECURE && AUTH)) || return 0
+    if [[ $1 == kith ]]; then
+        BENCH_TOKEN=$("$KITH" token create --role write --prefix kv:0 --name bench \
+            --endpoints "$(endpoints kith)" --ca "$CERTS/ca.crt" --token "$(cat "$CERTS/admin.token")")
+    else
+        # The user: named by the password, or the common name kith init gives node 1's
+        # certificate, which the bench presents.
+        local e=(--endpoints "$(etcd_url 1)") user=bench
+        if [[ $ETCD_AUTH == cert ]]; then user="kith node 1"; fi
+        {
+            tls_etcdctl "${e[@]}" user add root --new-user-password "$ROOT_PW" --interactive=false
+            tls_etcdctl "${e[@]}" role add bench
+            tls_etcdctl "${e[@]}" role grant-permission bench readwrite 0 --prefix=true
+            tls_etcdctl "${e[@]}" user add "$user" --new-user-password "$BENCH_PW" --interactive=false
+            tls_etcdctl "${e[@]}" user grant-role "$user" bench
+            tls_etcdctl "${e[@]}" auth enable
+        } >>"$RUN/etcd-auth.log" 2>&1 || { log "etcd auth setup failed; see $RUN/etcd-auth.log"; exit 1; }
+        ETCD_AUTH_ON=1
     fi
 }
 endpoints() { # system → comma-separated client URLs
@@ -180,14 +227,19 @@ wait_healthy() { # system members…
 }
 start_cluster() { # system [fresh]
     local sys=$1
-    if [[ ${2:-} == fresh ]]; then rm -rf "${DATA:?}/$sys"; mkdir -p "$DATA/$sys"; fi
+    if [[ ${2:-} == fresh ]]; then
+        rm -rf "${DATA:?}/$sys"; mkdir -p "$DATA/$sys"
+        if [[ $sys == kith ]]; then BENCH_TOKEN=; else ETCD_AUTH_ON=0; fi
+    fi
     for i in 1 2 3; do "start_${sys}_member" "$i"; done
     wait_healthy "$sys" 1 2 3
+    if [[ ${2:-} == fresh ]]; then setup_auth "$sys"; fi
 }
 stop_cluster() { for i in 1 2 3; do stop_member "$1$i"; done; }
 pids_of() { echo "${PID[${1}1]},${PID[${1}2]},${PID[${1}3]}"; }
-leader_of() { # system → member number of the current leader (empty if none)
-    local i
+leader_of() { # system → member number of the current leader (empty if none within 10 s)
+    local i _
+    for _ in $(seq 20); do
     for i in 1 2 3; do
         [[ -n ${PID[$1$i]:-} ]] || continue
         if [[ $1 == kith ]]; then
@@ -199,13 +251,16 @@ leader_of() { # system → member number of the current leader (empty if none)
                 && { echo "$i"; return; }
         fi
     done
+    sleep 0.5
+    done
+    return 0
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 bench() { # system json-name args… → runs kith bench against the running cluster
     local sys=$1 name=$2; shift 2
     # shellcheck disable=SC2046
-    "$KITH" bench "$@" --target "$sys" --endpoints "$(endpoints "$sys")" $(bench_tls) \
+    "$KITH" bench "$@" --target "$sys" --endpoints "$(endpoints "$sys")" $(bench_tls "$sys") \
         --pids "$(pids_of "$sys")" --quiet --json "$RUN/$name.json" >"$RUN/$name.txt" 2>&1 \
         || { log "bench $name failed:"; cat "$RUN/$name.txt" >&2; exit 1; }
 }
@@ -279,7 +334,7 @@ failover() { # system
     start_cluster "$sys" fresh
     for t in $(seq "$FAILOVER_TRIALS"); do
         # shellcheck disable=SC2046
-        "$KITH" bench put --target "$sys" --endpoints "$(endpoints "$sys")" $(bench_tls) --clients 256 \
+        "$KITH" bench put --target "$sys" --endpoints "$(endpoints "$sys")" $(bench_tls "$sys") --clients 256 \
             --conns 256 --rate 100 --total 1000 --timeout-ms 5000 --route any "${COMMON[@]}" --seed "$t" \
             --quiet --json "$RUN/$sys-failover-t$t.json" >"$RUN/$sys-failover-t$t.txt" 2>&1 &
         bpid=$!
@@ -330,6 +385,11 @@ separator() { # column widths… → a table's separator line
 tls_line() {
     if ((SECURE)); then
         echo "TLS: on, for clients and between nodes (one kith init CA; kith --tls; etcd --client-cert-auth, --peer-client-cert-auth; the bench presents a certificate of that CA to both)"
+        if ((AUTH)); then
+            echo "auth: on for both (kith: a write token for kv:0; etcd: auth enabled, a user with readwrite on prefix 0, proven by $( [[ $ETCD_AUTH == cert ]] && echo "the client certificate's common name" || echo "password and simple tokens"))"
+        else
+            echo "auth: kith presents its admin token (it always asks for one with TLS); etcd's auth is off"
+        fi
     else
         echo "TLS: off (plain TCP for clients and between nodes)"
     fi
