@@ -324,16 +324,11 @@ async fn the_profile_kith_init_writes_reaches_the_cluster_with_no_flags() {
     let fresh = tempfile::tempdir().expect("temp dir");
     let other_config = fresh.path().join("config");
     let out = fresh.path().join("cluster");
-    let init = kith_cli(
-        &[
-            "init",
-            "--nodes",
-            "1=127.0.0.1:7001",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &other_config,
-    );
+    let init_into = |dir: &std::path::Path, node: &str| {
+        let out = dir.to_str().expect("a UTF-8 path");
+        kith_cli(&["init", "--nodes", node, "--out", out], &other_config)
+    };
+    let init = init_into(&out, "1=127.0.0.1:7001");
     assert!(
         init.status.success(),
         "{}",
@@ -348,16 +343,7 @@ async fn the_profile_kith_init_writes_reaches_the_cluster_with_no_flags() {
     let profile: Value = serde_json::from_str(&written).expect("JSON");
     assert_eq!(profile["endpoints"], json!(["https://127.0.0.1:7001"]));
     let second = fresh.path().join("second");
-    let init = kith_cli(
-        &[
-            "init",
-            "--nodes",
-            "1=127.0.0.1:7002",
-            "--out",
-            second.to_str().unwrap(),
-        ],
-        &other_config,
-    );
+    let init = init_into(&second, "1=127.0.0.1:7002");
     assert!(init.status.success());
     assert_eq!(
         std::fs::read_to_string(other_config.join("kith").join("profile.json")).unwrap(),
