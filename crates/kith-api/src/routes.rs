@@ -117,6 +117,7 @@ fn counted_routes() -> Routes {
 fn other_routes() -> Routes {
     Routes::new()
         .get("/livez", Rule::Open, cluster::livez)
+        .get("/readyz", Rule::Open, cluster::readyz)
         .get("/metrics", Rule::Monitor, metrics::metrics)
         .get("/", Rule::Open, web::dashboard)
         .get("/chat", Rule::Open, web::chat)

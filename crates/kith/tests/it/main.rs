@@ -18,6 +18,7 @@ mod learn;
 mod ledger;
 mod lifecycle;
 mod membership;
+mod probes;
 mod quota;
 mod reads;
 mod rooms;

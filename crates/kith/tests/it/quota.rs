@@ -108,6 +108,16 @@ async fn past_the_quota_growing_writes_answer_507_and_deleting_gets_back_under()
         .await
         .unwrap();
     assert!(metrics.contains("kith_quota_exceeded 1"), "{metrics}");
+    // A node past its quota is not ready: a load balancer should send writes elsewhere.
+    let ready = cluster
+        .http()
+        .get(format!("{}/readyz", cluster.url(leader)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["error"]["code"], "quota_exceeded", "{ready}");
     assert!(
         metrics.contains(&format!("kith_quota_bytes {QUOTA_BYTES}")),
         "{metrics}"

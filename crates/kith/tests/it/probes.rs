@@ -1,0 +1,79 @@
+//! The probes a load balancer or Kubernetes uses: `/livez` answers while the process serves;
+//! `/readyz` answers 200 only while the node knows a leader (and has applied what it saw
+//! committed, and is within its quota: the quota case is in quota.rs), and says which
+//! check failed otherwise.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{wait_until, TestCluster};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// `/readyz` of node `id`: its status and error code (`None` when it answered 200).
+async fn readyz(cluster: &TestCluster, id: u64) -> Option<(StatusCode, Option<String>)> {
+    let answer = cluster
+        .http()
+        .get(format!("{}/readyz", cluster.url(id)))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    let status = answer.status();
+    let body: Value = answer.json().await.ok()?;
+    let code = body["error"]["code"].as_str().map(str::to_owned);
+    Some((status, code))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_200_with_a_leader_and_503_no_leader_without_quorum() {
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_for_leader(&[1, 2, 3], WITHIN).await;
+    for id in 1..=3 {
+        wait_until(&format!("node {id} ready"), WITHIN, || async {
+            (readyz(&cluster, id).await? == (StatusCode::OK, None)).then_some(())
+        })
+        .await;
+        let live = cluster
+            .http()
+            .get(format!("{}/livez", cluster.url(id)))
+            .send()
+            .await
+            .expect("livez answers");
+        assert_eq!(live.status(), StatusCode::OK);
+    }
+
+    // Two of three gone: the survivor loses its leader and cannot elect one.
+    let leader = cluster.wait_for_leader(&[1, 2, 3], WITHIN).await;
+    let survivor = (1..=3).find(|id| *id != leader).expect("a follower");
+    for id in (1..=3).filter(|id| *id != survivor) {
+        cluster.kill(id);
+    }
+    wait_until("the survivor to say no_leader", WITHIN, || async {
+        let (status, code) = readyz(&cluster, survivor).await?;
+        (status == StatusCode::SERVICE_UNAVAILABLE && code.as_deref() == Some("no_leader"))
+            .then_some(())
+    })
+    .await;
+    // It still lives: only readiness failed.
+    let live = cluster
+        .http()
+        .get(format!("{}/livez", cluster.url(survivor)))
+        .send()
+        .await
+        .expect("livez answers");
+    assert_eq!(live.status(), StatusCode::OK);
+
+    // Quorum back: ready again, everywhere.
+    for id in (1..=3).filter(|id| *id != survivor) {
+        cluster.spawn(id);
+    }
+    for id in 1..=3 {
+        wait_until(&format!("node {id} ready again"), WITHIN, || async {
+            (readyz(&cluster, id).await? == (StatusCode::OK, None)).then_some(())
+        })
+        .await;
+    }
+}
