@@ -123,6 +123,16 @@ pub struct ServeArgs {
     /// Bytes per second the scrubber re-hashes (0 turns it off).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     file_scrub_bytes_per_s: u64,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with `timestamp`, `level`, `fields.message`, `target`) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The quota when `--quota-bytes` is not given: etcd's 2 GiB, capped at half the file system
@@ -201,7 +211,7 @@ pub fn parse_peers(spec: &str) -> anyhow::Result<BTreeMap<NodeId, BasicNode>> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
+    init_logging(args.log_format);
     if args.id == 0 {
         bail!("--id must be a positive integer");
     }
@@ -385,11 +395,14 @@ async fn wait_for_stop(exit_with_parent: bool) {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,openraft=warn".into());
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
 }

@@ -1,7 +1,7 @@
 //! The probes a load balancer or Kubernetes uses: `/livez` answers while the process serves;
 //! `/readyz` answers 200 only while the node knows a leader (and has applied what it saw
 //! committed, and is within its quota: the quota case is in quota.rs), and says which
-//! check failed otherwise.
+//! check failed otherwise. And the logs a collector reads: `--log-format json`.
 
 use std::time::Duration;
 
@@ -76,4 +76,26 @@ async fn readyz_is_200_with_a_leader_and_503_no_leader_without_quorum() {
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let cluster = TestCluster::start(1, &["--log-format", "json"]);
+    cluster.wait_for_leader(&[1], WITHIN).await;
+    let log = cluster.nodes()[0].dir.join("kith.log");
+    // "node started" is logged once the node serves; every line before and after it is JSON.
+    let lines = wait_until("the node's first log lines", WITHIN, || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("node started").then_some(text)
+    })
+    .await;
+    let mut count = 0;
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let object: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
+        assert!(object["level"].is_string(), "{line}");
+        assert!(object["fields"]["message"].is_string(), "{line}");
+        count += 1;
+    }
+    assert!(count > 0);
 }
