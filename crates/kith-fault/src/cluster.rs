@@ -399,7 +399,17 @@ impl Cluster {
             .append(true)
             .open(node.dir.join("kith.log"))
             .context("node log file")?;
-        let child = Command::new(&options.kith_bin)
+        let mut command = Command::new(&options.kith_bin);
+        // `kith serve` reads a `KITH_<FLAG>` variable for every flag it is not given (and
+        // `KITH_CONFIG`): none of the caller's may leak into a test node. Test hooks are
+        // set below, on purpose.
+        for (name, _) in std::env::vars_os() {
+            let name_text = name.to_string_lossy();
+            if name_text.starts_with("KITH_") && !name_text.starts_with("KITH_TEST_") {
+                command.env_remove(&name);
+            }
+        }
+        let child = command
             .args(["serve", "--id", &id.to_string(), "--listen", &node.addr()])
             .arg("--data")
             .arg(node.dir.join("data"))

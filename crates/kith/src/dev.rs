@@ -121,7 +121,13 @@ fn spawn_with_env(
         .append(true)
         .open(&node.log)
         .with_context(|| format!("cannot open {}", node.log.display()))?;
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    // A user's `KITH_TLS`, `KITH_CONFIG`, … are for their own commands: `kith serve` would
+    // read them as its flags (`crate::config`), and kith dev's nodes take only its own.
+    for name in crate::config::settings_in_environment() {
+        command.env_remove(name);
+    }
+    let child = command
         .args(&node.args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

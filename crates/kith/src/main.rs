@@ -1,7 +1,7 @@
 //! `kith`: the one binary. `serve` runs a node, `dev` runs a local cluster, and the other
 //! subcommands are clients of a running cluster.
 //!
-//! Modules: [`serve`] (one node), [`init`] (certificates for a cluster with TLS), [`dev`] (the local-cluster supervisor), [`commands`] (the
+//! Modules: [`serve`] (one node), [`config`] (`kith serve --config FILE` and its precedence), [`init`] (certificates for a cluster with TLS), [`dev`] (the local-cluster supervisor), [`commands`] (the
 //! client subcommands and their table/json output), [`chat`] (the terminal chat client),
 //! [`worker`] (`kith worker`, which runs jobs), [`files`] (`kith files`, transfers with
 //! progress bars), [`out`] (standard output that ends quietly when its reader goes).
@@ -11,13 +11,14 @@ mod out;
 
 mod chat;
 mod commands;
+mod config;
 mod dev;
 mod files;
 mod init;
 mod serve;
 mod worker;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: under many concurrent writes a node allocates and
 /// frees small buffers on every thread (HTTP, postcard, redb pages), and glibc's
@@ -69,7 +70,14 @@ enum Top {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let argv = match config::with_config_file(std::env::args_os().collect(), &Cli::command()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("kith: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     kith_client::tls::install_default_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

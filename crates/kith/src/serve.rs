@@ -18,78 +18,94 @@ use kith_node::{Node, NodeConfig};
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Read the flags from this TOML file too (keys are the flags without dashes; see
+    /// `crate::config`): a flag on the command line beats its `KITH_<FLAG>` environment
+    /// variable, which beats the file, which beats the default.
+    #[arg(long, env = "KITH_CONFIG", value_name = "FILE")]
+    #[allow(dead_code)] // read before clap parses, by `crate::config`
+    config: Option<PathBuf>,
     /// This node's id: a positive integer, unique in the cluster for all time.
-    #[arg(long)]
+    #[arg(long, env = "KITH_ID")]
     id: NodeId,
     /// Address to listen on (IP:PORT). Without TLS only a loopback address is allowed,
     /// unless `--insecure` is given; `0.0.0.0:PORT` needs `--advertise`.
-    #[arg(long)]
+    #[arg(long, env = "KITH_LISTEN")]
     listen: SocketAddr,
     /// The address peers and clients are told to reach this node at (IP:PORT), when it
     /// differs from `--listen` (e.g. listening on 0.0.0.0). Default: `--listen`.
-    #[arg(long)]
+    #[arg(long, env = "KITH_ADVERTISE")]
     advertise: Option<SocketAddr>,
     /// Serve TLS on the one port, for clients and peers alike, with this node's directory
     /// from `kith init` (`DIR/node-N`: ca.crt, node.crt, node.key). Peers then speak only
     /// with certificates of current members of this cluster.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "KITH_TLS")]
     tls: Option<PathBuf>,
     /// A web origin (`https://app.example`) whose pages may call the public API; repeatable.
     /// The members' own origins always may.
-    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "KITH_CORS_ORIGIN",
+        value_delimiter = ','
+    )]
     cors_origins: Vec<String>,
     /// Another name clients reach this node by (`NAME` or `NAME:PORT`), e.g. a load
     /// balancer's; repeatable. Requests naming anything else in `Host` get 421.
-    #[arg(long = "host", value_name = "NAME")]
+    #[arg(
+        long = "host",
+        value_name = "NAME",
+        env = "KITH_HOST",
+        value_delimiter = ','
+    )]
     host_names: Vec<String>,
     /// Listen on a non-loopback address without TLS: anyone who can reach the port can
     /// then read and write the cluster's data and speak its peer protocol.
-    #[arg(long)]
+    #[arg(long, env = "KITH_INSECURE")]
     insecure: bool,
     /// Data directory (created if missing).
-    #[arg(long)]
+    #[arg(long, env = "KITH_DATA")]
     data: PathBuf,
     /// Bootstrap a new cluster with these voters: `1=HOST:PORT,2=HOST:PORT,…`.
-    #[arg(long, conflicts_with = "join")]
+    #[arg(long, conflicts_with = "join", env = "KITH_PEERS")]
     peers: Option<String>,
     /// Join a running cluster through any member's URL (`http://HOST:PORT`, or
     /// `https://HOST:PORT` with `--tls`).
-    #[arg(long)]
+    #[arg(long, env = "KITH_JOIN")]
     join: Option<String>,
     /// Largest value a put may carry, in bytes (at most 64 MiB, the bound every replica
     /// enforces when it applies a write).
-    #[arg(long, default_value_t = kith_core::limits::VALUE_BYTES_MAX_DEFAULT)]
+    #[arg(long, default_value_t = kith_core::limits::VALUE_BYTES_MAX_DEFAULT, env = "KITH_VALUE_BYTES_MAX")]
     value_bytes_max: usize,
     /// Snapshot and compact the log after this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "KITH_SNAPSHOT_THRESHOLD")]
     snapshot_threshold: u64,
     /// Log entries to keep behind a snapshot.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 1_000, env = "KITH_SNAPSHOT_KEEP")]
     snapshot_keep: u64,
     /// Change events kept for watches; older revisions answer 410.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, env = "KITH_EVENTS_KEPT")]
     events_kept: u64,
     /// Bytes the kept change events may take (each carries its value); past it the oldest
     /// go, and a watch from before them answers 410.
-    #[arg(long, default_value_t = kith_storage::EVENTS_BYTES_KEPT_DEFAULT)]
+    #[arg(long, default_value_t = kith_storage::EVENTS_BYTES_KEPT_DEFAULT, env = "KITH_EVENTS_BYTES_KEPT")]
     events_bytes_kept: u64,
     /// Ledger hashes kept for lookups by index.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "KITH_LEDGER_KEPT")]
     ledger_kept: u64,
     /// Messages each chat room keeps; older ones are dropped (the leader's setting applies).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "KITH_ROOM_MESSAGES_KEPT")]
     room_messages_kept: u64,
     /// Chat rooms the cluster may hold (the leader's setting applies); deleting a room frees
     /// its slot.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "KITH_ROOMS_MAX")]
     rooms_max: u64,
     /// Storage quota in bytes: past it, writes that add data answer 507 `quota_exceeded`
     /// while deletes and reads go on. Default: 2 GiB (etcd's default quota), or half the
     /// data directory's file system if that is smaller.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..), env = "KITH_QUOTA_BYTES")]
     quota_bytes: Option<u64>,
     /// Seconds completed and cancelled jobs (and their idempotency keys) are kept.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, default_value_t = 3600, env = "KITH_JOB_RETENTION")]
     job_retention: u64,
     /// Exit when the parent process exits (used by `kith dev` so no child outlives it).
     #[arg(long, hide = true)]
@@ -102,30 +118,31 @@ pub struct ServeArgs {
     #[arg(long, hide = true)]
     enable_fault_injection: bool,
     /// Copies of each file chunk (capped by the member count).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9), env = "KITH_FILE_REPLICAS")]
     file_replicas: u64,
     /// Size of the chunks uploads are cut into, in bytes.
     #[arg(long, default_value_t = kith_core::files::CHUNK_BYTES_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(4096..=kith_core::files::CHUNK_BYTES_MAX as i64))]
+          value_parser = clap::value_parser!(u32).range(4096..=kith_core::files::CHUNK_BYTES_MAX as i64),
+          env = "KITH_FILE_CHUNK_BYTES")]
     file_chunk_bytes: u32,
     /// Largest file an upload may carry, in bytes.
-    #[arg(long, default_value_t = kith_core::files::FILE_BYTES_MAX_DEFAULT)]
+    #[arg(long, default_value_t = kith_core::files::FILE_BYTES_MAX_DEFAULT, env = "KITH_FILE_BYTES_MAX")]
     file_bytes_max: u64,
     /// Seconds an unreferenced chunk is kept before garbage collection deletes it.
-    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..), env = "KITH_FILE_GC_GRACE_S")]
     file_gc_grace_s: u64,
     /// Seconds a member may fail every request before its chunks are copied elsewhere.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "KITH_FILE_DOWN_AFTER_S")]
     file_down_after_s: u64,
     /// Milliseconds between repair and garbage-collection passes.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..), env = "KITH_FILE_REPAIR_INTERVAL_MS")]
     file_repair_interval_ms: u64,
     /// Bytes per second the scrubber re-hashes (0 turns it off).
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, default_value_t = 4 * 1024 * 1024, env = "KITH_FILE_SCRUB_BYTES_PER_S")]
     file_scrub_bytes_per_s: u64,
     /// How log lines are written to stderr: `text` for people, `json` (one object per line,
     /// with `timestamp`, `level`, `fields.message`, `target`) for log collectors.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KITH_LOG_FORMAT")]
     log_format: LogFormat,
 }
 

@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod bench;
 mod browser;
+mod config;
 mod durability;
 mod failover;
 mod fault;
