@@ -92,6 +92,9 @@ pub struct Health {
     /// This node's links to the other members, as its last messages found them.
     #[serde(default)]
     pub links: Vec<crate::peer::links::LinkStatus>,
+    /// The kith version this node runs (empty from a node too old to say).
+    #[serde(default)]
+    pub version: String,
 }
 
 /// One member in `/v1/cluster`.
@@ -118,6 +121,8 @@ pub struct MemberStatus {
     pub quota: Option<crate::quota::QuotaUsage>,
     /// The member's links to the others, as its last messages found them.
     pub links: Option<Vec<crate::peer::links::LinkStatus>>,
+    /// The kith version the member runs (a rolling upgrade shows two).
+    pub version: Option<String>,
     /// Highest log index the leader knows this member has (leader's view).
     pub match_index: Option<u64>,
     /// Entries this member is behind the leader's log.
@@ -538,6 +543,7 @@ impl Node {
                 .filter(|(id, _)| **id != self.config.id)
                 .map(|(_, n)| n.addr.clone())
                 .collect::<Vec<_>>()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
 
@@ -656,6 +662,7 @@ impl Node {
                     file_chunk_bytes: report.as_ref().map(|h| h.file_chunk_bytes),
                     quota: report.as_ref().map(|h| h.quota),
                     links: report.as_ref().map(|h| h.links.clone()),
+                    version: report.as_ref().map(|h| h.version.clone()),
                     match_index,
                     lag: match_index.map(|i| leader_last.saturating_sub(i)),
                 }

@@ -367,7 +367,7 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                 }
                 _ => "-".to_owned(),
             };
-            let rows: Vec<[String; 9]> = members
+            let rows: Vec<[String; 10]> = members
                 .iter()
                 .map(|m| {
                     [
@@ -389,12 +389,14 @@ pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
                         opt(&m["applied_index"]),
                         opt(&m["lag"]),
                         quota(&m["quota"]),
+                        opt(&m["version"]),
                     ]
                 })
                 .collect();
             print_table(
                 &[
                     "ID", "ADDRESS", "MEMBER", "ROLE", "TERM", "COMMIT", "APPLIED", "LAG", "QUOTA",
+                    "VERSION",
                 ],
                 &rows,
             );

@@ -1,7 +1,8 @@
 //! The probes a load balancer or Kubernetes uses: `/livez` answers while the process serves;
 //! `/readyz` answers 200 only while the node knows a leader (and has applied what it saw
 //! committed, and is within its quota: the quota case is in quota.rs), and says which
-//! check failed otherwise. And the logs a collector reads: `--log-format json`.
+//! check failed otherwise. And what an operator reads: `--log-format json` logs, and
+//! `kith cluster status` with each node's version, quota use and alarm.
 
 use std::time::Duration;
 
@@ -98,4 +99,38 @@ async fn log_format_json_writes_one_json_object_per_line() {
         count += 1;
     }
     assert!(count > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_status_shows_each_nodes_version_quota_and_alarm() {
+    let cluster = TestCluster::start(3, &[]);
+    cluster.wait_for_leader(&[1, 2, 3], WITHIN).await;
+    let status = |output: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kith"))
+            .args(["cluster", "status", "-o", output, "--endpoints"])
+            .arg(cluster.endpoints())
+            .env_remove("KITH_PROFILE")
+            .output()
+            .expect("run kith cluster status")
+    };
+    // Every node reachable, each with its version and quota (wait: a node may still be
+    // starting to answer its peers).
+    let json: Value = wait_until("every member's report", WITHIN, || async {
+        let out = status("json");
+        let json: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let members = json["members"].as_array()?;
+        (members.len() == 3 && members.iter().all(|m| m["reachable"] == true)).then_some(json)
+    })
+    .await;
+    for m in json["members"].as_array().unwrap() {
+        assert_eq!(m["version"], env!("CARGO_PKG_VERSION"), "{m}");
+        assert!(m["quota"]["quota_bytes"].as_u64().unwrap() > 0, "{m}");
+        assert_eq!(m["quota"]["exceeded"], false, "{m}");
+    }
+    let table = String::from_utf8(status("table").stdout).expect("UTF-8");
+    assert!(
+        table.contains("VERSION") && table.contains("QUOTA"),
+        "{table}"
+    );
+    assert!(table.contains(env!("CARGO_PKG_VERSION")), "{table}");
 }
