@@ -15,6 +15,7 @@
 //!   mounts them;
 //! - [`access`]: every public route's access rule and the token check;
 //!   [`tokens`]: creating, listing and revoking tokens, and the login cookie;
+//! - [`backup`]: `/v1/backup`, a consistent copy of the state streamed to the client;
 //! - [`error`]: every error a client can see, mapped to an HTTP status in one place.
 //!
 //! Refuses: consensus, storage and forwarding decisions (that is `kith-node`). Nothing here
@@ -22,6 +23,7 @@
 //! [`kith_node::Node::read`], which runs the read's barrier first.
 
 pub mod access;
+pub mod backup;
 pub mod cluster;
 pub mod dev;
 pub mod error;

@@ -16,7 +16,7 @@ use axum::Router;
 
 use crate::access::{Name, RouteRule, Routes, Rule};
 use crate::error::ApiError;
-use crate::{cluster, dev, jobs, kv, metrics, rooms, tokens, watch, web};
+use crate::{backup, cluster, dev, jobs, kv, metrics, rooms, tokens, watch, web};
 use kith_node::Node;
 
 type Shared = State<Arc<Node>>;
@@ -100,6 +100,7 @@ fn counted_routes() -> Routes {
         .get("/v1/dev", Rule::Monitor, dev::status)
         .get("/v1/dev/log", Rule::Monitor, dev::log)
         .post("/v1/dev/nodes/{id}/{action}", Rule::Admin, dev::act)
+        .get("/v1/backup", Rule::Admin, backup::backup)
         .get("/v1/tokens", Rule::Admin, tokens::list)
         .post("/v1/tokens", Rule::Admin, tokens::create)
         .delete("/v1/tokens/{id}", Rule::Admin, tokens::revoke)

@@ -10,6 +10,7 @@
 //!
 //! Refuses: knowing cluster internals; it speaks only the public `/v1` API.
 
+mod backup;
 mod chat;
 mod files;
 mod jobs;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use backup::BackupSaved;
 pub use chat::{ChatMessage, RoomEvent};
 pub use files::{
     ByteRange, Download, DownloadOptions, FilePage, FileStat, Progress, UploadOptions, UploadSource,

@@ -15,6 +15,8 @@
 //!   (`snapshot.recv`) and checked whole ([`verify_snapshot`]) before Raft may install it.
 //! - [`ChunkStore`]: the file chunks this node holds (`chunks/`), one durable file per
 //!   chunk, named and verified by its BLAKE3 hash.
+//! - [`backup`]: a backup (the snapshot format, from one read transaction) and a restore
+//!   that makes a new cluster member's data directory from one.
 //! - [`open`]: a node's log and state machine, linked, with the [`LogGate`] its peer
 //!   transport needs (`durability`: the leader's overlapped fsync and its gates).
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
@@ -27,6 +29,7 @@
 //! The log and the state apart, so that log appends and state-machine applies, which
 //! openraft runs concurrently, never queue behind each other.
 
+pub mod backup;
 mod chunk_store;
 mod codec;
 mod durability;

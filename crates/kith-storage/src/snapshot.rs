@@ -303,7 +303,27 @@ fn publish(dir: &Path, tmp: File) -> Result<(), StoreError> {
 /// Writes the state as `txn` sees it to `snapshot.bin` (crash-safely), carrying `meta`.
 fn save_copy(dir: &Path, txn: &ReadTransaction, meta: &Meta) -> Result<(), StoreError> {
     let tmp = File::create(dir.join(SNAPSHOT_TMP_FILE)).map_err(StoreError::Io)?;
-    let mut w = Writer::new(BufWriter::new(tmp))?;
+    let tmp = write_copy(BufWriter::new(tmp), txn, meta)?
+        .into_inner()
+        .map_err(|e| StoreError::Io(e.into_error()))?;
+    let bytes = file_len(&tmp)?;
+    if bytes > SNAPSHOT_BYTES_MAX {
+        tracing::warn!(
+            bytes,
+            bytes_max = SNAPSHOT_BYTES_MAX,
+            "the snapshot is larger than a peer accepts; a follower behind the log cannot catch up"
+        );
+    }
+    publish(dir, tmp)
+}
+
+/// Writes the state as `txn` sees it to `out` in the snapshot format, carrying `meta`.
+pub(crate) fn write_copy<W: Write>(
+    out: W,
+    txn: &ReadTransaction,
+    meta: &Meta,
+) -> Result<W, StoreError> {
+    let mut w = Writer::new(out)?;
     w.record(&Record::Meta(meta.clone()))?;
     let m = txn.open_table(META)?;
     w.record(&Record::Head(Head {
@@ -352,19 +372,50 @@ fn save_copy(dir: &Path, txn: &ReadTransaction, meta: &Meta) -> Result<(), Store
             .map_err(|_| StoreError::Io(std::io::Error::other("ledger hash is not 32 bytes")))?;
         w.record(&Record::Ledger(index.value(), hash))?;
     }
-    let tmp = w
+    w.finish()
+}
+
+/// Checks that the file at `path` is a whole snapshot, whatever it carries; returns its
+/// meta and its kv revision. Writes nothing.
+pub(crate) fn verify_any(path: &Path) -> Result<(Meta, u64), StoreError> {
+    let file = File::open(path).map_err(StoreError::Io)?;
+    let len = file_len(&file)?;
+    let mut reader = Reader::open(BufReader::new(file), len)?;
+    let (meta, head) = read_records(&mut reader, None, |_| Ok(()))?;
+    reader.finish()?;
+    Ok((meta, head.kv_meta.revision))
+}
+
+/// Copies the snapshot file at `from` to `to` with `meta` in place of its own, checking
+/// the source's checksum on the way; every other record is copied as it is.
+pub(crate) fn copy_with_meta(from: &Path, to: &Path, meta: &Meta) -> Result<(), StoreError> {
+    let file = File::open(from).map_err(StoreError::Io)?;
+    let len = file_len(&file)?;
+    let mut reader = Reader::open(BufReader::new(file), len)?;
+    let out = File::create(to).map_err(StoreError::Io)?;
+    let mut w = Writer::new(BufWriter::new(out))?;
+    w.record(&Record::Meta(meta.clone()))?;
+    let Record::Meta(_) = reader.next()? else {
+        return Err(invalid("the first record is not the snapshot's metadata"));
+    };
+    let head = reader.next()?;
+    if !matches!(head, Record::Head(_)) {
+        return Err(invalid("the second record is not the snapshot's head"));
+    }
+    w.record(&head)?;
+    loop {
+        match reader.next()? {
+            Record::End => break,
+            Record::Meta(_) | Record::Head(_) => return Err(invalid("a second meta or head")),
+            record => w.record(&record)?,
+        }
+    }
+    reader.finish()?;
+    let out = w
         .finish()?
         .into_inner()
         .map_err(|e| StoreError::Io(e.into_error()))?;
-    let bytes = file_len(&tmp)?;
-    if bytes > SNAPSHOT_BYTES_MAX {
-        tracing::warn!(
-            bytes,
-            bytes_max = SNAPSHOT_BYTES_MAX,
-            "the snapshot is larger than a peer accepts; a follower behind the log cannot catch up"
-        );
-    }
-    publish(dir, tmp)
+    out.sync_all().map_err(StoreError::Io)
 }
 
 /// Opens `snapshot.bin` as openraft's snapshot data.

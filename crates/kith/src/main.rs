@@ -1,7 +1,7 @@
 //! `kith`: the one binary. `serve` runs a node, `dev` runs a local cluster, and the other
 //! subcommands are clients of a running cluster.
 //!
-//! Modules: [`serve`] (one node), [`config`] (`kith serve --config FILE` and its precedence), [`init`] (certificates for a cluster with TLS), [`dev`] (the local-cluster supervisor), [`commands`] (the
+//! Modules: [`serve`] (one node), [`backup`] (`kith backup` and `kith restore`), [`config`] (`kith serve --config FILE` and its precedence), [`init`] (certificates for a cluster with TLS), [`dev`] (the local-cluster supervisor), [`commands`] (the
 //! client subcommands and their table/json output), [`chat`] (the terminal chat client),
 //! [`worker`] (`kith worker`, which runs jobs), [`files`] (`kith files`, transfers with
 //! progress bars), [`out`] (standard output that ends quietly when its reader goes).
@@ -9,6 +9,7 @@
 #[macro_use]
 mod out;
 
+mod backup;
 mod chat;
 mod commands;
 mod config;
@@ -65,6 +66,10 @@ enum Top {
     Files(files::FilesArgs),
     /// Client tokens: create, ls, revoke.
     Token(commands::TokenArgs),
+    /// Save a consistent copy of the cluster's state to FILE.
+    Backup(backup::BackupArgs),
+    /// Make a new cluster member's data directory from a backup (once per member).
+    Restore(backup::RestoreArgs),
     /// Load generator for kith (or etcd): throughput, latency percentiles, errors.
     Bench(kith_bench::BenchArgs),
 }
@@ -99,6 +104,8 @@ fn main() -> std::process::ExitCode {
             Top::Worker(args) => worker::run(args).await,
             Top::Files(args) => files::run(args).await,
             Top::Token(args) => commands::token(args).await,
+            Top::Backup(args) => backup::backup(args).await,
+            Top::Restore(args) => backup::restore(args).await,
             Top::Bench(args) => kith_bench::run(args).await.map(drop).map_err(Into::into),
         }
     });
