@@ -19,8 +19,8 @@ use std::io::BufWriter;
 use std::path::Path;
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use redb::ReadableDatabase;
 use openraft::{BasicNode, LogId, Membership, SnapshotMeta, StoredMembership};
+use redb::ReadableDatabase;
 
 use crate::state::tables::{meta_get, KEY_KV_META, KEY_LAST_APPLIED, KEY_MEMBERSHIP, META};
 use crate::{snapshot, StateReader, StoreConfig, StoreError};
@@ -46,8 +46,7 @@ impl StateReader {
         let txn = self.db.begin_read()?;
         let (last_applied, membership, kv) = {
             let meta = txn.open_table(META)?;
-            let last_applied: Option<LogId<NodeId>> =
-                meta_get(&meta, KEY_LAST_APPLIED)?.flatten();
+            let last_applied: Option<LogId<NodeId>> = meta_get(&meta, KEY_LAST_APPLIED)?.flatten();
             let membership: StoredMembership<NodeId, BasicNode> =
                 meta_get(&meta, KEY_MEMBERSHIP)?.unwrap_or_default();
             let kv: KvMeta = meta_get(&meta, KEY_KV_META)?.unwrap_or_default();
@@ -93,11 +92,14 @@ pub fn verify_backup(path: &Path) -> Result<BackupPoint, StoreError> {
 pub async fn restore(
     backup: &Path,
     dir: &Path,
+    id: NodeId,
     members: BTreeMap<NodeId, BasicNode>,
 ) -> Result<BackupPoint, StoreError> {
     let refuse = |message: String| StoreError::InvalidSnapshot(message);
     if members.is_empty() {
-        return Err(refuse("a restored cluster needs at least one member".into()));
+        return Err(refuse(
+            "a restored cluster needs at least one member".into(),
+        ));
     }
     let (meta, revision) = snapshot::verify_any(backup)?;
     let point = BackupPoint {
@@ -106,7 +108,9 @@ pub async fn restore(
         revision,
     };
     let Some(last_log_id) = meta.last_log_id else {
-        return Err(refuse("the backup holds no history (taken before any write)".into()));
+        return Err(refuse(
+            "the backup holds no history (taken before any write)".into(),
+        ));
     };
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
@@ -121,7 +125,7 @@ pub async fn restore(
         Err(e) => return Err(StoreError::Io(e)),
     }
     let existed = dir.exists();
-    let result = restore_into(backup, dir, last_log_id, members).await;
+    let result = restore_into(backup, dir, id, last_log_id, members).await;
     if result.is_err() {
         // Leave nothing half made: the directory as it was (absent, or empty).
         let _ = std::fs::remove_dir_all(dir);
@@ -135,6 +139,7 @@ pub async fn restore(
 async fn restore_into(
     backup: &Path,
     dir: &Path,
+    id: NodeId,
     last_log_id: LogId<NodeId>,
     members: BTreeMap<NodeId, BasicNode>,
 ) -> Result<(), StoreError> {
@@ -148,7 +153,10 @@ async fn restore_into(
             Some(last_log_id),
             Membership::new(vec![voters], members),
         ),
-        snapshot_id: format!("restore-{}-{}", last_log_id.leader_id.term, last_log_id.index),
+        snapshot_id: format!(
+            "restore-{}-{}",
+            last_log_id.leader_id.term, last_log_id.index
+        ),
     };
     let staged = dir.join(RESTORE_FILE);
     snapshot::copy_with_meta(backup, &staged, &meta)?;
@@ -160,10 +168,16 @@ async fn restore_into(
         .install_snapshot(&meta, Box::new(file))
         .await
         .map_err(|e| StoreError::InvalidSnapshot(e.to_string()))?;
-    // An empty log that starts after the backup's last entry.
-    log.purge(last_log_id)
+    // An empty log that starts after the backup's last entry, and a vote in that entry's
+    // term: the new cluster's first election is in a later term, so its leader's entries
+    // sort after the backup's (a leader of the backup's own term, elected afresh, could
+    // otherwise be older than the leader that wrote the backup's last entry).
+    let failed =
+        |e: openraft::StorageError<NodeId>| StoreError::Io(std::io::Error::other(e.to_string()));
+    log.purge(last_log_id).await.map_err(failed)?;
+    log.save_vote(&openraft::Vote::new(last_log_id.leader_id.term, id))
         .await
-        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        .map_err(failed)?;
     std::fs::remove_file(&staged).map_err(StoreError::Io)?;
     crate::wal::sync_dir(dir)
 }

@@ -57,7 +57,10 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     }
     let client = args.common.client()?;
     if args.file.exists() {
-        bail!("{} exists; a backup never overwrites a file", args.file.display());
+        bail!(
+            "{} exists; a backup never overwrites a file",
+            args.file.display()
+        );
     }
     let mut tmp_name = args.file.clone().into_os_string();
     tmp_name.push(".tmp");
@@ -149,7 +152,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     };
     let addr = me.addr.clone();
     let count = peers.len();
-    let point = kith_storage::backup::restore(&args.file, &args.data, peers)
+    let point = kith_storage::backup::restore(&args.file, &args.data, args.id, peers)
         .await
         .with_context(|| format!("restore {}", args.file.display()))?;
     outln!(

@@ -2,75 +2,9 @@
 //! environment variables, with a flag beating its variable beating the file; a key that is
 //! no flag stops the node before it starts, naming the key.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use serde_json::Value;
-
-use crate::harness::{free_port, wait_until};
-
-const WITHIN: Duration = Duration::from_secs(30);
-
-/// A `kith serve` process, killed when dropped.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `kith serve ARGS` with `env`, and no other `KITH_*` variable of this process.
-fn serve(args: &[&str], env: &[(&str, String)], log: &Path) -> Node {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kith"));
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("KITH_") {
-            command.env_remove(name);
-        }
-    }
-    let log = std::fs::File::create(log).expect("log file");
-    let child = command
-        .arg("serve")
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start kith serve");
-    Node(child)
-}
-
-fn http() -> reqwest::Client {
-    kith_client::tls::install_default_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-}
-
-/// Waits until a node answers on `port` as the leader of its one-member cluster.
-async fn leads_on(port: u16) {
-    let http = http();
-    wait_until(&format!("a leader on port {port}"), WITHIN, || {
-        let http = http.clone();
-        async move {
-            let health: Value = http
-                .get(format!("http://127.0.0.1:{port}/v1/health"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (health["role"] == "leader").then_some(())
-        }
-    })
-    .await;
-}
+use crate::harness::{free_port, http, leads_on, serve};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_starts_from_a_config_file_alone_and_serves() {

@@ -3,6 +3,8 @@
 //! supervisor the tests and the fault suite share), with the tests' conveniences and
 //! panics instead of errors. Every wait polls a condition against a deadline.
 
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kith_client::{Client, Consistency};
@@ -204,3 +206,65 @@ impl Drop for TestCluster {
         // Dropping `inner` kills every node.
     }
 }
+
+/// A `kith serve` process, killed when dropped.
+pub struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `kith serve ARGS` with `env`, and no other `KITH_*` variable of this process.
+pub fn serve(args: &[&str], env: &[(&str, String)], log: &Path) -> Node {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kith"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("KITH_") {
+            command.env_remove(name);
+        }
+    }
+    let log = std::fs::File::create(log).expect("log file");
+    let child = command
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start kith serve");
+    Node(child)
+}
+
+pub fn http() -> reqwest::Client {
+    kith_client::tls::install_default_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+}
+
+/// Waits until a node answers on `port` as the leader of its one-member cluster.
+pub async fn leads_on(port: u16) {
+    let http = http();
+    wait_until(&format!("a leader on port {port}"), SERVE_WITHIN, || {
+        let http = http.clone();
+        async move {
+            let health: Value = http
+                .get(format!("http://127.0.0.1:{port}/v1/health"))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (health["role"] == "leader").then_some(())
+        }
+    })
+    .await;
+}
+
+const SERVE_WITHIN: Duration = Duration::from_secs(30);

@@ -1,6 +1,7 @@
 //! Cluster tests: real `kith serve` processes on 127.0.0.1, killed and restarted for real.
 
 mod auth;
+mod backup;
 mod bad_input;
 mod bench;
 mod browser;
