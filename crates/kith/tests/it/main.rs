@@ -23,6 +23,7 @@ mod membership;
 mod probes;
 mod quota;
 mod reads;
+mod recover;
 mod rooms;
 mod routing;
 mod snapshot;
