@@ -122,8 +122,14 @@ impl PeerTransport {
             message,
         };
         kith_client::tls::install_default_provider();
+        let mut protocol = reqwest::header::HeaderMap::new();
+        protocol.insert(
+            super::protocol::PROTOCOL_HEADER,
+            reqwest::header::HeaderValue::from(super::protocol::protocol_version()),
+        );
         let mut builder = reqwest::Client::builder()
             .no_proxy()
+            .default_headers(protocol)
             .http1_only()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -543,7 +549,7 @@ impl PeerConnection {
         let failure = match &outcome {
             Err(e) => Some(e.to_string()),
             // The peer answered but will not take part: it does not admit this node (403),
-            // or it is cut off or overloaded (503).
+            // it is cut off or overloaded (503), or it refused for another reason.
             Ok((status, _)) if *status == hyper::StatusCode::FORBIDDEN => Some(format!(
                 "{}: refused (403): not a member in its view",
                 self.addr
@@ -551,6 +557,12 @@ impl PeerConnection {
             Ok((status, _)) if *status == hyper::StatusCode::SERVICE_UNAVAILABLE => {
                 Some(format!("{}: unavailable (503)", self.addr))
             }
+            // Any other refusal says why in its body (426: another protocol version).
+            Ok((status, bytes)) if !status.is_success() => Some(format!(
+                "{}: refused ({status}): {}",
+                self.addr,
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            )),
             Ok(_) => None,
         };
         self.transport.links.note(
@@ -626,6 +638,10 @@ impl PeerConnection {
         headers.insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static(POSTCARD),
+        );
+        headers.insert(
+            super::protocol::PROTOCOL_HEADER,
+            hyper::header::HeaderValue::from(super::protocol::protocol_version()),
         );
         request
     }

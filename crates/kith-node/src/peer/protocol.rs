@@ -31,6 +31,36 @@ use kith_core::{Command, NodeId, Response};
 
 use crate::NodeConfig;
 
+/// The header every peer request carries: the sender's peer protocol version.
+pub const PROTOCOL_HEADER: &str = "kith-protocol";
+/// The peer protocol this build speaks: the routes under `/internal`, their postcard
+/// bodies, and the meaning of both. A change a node of the previous version would misread is
+/// a new version. Nodes talk only to nodes of their own version (`server::members_only`
+/// refuses the rest with 426, naming both), so a rolling upgrade across versions needs the
+/// cluster to pass through a build that speaks both, or a restore into a new cluster.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// What a request without the header speaks: builds before the header spoke version 1.
+pub const PROTOCOL_VERSION_UNMARKED: u32 = 1;
+
+/// The version this node claims: [`PROTOCOL_VERSION`], or in a `test-hooks` build
+/// `KITH_TEST_PROTOCOL_VERSION` (how a test plays a node of another version).
+pub fn protocol_version() -> u32 {
+    #[cfg(feature = "test-hooks")]
+    {
+        static CLAIMED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        *CLAIMED.get_or_init(|| {
+            std::env::var("KITH_TEST_PROTOCOL_VERSION")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(PROTOCOL_VERSION)
+        })
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        PROTOCOL_VERSION
+    }
+}
+
 /// Encoded bytes a proposal holds besides its one large field (a value, a job payload, a
 /// file's chunk list): a key (at most `KEY_BYTES_MAX`, 4 KiB), names, a path, a content type,
 /// integers and enum tags. Commands without a large field (a job's result is at most 64 KiB)

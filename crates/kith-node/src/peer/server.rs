@@ -138,6 +138,23 @@ pub async fn members_only(
     if !path.starts_with("/internal") || (path == route::FAULTS && node.config.fault_injection) {
         return next.run(request).await;
     }
+    let ours = super::protocol::protocol_version();
+    let theirs = match request.headers().get(super::protocol::PROTOCOL_HEADER) {
+        None => Some(super::protocol::PROTOCOL_VERSION_UNMARKED),
+        Some(v) => v.to_str().ok().and_then(|v| v.parse::<u32>().ok()),
+    };
+    if theirs != Some(ours) {
+        let theirs = theirs.map_or_else(|| "an unreadable".to_owned(), |v| v.to_string());
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, format!("kith-protocol/{ours}"))],
+            format!(
+                "the peer speaks kith peer protocol {theirs}; this node speaks {ours}: run one \
+                 kith version on every member"
+            ),
+        )
+            .into_response();
+    }
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()

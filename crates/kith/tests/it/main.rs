@@ -21,6 +21,7 @@ mod ledger;
 mod lifecycle;
 mod membership;
 mod probes;
+mod protocol;
 mod quota;
 mod reads;
 mod recover;
