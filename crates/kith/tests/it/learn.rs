@@ -2,10 +2,12 @@
 //! its experiment and the page shows evidence this test checks against the cluster itself:
 //! messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged
 //! writes lost; lag 0 after a cut-off node is healed; every node committing the page's writes
-//! with logs that agree; every node serving its share of a burst of reads; a file downloaded
+//! with logs that agree; every node serving its share of a burst of reads, and `kith dev`'s
+//! workers sharing a burst of jobs; a 64-tile puzzle solved by one worker, then faster by
+//! three real worker processes, each tile coloured by its maker; a file downloaded
 //! intact with one of its three holders dead; the tampered replica named; four voters after a
-//! node is added. A node not started by `kith dev` has no lessons. Screenshot kept as
-//! `target/artifacts/learn.png`.
+//! node is added. A node not started by `kith dev` has no lessons. Screenshots kept as
+//! `target/artifacts/learn.png` and `learn-puzzle.png`.
 //!
 //! Drives Debian's `chromium` through `chromedriver` (WebDriver, via fantoccini), like
 //! `browser.rs`; without them this test fails loudly rather than pretending to pass.
@@ -396,6 +398,76 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         number(&load["least"]) >= 90,
         "every node served its share: {text}"
     );
+    // ... and beside it, the jobs each of kith dev's workers finished.
+    assert_eq!(load["jobs"], "30", "{text}");
+    assert!(
+        number(&load["workers"]) >= 2,
+        "workers shared the jobs: {text}"
+    );
+    let job_bars = page
+        .find_all(Locator::Css("#load-jobs .bar[data-worker]"))
+        .await
+        .expect("jobs per worker");
+    assert_eq!(job_bars.len() as u64, number(&load["workers"]), "{text}");
+    assert!(text.contains("worker-1 finished"), "{text}");
+
+    // Sharing processing: 64 tiles, one worker then three; three finish first.
+    let (puzzle, text) = run_lesson(&page, "puzzle").await;
+    assert_eq!(puzzle["done"], "ok", "the lesson failed: {text}");
+    assert_eq!(puzzle["tilesOne"], "64", "{text}");
+    assert_eq!(puzzle["tilesThree"], "64", "{text}");
+    assert_eq!(puzzle["workersOne"], "1", "{text}");
+    assert_eq!(puzzle["workersThree"], "3", "{text}");
+    assert!(
+        number(&puzzle["msThree"]) < number(&puzzle["msOne"]),
+        "three workers were faster: {text}"
+    );
+    let made: Value = page
+        .execute(
+            "return [...document.querySelectorAll('#puzzle-boards .board')]
+               .map((b) => [...new Set([...b.querySelectorAll('canvas.tile[data-worker]')]
+                 .map((t) => t.dataset.worker))].length);",
+            vec![],
+        )
+        .await
+        .expect("the boards' tiles");
+    assert_eq!(
+        made,
+        json!([1, 3]),
+        "tiles coloured by the worker that made them"
+    );
+    let painted = page
+        .find_all(Locator::Css("#puzzle-boards canvas.tile[data-worker]"))
+        .await
+        .expect("painted tiles");
+    assert_eq!(painted.len(), 128, "every tile of both boards is painted");
+    let png = page
+        .find(Locator::Id("lesson-puzzle"))
+        .await
+        .expect("the puzzle lesson")
+        .screenshot()
+        .await
+        .expect("screenshot");
+    std::fs::write(artifacts_dir().join("learn-puzzle.png"), png).expect("save screenshot");
+    // The workers stop when the lesson ends: a job put on a queue now stays ready.
+    let client = http();
+    let queued: Value = client
+        .post(format!("{}/v1/queues/learn-after/jobs", node(1)))
+        .json(&json!({"payload": {"tile": 0}}))
+        .send()
+        .await
+        .expect("enqueue")
+        .json()
+        .await
+        .expect("json");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let job = get_json(&format!("{}/v1/jobs/{}", node(1), queued["id"]))
+        .await
+        .expect("the job");
+    assert_eq!(
+        job["state"], "ready",
+        "no dev worker is left running: {job}"
+    );
 
     // Storage and redundancy: a file on three nodes downloads intact with one holder dead.
     let (store, text) = run_lesson(&page, "store").await;
@@ -460,6 +532,23 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         assert_eq!(r.status(), 400, "count={count}");
         let body: Value = r.json().await.expect("a JSON error");
         assert_eq!(body["error"]["code"], "bad_request");
+    }
+    for body in [
+        json!({"count": 5, "queue": "q"}),
+        json!({"count": 1}),
+        json!({"count": 1, "queue": "no spaces"}),
+        json!({"count": -1, "queue": "q"}),
+        json!({"count": 1, "queue": "q", "command": "rm"}),
+    ] {
+        let r = client
+            .post(format!("{}/v1/dev/workers", node(1)))
+            .json(&body)
+            .send()
+            .await
+            .expect("node 1 answers");
+        assert_eq!(r.status(), 400, "{body}");
+        let answer: Value = r.json().await.expect("a JSON error");
+        assert_eq!(answer["error"]["code"], "bad_request", "{body}");
     }
     let skip = client
         .post(format!("{}/v1/dev/nodes/7/add", node(1)))
