@@ -56,10 +56,17 @@ const MEANING = {
   catchup: "Time from healing the network until the node had every entry again.",
   committed: "How many entries this node knows are committed: stored by a majority, so they can never be undone.",
   agree: "Whether every node holds the same entry (same term) at every number they both have. Raft guarantees it for committed entries.",
-  rate: "Messages per second this node sent on this link, counted by the sender: heartbeats, new log entries, votes and forwarded writes together.",
+  rate: "Messages per second this node sent on this link, counted by the sender: heartbeats, new log entries, votes, forwarded writes and the rest together. The table below splits them by kind.",
+  appends: "Messages carrying new log entries: the leader sending the changes it has put in order, so every follower writes them down too.",
+  heartbeats: "Messages with no entries in them: the leader saying \"I am still here\" (and how far the log is agreed), many times a second. A follower that stops hearing them starts an election.",
+  votes: "Requests for a vote: a node that heard no heartbeat for a while asks the others to make it leader. Only during an election.",
+  snapshots: "Pieces of a snapshot: a copy of all the data at once, sent to a node so far behind that the log entries it misses were already thrown away.",
+  forwards: "Writes a follower received from a client and passed on to the leader, since only the leader may put changes in order.",
+  queries: "Other questions to the leader: how far the log is agreed before a read, how far each node has copied, or a change of members.",
+  chunks: "File pieces stored on, fetched from, or looked for on another node: how files are kept in three copies.",
+  link: "One direction between two nodes: the first sends, the second receives. Each node counts what it sends.",
   rest: "Messages per second the leader sent to all followers while nobody wrote: its heartbeats.",
   busy: "Messages per second the leader sent to all followers while the page wrote: heartbeats and new entries.",
-  forwarded: "Messages the follower sent to the leader while the page wrote through it: the writes it passed on.",
   chunks: "The pieces kith cut the file into. Each is stored, and checked by its fingerprint, on its own.",
   copies: "The fewest nodes holding any one chunk (and answering). Three copies mean two nodes can fail and the file is still there.",
   intact: "Whether the file downloaded with one holder dead was byte for byte the file uploaded.",
@@ -367,22 +374,40 @@ async function cutoffLesson(say) {
 
 let linkReading = null; // { at, counts: Map<"from>to", messages> } from the previous poll
 let linkRates = new Map(); // "from>to" → messages per second between the last two polls
+let kindRates = new Map(); // "from>to" → { kind: messages per second } between the last two polls
+/** The kinds of peer message each link counts, in the order the table shows them. */
+const KINDS = [["heartbeats", "heartbeats"], ["appends", "entries"], ["forwards", "forwarded writes"],
+  ["queries", "questions"], ["votes", "votes"], ["snapshots", "snapshot pieces"], ["chunks", "file chunks"]];
 
 /** Every directed link's message counter in a cluster answer, keyed "from>to". */
-function linkCounts(c) {
+function linkCounts(c, kind) {
   const idByAddr = new Map(c.members.map((m) => [m.addr, m.id]));
   const counts = new Map();
   for (const m of c.members) {
     for (const l of m.links ?? []) {
       const to = idByAddr.get(l.addr);
-      if (to !== undefined && l.messages !== undefined) counts.set(`${m.id}>${to}`, l.messages);
+      const n = kind ? l.kinds?.[kind] : l.messages;
+      if (to !== undefined && n !== undefined) counts.set(`${m.id}>${to}`, n);
     }
   }
   return counts;
 }
 
+/** Every directed link's counters by kind, keyed "from>to". */
+function linkKinds(c) {
+  const idByAddr = new Map(c.members.map((m) => [m.addr, m.id]));
+  const kinds = new Map();
+  for (const m of c.members) {
+    for (const l of m.links ?? []) {
+      const to = idByAddr.get(l.addr);
+      if (to !== undefined && l.kinds) kinds.set(`${m.id}>${to}`, l.kinds);
+    }
+  }
+  return kinds;
+}
+
 function noteLinkCounters(c) {
-  const reading = { at: performance.now(), counts: linkCounts(c) };
+  const reading = { at: performance.now(), counts: linkCounts(c), kinds: linkKinds(c) };
   // Readings taken moments apart (a lesson polls fast) would show noise, not a rate.
   if (linkReading && reading.at - linkReading.at < RATE_WINDOW_MS) {
     drawMap();
@@ -391,14 +416,43 @@ function noteLinkCounters(c) {
   if (linkReading) {
     const seconds = Math.max(0.001, (reading.at - linkReading.at) / 1000);
     linkRates = new Map();
+    kindRates = new Map();
     for (const [key, n] of reading.counts) {
       const before = linkReading.counts.get(key);
       // A restarted node starts counting from 0 again: no rate until the next reading.
-      if (before !== undefined && n >= before) linkRates.set(key, (n - before) / seconds);
+      if (before === undefined || n < before) continue;
+      linkRates.set(key, (n - before) / seconds);
+      const [now, then] = [reading.kinds.get(key), linkReading.kinds.get(key)];
+      if (now && then) {
+        kindRates.set(key, Object.fromEntries(KINDS.map(([k]) =>
+          [k, Math.max(0, (now[k] ?? 0) - (then[k] ?? 0)) / seconds])));
+      }
     }
   }
   linkReading = reading;
   drawMap();
+  drawKinds();
+}
+
+/** The table of messages per second on each link, by kind. */
+function drawKinds() {
+  const box = $("talk-kinds");
+  if (!box || !cluster) return;
+  const members = cluster.members;
+  const head = el("tr", {}, el("th", { scope: "col" }, "link", why("link")),
+    KINDS.map(([k, label]) => el("th", { scope: "col" }, label, why(k))));
+  const rows = [];
+  for (const a of members) {
+    for (const b of members) {
+      if (a.id === b.id) continue;
+      const key = `${a.id}>${b.id}`;
+      const rates = kindRates.get(key);
+      rows.push(el("tr", { "data-link": key }, el("th", { scope: "row" }, `${a.id} → ${b.id}`),
+        KINDS.map(([k]) => el("td", { "data-kind": k, class: rates?.[k] >= 0.5 ? "busy" : "" },
+          rates ? `${rates[k].toFixed(1)}/s` : "–"))));
+    }
+  }
+  box.replaceChildren(el("table", { class: "grid kinds" }, el("thead", {}, head), el("tbody", {}, rows)));
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -448,10 +502,13 @@ function drawMap() {
   map.replaceChildren(...parts);
 }
 
-/** Messages per second on each of `from`'s links to `to`, between two cluster readings. */
-function ratesBetween(first, second, seconds, pairs) {
-  const a = linkCounts(first);
-  const b = linkCounts(second);
+/**
+ * Messages per second (of `kind`, or of every kind) on the links `pairs` ([from, to]) between
+ * two cluster readings.
+ */
+function ratesBetween(first, second, seconds, pairs, kind) {
+  const a = linkCounts(first, kind);
+  const b = linkCounts(second, kind);
   let total = 0;
   for (const [from, to] of pairs) {
     const key = `${from}>${to}`;
@@ -473,7 +530,8 @@ async function talkLesson(say) {
   const second = await readCluster();
   const t1 = performance.now();
   const rest = ratesBetween(first, second, (t1 - t0) / 1000, out);
-  say(`At rest node ${leader}, the leader, sent ${rest.toFixed(1)} messages per second to its followers: heartbeats.`);
+  const restHeartbeats = ratesBetween(first, second, (t1 - t0) / 1000, out, "heartbeats");
+  say(`At rest node ${leader}, the leader, sent ${rest.toFixed(1)} messages per second to its followers, ${restHeartbeats.toFixed(1)} of them heartbeats.`);
   say(`Writing ${TALK_WRITES} keys through node ${via}, a follower…`);
   const prefix = `learn/talk/${runId()}/`;
   let acked = 0;
@@ -484,16 +542,20 @@ async function talkLesson(say) {
   const third = await readCluster();
   const t2 = performance.now();
   const busy = ratesBetween(second, third, (t2 - t1) / 1000, out);
-  const forwarded = Math.round(ratesBetween(second, third, 1, [[via, leader]]));
-  say(`While writing, the leader sent ${busy.toFixed(1)} messages per second, and node ${via} sent the leader ${forwarded} messages.`);
+  const busyAppends = ratesBetween(second, third, (t2 - t1) / 1000, out, "appends");
+  const forwarded = Math.round(ratesBetween(second, third, 1, [[via, leader]], "forwards"));
+  say(`While writing, the leader sent ${busy.toFixed(1)} messages per second, ${busyAppends.toFixed(1)} of them carrying entries, and node ${via} forwarded the leader ${forwarded} messages of writes.`);
   return {
-    ok: acked === TALK_WRITES && forwarded > 0,
+    ok: acked === TALK_WRITES && forwarded > 0 && restHeartbeats > 0 && busyAppends > 0,
     verdict: `Node ${via} passed the writes to node ${leader} in ${forwarded} messages; the leader sent them on to everyone.`,
     rows: [["leader's messages/s at rest", rest.toFixed(1), "rest"],
+      ["of which heartbeats", restHeartbeats.toFixed(1), "heartbeats"],
       ["leader's messages/s while writing", busy.toFixed(1), "busy"],
-      [`messages node ${via} sent the leader`, forwarded, "forwarded"],
+      ["of which carrying entries", busyAppends.toFixed(1), "appends"],
+      [`writes node ${via} forwarded to the leader, in messages`, forwarded, "forwards"],
       ["writes acknowledged", acked, "acked"]],
-    data: { leader, via, rest: rest.toFixed(1), busy: busy.toFixed(1), forwarded, acked },
+    data: { leader, via, rest: rest.toFixed(1), busy: busy.toFixed(1), forwarded, acked,
+      restHeartbeats: restHeartbeats.toFixed(1), busyAppends: busyAppends.toFixed(1) },
   };
 }
 
@@ -1057,7 +1119,7 @@ async function start() {
   for (const b of document.querySelectorAll("button.run")) {
     b.addEventListener("click", () => run(b.dataset.lesson));
   }
-  $("talk-map").after(el("p", { class: "legend" }, "The number on each arrow is messages per second from one node to another", why("rate"), "."));
+  $("talk-map").after(el("p", { class: "legend" }, "The number on each arrow is messages per second from one node to another", why("rate"), "; the table splits them by kind."));
   drawNow();
   await poll();
   setInterval(poll, POLL_MS * 2);

@@ -310,6 +310,47 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .await
         .expect("the map's links");
     assert_eq!(wires.len(), 6, "three nodes, two directions per pair");
+    // The same messages by kind: heartbeats at rest, entries while writing, and per link a
+    // row of rates by kind.
+    assert_ne!(talk["restHeartbeats"], "0.0", "{text}");
+    assert_ne!(talk["busyAppends"], "0.0", "{text}");
+    let kinds: Value = page
+        .execute(
+            "return [...document.querySelectorAll('#talk-kinds tr[data-link]')].map((r) =>
+               [r.dataset.link, r.querySelectorAll('td[data-kind]').length,
+                r.querySelector('td[data-kind=heartbeats]').textContent]);",
+            vec![],
+        )
+        .await
+        .expect("the table of kinds");
+    let kinds = kinds.as_array().expect("rows");
+    assert_eq!(kinds.len(), 6, "a row per link: {kinds:?}");
+    assert!(
+        kinds.iter().all(|r| r[1] == 7),
+        "seven kinds per link: {kinds:?}"
+    );
+    let leader = number(&talk["leader"]);
+    let beating = kinds
+        .iter()
+        .filter(|r| {
+            r[0].as_str()
+                .is_some_and(|l| l.starts_with(&format!("{leader}>")))
+                && r[2]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("/s") && t != "0.0/s")
+        })
+        .count();
+    assert_eq!(beating, 2, "the leader's links carry heartbeats: {kinds:?}");
+    let health = get_json(&format!("{}/v1/health", node(leader)))
+        .await
+        .expect("the leader answers");
+    let links = health["links"].as_array().expect("links");
+    assert!(
+        links
+            .iter()
+            .all(|l| l["kinds"]["heartbeats"].as_u64() > Some(0)),
+        "/v1/health counts heartbeats per link: {links:?}"
+    );
 
     // Fault tolerance, run from the keyboard: focus the button and press Enter.
     page.execute("document.getElementById('run-fault').focus();", vec![])
