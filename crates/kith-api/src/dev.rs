@@ -35,7 +35,7 @@ pub const WORKERS_MAX: u64 = 4;
 
 /// The actions the supervisor knows.
 /// `add` starts node `id` (the next one) and has it join the cluster; `tamper` restarts it
-/// with one ledger entry altered (binaries with test hooks only).
+/// with one ledger entry altered.
 pub const ACTIONS: [&str; 8] = [
     "kill", "pause", "resume", "restart", "isolate", "heal", "add", "tamper",
 ];

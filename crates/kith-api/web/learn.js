@@ -1037,7 +1037,7 @@ async function ledgerLesson(say) {
     say("Every fingerprint matches.");
     return {
       ok: false,
-      verdict: `All ${ids.length} nodes agree: this kith binary has no test hooks, so node ${id}'s copy was not altered (the cluster tests' build has them).`,
+      verdict: `All ${ids.length} nodes agree: node ${id}'s copy was not altered, or not yet at entry ${index}.`,
       rows: [["entry verified", index, "verified"], ["nodes agreeing", agreeing.length, "agreeing"]],
       data: { tampered: id, index, agreeing: agreeing.length, named: "none" },
     };

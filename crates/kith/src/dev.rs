@@ -10,9 +10,10 @@
 //! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal|add|tamper}` and passes that URL
 //! to its children (`--dev-control`). A node's `/v1/dev/…` routes forward there; nodes not
 //! started by `kith dev` have no such URL and refuse them with 403. `add` starts the next
-//! node with `--join` (plain clusters only); `tamper` restarts a node with the storage test
-//! hook that alters one ledger entry (effective only in binaries built with test hooks, as
-//! the cluster tests' are).
+//! node with `--join` (plain clusters only); `tamper` restarts a node with
+//! `--dev-tamper-ledger-index`, which alters one entry's bytes as the node hashes it into its
+//! ledger (a `kith serve` refuses that flag without `--dev-control`, so only the
+//! playground's nodes can be made to tamper).
 //!
 //! Workers: `POST /workers {"count":N,"queue":Q}` stops the workers it started before and
 //! starts N (at most [`WORKERS_MAX`]) `kith worker` processes on queue Q, named `worker-1`…,
@@ -47,8 +48,9 @@ use tokio::time::Instant;
 const NODES_MAX: u16 = 9;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// The storage test hook that alters one entry's bytes as the node hashes it into its ledger.
-const TAMPER_HOOK: &str = "KITH_TEST_CORRUPT_LEDGER_INDEX";
+/// The hidden `kith serve` flag that alters one entry's bytes as the node hashes it into its
+/// ledger; honoured only beside `--dev-control`.
+const TAMPER_FLAG: &str = "--dev-tamper-ledger-index";
 /// How far past its last log entry a tampered node's altered entry is.
 const TAMPER_AHEAD: u64 = 3;
 /// Most workers the playground runs at once.
@@ -132,14 +134,14 @@ struct Playground {
 type Workers = Arc<Mutex<Vec<Child>>>;
 
 fn spawn(exe: &std::path::Path, node: &mut DevNode) -> anyhow::Result<()> {
-    spawn_with_env(exe, node, &[])
+    spawn_with_args(exe, node, &[])
 }
 
-/// [`spawn`] with extra environment variables for this start only.
-fn spawn_with_env(
+/// [`spawn`] with extra arguments for this start only.
+fn spawn_with_args(
     exe: &std::path::Path,
     node: &mut DevNode,
-    env: &[(&str, String)],
+    extra: &[String],
 ) -> anyhow::Result<()> {
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -148,7 +150,7 @@ fn spawn_with_env(
         .with_context(|| format!("cannot open {}", node.log.display()))?;
     let child = Command::new(exe)
         .args(&node.args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -534,9 +536,8 @@ async fn playground_action(
                 if node.tls.is_some() {
                     bail!("tampering needs a plain `kith dev` (without --secure)");
                 }
-                // Restarts the node with the ledger test hook set a few entries past its log,
-                // so the next entries it applies extend its hash chain over altered bytes.
-                // Binaries built without test hooks ignore the variable.
+                // Restarts the node altering an entry a few past its log, so the next entries
+                // it applies extend its hash chain over altered bytes.
                 let client = kith_client::Client::with_tls(&[node.url.as_str()], None)?;
                 let health = client.health_of(&node.url).await?;
                 let last = health["last_log_index"].as_u64().context("no log index")?;
@@ -547,7 +548,7 @@ async fn playground_action(
                 if let Some(mut child) = node.child.take() {
                     child.wait().await?;
                 }
-                spawn_with_env(exe, node, &[(TAMPER_HOOK, index.to_string())])?;
+                spawn_with_args(exe, node, &[TAMPER_FLAG.into(), index.to_string()])?;
                 Ok("restarted with its ledger altered")
             }
             ("isolate" | "heal", Some(_)) => {

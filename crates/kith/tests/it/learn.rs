@@ -529,8 +529,9 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     )
     .await;
 
-    // Ledger: the page has one follower alter an entry (the test build has the storage hook)
-    // and names it by comparing every node's hash at the same entry.
+    // Ledger: the page has one follower alter an entry (kith dev restarts it with the hidden
+    // tamper flag, not the storage test hook, so an ordinary build does the same) and names it
+    // by comparing every node's hash at the same entry.
     let (ledger, text) = run_lesson(&page, "ledger").await;
     assert_eq!(ledger["done"], "ok", "the lesson failed: {text}");
     assert_eq!(ledger["named"], ledger["tampered"], "{text}");
@@ -642,6 +643,25 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .expect("measure the sidebar");
     assert_eq!(sticks_out, false, "a chat sidebar field overflows it");
     page.close().await.expect("close the browser");
+
+    // A node not started by `kith dev` cannot be told to tamper with its ledger.
+    let dir = tempfile::TempDir::new().expect("data dir");
+    let refused = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["serve", "--id", "1", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(dir.path())
+        .args(["--dev-tamper-ledger-index", "5"])
+        .output()
+        .expect("run kith serve");
+    assert!(
+        !refused.status.success(),
+        "an ordinary node refuses to tamper"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--dev-control"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // A node not started by `kith dev` has no lessons.
     let plain = TestCluster::start(1, &[]);
