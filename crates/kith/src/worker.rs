@@ -57,6 +57,8 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    // Read first: a parent that dies while this worker starts must still count as gone.
+    let parent = std::os::unix::process::parent_id();
     if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
         bail!("--concurrency must be 1 to {CONCURRENCY_MAX}");
     }
@@ -94,7 +96,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-        () = orphaned(args.exit_with_parent) => {}
+        () = orphaned(args.exit_with_parent, parent) => {}
     }
     eprintln!(
         "kith worker {name}: stopping; running jobs get {} s to finish",
@@ -113,18 +115,18 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves when the parent process has gone (this process was re-parented); never without
-/// `exit_with_parent`.
-async fn orphaned(exit_with_parent: bool) {
+/// Resolves when the parent process `parent` has gone: this process was re-parented (to
+/// init, or to a subreaper). Never without `exit_with_parent`.
+async fn orphaned(exit_with_parent: bool, parent: u32) {
     if !exit_with_parent {
         return std::future::pending().await;
     }
-    let parent = std::os::unix::process::parent_id();
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if std::os::unix::process::parent_id() != parent {
+        let now = std::os::unix::process::parent_id();
+        if now != parent || now == 1 {
             return;
         }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
