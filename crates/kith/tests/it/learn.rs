@@ -482,6 +482,12 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .await
         .expect("painted tiles");
     assert_eq!(painted.len(), 128, "every tile of both boards is painted");
+    page.execute(
+        "document.getElementById('lesson-puzzle').scrollIntoView();",
+        vec![],
+    )
+    .await
+    .expect("scroll to the puzzle");
     let png = page
         .find(Locator::Id("lesson-puzzle"))
         .await
