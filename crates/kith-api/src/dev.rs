@@ -1,6 +1,6 @@
 //! The playground routes: kill, pause, resume, restart, isolate, heal, add and tamper with a
-//! node from the dashboard and the lessons, and a node's newest log entries for the lessons
-//! page (`/v1/dev/log`). They exist only on nodes started by `kith dev` (which passes its
+//! node from the dashboard and the lessons, start or stop the supervisor's own workers
+//! (`/v1/dev/workers`), and a node's newest log entries for the lessons page (`/v1/dev/log`). They exist only on nodes started by `kith dev` (which passes its
 //! control URL); everywhere else they answer 403, so a production node can never be told to
 //! stop or cut itself off through its API.
 //!
@@ -30,9 +30,12 @@ pub const LOG_ENTRIES_MAX: u64 = 32;
 /// What `GET /v1/dev/log` lists without `?count=`.
 const LOG_ENTRIES_DEFAULT: u64 = 16;
 
+/// The most workers `POST /v1/dev/workers` asks `kith dev` for.
+pub const WORKERS_MAX: u64 = 4;
+
 /// The actions the supervisor knows.
 /// `add` starts node `id` (the next one) and has it join the cluster; `tamper` restarts it
-/// with one ledger entry altered (binaries with test hooks only).
+/// with one ledger entry altered.
 pub const ACTIONS: [&str; 8] = [
     "kill", "pause", "resume", "restart", "isolate", "heal", "add", "tamper",
 ];
@@ -76,25 +79,70 @@ pub async fn act(
             ACTIONS.join(", ")
         )));
     }
+    supervise(control, &format!("/nodes/{id}/{action}"), None).await
+}
+
+/// Passes a request on to the supervisor and its answer back.
+async fn supervise(
+    control: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Response, ApiError> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(15))
         .build()
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let answer = http
-        .post(format!("{control}/nodes/{id}/{action}"))
-        .send()
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "supervisor_unreachable",
-                format!("kith dev did not answer: {e}"),
-            )
-        })?;
+    let mut request = http.post(format!("{control}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let answer = request.send().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "supervisor_unreachable",
+            format!("kith dev did not answer: {e}"),
+        )
+    })?;
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let body: serde_json::Value = answer.json().await.unwrap_or(json!({}));
     Ok((status, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersBody {
+    count: u64,
+    queue: Option<String>,
+}
+
+/// `POST /v1/dev/workers {"count": N, "queue": Q}`: has `kith dev` stop the workers it
+/// started before and start N (0 to [`WORKERS_MAX`]) on queue Q, each a real `kith worker`
+/// process running the supervisor's own fixed job command. `count` 0 only stops them.
+pub async fn workers(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<WorkersBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Some(control) = &node.config.dev_control else {
+        return Err(forbidden());
+    };
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if body.count > WORKERS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "count must be 0 to {WORKERS_MAX}"
+        )));
+    }
+    if body.count > 0 {
+        let queue = body
+            .queue
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("give the queue the workers work on"))?;
+        kith_core::limits::validate_room(queue).map_err(|_| {
+            ApiError::bad_request("queue must be 1 to 64 letters, digits, '-', '_' or '.'")
+        })?;
+    }
+    let forwarded = json!({"count": body.count, "queue": body.queue});
+    supervise(control, "/workers", Some(forwarded)).await
 }
 
 #[derive(Deserialize)]

@@ -100,6 +100,7 @@ fn counted_routes() -> Routes {
         .get("/v1/dev", Rule::Monitor, dev::status)
         .get("/v1/dev/log", Rule::Monitor, dev::log)
         .post("/v1/dev/nodes/{id}/{action}", Rule::Admin, dev::act)
+        .post("/v1/dev/workers", Rule::Admin, dev::workers)
         .get("/v1/backup", Rule::Admin, backup::backup)
         .get("/v1/tokens", Rule::Admin, tokens::list)
         .post("/v1/tokens", Rule::Admin, tokens::create)

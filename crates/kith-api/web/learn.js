@@ -27,6 +27,14 @@ const JOIN_WAIT_MS = 60000;
 const NODES_MAX = 9; // what `kith dev` runs at most
 const RATE_WINDOW_MS = 900;
 const TALK_WRITES = 40;
+const PUZZLE_SIDE = 8; // tiles per row and per column: 64 jobs
+const TILE_PX = 16; // pixels per tile side, drawn in the browser
+const WORKER_COLOURS = ["#2458d6", "#0d7a4f", "#c45a00", "#b3261e"];
+const JOBS_WAIT_MS = 120000;
+const JOBS_POLL_MS = 250;
+const ENQUEUE_IN_FLIGHT = 4;
+const JOB_BURST = 30;
+const JOB_LIST_MAX = 500; // what GET /v1/jobs lists at most
 const TERM_COLOURS = ["#2458d6", "#0d7a4f", "#a15c00", "#6b4fbb", "#b3261e", "#00798c"];
 
 const $ = (id) => document.getElementById(id);
@@ -48,10 +56,17 @@ const MEANING = {
   catchup: "Time from healing the network until the node had every entry again.",
   committed: "How many entries this node knows are committed: stored by a majority, so they can never be undone.",
   agree: "Whether every node holds the same entry (same term) at every number they both have. Raft guarantees it for committed entries.",
-  rate: "Messages per second this node sent on this link, counted by the sender: heartbeats, new log entries, votes and forwarded writes together.",
+  rate: "Messages per second this node sent on this link, counted by the sender: heartbeats, new log entries, votes, forwarded writes and the rest together. The table below splits them by kind.",
+  appends: "Messages carrying new log entries: the leader sending the changes it has put in order, so every follower writes them down too.",
+  heartbeats: "Messages with no entries in them: the leader saying \"I am still here\" (and how far the log is agreed), many times a second. A follower that stops hearing them starts an election.",
+  votes: "Requests for a vote: a node that heard no heartbeat for a while asks the others to make it leader. Only during an election.",
+  snapshots: "Pieces of a snapshot: a copy of all the data at once, sent to a node so far behind that the log entries it misses were already thrown away.",
+  forwards: "Writes a follower received from a client and passed on to the leader, since only the leader may put changes in order.",
+  queries: "Other questions to the leader: how far the log is agreed before a read, how far each node has copied, or a change of members.",
+  chunks: "File pieces stored on, fetched from, or looked for on another node: how files are kept in three copies.",
+  link: "One direction between two nodes: the first sends, the second receives. Each node counts what it sends.",
   rest: "Messages per second the leader sent to all followers while nobody wrote: its heartbeats.",
   busy: "Messages per second the leader sent to all followers while the page wrote: heartbeats and new entries.",
-  forwarded: "Messages the follower sent to the leader while the page wrote through it: the writes it passed on.",
   chunks: "The pieces kith cut the file into. Each is stored, and checked by its fingerprint, on its own.",
   copies: "The fewest nodes holding any one chunk (and answering). Three copies mean two nodes can fail and the file is still there.",
   intact: "Whether the file downloaded with one holder dead was byte for byte the file uploaded.",
@@ -61,6 +76,12 @@ const MEANING = {
   share: "The smallest node's share of the burst against a perfectly fair share: 100% means exactly even.",
   voters: "Members whose vote counts: a change is committed once a majority of them stored it.",
   learner: "Whether the table showed the new node as a learner (copying, no vote) before it became a voter. A quick catch-up can make that moment too short to see.",
+  tiles: "Tiles whose job a worker finished. The puzzle is solved when all 64 are done.",
+  alone: "Time from putting the first tile on the queue until one worker had finished all of them.",
+  together: "Time from putting the first tile on the queue until three workers had finished all of them.",
+  speedup: "How many times faster three workers solved the puzzle than one. Three friends cannot be quite three times faster: taking each piece and saying it is done costs a little time too.",
+  madeby: "The workers that finished at least one tile. Each takes the next tile from the queue when it is free; nobody hands them out.",
+  jobs: "Jobs this worker finished during the burst. A worker takes the next job when it is done with the last, so busy workers and idle ones even out.",
   entry: "One change in the log, numbered in order. Its colour is the term it was written in; a solid box is committed, a hollow one only stored.",
 };
 
@@ -353,22 +374,40 @@ async function cutoffLesson(say) {
 
 let linkReading = null; // { at, counts: Map<"from>to", messages> } from the previous poll
 let linkRates = new Map(); // "from>to" → messages per second between the last two polls
+let kindRates = new Map(); // "from>to" → { kind: messages per second } between the last two polls
+/** The kinds of peer message each link counts, in the order the table shows them. */
+const KINDS = [["heartbeats", "heartbeats"], ["appends", "entries"], ["forwards", "forwarded writes"],
+  ["queries", "questions"], ["votes", "votes"], ["snapshots", "snapshot pieces"], ["chunks", "file chunks"]];
 
 /** Every directed link's message counter in a cluster answer, keyed "from>to". */
-function linkCounts(c) {
+function linkCounts(c, kind) {
   const idByAddr = new Map(c.members.map((m) => [m.addr, m.id]));
   const counts = new Map();
   for (const m of c.members) {
     for (const l of m.links ?? []) {
       const to = idByAddr.get(l.addr);
-      if (to !== undefined && l.messages !== undefined) counts.set(`${m.id}>${to}`, l.messages);
+      const n = kind ? l.kinds?.[kind] : l.messages;
+      if (to !== undefined && n !== undefined) counts.set(`${m.id}>${to}`, n);
     }
   }
   return counts;
 }
 
+/** Every directed link's counters by kind, keyed "from>to". */
+function linkKinds(c) {
+  const idByAddr = new Map(c.members.map((m) => [m.addr, m.id]));
+  const kinds = new Map();
+  for (const m of c.members) {
+    for (const l of m.links ?? []) {
+      const to = idByAddr.get(l.addr);
+      if (to !== undefined && l.kinds) kinds.set(`${m.id}>${to}`, l.kinds);
+    }
+  }
+  return kinds;
+}
+
 function noteLinkCounters(c) {
-  const reading = { at: performance.now(), counts: linkCounts(c) };
+  const reading = { at: performance.now(), counts: linkCounts(c), kinds: linkKinds(c) };
   // Readings taken moments apart (a lesson polls fast) would show noise, not a rate.
   if (linkReading && reading.at - linkReading.at < RATE_WINDOW_MS) {
     drawMap();
@@ -377,14 +416,43 @@ function noteLinkCounters(c) {
   if (linkReading) {
     const seconds = Math.max(0.001, (reading.at - linkReading.at) / 1000);
     linkRates = new Map();
+    kindRates = new Map();
     for (const [key, n] of reading.counts) {
       const before = linkReading.counts.get(key);
       // A restarted node starts counting from 0 again: no rate until the next reading.
-      if (before !== undefined && n >= before) linkRates.set(key, (n - before) / seconds);
+      if (before === undefined || n < before) continue;
+      linkRates.set(key, (n - before) / seconds);
+      const [now, then] = [reading.kinds.get(key), linkReading.kinds.get(key)];
+      if (now && then) {
+        kindRates.set(key, Object.fromEntries(KINDS.map(([k]) =>
+          [k, Math.max(0, (now[k] ?? 0) - (then[k] ?? 0)) / seconds])));
+      }
     }
   }
   linkReading = reading;
   drawMap();
+  drawKinds();
+}
+
+/** The table of messages per second on each link, by kind. */
+function drawKinds() {
+  const box = $("talk-kinds");
+  if (!box || !cluster) return;
+  const members = cluster.members;
+  const head = el("tr", {}, el("th", { scope: "col" }, "link", why("link")),
+    KINDS.map(([k, label]) => el("th", { scope: "col" }, label, why(k))));
+  const rows = [];
+  for (const a of members) {
+    for (const b of members) {
+      if (a.id === b.id) continue;
+      const key = `${a.id}>${b.id}`;
+      const rates = kindRates.get(key);
+      rows.push(el("tr", { "data-link": key }, el("th", { scope: "row" }, `${a.id} → ${b.id}`),
+        KINDS.map(([k]) => el("td", { "data-kind": k, class: rates?.[k] >= 0.5 ? "busy" : "" },
+          rates ? `${rates[k].toFixed(1)}/s` : "–"))));
+    }
+  }
+  box.replaceChildren(el("table", { class: "grid kinds" }, el("thead", {}, head), el("tbody", {}, rows)));
 }
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -434,10 +502,13 @@ function drawMap() {
   map.replaceChildren(...parts);
 }
 
-/** Messages per second on each of `from`'s links to `to`, between two cluster readings. */
-function ratesBetween(first, second, seconds, pairs) {
-  const a = linkCounts(first);
-  const b = linkCounts(second);
+/**
+ * Messages per second (of `kind`, or of every kind) on the links `pairs` ([from, to]) between
+ * two cluster readings.
+ */
+function ratesBetween(first, second, seconds, pairs, kind) {
+  const a = linkCounts(first, kind);
+  const b = linkCounts(second, kind);
   let total = 0;
   for (const [from, to] of pairs) {
     const key = `${from}>${to}`;
@@ -459,7 +530,8 @@ async function talkLesson(say) {
   const second = await readCluster();
   const t1 = performance.now();
   const rest = ratesBetween(first, second, (t1 - t0) / 1000, out);
-  say(`At rest node ${leader}, the leader, sent ${rest.toFixed(1)} messages per second to its followers: heartbeats.`);
+  const restHeartbeats = ratesBetween(first, second, (t1 - t0) / 1000, out, "heartbeats");
+  say(`At rest node ${leader}, the leader, sent ${rest.toFixed(1)} messages per second to its followers, ${restHeartbeats.toFixed(1)} of them heartbeats.`);
   say(`Writing ${TALK_WRITES} keys through node ${via}, a follower…`);
   const prefix = `learn/talk/${runId()}/`;
   let acked = 0;
@@ -470,16 +542,20 @@ async function talkLesson(say) {
   const third = await readCluster();
   const t2 = performance.now();
   const busy = ratesBetween(second, third, (t2 - t1) / 1000, out);
-  const forwarded = Math.round(ratesBetween(second, third, 1, [[via, leader]]));
-  say(`While writing, the leader sent ${busy.toFixed(1)} messages per second, and node ${via} sent the leader ${forwarded} messages.`);
+  const busyAppends = ratesBetween(second, third, (t2 - t1) / 1000, out, "appends");
+  const forwarded = Math.round(ratesBetween(second, third, 1, [[via, leader]], "forwards"));
+  say(`While writing, the leader sent ${busy.toFixed(1)} messages per second, ${busyAppends.toFixed(1)} of them carrying entries, and node ${via} forwarded the leader ${forwarded} messages of writes.`);
   return {
-    ok: acked === TALK_WRITES && forwarded > 0,
+    ok: acked === TALK_WRITES && forwarded > 0 && restHeartbeats > 0 && busyAppends > 0,
     verdict: `Node ${via} passed the writes to node ${leader} in ${forwarded} messages; the leader sent them on to everyone.`,
     rows: [["leader's messages/s at rest", rest.toFixed(1), "rest"],
+      ["of which heartbeats", restHeartbeats.toFixed(1), "heartbeats"],
       ["leader's messages/s while writing", busy.toFixed(1), "busy"],
-      [`messages node ${via} sent the leader`, forwarded, "forwarded"],
+      ["of which carrying entries", busyAppends.toFixed(1), "appends"],
+      [`writes node ${via} forwarded to the leader, in messages`, forwarded, "forwards"],
       ["writes acknowledged", acked, "acked"]],
-    data: { leader, via, rest: rest.toFixed(1), busy: busy.toFixed(1), forwarded, acked },
+    data: { leader, via, rest: rest.toFixed(1), busy: busy.toFixed(1), forwarded, acked,
+      restHeartbeats: restHeartbeats.toFixed(1), busyAppends: busyAppends.toFixed(1) },
   };
 }
 
@@ -601,6 +677,17 @@ function drawLoad(served) {
   }));
 }
 
+/** Jobs finished per worker, as bars beside the requests per node. */
+function drawJobs(byWorker) {
+  const max = Math.max(1, ...byWorker.values());
+  $("load-jobs").replaceChildren(...[...byWorker.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([name, n]) => {
+    const fill = el("div", { class: "fill" });
+    fill.style.width = `${(100 * n) / max}%`;
+    fill.style.background = workerColour(name);
+    return el("div", { class: "bar", "data-worker": name }, name, el("div", { class: "track" }, fill), `${n}`);
+  }));
+}
+
 async function loadLesson(say) {
   const before = await settled(say);
   const ids = before.members.map((m) => m.id);
@@ -639,12 +726,189 @@ async function loadLesson(say) {
   const least = Math.min(...served.values());
   const share = Math.round((100 * least) / fair);
   say(`${answered} of ${BURST_READS} reads answered; the busiest node served ${Math.max(...served.values())}, the least busy ${least}.`);
+  say(`Starting three workers and putting ${JOB_BURST} jobs on a queue…`);
+  const byWorker = new Map();
+  const jobs = await shareJobs(3, Array.from({ length: JOB_BURST }, (_, n) => ({ n })), (_, worker) => {
+    byWorker.set(worker, (byWorker.get(worker) ?? 0) + 1);
+    drawJobs(byWorker);
+  });
+  const busiest = Math.max(...byWorker.values());
+  say(`${jobs.done} jobs done by ${byWorker.size} workers in ${(jobs.ms / 1000).toFixed(1)} s; the busiest did ${busiest}.`);
   return {
-    ok: answered === BURST_READS && share >= 90,
-    verdict: `Every node served its share: at least ${least} reads each out of ${BURST_READS}.`,
+    ok: answered === BURST_READS && share >= 90 && jobs.done === JOB_BURST && byWorker.size >= 2,
+    verdict: `Every node served its share: at least ${least} reads each out of ${BURST_READS}; ${byWorker.size} workers shared ${jobs.done} jobs.`,
     rows: [...[...served.entries()].map(([id, n]) => [`node ${id} served`, n, "served"]),
-      ["the least busy node's share of a fair share", `${share}%`, "share"]],
-    data: { answered, least, share, nodes: ids.length },
+      ["the least busy node's share of a fair share", `${share}%`, "share"],
+      ...[...byWorker.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([w, n]) => [`${w} finished`, `${n} jobs`, "jobs"])],
+    data: { answered, least, share, nodes: ids.length, jobs: jobs.done, workers: byWorker.size,
+      jobsPerWorker: [...byWorker.values()].join(",") },
+  };
+}
+
+// ---- Sharing processing: the big puzzle -----------------------------------------------
+
+/** Asks `kith dev` to run `count` workers on `queue` (0 stops them). */
+async function setWorkers(count, queue) {
+  const { response } = await fetchAny("/v1/dev/workers", {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ count, queue }), timeoutMs: 15000,
+  }, preferred);
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(`workers: ${body?.error?.message ?? `HTTP ${response.status}`}`);
+  }
+}
+
+/**
+ * Runs `payloads` as jobs on a fresh queue with `count` of kith dev's workers, calling
+ * `onDone(job, worker)` as each finishes. Returns the time from the first job queued until
+ * the last one was seen completed, and the jobs each worker finished. The workers are stopped
+ * whatever happens.
+ */
+async function shareJobs(count, payloads, onDone) {
+  const queue = `learn-${runId()}`;
+  await setWorkers(count, queue);
+  try {
+    const started = performance.now();
+    let next = 0;
+    const enqueue = async () => {
+      while (next < payloads.length) {
+        const payload = payloads[next++];
+        const { response } = await fetchAny(`/v1/queues/${queue}/jobs`, {
+          method: "POST", headers: { "content-type": "application/json" },
+          body: JSON.stringify({ payload, max_attempts: 3, timeout_s: 30 }), timeoutMs: 5000,
+        }, preferred);
+        if (!response.ok) throw new Error(`a job was refused: HTTP ${response.status}`);
+      }
+    };
+    await Promise.all(Array.from({ length: ENQUEUE_IN_FLIGHT }, enqueue));
+    const seen = new Set();
+    const byWorker = new Map();
+    const deadline = started + JOBS_WAIT_MS;
+    while (seen.size < payloads.length && performance.now() < deadline) {
+      try {
+        const { jobs } = await getJson(`/v1/jobs?queue=${queue}&state=completed&limit=${JOB_LIST_MAX}`, preferred);
+        for (const job of jobs) {
+          if (seen.has(job.id)) continue;
+          seen.add(job.id);
+          const worker = String(job.result?.worker ?? "unknown");
+          byWorker.set(worker, (byWorker.get(worker) ?? 0) + 1);
+          onDone(job, worker);
+        }
+      } catch {
+        // A member may be slow to answer; the next poll asks again.
+      }
+      if (seen.size < payloads.length) await sleep(JOBS_POLL_MS);
+    }
+    if (seen.size < payloads.length) {
+      throw new Error(`${seen.size} of ${payloads.length} jobs done after ${JOBS_WAIT_MS / 1000} s`);
+    }
+    return { ms: Math.round(performance.now() - started), byWorker, done: seen.size };
+  } finally {
+    await setWorkers(0).catch(() => {});
+  }
+}
+
+/** The colour of worker `name` ("worker-N"). */
+function workerColour(name) {
+  const n = Number(/(\d+)$/.exec(name)?.[1] ?? 0);
+  return WORKER_COLOURS[(n + WORKER_COLOURS.length - 1) % WORKER_COLOURS.length];
+}
+
+/** One pixel of the picture, a pattern drawn from `seed`: nothing to download. */
+function pixel(seed, x, y) {
+  const size = PUZZLE_SIDE * TILE_PX;
+  const [cx, cy] = [size * (0.3 + 0.4 * ((seed % 7) / 7)), size * (0.3 + 0.4 * ((seed % 5) / 5))];
+  const ring = Math.hypot(x - cx, y - cy) / 9;
+  const wave = Math.sin(x / (6 + (seed % 4))) + Math.cos(y / (5 + (seed % 3)));
+  const hue = (seed * 47 + ring * 40 + wave * 30) % 360;
+  const light = 45 + 15 * Math.sin(ring * 1.7 + wave);
+  return `hsl(${hue.toFixed(0)} 70% ${light.toFixed(0)}%)`;
+}
+
+/** Paints tile `index` of the picture on `canvas`, tinted with `colour`. */
+function paintTile(canvas, seed, index, colour) {
+  const ctx = canvas.getContext("2d");
+  const [tx, ty] = [(index % PUZZLE_SIDE) * TILE_PX, Math.floor(index / PUZZLE_SIDE) * TILE_PX];
+  for (let y = 0; y < TILE_PX; y += 2) {
+    for (let x = 0; x < TILE_PX; x += 2) {
+      ctx.fillStyle = pixel(seed, tx + x, ty + y);
+      ctx.fillRect(x, y, 2, 2);
+    }
+  }
+  ctx.globalAlpha = 0.45;
+  ctx.fillStyle = colour;
+  ctx.fillRect(0, 0, TILE_PX, TILE_PX);
+  ctx.globalAlpha = 1;
+}
+
+/** An empty board of 64 tiles, with its title, clock and legend. */
+function board(title, workers) {
+  const tiles = Array.from({ length: PUZZLE_SIDE * PUZZLE_SIDE }, (_, i) =>
+    el("canvas", { class: "tile", width: TILE_PX, height: TILE_PX, "data-tile": i }));
+  const clockLine = el("p", { class: "clock" }, "not started");
+  const legend = el("p", { class: "legend" }, Array.from({ length: workers }, (_, i) => {
+    const name = `worker-${i + 1}`;
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = workerColour(name);
+    return el("span", { "data-worker": name }, swatch, name, ": ", el("span", { class: "count" }, "0"));
+  }));
+  const root = el("div", { class: "board" }, el("h3", {}, title),
+    el("div", { class: "tiles", role: "img", "aria-label": `${title}: the picture's 64 tiles` }, tiles),
+    clockLine, legend);
+  return { root, tiles, clockLine, legend };
+}
+
+/** Solves the puzzle on `b` with `count` workers; returns shareJobs' answer. */
+async function solve(b, count, seed) {
+  const payloads = b.tiles.map((_, tile) => ({ tile, seed }));
+  b.clockLine.textContent = "working…";
+  const ticker = setInterval(() => { b.clockLine.textContent = `working… ${b.done ?? 0} of 64 tiles`; }, JOBS_POLL_MS);
+  try {
+    return await shareJobs(count, payloads, (job, worker) => {
+      const tile = Number(job.payload?.tile);
+      const canvas = b.tiles[tile];
+      if (!canvas) return;
+      paintTile(canvas, seed, tile, workerColour(worker));
+      canvas.dataset.worker = worker;
+      canvas.title = `tile ${tile}, made by ${worker}`;
+      b.done = (b.done ?? 0) + 1;
+      const count = b.legend.querySelector(`[data-worker="${worker}"] .count`);
+      if (count) count.textContent = String(Number(count.textContent) + 1);
+    });
+  } finally {
+    clearInterval(ticker);
+  }
+}
+
+async function puzzleLesson(say) {
+  await settled(say);
+  const seed = Math.floor(Math.random() * 1000);
+  const alone = board("One worker", 1);
+  const together = board("Three workers", 3);
+  $("puzzle-boards").replaceChildren(alone.root, together.root);
+  say("Starting one worker and putting the 64 tiles on a queue…");
+  const one = await solve(alone, 1, seed);
+  alone.clockLine.replaceChildren(`done in ${(one.ms / 1000).toFixed(1)} s`, why("alone"));
+  say(`One worker made all ${one.done} tiles in ${(one.ms / 1000).toFixed(1)} s. Now three workers, a fresh queue, the same picture…`);
+  const three = await solve(together, 3, seed);
+  together.clockLine.replaceChildren(`done in ${(three.ms / 1000).toFixed(1)} s`, why("together"));
+  const speedup = one.ms / Math.max(1, three.ms);
+  say(`Three workers made all ${three.done} tiles in ${(three.ms / 1000).toFixed(1)} s.`);
+  const shares = [...three.byWorker.entries()].sort(([a], [b]) => a.localeCompare(b));
+  return {
+    ok: one.done === 64 && three.done === 64 && three.ms < one.ms && three.byWorker.size === 3,
+    verdict: three.ms < one.ms
+      ? `Three workers finished the puzzle ${speedup.toFixed(1)} times faster than one.`
+      : "Three workers were not faster than one!",
+    rows: [["tiles done by one worker", one.done, "tiles"],
+      ["one worker took", `${(one.ms / 1000).toFixed(1)} s`, "alone"],
+      ["tiles done by three workers", three.done, "tiles"],
+      ["three workers took", `${(three.ms / 1000).toFixed(1)} s`, "together"],
+      ["faster by", `${speedup.toFixed(1)}×`, "speedup"],
+      ...shares.map(([w, n]) => [`tiles ${w} made`, n, "madeby"])],
+    data: { tilesOne: one.done, tilesThree: three.done, msOne: one.ms, msThree: three.ms,
+      workersOne: one.byWorker.size, workersThree: three.byWorker.size, faster: three.ms < one.ms },
   };
 }
 
@@ -773,7 +1037,7 @@ async function ledgerLesson(say) {
     say("Every fingerprint matches.");
     return {
       ok: false,
-      verdict: `All ${ids.length} nodes agree: this kith binary has no test hooks, so node ${id}'s copy was not altered (the cluster tests' build has them).`,
+      verdict: `All ${ids.length} nodes agree: node ${id}'s copy was not altered, or not yet at entry ${index}.`,
       rows: [["entry verified", index, "verified"], ["nodes agreeing", agreeing.length, "agreeing"]],
       data: { tampered: id, index, agreeing: agreeing.length, named: "none" },
     };
@@ -830,7 +1094,7 @@ async function scaleLesson(say) {
 
 // ---- Running lessons -------------------------------------------------------------------
 
-const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, load: loadLesson, store: storeLesson, ledger: ledgerLesson, scale: scaleLesson };
+const LESSONS = { talk: talkLesson, fault: faultLesson, cutoff: cutoffLesson, sync: syncLesson, load: loadLesson, puzzle: puzzleLesson, store: storeLesson, ledger: ledgerLesson, scale: scaleLesson };
 let running = false;
 
 async function run(lesson) {
@@ -855,7 +1119,7 @@ async function start() {
   for (const b of document.querySelectorAll("button.run")) {
     b.addEventListener("click", () => run(b.dataset.lesson));
   }
-  $("talk-map").after(el("p", { class: "legend" }, "The number on each arrow is messages per second from one node to another", why("rate"), "."));
+  $("talk-map").after(el("p", { class: "legend" }, "The number on each arrow is messages per second from one node to another", why("rate"), "; the table splits them by kind."));
   drawNow();
   await poll();
   setInterval(poll, POLL_MS * 2);

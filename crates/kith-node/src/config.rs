@@ -52,6 +52,10 @@ pub struct NodeConfig {
     /// URL of the `kith dev` supervisor's control server; set only for nodes `kith dev`
     /// started, and the only thing that enables the playground routes.
     pub dev_control: Option<String>,
+    /// The log index whose bytes this node alters as it hashes it into its ledger (the
+    /// playground's tamper). Honoured only with `dev_control`: `Node::start` refuses it
+    /// on any other node.
+    pub dev_ledger_tamper_index: Option<u64>,
     /// Whether `POST /internal/faults` may switch on message delay and loss on this node's
     /// outgoing peer messages (`kith serve --enable-fault-injection`, for the fault suite
     /// only). Off by default; the route answers 403 when it is off.
@@ -126,6 +130,7 @@ impl NodeConfig {
             room_messages_kept: 10_000,
             rooms_max: 10_000,
             dev_control: None,
+            dev_ledger_tamper_index: None,
             job_retention: Duration::from_secs(3600),
             job_payload_bytes_max: 256 * 1024,
             fault_injection: false,

@@ -180,10 +180,16 @@ impl Node {
     /// Opens the data directory and starts the Raft core. The node recovers its vote, log
     /// and applied state from disk; a fresh node waits to be initialized or joined.
     pub async fn start(config: NodeConfig) -> Result<Arc<Node>, NodeError> {
+        if config.dev_ledger_tamper_index.is_some() && config.dev_control.is_none() {
+            return Err(NodeError::Internal(
+                "altering the ledger is for nodes started by `kith dev` only".into(),
+            ));
+        }
         let store_config = StoreConfig {
             events_kept: config.events_kept,
             events_bytes_kept: config.events_bytes_kept,
             ledger_kept: config.ledger_kept,
+            ledger_tamper_index: config.dev_ledger_tamper_index,
         };
         let kith_storage::NodeStores {
             log,

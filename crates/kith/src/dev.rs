@@ -10,9 +10,17 @@
 //! `POST /nodes/{id}/{kill|pause|resume|restart|isolate|heal|add|tamper}` and passes that URL
 //! to its children (`--dev-control`). A node's `/v1/dev/…` routes forward there; nodes not
 //! started by `kith dev` have no such URL and refuse them with 403. `add` starts the next
-//! node with `--join` (plain clusters only); `tamper` restarts a node with the storage test
-//! hook that alters one ledger entry (effective only in binaries built with test hooks, as
-//! the cluster tests' are).
+//! node with `--join` (plain clusters only); `tamper` restarts a node with
+//! `--dev-tamper-ledger-index`, which alters one entry's bytes as the node hashes it into its
+//! ledger (a `kith serve` refuses that flag without `--dev-control`, so only the
+//! playground's nodes can be made to tamper).
+//!
+//! Workers: `POST /workers {"count":N,"queue":Q}` stops the workers it started before and
+//! starts N (at most [`WORKERS_MAX`]) `kith worker` processes on queue Q, named `worker-1`…,
+//! each running one job at a time with a fixed command that works [`WORKER_JOB_WORK`] and
+//! prints `{"worker": NAME}`; `count` 0 only stops them. The command is the supervisor's,
+//! never the caller's: a page can choose how many workers and which queue, nothing they run.
+//! Workers run with `--exit-with-parent` and stop with the cluster.
 //!
 //! `kith dev --secure` runs the same cluster with TLS: certificates from `kith init` kept in
 //! the data directory (`certs/`), so a restart reuses them.
@@ -40,10 +48,21 @@ use tokio::time::Instant;
 const NODES_MAX: u16 = 9;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// The storage test hook that alters one entry's bytes as the node hashes it into its ledger.
-const TAMPER_HOOK: &str = "KITH_TEST_CORRUPT_LEDGER_INDEX";
+/// The hidden `kith serve` flag that alters one entry's bytes as the node hashes it into its
+/// ledger; honoured only beside `--dev-control`.
+const TAMPER_FLAG: &str = "--dev-tamper-ledger-index";
 /// How far past its last log entry a tampered node's altered entry is.
 const TAMPER_AHEAD: u64 = 3;
+/// Most workers the playground runs at once.
+pub const WORKERS_MAX: usize = 4;
+/// Each playground job's work: real time spent in a real process, so that jobs shared by
+/// more workers visibly finish sooner.
+const WORKER_JOB_WORK: &str = "sleep 0.2";
+/// How long a stopped worker gets to finish its job before it is killed.
+const WORKER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// A worker's lease on a job: a job held by a worker that was stopped in the middle of a
+/// claim goes back to the queue this soon.
+const WORKER_LEASE_S: &str = "10";
 
 /// Prints a line, ignoring a closed stdout: the supervisor must keep stopping its children
 /// cleanly even when whoever read its output has gone away.
@@ -104,17 +123,25 @@ struct Playground {
     /// Set with `--secure`: joining takes a cluster certificate the playground does not
     /// hand out, so it adds nodes only to a plain cluster.
     secure: bool,
+    /// The workers `POST /workers` started; replaced whole by the next such request, and
+    /// stopped with the cluster.
+    workers: Workers,
+    /// What the workers connect with: every node's URL, and with `--secure` the cluster's
+    /// CA and admin token.
+    worker_env: Vec<(&'static str, String)>,
 }
+
+type Workers = Arc<Mutex<Vec<Child>>>;
 
 fn spawn(exe: &std::path::Path, node: &mut DevNode) -> anyhow::Result<()> {
-    spawn_with_env(exe, node, &[])
+    spawn_with_args(exe, node, &[])
 }
 
-/// [`spawn`] with extra environment variables for this start only.
-fn spawn_with_env(
+/// [`spawn`] with extra arguments for this start only.
+fn spawn_with_args(
     exe: &std::path::Path,
     node: &mut DevNode,
-    env: &[(&str, String)],
+    extra: &[String],
 ) -> anyhow::Result<()> {
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -129,7 +156,7 @@ fn spawn_with_env(
     }
     let child = command
         .args(&node.args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -210,12 +237,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         spawn(&exe, &mut node)?;
         nodes.push(node);
     }
+    let mut worker_env = vec![(
+        "KITH_ENDPOINTS",
+        nodes
+            .iter()
+            .map(|n| n.url.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    )];
+    if args.secure {
+        let token = std::fs::read_to_string(certs.join(crate::init::ADMIN_TOKEN_FILE))
+            .context("cannot read the cluster's admin token")?;
+        worker_env.push(("KITH_TOKEN", token.trim().to_owned()));
+        worker_env.push(("KITH_CA", certs.join("ca.crt").display().to_string()));
+    }
     let nodes: Nodes = Arc::new(Mutex::new(nodes));
+    let workers: Workers = Arc::default();
     let playground = axum::Router::new()
         .route(
             "/nodes/{id}/{action}",
             axum::routing::post(playground_action),
         )
+        .route("/workers", axum::routing::post(workers_action))
         .with_state(Playground {
             nodes: nodes.clone(),
             exe: exe.clone(),
@@ -223,6 +266,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             data: data.clone(),
             control_url: control_url.clone(),
             secure: args.secure,
+            workers: workers.clone(),
+            worker_env,
         });
     let control_server = tokio::spawn(async move {
         if let Err(e) = axum::serve(control, playground).await {
@@ -244,7 +289,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let leader = match ready {
         Ok(leader) => leader,
         Err(e) => {
-            stop_all(&nodes).await;
+            stop_all(&nodes, &workers).await;
             return Err(e);
         }
     };
@@ -314,8 +359,119 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     say!("kith dev: stopping");
     control_server.abort();
-    stop_all(&nodes).await;
+    stop_all(&nodes, &workers).await;
     Ok(())
+}
+
+/// What `POST /workers` asks for.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkersRequest {
+    count: usize,
+    queue: Option<String>,
+}
+
+fn playground_error(status: StatusCode, message: String) -> (StatusCode, Json<serde_json::Value>) {
+    (
+        status,
+        Json(json!({"error": {"code": "playground", "message": message}})),
+    )
+}
+
+/// Stops the workers started before, then starts `count` on `queue`.
+async fn workers_action(
+    State(playground): State<Playground>,
+    body: Result<Json<WorkersRequest>, axum::extract::rejection::JsonRejection>,
+) -> impl IntoResponse {
+    let Ok(Json(request)) = body else {
+        return playground_error(
+            StatusCode::BAD_REQUEST,
+            "the body must be {\"count\": N, \"queue\": Q}".into(),
+        );
+    };
+    if request.count > WORKERS_MAX {
+        return playground_error(
+            StatusCode::BAD_REQUEST,
+            format!("count must be 0 to {WORKERS_MAX}"),
+        );
+    }
+    let queue = match (request.count, request.queue) {
+        (0, _) => None,
+        (_, Some(q)) if kith_core::limits::validate_room(&q).is_ok() => Some(q),
+        _ => {
+            return playground_error(
+                StatusCode::BAD_REQUEST,
+                "queue must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            )
+        }
+    };
+    let mut workers = playground.workers.lock().await;
+    stop_workers(&mut workers).await;
+    let mut names = Vec::new();
+    if let Some(queue) = &queue {
+        for i in 1..=request.count {
+            match spawn_worker(&playground, queue, i) {
+                Ok(child) => workers.push(child),
+                Err(e) => {
+                    stop_workers(&mut workers).await;
+                    return playground_error(StatusCode::CONFLICT, e.to_string());
+                }
+            }
+            names.push(format!("worker-{i}"));
+        }
+        say!(
+            "kith dev: playground: {} worker(s) on queue '{queue}'",
+            request.count
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"workers": names, "queue": queue})),
+    )
+}
+
+/// Starts `kith worker` number `i` on `queue`, logging to `DATA/workers.log`.
+fn spawn_worker(playground: &Playground, queue: &str, i: usize) -> anyhow::Result<Child> {
+    let log = playground.data.join("workers.log");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let work = format!("{WORKER_JOB_WORK}; printf '{{\"worker\":\"%s\"}}' \"${{KITH_WORKER%/*}}\"");
+    let child = Command::new(&playground.exe)
+        .args(["worker", "--queue", queue, "--name", &format!("worker-{i}")])
+        .args([
+            "--lease",
+            WORKER_LEASE_S,
+            "--grace",
+            "2",
+            "--exit-with-parent",
+        ])
+        .args(["--", "sh", "-c", &work])
+        .envs(playground.worker_env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("cannot start a worker")?;
+    Ok(child)
+}
+
+/// SIGTERM every worker, wait for them, SIGKILL any that outlive [`WORKER_STOP_GRACE`].
+async fn stop_workers(workers: &mut Vec<Child>) {
+    for w in workers.iter() {
+        if let Some(pid) = w.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + WORKER_STOP_GRACE;
+    for mut w in workers.drain(..) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, w.wait()).await.is_err() {
+            let _ = w.kill().await;
+        }
+    }
 }
 
 /// Carries out one playground action on node `id`; `add` starts node `id` as a new member.
@@ -386,9 +542,8 @@ async fn playground_action(
                 if node.tls.is_some() {
                     bail!("tampering needs a plain `kith dev` (without --secure)");
                 }
-                // Restarts the node with the ledger test hook set a few entries past its log,
-                // so the next entries it applies extend its hash chain over altered bytes.
-                // Binaries built without test hooks ignore the variable.
+                // Restarts the node altering an entry a few past its log, so the next entries
+                // it applies extend its hash chain over altered bytes.
                 let client = kith_client::Client::with_tls(&[node.url.as_str()], None)?;
                 let health = client.health_of(&node.url).await?;
                 let last = health["last_log_index"].as_u64().context("no log index")?;
@@ -399,7 +554,7 @@ async fn playground_action(
                 if let Some(mut child) = node.child.take() {
                     child.wait().await?;
                 }
-                spawn_with_env(exe, node, &[(TAMPER_HOOK, index.to_string())])?;
+                spawn_with_args(exe, node, &[TAMPER_FLAG.into(), index.to_string()])?;
                 Ok("restarted with its ledger altered")
             }
             ("isolate" | "heal", Some(_)) => {
@@ -589,8 +744,10 @@ async fn watch_children(nodes: &Nodes) {
     }
 }
 
-/// SIGCONT and SIGTERM every child, wait for them, SIGKILL any that outlive the grace period.
-async fn stop_all(nodes: &Nodes) {
+/// Stops the workers, then SIGCONT and SIGTERM every node, wait for them, SIGKILL any that
+/// outlive the grace period.
+async fn stop_all(nodes: &Nodes, workers: &Workers) {
+    stop_workers(&mut *workers.lock().await).await;
     let mut nodes = nodes.lock().await;
     for n in nodes.iter() {
         if let Some(pid) = n.child.as_ref().and_then(|c| c.id()) {

@@ -113,6 +113,10 @@ pub struct ServeArgs {
     /// The `kith dev` supervisor's control URL; enables the playground routes.
     #[arg(long, hide = true)]
     dev_control: Option<String>,
+    /// Alter the bytes of this log index as it is hashed into the ledger (the playground's
+    /// tamper); refused without --dev-control.
+    #[arg(long, hide = true, requires = "dev_control")]
+    dev_tamper_ledger_index: Option<u64>,
     /// Let `POST /internal/faults` delay and drop this node's outgoing peer messages. For
     /// the fault suite only; without it the route answers 403.
     #[arg(long, hide = true)]
@@ -283,6 +287,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .quota_bytes
         .unwrap_or_else(|| default_quota_bytes(&args.data));
     config.dev_control = args.dev_control.clone();
+    config.dev_ledger_tamper_index = args.dev_tamper_ledger_index;
     config.job_retention = Duration::from_secs(args.job_retention);
     config.fault_injection = args.enable_fault_injection;
     config.file_replicas = args.file_replicas as usize;

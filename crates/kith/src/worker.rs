@@ -1,7 +1,8 @@
 //! `kith worker --queue Q [--concurrency N] -- CMD ARGS…`: pulls jobs and runs a command.
 //!
 //! Each of N slots claims a job (long poll), runs CMD with the payload on stdin and
-//! `KITH_JOB_ID` / `KITH_ATTEMPT` in its environment, heartbeats while CMD runs, kills it at
+//! `KITH_JOB_ID` / `KITH_ATTEMPT` / `KITH_QUEUE` / `KITH_WORKER` (the slot's name, as the
+//! claim gave it) in its environment, heartbeats while CMD runs, kills it at
 //! the job's timeout, and completes the job with CMD's stdout (bounded) on exit 0 or fails it
 //! with the tail of its stderr. On SIGTERM or Ctrl-C it stops claiming, lets running commands
 //! finish within `--grace`, then kills them and fails their jobs back to the queue. Every
@@ -45,6 +46,9 @@ pub struct WorkerArgs {
     /// This worker's name as the cluster shows it (default: host and pid).
     #[arg(long)]
     name: Option<String>,
+    /// Exit when the parent process exits (used by `kith dev` so no worker outlives it).
+    #[arg(long, hide = true)]
+    exit_with_parent: bool,
     #[command(flatten)]
     common: crate::commands::Common,
     /// The command to run for each job, and its arguments.
@@ -53,6 +57,8 @@ pub struct WorkerArgs {
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    // Read first: a parent that dies while this worker starts must still count as gone.
+    let parent = std::os::unix::process::parent_id();
     if args.concurrency == 0 || args.concurrency > CONCURRENCY_MAX {
         bail!("--concurrency must be 1 to {CONCURRENCY_MAX}");
     }
@@ -90,6 +96,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+        () = orphaned(args.exit_with_parent, parent) => {}
     }
     eprintln!(
         "kith worker {name}: stopping; running jobs get {} s to finish",
@@ -106,6 +113,21 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     Ok(())
+}
+
+/// Resolves when the parent process `parent` has gone: this process was re-parented (to
+/// init, or to a subreaper). Never without `exit_with_parent`.
+async fn orphaned(exit_with_parent: bool, parent: u32) {
+    if !exit_with_parent {
+        return std::future::pending().await;
+    }
+    loop {
+        let now = std::os::unix::process::parent_id();
+        if now != parent || now == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
@@ -207,6 +229,7 @@ impl Slot {
             .env("KITH_JOB_ID", job.id.to_string())
             .env("KITH_ATTEMPT", job.attempt.to_string())
             .env("KITH_QUEUE", &self.queue)
+            .env("KITH_WORKER", &self.worker)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

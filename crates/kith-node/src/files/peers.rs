@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::blocking;
+use crate::peer::links::MessageKind;
 use crate::peer::route;
 use crate::{Node, NodeError};
 use kith_core::files::{hex, Hash};
@@ -41,6 +42,7 @@ impl Node {
         let addr = member_addr(members, id)?;
         let result = self
             .chunk_request(
+                addr,
                 self.transport()
                     .http()
                     .put(format!(
@@ -68,8 +70,10 @@ impl Node {
     }
 
     /// Sends a chunk-path request unless the dev playground has cut this node off.
+    /// Sends one chunk request to the peer at `addr`, counted on this node's link to it.
     async fn chunk_request(
         &self,
+        addr: &str,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, NodeError> {
         if self.is_isolated() {
@@ -77,10 +81,13 @@ impl Node {
                 "this node is cut off from its peers (dev playground)".into(),
             ));
         }
-        request
-            .send()
-            .await
-            .map_err(|e| NodeError::Internal(format!("chunk transfer: {e}")))
+        let answer = request.send().await;
+        self.transport().links().note(
+            addr,
+            MessageKind::Chunk,
+            answer.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+        );
+        answer.map_err(|e| NodeError::Internal(format!("chunk transfer: {e}")))
     }
 
     pub(super) async fn get_chunk_from(
@@ -92,6 +99,7 @@ impl Node {
         let addr = member_addr(members, id)?;
         let result = self
             .chunk_request(
+                addr,
                 self.transport()
                     .http()
                     .get(format!(
@@ -187,6 +195,7 @@ impl Node {
             .map_err(|e| NodeError::Internal(format!("encode: {e}")))?;
         let result = self
             .chunk_request(
+                addr,
                 self.transport()
                     .http()
                     .post(format!(

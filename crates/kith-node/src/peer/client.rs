@@ -50,6 +50,7 @@ use openraft::BasicNode;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::faults::FaultLayer;
+use super::links::MessageKind;
 use super::protocol::{ForwardError, ForwardRequest, ForwardResponse};
 use super::route;
 use kith_core::NodeId;
@@ -275,6 +276,7 @@ impl PeerTransport {
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         addr: &str,
+        kind: MessageKind,
         path: &str,
         body: &Req,
         timeout: Option<Duration>,
@@ -297,6 +299,7 @@ impl PeerTransport {
         .await;
         self.links.note(
             addr,
+            kind,
             answer.as_ref().err().map(|e| e as &dyn std::fmt::Display),
         );
         answer
@@ -309,7 +312,11 @@ impl PeerTransport {
         request: &ForwardRequest,
         timeout: Duration,
     ) -> Result<Result<ForwardResponse, ForwardError>, TransportError> {
-        self.call(addr, route::FORWARD, request, Some(timeout))
+        let kind = match request {
+            ForwardRequest::Write(_) | ForwardRequest::Writes(_) => MessageKind::Forward,
+            _ => MessageKind::Query,
+        };
+        self.call(addr, kind, route::FORWARD, request, Some(timeout))
             .await
     }
 
@@ -484,6 +491,7 @@ type Link = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 impl PeerConnection {
     async fn rpc<Req, Resp, E>(
         &mut self,
+        kind: MessageKind,
         path: &str,
         request: &Req,
         option: &RPCOption,
@@ -496,7 +504,7 @@ impl PeerConnection {
     {
         let ttl = option.hard_ttl();
         let answer: Result<Resp, RaftError<NodeId, E>> = self
-            .exchange(path, request, ttl)
+            .exchange(kind, path, request, ttl)
             .await
             .map_err(|e| self.rpc_error(e, action, ttl))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -526,6 +534,7 @@ impl PeerConnection {
     /// One request and its answer over this peer's own connection, within `ttl`.
     async fn exchange<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
+        kind: MessageKind,
         path: &str,
         body: &Req,
         ttl: Duration,
@@ -534,7 +543,7 @@ impl PeerConnection {
             Ok(bytes) => bytes,
             Err(e) => {
                 if matches!(e, TransportError::Connect { .. }) {
-                    self.transport.links.note(&self.addr, Some(&e));
+                    self.transport.links.note(&self.addr, kind, Some(&e));
                 }
                 return Err(e);
             }
@@ -567,6 +576,7 @@ impl PeerConnection {
         };
         self.transport.links.note(
             &self.addr,
+            kind,
             failure.as_ref().map(|f| f as &dyn std::fmt::Display),
         );
         if outcome.is_err() {
@@ -665,8 +675,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .map(|e| e.log_id.index)
             .or(rpc.prev_log_id.map(|l| l.index))
             .unwrap_or(0);
+        let kind = if rpc.entries.is_empty() {
+            MessageKind::Heartbeat
+        } else {
+            MessageKind::Append
+        };
         let sent: Result<Result<_, RaftError<NodeId>>, _> =
-            self.exchange(route::APPEND, &rpc, ttl).await;
+            self.exchange(kind, route::APPEND, &rpc, ttl).await;
         let answer = match sent {
             // Fewer entries fit: openraft sends that many at once, and keeps to the hint for
             // its next few requests. A lone entry never passes the limit (see `protocol`);
@@ -701,6 +716,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.rpc(
+            MessageKind::Snapshot,
             route::SNAPSHOT,
             &rpc,
             &option,
@@ -714,8 +730,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.rpc(route::VOTE, &rpc, &option, openraft::RPCTypes::Vote)
-            .await
+        self.rpc(
+            MessageKind::Vote,
+            route::VOTE,
+            &rpc,
+            &option,
+            openraft::RPCTypes::Vote,
+        )
+        .await
     }
 }
 

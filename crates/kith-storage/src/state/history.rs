@@ -32,6 +32,10 @@ pub struct StoreConfig {
     pub events_bytes_kept: u64,
     /// Ledger hashes kept for `GET /v1/ledger?index=N`.
     pub ledger_kept: u64,
+    /// The log index whose bytes this store alters before hashing them into its ledger, so
+    /// that its chain departs from the other replicas' there: the `kith dev` playground's
+    /// tamper. `None` on every node but one the playground restarted to tamper with.
+    pub ledger_tamper_index: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -40,6 +44,7 @@ impl Default for StoreConfig {
             events_kept: 100_000,
             events_bytes_kept: EVENTS_BYTES_KEPT_DEFAULT,
             ledger_kept: 10_000,
+            ledger_tamper_index: None,
         }
     }
 }

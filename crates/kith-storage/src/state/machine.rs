@@ -90,7 +90,8 @@ pub struct StateMachineStore {
     durable: Arc<watch::Sender<u64>>,
     /// Counts snapshots built by this process, to make snapshot ids unique.
     snapshot_seq: u64,
-    /// Test-only fault: the log index whose bytes this node alters before hashing.
+    /// The log index whose bytes this node alters before hashing: the playground's tamper
+    /// (`StoreConfig::ledger_tamper_index`) or the test hook.
     corrupt_ledger_at: Option<u64>,
     fail_apply_at: Option<u64>,
     /// Applies committed without fsync since the last durable one, and when that was.
@@ -125,6 +126,9 @@ impl StateMachineStore {
         let job_timer_first_ms = read_job_timer_first_ms(&db)?;
         // What the file holds at open is durable, whatever commits made it.
         let durable = applied_index(&db.begin_read()?.open_table(META)?)?;
+        let corrupt_ledger_at = config
+            .ledger_tamper_index
+            .or_else(|| hook_index("KITH_TEST_CORRUPT_LEDGER_INDEX"));
         Ok(StateMachineStore {
             db,
             dir: dir.to_path_buf(),
@@ -132,7 +136,7 @@ impl StateMachineStore {
             revision_tx: Arc::new(watch::Sender::new(revision)),
             durable: Arc::new(watch::Sender::new(durable)),
             snapshot_seq: 0,
-            corrupt_ledger_at: hook_index("KITH_TEST_CORRUPT_LEDGER_INDEX"),
+            corrupt_ledger_at,
             fail_apply_at: hook_index("KITH_TEST_FAIL_APPLY_INDEX"),
             applies_since_fsync: 0,
             last_durable: std::time::Instant::now(),

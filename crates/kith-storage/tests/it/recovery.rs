@@ -622,3 +622,30 @@ async fn tokens_apply_survive_reopen_and_travel_in_snapshots() {
     assert_eq!(copy.token_list(10).unwrap(), reader.token_list(10).unwrap());
     assert!(copy.token("admin").unwrap().unwrap().revoked_ms.is_some());
 }
+
+#[tokio::test]
+async fn a_store_told_to_tamper_departs_from_the_chain_at_that_index_only() {
+    let honest = kith_storage::StoreConfig::default();
+    let tampering = kith_storage::StoreConfig {
+        ledger_tamper_index: Some(3),
+        ..Default::default()
+    };
+    let (a, b) = (
+        tempfile::TempDir::new().unwrap(),
+        tempfile::TempDir::new().unwrap(),
+    );
+    let (_, mut sm_a) = kith_storage::open_ungated(a.path(), honest).unwrap();
+    let (_, mut sm_b) = kith_storage::open_ungated(b.path(), tampering).unwrap();
+    let entries: Vec<_> = (1..=5).map(|i| put(1, i, &format!("k{i}"), "v")).collect();
+    sm_a.apply(entries.clone()).await.unwrap();
+    sm_b.apply(entries).await.unwrap();
+    let (ra, rb) = (sm_a.reader(), sm_b.reader());
+    assert_eq!(ra.ledger_at(2).unwrap().0, rb.ledger_at(2).unwrap().0);
+    assert_ne!(ra.ledger_at(3).unwrap().0, rb.ledger_at(3).unwrap().0);
+    assert_ne!(
+        ra.ledger_head().unwrap().hash,
+        rb.ledger_head().unwrap().hash
+    );
+    // The data itself is the same: only the fingerprint was altered.
+    assert_eq!(rb.get("k3").unwrap().unwrap().value, b"v");
+}

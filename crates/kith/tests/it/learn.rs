@@ -2,10 +2,12 @@
 //! its experiment and the page shows evidence this test checks against the cluster itself:
 //! messages forwarded on a follower's link; a new leader after the kill and 0 acknowledged
 //! writes lost; lag 0 after a cut-off node is healed; every node committing the page's writes
-//! with logs that agree; every node serving its share of a burst of reads; a file downloaded
+//! with logs that agree; every node serving its share of a burst of reads, and `kith dev`'s
+//! workers sharing a burst of jobs; a 64-tile puzzle solved by one worker, then faster by
+//! three real worker processes, each tile coloured by its maker; a file downloaded
 //! intact with one of its three holders dead; the tampered replica named; four voters after a
-//! node is added. A node not started by `kith dev` has no lessons. Screenshot kept as
-//! `target/artifacts/learn.png`.
+//! node is added. A node not started by `kith dev` has no lessons. Screenshots kept as
+//! `target/artifacts/learn.png` and `learn-puzzle.png`.
 //!
 //! Drives Debian's `chromium` through `chromedriver` (WebDriver, via fantoccini), like
 //! `browser.rs`; without them this test fails loudly rather than pretending to pass.
@@ -308,6 +310,47 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .await
         .expect("the map's links");
     assert_eq!(wires.len(), 6, "three nodes, two directions per pair");
+    // The same messages by kind: heartbeats at rest, entries while writing, and per link a
+    // row of rates by kind.
+    assert_ne!(talk["restHeartbeats"], "0.0", "{text}");
+    assert_ne!(talk["busyAppends"], "0.0", "{text}");
+    let kinds: Value = page
+        .execute(
+            "return [...document.querySelectorAll('#talk-kinds tr[data-link]')].map((r) =>
+               [r.dataset.link, r.querySelectorAll('td[data-kind]').length,
+                r.querySelector('td[data-kind=heartbeats]').textContent]);",
+            vec![],
+        )
+        .await
+        .expect("the table of kinds");
+    let kinds = kinds.as_array().expect("rows");
+    assert_eq!(kinds.len(), 6, "a row per link: {kinds:?}");
+    assert!(
+        kinds.iter().all(|r| r[1] == 7),
+        "seven kinds per link: {kinds:?}"
+    );
+    let leader = number(&talk["leader"]);
+    let beating = kinds
+        .iter()
+        .filter(|r| {
+            r[0].as_str()
+                .is_some_and(|l| l.starts_with(&format!("{leader}>")))
+                && r[2]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("/s") && t != "0.0/s")
+        })
+        .count();
+    assert_eq!(beating, 2, "the leader's links carry heartbeats: {kinds:?}");
+    let health = get_json(&format!("{}/v1/health", node(leader)))
+        .await
+        .expect("the leader answers");
+    let links = health["links"].as_array().expect("links");
+    assert!(
+        links
+            .iter()
+            .all(|l| l["kinds"]["heartbeats"].as_u64() > Some(0)),
+        "/v1/health counts heartbeats per link: {links:?}"
+    );
 
     // Fault tolerance, run from the keyboard: focus the button and press Enter.
     page.execute("document.getElementById('run-fault').focus();", vec![])
@@ -396,6 +439,82 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         number(&load["least"]) >= 90,
         "every node served its share: {text}"
     );
+    // ... and beside it, the jobs each of kith dev's workers finished.
+    assert_eq!(load["jobs"], "30", "{text}");
+    assert!(
+        number(&load["workers"]) >= 2,
+        "workers shared the jobs: {text}"
+    );
+    let job_bars = page
+        .find_all(Locator::Css("#load-jobs .bar[data-worker]"))
+        .await
+        .expect("jobs per worker");
+    assert_eq!(job_bars.len() as u64, number(&load["workers"]), "{text}");
+    assert!(text.contains("worker-1 finished"), "{text}");
+
+    // Sharing processing: 64 tiles, one worker then three; three finish first.
+    let (puzzle, text) = run_lesson(&page, "puzzle").await;
+    assert_eq!(puzzle["done"], "ok", "the lesson failed: {text}");
+    assert_eq!(puzzle["tilesOne"], "64", "{text}");
+    assert_eq!(puzzle["tilesThree"], "64", "{text}");
+    assert_eq!(puzzle["workersOne"], "1", "{text}");
+    assert_eq!(puzzle["workersThree"], "3", "{text}");
+    assert!(
+        number(&puzzle["msThree"]) < number(&puzzle["msOne"]),
+        "three workers were faster: {text}"
+    );
+    let made: Value = page
+        .execute(
+            "return [...document.querySelectorAll('#puzzle-boards .board')]
+               .map((b) => [...new Set([...b.querySelectorAll('canvas.tile[data-worker]')]
+                 .map((t) => t.dataset.worker))].length);",
+            vec![],
+        )
+        .await
+        .expect("the boards' tiles");
+    assert_eq!(
+        made,
+        json!([1, 3]),
+        "tiles coloured by the worker that made them"
+    );
+    let painted = page
+        .find_all(Locator::Css("#puzzle-boards canvas.tile[data-worker]"))
+        .await
+        .expect("painted tiles");
+    assert_eq!(painted.len(), 128, "every tile of both boards is painted");
+    page.execute(
+        "document.getElementById('lesson-puzzle').scrollIntoView();",
+        vec![],
+    )
+    .await
+    .expect("scroll to the puzzle");
+    let png = page
+        .find(Locator::Id("lesson-puzzle"))
+        .await
+        .expect("the puzzle lesson")
+        .screenshot()
+        .await
+        .expect("screenshot");
+    std::fs::write(artifacts_dir().join("learn-puzzle.png"), png).expect("save screenshot");
+    // The workers stop when the lesson ends: a job put on a queue now stays ready.
+    let client = http();
+    let queued: Value = client
+        .post(format!("{}/v1/queues/learn-after/jobs", node(1)))
+        .json(&json!({"payload": {"tile": 0}}))
+        .send()
+        .await
+        .expect("enqueue")
+        .json()
+        .await
+        .expect("json");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let job = get_json(&format!("{}/v1/jobs/{}", node(1), queued["id"]))
+        .await
+        .expect("the job");
+    assert_eq!(
+        job["state"], "ready",
+        "no dev worker is left running: {job}"
+    );
 
     // Storage and redundancy: a file on three nodes downloads intact with one holder dead.
     let (store, text) = run_lesson(&page, "store").await;
@@ -416,8 +535,9 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     )
     .await;
 
-    // Ledger: the page has one follower alter an entry (the test build has the storage hook)
-    // and names it by comparing every node's hash at the same entry.
+    // Ledger: the page has one follower alter an entry (kith dev restarts it with the hidden
+    // tamper flag, not the storage test hook, so an ordinary build does the same) and names it
+    // by comparing every node's hash at the same entry.
     let (ledger, text) = run_lesson(&page, "ledger").await;
     assert_eq!(ledger["done"], "ok", "the lesson failed: {text}");
     assert_eq!(ledger["named"], ledger["tampered"], "{text}");
@@ -460,6 +580,23 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         assert_eq!(r.status(), 400, "count={count}");
         let body: Value = r.json().await.expect("a JSON error");
         assert_eq!(body["error"]["code"], "bad_request");
+    }
+    for body in [
+        json!({"count": 5, "queue": "q"}),
+        json!({"count": 1}),
+        json!({"count": 1, "queue": "no spaces"}),
+        json!({"count": -1, "queue": "q"}),
+        json!({"count": 1, "queue": "q", "command": "rm"}),
+    ] {
+        let r = client
+            .post(format!("{}/v1/dev/workers", node(1)))
+            .json(&body)
+            .send()
+            .await
+            .expect("node 1 answers");
+        assert_eq!(r.status(), 400, "{body}");
+        let answer: Value = r.json().await.expect("a JSON error");
+        assert_eq!(answer["error"]["code"], "bad_request", "{body}");
     }
     let skip = client
         .post(format!("{}/v1/dev/nodes/7/add", node(1)))
@@ -512,6 +649,25 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .expect("measure the sidebar");
     assert_eq!(sticks_out, false, "a chat sidebar field overflows it");
     page.close().await.expect("close the browser");
+
+    // A node not started by `kith dev` cannot be told to tamper with its ledger.
+    let dir = tempfile::TempDir::new().expect("data dir");
+    let refused = Command::new(env!("CARGO_BIN_EXE_kith"))
+        .args(["serve", "--id", "1", "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(dir.path())
+        .args(["--dev-tamper-ledger-index", "5"])
+        .output()
+        .expect("run kith serve");
+    assert!(
+        !refused.status.success(),
+        "an ordinary node refuses to tamper"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--dev-control"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     // A node not started by `kith dev` has no lessons.
     let plain = TestCluster::start(1, &[]);

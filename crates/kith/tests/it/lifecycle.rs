@@ -283,6 +283,10 @@ async fn the_playground_breaks_dev_nodes_and_is_refused_elsewhere() {
     for (path, body) in [
         ("/v1/dev/nodes/1/kill", None),
         (
+            "/v1/dev/workers",
+            Some(serde_json::json!({"count": 1, "queue": "q"})),
+        ),
+        (
             "/internal/dev/isolate",
             Some(serde_json::json!({"isolated": true})),
         ),
@@ -425,5 +429,102 @@ fn serve_refuses_to_listen_off_loopback_without_insecure() {
             stderr.contains(names),
             "{args:?}: the refusal does not name {names}: {stderr}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_workers_are_real_processes_that_work_and_die_with_the_supervisor() {
+    let tmp = tempfile::TempDir::new().expect("temp dir");
+    let (mut dev, nodes) = start_dev(tmp.path());
+    let url = format!("http://127.0.0.1:{}", dev.base_port);
+    kith_client::tls::install_default_provider();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client");
+    let workers = |count: u64| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let answer = http
+                .post(format!("{url}/v1/dev/workers"))
+                .json(&serde_json::json!({"count": count, "queue": "dev-lifecycle"}))
+                .send()
+                .await
+                .expect("node 1 answers");
+            assert!(answer.status().is_success(), "{}", answer.status());
+            answer.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let extra = |dev_pid: u32| {
+        let nodes = nodes.clone();
+        move || -> Vec<u32> {
+            children_of(dev_pid)
+                .into_iter()
+                .filter(|p| !nodes.contains(p))
+                .collect()
+        }
+    };
+    let workers_now = extra(dev.id());
+
+    let started = workers(2).await;
+    assert_eq!(
+        started["workers"],
+        serde_json::json!(["worker-1", "worker-2"])
+    );
+    assert_eq!(workers_now().len(), 2, "two worker processes");
+    // They work: a job put on their queue is done, and its result names its worker.
+    let job: serde_json::Value = http
+        .post(format!("{url}/v1/queues/dev-lifecycle/jobs"))
+        .json(&serde_json::json!({"payload": {"n": 1}}))
+        .send()
+        .await
+        .expect("enqueue")
+        .json()
+        .await
+        .expect("json");
+    let done = wait_until(
+        "a dev worker to finish the job",
+        Duration::from_secs(30),
+        || {
+            let (http, url, id) = (http.clone(), url.clone(), job["id"].clone());
+            async move {
+                let job: serde_json::Value = http
+                    .get(format!("{url}/v1/jobs/{id}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (job["state"] == "completed").then_some(job)
+            }
+        },
+    )
+    .await;
+    let by = done["result"]["worker"]
+        .as_str()
+        .expect("the worker's name");
+    assert!(["worker-1", "worker-2"].contains(&by), "{done}");
+
+    // A new request replaces them; count 0 stops them all.
+    workers(3).await;
+    assert_eq!(workers_now().len(), 3, "three worker processes");
+    workers(0).await;
+    assert_eq!(workers_now().len(), 0, "every worker stopped");
+
+    // Killed outright, kith dev takes its workers with it.
+    workers(2).await;
+    let pids = workers_now();
+    assert_eq!(pids.len(), 2);
+    kill(Pid::from_raw(dev.id() as i32), Signal::SIGKILL).expect("SIGKILL");
+    dev.wait().expect("reap kith dev");
+    for pid in pids.into_iter().chain(nodes) {
+        wait_until(
+            &format!("orphaned process {pid} to exit"),
+            Duration::from_secs(20),
+            || async move { (!alive(pid)).then_some(()) },
+        )
+        .await;
     }
 }
