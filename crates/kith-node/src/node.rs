@@ -488,6 +488,65 @@ impl Node {
         }
     }
 
+    /// Starts an election now (a stopping leader's request; see `hand_over_leadership`).
+    pub async fn stand_for_election(&self) -> Result<(), String> {
+        self.raft.trigger().elect().await.map_err(|e| e.to_string())
+    }
+
+    /// Before a planned stop: if this node leads, asks the follower that holds its whole
+    /// log to stand for election at once, and waits (at most `within`) until another node
+    /// leads. The others then need not wait out an election timeout first, as after a
+    /// crash. Nothing happens unless a voter has every entry (it would lose the election
+    /// and only cost a term). True when another node took over.
+    pub async fn hand_over_leadership(&self, within: Duration) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.config.id) {
+            return false;
+        }
+        let last = m.last_log_index;
+        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let Some(heir) = m.replication.as_ref().and_then(|replication| {
+            replication
+                .iter()
+                .filter(|(id, matched)| {
+                    **id != self.config.id
+                        && voters.contains(id)
+                        && matched.map(|l| l.index) == last
+                })
+                .map(|(id, _)| *id)
+                .next()
+        }) else {
+            return false;
+        };
+        let Some(addr) = self.member_addr(heir) else {
+            return false;
+        };
+        let asked: Result<(), _> = self
+            .transport
+            .call(
+                &addr,
+                crate::peer::links::MessageKind::Vote,
+                crate::peer::route::ELECT,
+                &(),
+                Some(within),
+            )
+            .await;
+        if let Err(e) = asked {
+            tracing::warn!(heir, error = %e, "could not hand leadership over");
+            return false;
+        }
+        let mut metrics = self.raft.metrics();
+        let me = self.config.id;
+        let moved = timeout(
+            within,
+            metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me)),
+        )
+        .await;
+        let moved = matches!(moved, Ok(Ok(_)));
+        tracing::info!(heir, moved, "handed leadership over before stopping");
+        moved
+    }
+
     /// Stops the Raft core; in-flight requests fail with `ShuttingDown`.
     pub async fn shutdown(&self) {
         if let Some(task) = self.expiry_task.lock().expect("expiry task lock").take() {

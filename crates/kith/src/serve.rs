@@ -156,6 +156,9 @@ enum LogFormat {
     Json,
 }
 
+/// How long a stopping leader waits for a follower to take over.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
+
 /// The quota when `--quota-bytes` is not given: etcd's 2 GiB, capped at half the file system
 /// that holds `data` (a small SD card must not fill before the alarm sounds).
 fn default_quota_bytes(data: &std::path::Path) -> u64 {
@@ -341,6 +344,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::error!("the Raft core stopped on a fatal error; exiting");
     } else {
         tracing::info!("shutting down");
+        // A planned stop of the leader: let a caught-up follower take over first, so the
+        // cluster moves on without waiting out an election timeout.
+        node.hand_over_leadership(HAND_OVER_WAIT).await;
     }
     let _ = stop_tx.send(true);
     node.shutdown().await;

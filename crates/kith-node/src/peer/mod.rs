@@ -37,6 +37,9 @@ pub mod route {
     pub const VOTE: &str = "/internal/raft/vote";
     pub const SNAPSHOT: &str = "/internal/raft/snapshot";
     pub const FORWARD: &str = "/internal/forward";
+    /// `POST` postcard `()`: the leader, about to stop, asks this follower to stand for
+    /// election now (`Node::hand_over_leadership`).
+    pub const ELECT: &str = "/internal/raft/elect";
     /// Test-only fault settings (JSON); see [`super::faults::FaultLayer`].
     pub const FAULTS: &str = "/internal/faults";
     /// `PUT` stores a chunk (raw body), `GET` returns one; the hash is the last segment.

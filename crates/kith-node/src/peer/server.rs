@@ -104,6 +104,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(route::VOTE, post(vote))
         .route(route::SNAPSHOT, post(snapshot_route))
         .route(route::FORWARD, post(forward))
+        .route(route::ELECT, post(elect))
         .layer(axum::middleware::from_fn_with_state(
             in_flight,
             bound_in_flight,
@@ -409,4 +410,17 @@ async fn faults(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     node.faults().set(settings);
     tracing::warn!(?settings, "fault injection settings changed");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /internal/raft/elect`: stand for election now, as a stopping leader asks its most
+/// up-to-date follower to. Safe whoever asks: an election is what any follower starts on
+/// its own when it stops hearing a leader, and Raft's vote rules decide it.
+async fn elect(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    if let Err(m) = decode::<()>(&body) {
+        return refuse(m);
+    }
+    match node.stand_for_election().await {
+        Ok(()) => encode(&()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
 }

@@ -119,3 +119,49 @@ async fn whole_cluster_restart_loses_no_acknowledged_write() {
         .expect("put after restart");
     assert_eq!(next, revisions[49] + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_with_sigterm_hands_over_before_it_exits_and_loses_nothing() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
+    let client = cluster.client_over(&[1, 2, 3]);
+    for i in 0..50u32 {
+        client
+            .put(&format!("planned/{i}"), b"before", None)
+            .await
+            .expect("put");
+    }
+    let term = cluster.health(leader).await.expect("health")["term"]
+        .as_u64()
+        .expect("term");
+
+    let status = cluster.terminate(leader, STARTUP_WITHIN).await;
+    assert!(status.success(), "a SIGTERM stop is clean: {status}");
+    // By the time it has exited, a survivor already leads: it was asked to stand for
+    // election and won before the old leader stopped, so nobody waited out a timeout.
+    let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    let mut leading = Vec::new();
+    for id in &survivors {
+        let health = cluster.health(*id).await.expect("a survivor answers");
+        if health["role"] == "leader" {
+            leading.push((*id, health["term"].as_u64().expect("term")));
+        }
+    }
+    assert_eq!(leading.len(), 1, "a survivor leads at once: {leading:?}");
+    assert_eq!(leading[0].1, term + 1, "one election, in the next term");
+
+    for i in 0..50u32 {
+        let got = cluster
+            .client_over(&survivors)
+            .get(&format!("planned/{i}"), Consistency::Linearizable)
+            .await
+            .expect("get")
+            .expect("an acknowledged write survived the planned stop");
+        assert_eq!(got.value, b"before");
+    }
+    cluster
+        .client_over(&survivors)
+        .put("planned/after", b"yes", None)
+        .await
+        .expect("a write after the hand-over");
+}
