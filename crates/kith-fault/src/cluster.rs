@@ -90,17 +90,35 @@ fn claim_block() -> anyhow::Result<BlockLock> {
 /// just-released ephemeral port out again at once, and two nodes of one cluster then got
 /// the same port.
 pub fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
+    free_ports(ip, 1)
+}
+
+/// The first of `count` consecutive free ports on `ip` (for `kith dev --base-port`), none
+/// of them given before, and all of them recorded as given: a test running beside it must
+/// not get one of the ports `kith dev` is about to bind.
+pub fn free_ports(ip: Ipv4Addr, count: u16) -> anyhow::Result<u16> {
     static GIVEN: std::sync::Mutex<Vec<(Ipv4Addr, u16)>> = std::sync::Mutex::new(Vec::new());
-    loop {
+    const ATTEMPTS_MAX: usize = 1000;
+    for _ in 0..ATTEMPTS_MAX {
         let listener = std::net::TcpListener::bind(SocketAddrV4::new(ip, 0))
             .with_context(|| format!("cannot bind {ip}:0"))?;
-        let port = listener.local_addr()?.port();
+        let base = listener.local_addr()?.port();
+        drop(listener);
+        if base.checked_add(count).is_none() {
+            continue;
+        }
         let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-        if !given.contains(&(ip, port)) {
-            given.push((ip, port));
-            return Ok(port);
+        let run = || (0..count).map(|i| (ip, base + i));
+        let usable = run().all(|(ip, port)| {
+            !given.contains(&(ip, port))
+                && std::net::TcpListener::bind(SocketAddrV4::new(ip, port)).is_ok()
+        });
+        if usable {
+            given.extend(run());
+            return Ok(base);
         }
     }
+    anyhow::bail!("no run of {count} free ports on {ip}")
 }
 
 /// Where a cluster's nodes listen.

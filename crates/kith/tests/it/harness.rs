@@ -21,6 +21,12 @@ pub fn free_port() -> u16 {
     kith_fault::cluster::free_port(std::net::Ipv4Addr::LOCALHOST).expect("a free port")
 }
 
+/// The first of `count` consecutive free 127.0.0.1 ports (for `kith dev --base-port`),
+/// reserved against every other `free_port` of this process.
+pub fn free_port_run(count: u16) -> u16 {
+    kith_fault::cluster::free_ports(std::net::Ipv4Addr::LOCALHOST, count).expect("free ports")
+}
+
 /// Polls `probe` until it yields a value; panics once `within` has passed.
 pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, probe: F) -> T
 where

@@ -20,7 +20,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, wait_until, TestCluster};
+use crate::harness::{free_port, free_port_run, wait_until, TestCluster};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -37,24 +37,10 @@ impl Drop for Reaped {
     }
 }
 
-/// Four consecutive free ports on 127.0.0.1, for `kith dev --base-port` (three nodes and the
-/// one the scale lesson adds).
-fn free_port_run() -> u16 {
-    for _ in 0..100 {
-        let base = free_port();
-        if base > 65000 {
-            continue;
-        }
-        if (0..4).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no run of four free ports found");
-}
-
 /// Starts `kith dev` with three nodes; returns it and node 1's URL once it says it is up.
 fn start_dev(data: &std::path::Path) -> (Reaped, u16) {
-    let base = free_port_run();
+    // Three nodes and the one the scale lesson adds.
+    let base = free_port_run(4);
     let mut child = Command::new(env!("CARGO_BIN_EXE_kith"))
         .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
         .arg("--data")

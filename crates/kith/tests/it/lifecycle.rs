@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{wait_until, TestCluster};
+use crate::harness::{free_port_run, wait_until, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exits_cleanly_on_sigterm_and_restarts_with_its_data() {
@@ -27,25 +27,6 @@ async fn serve_exits_cleanly_on_sigterm_and_restarts_with_its_data() {
         .expect("get")
         .expect("k survives a clean restart");
     assert_eq!(got.revision, revision);
-}
-
-/// Three consecutive free ports on 127.0.0.1, for `kith dev --base-port`.
-fn free_port_run() -> u16 {
-    for _ in 0..100 {
-        let base = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        if base > 65000 {
-            continue;
-        }
-        let all_free = (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no run of three free ports found");
 }
 
 /// Pids of the live (non-zombie) children of `parent`, read from /proc.
@@ -116,7 +97,7 @@ fn start_dev(data: &std::path::Path) -> (Dev, Vec<u32>) {
 
 /// `start_dev` with more arguments; also returns what it printed.
 fn start_dev_with(data: &std::path::Path, extra: &[&str]) -> (Dev, Vec<u32>, String) {
-    let base = free_port_run();
+    let base = free_port_run(3);
     let child = Command::new(env!("CARGO_BIN_EXE_kith"))
         .args(["dev", "--nodes", "3", "--base-port", &base.to_string()])
         .args(extra)
