@@ -157,6 +157,10 @@ pub struct Node {
     pub files: crate::files::Blobs,
     /// The storage quota's measure and check (see [`crate::quota`]).
     pub quota: Arc<crate::quota::Quota>,
+    /// Set once this leader is handing leadership over before it stops: it takes no new
+    /// writes, so a follower can hold its whole log and win the election it is asked to
+    /// start.
+    stepping_down: std::sync::atomic::AtomicBool,
 }
 
 /// Counters a node keeps about the requests it served.
@@ -252,6 +256,7 @@ impl Node {
         let node = Arc::new_cyclic(|node| Node {
             files,
             quota,
+            stepping_down: std::sync::atomic::AtomicBool::new(false),
             batcher,
             read_batcher,
             forwarder: Forwarder::start(node.clone()),
@@ -493,25 +498,47 @@ impl Node {
         self.raft.trigger().elect().await.map_err(|e| e.to_string())
     }
 
-    /// Before a planned stop: if this node leads, asks the follower that holds its whole
-    /// log to stand for election at once, and waits (at most `within`) until another node
-    /// leads. The others then need not wait out an election timeout first, as after a
-    /// crash. Nothing happens unless a voter has every entry (it would lose the election
-    /// and only cost a term). True when another node took over.
+    /// Before a planned stop: if this node leads, stops taking writes, waits (at most
+    /// `within`) until a voter holds its whole log, asks that voter to stand for election at
+    /// once, and waits (at most `within`) until another node leads. The others then need
+    /// not wait out an election timeout first, as after a crash. A voter missing entries
+    /// is never asked (it would lose and only cost a term). True when another node took
+    /// over.
     pub async fn hand_over_leadership(&self, within: Duration) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        if m.current_leader != Some(self.config.id) {
+        if self.raft.metrics().borrow().current_leader != Some(self.config.id) {
             return false;
         }
-        let last = m.last_log_index;
+        // No new writes from here: the followers catch up with a log that stops growing.
+        self.stepping_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        let mut metrics = self.raft.metrics();
+        let me = self.config.id;
+        let caught_up = timeout(
+            within,
+            metrics.wait_for(|m| {
+                let voters: BTreeSet<NodeId> =
+                    m.membership_config.membership().voter_ids().collect();
+                m.replication.as_ref().is_some_and(|replication| {
+                    replication.iter().any(|(id, matched)| {
+                        *id != me
+                            && voters.contains(id)
+                            && matched.map(|l| l.index) == m.last_log_index
+                    })
+                })
+            }),
+        )
+        .await;
+        let Ok(Ok(m)) = caught_up.map(|r| r.map(|m| m.clone())) else {
+            return false;
+        };
         let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
         let Some(heir) = m.replication.as_ref().and_then(|replication| {
             replication
                 .iter()
                 .filter(|(id, matched)| {
-                    **id != self.config.id
+                    **id != me
                         && voters.contains(id)
-                        && matched.map(|l| l.index) == last
+                        && matched.map(|l| l.index) == m.last_log_index
                 })
                 .map(|(id, _)| *id)
                 .next()
@@ -535,8 +562,6 @@ impl Node {
             tracing::warn!(heir, error = %e, "could not hand leadership over");
             return false;
         }
-        let mut metrics = self.raft.metrics();
-        let me = self.config.id;
         let moved = timeout(
             within,
             metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != me)),
@@ -917,6 +942,21 @@ impl Node {
         request: ForwardRequest,
     ) -> Result<ForwardResponse, ForwardError> {
         let limit = self.config.request_timeout;
+        let changes = matches!(
+            request,
+            ForwardRequest::Write(_)
+                | ForwardRequest::Writes(_)
+                | ForwardRequest::AddMember { .. }
+                | ForwardRequest::RemoveMember { .. }
+        );
+        if changes
+            && self
+                .stepping_down
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // The asker waits for the successor and sends it there.
+            return Err(ForwardError::NotLeader { leader_id: None });
+        }
         match request {
             ForwardRequest::Write(command) => self
                 .propose(command, wall_clock_ms())
