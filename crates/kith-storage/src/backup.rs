@@ -10,10 +10,8 @@
 //! after the backup's position: the new cluster's entries continue the index, and its kv
 //! revisions continue the backup's, so a watcher never sees either go backwards.
 //!
-//! Owns: writing a backup from a [`StateReader`], preparing a data directory from one, the
-//! `node-id` file that says which node a data directory belongs to, and
-//! [`force_new_cluster`] (`kith recover`), which restores a survivor's own state as a
-//! one-member cluster.
+//! Owns: writing a backup from a [`StateReader`] and preparing a data directory from one
+//! (with its `node-id`, see `identity`).
 //! Refuses: file chunks (a file's bytes live in `chunks/`, not in the state; a restored
 //! cluster has the manifests only), and restoring into a directory that holds anything.
 
@@ -139,120 +137,6 @@ pub async fn restore(
     result.map(|()| point)
 }
 
-/// The file in a data directory naming the node it belongs to (`kith serve` writes it).
-pub const NODE_ID_FILE: &str = "node-id";
-/// What `force_new_cluster` moves aside (suffixed [`SET_ASIDE`]) rather than deletes.
-const REPLACED: [&str; 3] = ["state.redb", "raft-log", "snapshot.bin"];
-pub const SET_ASIDE: &str = ".before-recover";
-
-/// The node id `dir` belongs to, if `kith serve` has recorded it there.
-pub fn recorded_node_id(dir: &Path) -> Result<Option<NodeId>, StoreError> {
-    match std::fs::read_to_string(dir.join(NODE_ID_FILE)) {
-        Ok(text) => {
-            text.trim().parse().map(Some).map_err(|_| {
-                StoreError::InvalidSnapshot(format!("{NODE_ID_FILE} holds no node id"))
-            })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(StoreError::Io(e)),
-    }
-}
-
-/// Records that `dir` belongs to node `id` (a no-op if it says so already); refuses a
-/// directory that belongs to another node.
-pub fn record_node_id(dir: &Path, id: NodeId) -> Result<(), StoreError> {
-    match recorded_node_id(dir)? {
-        Some(recorded) if recorded == id => Ok(()),
-        Some(recorded) => Err(StoreError::InvalidSnapshot(format!(
-            "{} holds node {recorded}'s data, not node {id}'s",
-            dir.display()
-        ))),
-        None => {
-            std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
-            std::fs::write(dir.join(NODE_ID_FILE), format!("{id}\n")).map_err(StoreError::Io)?;
-            crate::wal::sync_dir(dir)
-        }
-    }
-}
-
-/// What a forced new cluster kept and dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Recovered {
-    /// Where the kept state stands.
-    pub point: BackupPoint,
-    /// Log entries past the applied state, dropped (they may have been committed by
-    /// members now lost, or never committed at all).
-    pub dropped_entries: u64,
-}
-
-/// Turns the data of node `id` in `dir` (its process stopped) into a one-member cluster of
-/// that node, at the address its membership gives it: the applied state is kept, the log
-/// past it is dropped, and the old state and log are moved aside (`*.before-recover`). The
-/// last resort after losing a quorum: whatever only the lost members held is gone.
-pub async fn force_new_cluster(dir: &Path, id: NodeId) -> Result<Recovered, StoreError> {
-    let refuse = |message: String| StoreError::InvalidSnapshot(message);
-    if !dir.join("state.redb").exists() {
-        return Err(refuse(format!("{} holds no kith state", dir.display())));
-    }
-    for name in REPLACED {
-        let aside = dir.join(format!("{name}{SET_ASIDE}"));
-        if aside.exists() {
-            return Err(refuse(format!(
-                "{} exists from an earlier recovery; move it away first",
-                aside.display()
-            )));
-        }
-    }
-    let staged = dir.join("recover.bin.tmp");
-    let (point, member, dropped_entries) = {
-        // Fails while a node runs on `dir`: redb holds the state file locked.
-        let (mut log, state) = crate::open_ungated(dir, StoreConfig::default())?;
-        let reader = state.reader();
-        let membership: StoredMembership<NodeId, BasicNode> = {
-            let txn = reader.db.begin_read()?;
-            let meta = txn.open_table(META)?;
-            meta_get(&meta, KEY_MEMBERSHIP)?.unwrap_or_default()
-        };
-        let member = membership
-            .membership()
-            .get_node(&id)
-            .cloned()
-            .ok_or_else(|| {
-                refuse(format!(
-                    "node {id} is not in the membership {} holds",
-                    dir.display()
-                ))
-            })?;
-        let _ = std::fs::remove_file(&staged);
-        let point = reader.write_backup(&staged)?;
-        let last = log
-            .get_log_state()
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
-            .last_log_id
-            .map_or(0, |l| l.index);
-        (point, member, last.saturating_sub(point.index))
-    };
-    for name in REPLACED {
-        let from = dir.join(name);
-        if from.exists() {
-            std::fs::rename(&from, dir.join(format!("{name}{SET_ASIDE}")))
-                .map_err(StoreError::Io)?;
-        }
-    }
-    let last_log_id = snapshot::verify_any(&staged)?
-        .0
-        .last_log_id
-        .ok_or_else(|| refuse("this node has applied nothing: there is nothing to keep".into()))?;
-    let members = BTreeMap::from([(id, member)]);
-    restore_into(&staged, dir, id, last_log_id, members).await?;
-    std::fs::remove_file(&staged).map_err(StoreError::Io)?;
-    Ok(Recovered {
-        point,
-        dropped_entries,
-    })
-}
-
 async fn restore_into(
     backup: &Path,
     dir: &Path,
@@ -296,5 +180,5 @@ async fn restore_into(
         .await
         .map_err(failed)?;
     std::fs::remove_file(&staged).map_err(StoreError::Io)?;
-    record_node_id(dir, id)
+    crate::identity::claim(dir, id)
 }

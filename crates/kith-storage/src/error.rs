@@ -12,6 +12,18 @@ pub enum StoreError {
     /// A snapshot file that is not whole: bad header, record, order or checksum.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// A data directory opened under another node's id.
+    #[error("this data directory belongs to node {stored}, not node {given}")]
+    NodeIdMismatch {
+        stored: kith_core::NodeId,
+        given: kith_core::NodeId,
+    },
+    /// The data directory is open in another process (a running node).
+    #[error("{0} is in use by another process (is the node still running?)")]
+    InUse(String),
+    /// `recover` cannot make a one-member cluster of this directory; the message says why.
+    #[error("{0}")]
+    CannotRecover(String),
     /// A snapshot piece that does not continue the receive in progress.
     #[error("snapshot piece at offset {got}, expected {expected}")]
     SnapshotOffset { expected: u64, got: u64 },

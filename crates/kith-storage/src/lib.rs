@@ -17,6 +17,9 @@
 //!   chunk, named and verified by its BLAKE3 hash.
 //! - [`backup`]: a backup (the snapshot format, from one read transaction) and a restore
 //!   that makes a new cluster member's data directory from one.
+//! - [`force_new_cluster`] (`recover`): a stopped member's data made into a one-member
+//!   cluster, the last resort after losing quorum; [`stored_node_id`] (`identity`): which
+//!   node a data directory belongs to (`node-id`, checked by [`open`]).
 //! - [`open`]: a node's log and state machine, linked, with the [`LogGate`] its peer
 //!   transport needs (`durability`: the leader's overlapped fsync and its gates).
 //! - [`StateReader`]: a cheap, cloneable read handle on the applied state for the node's
@@ -34,7 +37,9 @@ mod chunk_store;
 mod codec;
 mod durability;
 mod error;
+mod identity;
 mod log_store;
+mod recover;
 mod snapshot;
 mod snapshot_inbox;
 mod state;
@@ -46,7 +51,9 @@ use std::path::Path;
 pub use chunk_store::{ChunkInfo, ChunkRead, ChunkStore};
 pub use durability::LogGate;
 pub use error::StoreError;
+pub use identity::{stored_node_id, NODE_ID_FILE};
 pub use log_store::LogStore;
+pub use recover::{force_new_cluster, Recovered};
 pub use snapshot::{verify_snapshot, RECORD_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 pub use snapshot_inbox::SnapshotInbox;
 pub use state::history::{StoreConfig, EVENTS_BYTES_KEPT_DEFAULT};
@@ -101,6 +108,8 @@ pub fn open(
     id: kith_core::NodeId,
     config: StoreConfig,
 ) -> Result<NodeStores, StoreError> {
+    std::fs::create_dir_all(dir).map_err(StoreError::Io)?;
+    identity::claim(dir, id)?;
     let (log, mut state_machine) = open_ungated(dir, config)?;
     let log_gate = LogGate::new(log.durable_index());
     state_machine.apply_after_log_durable(log_gate.clone());

@@ -1,5 +1,4 @@
-//! `kith backup FILE`, `kith restore FILE --data DIR --id N --peers …` and
-//! `kith recover --data DIR --force-new-cluster`.
+//! `kith backup FILE` and `kith restore FILE --data DIR --id N --peers …`.
 //!
 //! A backup is saved as `FILE.tmp`, checked whole (every record and the checksum,
 //! `kith_storage::backup::verify_backup`) and only then renamed to FILE, so a FILE that exists
@@ -165,67 +164,6 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         args.data.display(),
         args.id,
         args.id,
-        args.data.display()
-    );
-    Ok(())
-}
-
-#[derive(Args)]
-pub struct RecoverArgs {
-    /// The data directory of a surviving member (its `kith serve` stopped).
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
-    /// Make DIR's node the one member of a new cluster, keeping the state it applied: the
-    /// last resort after losing a quorum (entries only the lost members held are gone).
-    #[arg(long)]
-    force_new_cluster: bool,
-    /// The node DIR belongs to, for a directory that does not record it (`DIR/node-id`,
-    /// which `kith serve` writes).
-    #[arg(long)]
-    id: Option<NodeId>,
-}
-
-pub async fn recover(args: RecoverArgs) -> anyhow::Result<()> {
-    if !args.force_new_cluster {
-        bail!(
-            "kith recover --force-new-cluster turns this member's data into a one-member \
-             cluster, keeping the state it applied and dropping its log past that; the other \
-             members must then be wiped and rejoin with --join. Anything only the lost \
-             members held is gone. Add --force-new-cluster to do it."
-        );
-    }
-    let recorded = kith_storage::backup::recorded_node_id(&args.data)?;
-    let id = match (recorded, args.id) {
-        (Some(r), Some(given)) if r != given => {
-            bail!(
-                "{} holds node {r}'s data, not node {given}'s",
-                args.data.display()
-            )
-        }
-        (Some(r), _) => r,
-        (None, Some(given)) => given,
-        (None, None) => bail!(
-            "{} does not say which node it belongs to; give --id N",
-            args.data.display()
-        ),
-    };
-    let recovered = kith_storage::backup::force_new_cluster(&args.data, id)
-        .await
-        .with_context(|| {
-            format!(
-                "recover {} (is its kith serve still running?)",
-                args.data.display()
-            )
-        })?;
-    outln!(
-        "node {id} is now the only member of a new cluster: kept its state up to log index {} \
-         (revision {}), dropped {} log entries past it; the old state and log are beside it \
-         as *{}. Start it with `kith serve --id {id} --data {} …`, then wipe every other \
-         member's data directory and start it with --join.",
-        recovered.point.index,
-        recovered.point.revision,
-        recovered.dropped_entries,
-        kith_storage::backup::SET_ASIDE,
         args.data.display()
     );
     Ok(())

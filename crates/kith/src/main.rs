@@ -1,7 +1,7 @@
 //! `kith`: the one binary. `serve` runs a node, `dev` runs a local cluster, and the other
 //! subcommands are clients of a running cluster.
 //!
-//! Modules: [`serve`] (one node), [`backup`] (`kith backup`, `kith restore` and `kith recover`), [`config`] (`kith serve --config FILE` and its precedence), [`init`] (certificates for a cluster with TLS), [`dev`] (the local-cluster supervisor), [`commands`] (the
+//! Modules: [`serve`] (one node), [`backup`] (`kith backup` and `kith restore`), [`recover`] (`kith recover`), [`config`] (`kith serve --config FILE` and its precedence), [`init`] (certificates for a cluster with TLS), [`dev`] (the local-cluster supervisor), [`commands`] (the
 //! client subcommands and their table/json output), [`chat`] (the terminal chat client),
 //! [`worker`] (`kith worker`, which runs jobs), [`files`] (`kith files`, transfers with
 //! progress bars), [`out`] (standard output that ends quietly when its reader goes).
@@ -16,6 +16,7 @@ mod config;
 mod dev;
 mod files;
 mod init;
+mod recover;
 mod serve;
 mod worker;
 
@@ -71,7 +72,7 @@ enum Top {
     /// Make a new cluster member's data directory from a backup (once per member).
     Restore(backup::RestoreArgs),
     /// After losing a quorum: make a survivor the one member of a new cluster.
-    Recover(backup::RecoverArgs),
+    Recover(recover::RecoverArgs),
     /// Load generator for kith (or etcd): throughput, latency percentiles, errors.
     Bench(kith_bench::BenchArgs),
 }
@@ -108,7 +109,7 @@ fn main() -> std::process::ExitCode {
             Top::Token(args) => commands::token(args).await,
             Top::Backup(args) => backup::backup(args).await,
             Top::Restore(args) => backup::restore(args).await,
-            Top::Recover(args) => backup::recover(args).await,
+            Top::Recover(args) => recover::run(args),
             Top::Bench(args) => kith_bench::run(args).await.map(drop).map_err(Into::into),
         }
     });

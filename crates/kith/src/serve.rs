@@ -301,8 +301,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.file_repair_interval = Duration::from_millis(args.file_repair_interval_ms);
     config.file_scrub_bytes_per_s = args.file_scrub_bytes_per_s;
 
-    // A data directory belongs to one node for good (`kith recover` reads whose it is).
-    kith_storage::backup::record_node_id(&args.data, args.id)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
