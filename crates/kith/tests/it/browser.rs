@@ -17,9 +17,10 @@ use crate::harness::{free_port, wait_until, TestCluster};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-struct Driver {
+/// chromedriver, and the URL it listens on; killed when dropped.
+pub(crate) struct Driver {
     process: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Driver {
@@ -29,41 +30,61 @@ impl Drop for Driver {
     }
 }
 
-async fn start_driver() -> Driver {
+/// Attempts at starting chromedriver: the port it is given was free a moment before, but
+/// an outgoing connection of any process may take it meanwhile, and chromedriver then
+/// exits at once.
+const DRIVER_ATTEMPTS_MAX: usize = 5;
+
+/// Starts chromedriver on a free port and waits until it is ready, again on another port
+/// if it exits.
+pub(crate) async fn start_driver() -> Driver {
     for bin in [CHROMIUM, CHROMEDRIVER] {
         assert!(
             std::path::Path::new(bin).exists(),
             "{bin} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
         );
     }
-    let port = free_port();
-    let process = Command::new(CHROMEDRIVER)
-        .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let url = format!("http://127.0.0.1:{port}");
     kith_client::tls::install_default_provider();
-    let http = reqwest::Client::builder().no_proxy().build().expect("http");
-    wait_until(
-        "chromedriver to be ready",
-        // Several browser tests start their drivers at once on a loaded 2-core machine.
-        Duration::from_secs(60),
-        || async {
-            let status: Value = http
-                .get(format!("{url}/status"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (status["value"]["ready"] == true).then_some(())
-        },
-    )
-    .await;
-    Driver { process, url }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http");
+    for _ in 0..DRIVER_ATTEMPTS_MAX {
+        let port = free_port();
+        let process = Command::new(CHROMEDRIVER)
+            .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let mut driver = Driver {
+            process,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        // Ready, or exited (`None`); several browser tests start drivers at once on a
+        // loaded 2-core machine, hence the long bound.
+        let ready = wait_until(
+            "chromedriver to be ready or gone",
+            Duration::from_secs(60),
+            || {
+                let exited = driver.process.try_wait().ok().flatten().is_some();
+                let status = http.get(format!("{}/status", driver.url)).send();
+                async move {
+                    if exited {
+                        return Some(false);
+                    }
+                    let status: Value = status.await.ok()?.json().await.ok()?;
+                    (status["value"]["ready"] == true).then_some(true)
+                }
+            },
+        )
+        .await;
+        if ready {
+            return driver;
+        }
+    }
+    panic!("chromedriver exited {DRIVER_ATTEMPTS_MAX} times before it was ready");
 }
 
 async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {

@@ -20,10 +20,10 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::harness::{free_port, free_port_run, wait_until, TestCluster};
+use crate::browser::{start_driver, Driver};
+use crate::harness::{free_port_run, wait_until, TestCluster};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const LESSON_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// A child process killed (with its process group's nodes following, `--exit-with-parent`)
@@ -68,51 +68,6 @@ fn start_dev(data: &std::path::Path) -> (Reaped, u16) {
         "kith dev is not up:\n{printed}"
     );
     (dev, base)
-}
-
-/// chromedriver, and the URL it listens on.
-struct Driver {
-    _process: Reaped,
-    url: String,
-}
-
-async fn start_driver() -> Driver {
-    for bin in [CHROMIUM, CHROMEDRIVER] {
-        assert!(
-            std::path::Path::new(bin).exists(),
-            "{bin} is missing: install Debian's chromium and chromium-driver (.ci/run does)"
-        );
-    }
-    let port = free_port();
-    let process = Command::new(CHROMEDRIVER)
-        .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromedriver");
-    let driver = Driver {
-        _process: Reaped(process),
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = http();
-    wait_until(
-        "chromedriver to be ready",
-        // Several browser tests start their drivers at once on a loaded 2-core machine.
-        Duration::from_secs(60),
-        || async {
-            let status: Value = http
-                .get(format!("{}/status", driver.url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (status["value"]["ready"] == true).then_some(())
-        },
-    )
-    .await;
-    driver
 }
 
 async fn browser(driver: &Driver, profile: &std::path::Path) -> Client {
