@@ -1,4 +1,5 @@
-//! Leader crash, whole-cluster restart: nothing acknowledged is lost.
+//! Leader crash, whole-cluster restart, a planned stop of the leader, a rolling restart
+//! under writes: nothing acknowledged is lost.
 
 use std::time::{Duration, Instant};
 
@@ -164,4 +165,63 @@ async fn a_leader_stopped_with_sigterm_hands_over_before_it_exits_and_loses_noth
         .put("planned/after", b"yes", None)
         .await
         .expect("a write after the hand-over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_writes_loses_nothing() {
+    let mut cluster = TestCluster::start(3, &[]);
+    cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
+    let acked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (client, acked, stop) = (cluster.client_over(&[1, 2, 3]), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("rolling/{n}");
+                if client.put(&key, b"v", None).await.is_ok() {
+                    acked.lock().unwrap().push(key);
+                }
+                n += 1;
+            }
+        })
+    };
+    // One node at a time: SIGTERM, start it again, wait until it has every write so far.
+    for id in 1..=3 {
+        let before = acked.lock().unwrap().len();
+        let status = cluster.terminate(id, STARTUP_WITHIN).await;
+        assert!(status.success(), "node {id} stopped cleanly: {status}");
+        cluster.spawn(id);
+        // A write acknowledged after the restart, which the restarted node must get.
+        let last = crate::harness::wait_until("a write after the restart", STARTUP_WITHIN, || {
+            let acked = acked.lock().unwrap();
+            let last = (acked.len() > before)
+                .then(|| acked.last().cloned())
+                .flatten();
+            async move { last }
+        })
+        .await;
+        cluster
+            .wait_for_value(id, &last, b"v", STARTUP_WITHIN)
+            .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 30,
+        "writes went on through the restarts: {}",
+        acked.len()
+    );
+    let reader = cluster.client_over(&[1, 2, 3]);
+    for key in &acked {
+        assert!(
+            reader
+                .get(key, Consistency::Linearizable)
+                .await
+                .expect("get")
+                .is_some(),
+            "{key} was acknowledged and then lost"
+        );
+    }
 }
