@@ -21,7 +21,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::browser::{start_driver, Driver};
-use crate::harness::{free_port_run, wait_until, TestCluster};
+use crate::harness::{children_of, free_port_run, wait_until, TestCluster};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const LESSON_TIMEOUT: Duration = Duration::from_secs(150);
@@ -186,7 +186,7 @@ fn number(v: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
     let data = tempfile::TempDir::new().expect("data dir");
-    let (_dev, base) = start_dev(data.path());
+    let (dev, base) = start_dev(data.path());
     let node = |id: u64| format!("http://127.0.0.1:{}", u64::from(base) + id - 1);
     let driver = start_driver().await;
     let profile = tempfile::TempDir::new().expect("profile");
@@ -437,25 +437,23 @@ async fn each_lesson_runs_on_kith_dev_and_shows_its_evidence() {
         .await
         .expect("screenshot");
     std::fs::write(artifacts_dir().join("learn-puzzle.png"), png).expect("save screenshot");
-    // The workers stop when the lesson ends: a job put on a queue now stays ready.
-    let client = http();
-    let queued: Value = client
-        .post(format!("{}/v1/queues/learn-after/jobs", node(1)))
-        .json(&json!({"payload": {"tile": 0}}))
-        .send()
-        .await
-        .expect("enqueue")
-        .json()
-        .await
-        .expect("json");
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let job = get_json(&format!("{}/v1/jobs/{}", node(1), queued["id"]))
-        .await
-        .expect("the job");
-    assert_eq!(
-        job["state"], "ready",
-        "no dev worker is left running: {job}"
-    );
+    // The workers stop when the lesson ends: kith dev has no `kith worker` child left.
+    let dev_pid = dev.0.id();
+    wait_until(
+        "the puzzle's workers to exit",
+        Duration::from_secs(30),
+        || async move {
+            let workers = children_of(dev_pid)
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"worker"))
+                })
+                .count();
+            (workers == 0).then_some(())
+        },
+    )
+    .await;
 
     // Storage and redundancy: a file on three nodes downloads intact with one holder dead.
     let (store, text) = run_lesson(&page, "store").await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::{free_port_run, wait_until, TestCluster};
+use crate::harness::{children_of, free_port_run, wait_until, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_exits_cleanly_on_sigterm_and_restarts_with_its_data() {
@@ -27,30 +27,6 @@ async fn serve_exits_cleanly_on_sigterm_and_restarts_with_its_data() {
         .expect("get")
         .expect("k survives a clean restart");
     assert_eq!(got.revision, revision);
-}
-
-/// Pids of the live (non-zombie) children of `parent`, read from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state, ppid, …
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let mut fields = rest.split(' ');
-        let state = fields.next().unwrap_or("");
-        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        if ppid == parent && state != "Z" {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 fn alive(pid: u32) -> bool {
@@ -455,29 +431,26 @@ async fn dev_workers_are_real_processes_that_work_and_die_with_the_supervisor() 
     );
     assert_eq!(workers_now().len(), 2, "two worker processes");
     // They work: a job put on their queue is done, and its result names its worker.
-    let job: serde_json::Value = http
-        .post(format!("{url}/v1/queues/dev-lifecycle/jobs"))
-        .json(&serde_json::json!({"payload": {"n": 1}}))
-        .send()
+    // Through the client, as a user would: it retries while the cluster elects a leader (a
+    // loaded machine can starve a node long enough for one), which the key makes safe.
+    let endpoints: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{}", dev.base_port + i))
+        .collect();
+    let client = kith_client::Client::new(&endpoints).expect("client");
+    let id = client
+        .enqueue(
+            "dev-lifecycle",
+            &serde_json::json!({"payload": {"n": 1}, "idempotency_key": "lifecycle-1"}),
+        )
         .await
-        .expect("enqueue")
-        .json()
-        .await
-        .expect("json");
+        .expect("enqueue");
     let done = wait_until(
         "a dev worker to finish the job",
         Duration::from_secs(30),
         || {
-            let (http, url, id) = (http.clone(), url.clone(), job["id"].clone());
+            let client = &client;
             async move {
-                let job: serde_json::Value = http
-                    .get(format!("{url}/v1/jobs/{id}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let job = client.job(id).await.ok()?;
                 (job["state"] == "completed").then_some(job)
             }
         },
