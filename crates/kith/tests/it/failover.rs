@@ -122,7 +122,7 @@ async fn whole_cluster_restart_loses_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_stopped_with_sigterm_hands_over_before_it_exits_and_loses_nothing() {
+async fn a_leader_stopped_with_sigterm_is_replaced_cleanly_and_loses_nothing() {
     let mut cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
     let client = cluster.client_over(&[1, 2, 3]);
@@ -138,18 +138,21 @@ async fn a_leader_stopped_with_sigterm_hands_over_before_it_exits_and_loses_noth
 
     let status = cluster.terminate(leader, STARTUP_WITHIN).await;
     assert!(status.success(), "a SIGTERM stop is clean: {status}");
-    // By the time it has exited, a survivor already leads: it was asked to stand for
-    // election and won before the old leader stopped, so nobody waited out a timeout.
+    // A survivor leads, in a later term. (How soon is measured by bench/stop-vs-crash.sh:
+    // the hand-over gives up after its bounds on a starved machine, so a test cannot
+    // promise it finished before the old leader exited.)
     let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
-    let mut leading = Vec::new();
-    for id in &survivors {
-        let health = cluster.health(*id).await.expect("a survivor answers");
-        if health["role"] == "leader" {
-            leading.push((*id, health["term"].as_u64().expect("term")));
-        }
-    }
-    assert_eq!(leading.len(), 1, "a survivor leads at once: {leading:?}");
-    assert_eq!(leading[0].1, term + 1, "one election, in the next term");
+    let new_leader = cluster.wait_for_leader(&survivors, ELECTION_WITHIN).await;
+    let new_term = cluster
+        .health(new_leader)
+        .await
+        .expect("the new leader answers")["term"]
+        .as_u64()
+        .expect("term");
+    assert!(
+        new_term > term,
+        "a new term after the stop: {new_term} after {term}"
+    );
 
     for i in 0..50u32 {
         let got = cluster
