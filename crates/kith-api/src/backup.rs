@@ -9,8 +9,12 @@
 //! transaction held for as long as a slow client takes would keep every page it sees from
 //! being reused.
 //!
-//! Owns: the route and its bound of [`BACKUPS_AT_ONCE`]. Refuses: chunk data (see
-//! `kith_storage::backup`).
+//! With `?with_files=true` the copy also carries the bytes of every chunk a file references:
+//! this node's copy, or when it has none or a bad one, a member's (`Node::fetch_chunk`,
+//! checked against the hash). A chunk no member can give fails the backup with a 500 naming
+//! it, rather than leave a backup that cannot give a file back.
+//!
+//! Owns: the route and its bound of [`BACKUPS_AT_ONCE`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,10 +24,12 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
+use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
+use crate::params::Q;
 use kith_node::{Consistency, Node};
 
 /// Backups one node writes at once: each is a full copy of the state on its disk.
@@ -39,7 +45,19 @@ pub const INDEX_HEADER: &str = "kith-backup-index";
 pub const TERM_HEADER: &str = "kith-backup-term";
 pub const REVISION_HEADER: &str = "kith-backup-revision";
 
-pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupQuery {
+    /// Also carry the bytes of every chunk a file references.
+    #[serde(default)]
+    with_files: bool,
+}
+
+/// `GET /v1/backup[?with_files=true]`.
+pub async fn backup(
+    State(node): State<Arc<Node>>,
+    Q(query): Q<BackupQuery>,
+) -> Result<Response, ApiError> {
     let permit = RUNNING.try_acquire().map_err(|_| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -55,9 +73,27 @@ pub async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError>
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     let written = path.clone();
-    let point = tokio::task::spawn_blocking(move || state.write_backup(&written))
-        .await
-        .map_err(|e| internal(e.to_string()))?;
+    let runtime = tokio::runtime::Handle::current();
+    let chunks_from = node.clone();
+    let point = tokio::task::spawn_blocking(move || {
+        if !query.with_files {
+            return state.write_backup(&written);
+        }
+        // This node's copy of each chunk, or a member's (verified against its hash).
+        state.write_backup_with_chunks(&written, &mut |hash| {
+            runtime
+                .block_on(chunks_from.fetch_chunk(hash))
+                .map(|bytes| bytes.to_vec())
+                .map_err(|e| {
+                    kith_storage::StoreError::Io(std::io::Error::other(format!(
+                        "chunk {}: {e}",
+                        kith_core::ledger::to_hex(&hash)
+                    )))
+                })
+        })
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?;
     let opened = match point {
         Ok(_) => tokio::fs::File::open(&path).await,
         Err(ref e) => Err(std::io::Error::other(e.to_string())),

@@ -24,17 +24,20 @@ pub struct BackupSaved {
 }
 
 impl Client {
-    /// Streams a backup of the cluster's state into `out`; `progress` sees the bytes so far.
+    /// Streams a backup of the cluster's state into `out`; with `with_files`, the backup also
+    /// carries the bytes of every file. `progress` sees the bytes so far.
     pub async fn backup<W: AsyncWrite + Unpin>(
         &self,
         out: &mut W,
+        with_files: bool,
         progress: &dyn Fn(u64),
     ) -> Result<BackupSaved, ClientError> {
+        let query = if with_files { "?with_files=true" } else { "" };
         let n = self.endpoints.len();
         let start = self.read_start();
         let mut last = String::from("no attempt made");
         for attempt in 0..n {
-            let url = format!("{}/v1/backup", self.endpoints[(start + attempt) % n]);
+            let url = format!("{}/v1/backup{query}", self.endpoints[(start + attempt) % n]);
             let response =
                 match tokio::time::timeout(IDLE_MAX, self.stream_http.get(&url).send()).await {
                     Ok(Ok(r)) => r,

@@ -10,10 +10,15 @@
 //! after the backup's position: the new cluster's entries continue the index, and its kv
 //! revisions continue the backup's, so a watcher never sees either go backwards.
 //!
+//! A backup taken with its files also carries the bytes of every chunk a file references
+//! (snapshot format version 2). A restore puts them all into the new member's `chunks/`:
+//! which members should hold a chunk depends on the new cluster's membership, so every
+//! member starts with every chunk and serves any file without asking a peer. Without them
+//! a restored cluster has the files' manifests only, and reading a file fails.
+//!
 //! Owns: writing a backup from a [`StateReader`] and preparing a data directory from one
-//! (with its `node-id`, see `identity`).
-//! Refuses: file chunks (a file's bytes live in `chunks/`, not in the state; a restored
-//! cluster has the manifests only), and restoring into a directory that holds anything.
+//! (its state, its chunks, its `node-id`, see `identity`).
+//! Refuses: restoring into a directory that holds anything.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufWriter;
@@ -23,8 +28,10 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{BasicNode, LogId, Membership, SnapshotMeta, StoredMembership};
 use redb::ReadableDatabase;
 
+use crate::chunk_store::ChunkStore;
 use crate::state::tables::{meta_get, KEY_KV_META, KEY_LAST_APPLIED, KEY_MEMBERSHIP, META};
 use crate::{snapshot, StateReader, StoreConfig, StoreError};
+use kith_core::ledger::Hash;
 use kith_core::{KvMeta, NodeId};
 
 /// Where a backup stands in the history it copies.
@@ -44,6 +51,24 @@ impl StateReader {
     /// Writes a backup of the applied state to `path` (created; must not exist) from one
     /// read transaction: a point-in-time copy that writes running meanwhile do not touch.
     pub fn write_backup(&self, path: &Path) -> Result<BackupPoint, StoreError> {
+        self.write_backup_from(path, None)
+    }
+
+    /// As [`write_backup`](Self::write_backup), and the copy also carries the bytes of every
+    /// chunk a file references, which `chunk` gives for a hash (asked once per chunk).
+    pub fn write_backup_with_chunks(
+        &self,
+        path: &Path,
+        chunk: &mut dyn FnMut(Hash) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<BackupPoint, StoreError> {
+        self.write_backup_from(path, Some(chunk))
+    }
+
+    fn write_backup_from(
+        &self,
+        path: &Path,
+        chunk: Option<snapshot::ChunkSource<'_>>,
+    ) -> Result<BackupPoint, StoreError> {
         let txn = self.db.begin_read()?;
         let (last_applied, membership, kv) = {
             let meta = txn.open_table(META)?;
@@ -68,7 +93,11 @@ impl StateReader {
             .create_new(true)
             .open(path)
             .map_err(StoreError::Io)?;
-        let out = snapshot::write_copy(BufWriter::new(file), &txn, &meta)?;
+        let out = BufWriter::new(file);
+        let out = match chunk {
+            Some(chunk) => snapshot::write_copy_with_chunks(out, &txn, &meta, chunk)?,
+            None => snapshot::write_copy(out, &txn, &meta)?,
+        };
         out.into_inner()
             .map_err(|e| StoreError::Io(e.into_error()))?
             .sync_all()
@@ -160,7 +189,10 @@ async fn restore_into(
         ),
     };
     let staged = dir.join(RESTORE_FILE);
-    snapshot::copy_with_meta(backup, &staged, &meta)?;
+    let chunks = ChunkStore::open(&dir.join("chunks"))?;
+    snapshot::copy_with_meta(backup, &staged, &meta, &mut |hash, bytes| {
+        chunks.put(&hash, bytes).map(drop)
+    })?;
     let (mut log, mut state) = crate::open_ungated(dir, StoreConfig::default())?;
     let file = tokio::fs::File::open(&staged)
         .await

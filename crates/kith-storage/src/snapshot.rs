@@ -9,9 +9,14 @@
 //! header   "KITHSNAP" | format version u32 LE
 //! records  len u32 LE | postcard Record        (len ≤ RECORD_BYTES_MAX)
 //!          Meta, Head, then Kv / Room / Message / Job / JobStats / File / Share / Token / Event /
-//!          Ledger in any number and order, then End
+//!          Ledger in any number and order, then (version 2 only) Chunk records, then End
 //! trailer  BLAKE3 of every byte before it (32 bytes), then nothing
 //! ```
+//!
+//! Version 2 differs only in carrying `Chunk` records: a file chunk's bytes under its hash.
+//! Only a backup taken with its files is written in it (`backup`); a snapshot a node builds
+//! or sends its peers is version 1, and an install from a peer refuses a chunk record. A
+//! restore moves the chunks into the new member's chunk store and installs the rest.
 //!
 //! A file is whole only if every record decodes, the order above holds, and the trailer
 //! matches; [`verify_snapshot`] checks all of that without writing anything, and install
@@ -33,10 +38,10 @@ use crate::state::files::RedbFiles;
 use crate::state::jobs::index_job;
 use crate::state::ledger::LedgerHead;
 use crate::state::tables::{
-    applied_index, meta_get, meta_put, Membership, SResult, EVENTS, EXPIRY, FILES, JOBS, JOB_KEYS,
-    JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED, KEY_FILES_VERSION,
-    KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD, KEY_MEMBERSHIP, KEY_SNAPSHOT,
-    KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS, SHARES, TOKENS,
+    applied_index, meta_get, meta_put, Membership, SResult, CHUNK_REFS, EVENTS, EXPIRY, FILES,
+    JOBS, JOB_KEYS, JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED,
+    KEY_FILES_VERSION, KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD,
+    KEY_MEMBERSHIP, KEY_SNAPSHOT, KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS, SHARES, TOKENS,
 };
 use crate::{StoreError, TypeConfig};
 use kith_core::auth::TokenRecord;
@@ -55,7 +60,10 @@ pub const SNAPSHOT_BYTES_MAX: u64 = 64 << 30;
 pub const RECORD_BYTES_MAX: u64 = 64 << 20;
 
 const MAGIC: [u8; 8] = *b"KITHSNAP";
+/// The version of every snapshot a node builds and sends.
 const FORMAT_VERSION: u32 = 1;
+/// The version of a backup that carries its files' chunks.
+const FORMAT_VERSION_CHUNKS: u32 = 2;
 const TRAILER_BYTES: u64 = 32;
 pub(crate) const SNAPSHOT_FILE: &str = "snapshot.bin";
 const SNAPSHOT_TMP_FILE: &str = "snapshot.bin.tmp";
@@ -90,6 +98,8 @@ enum Record {
     Ledger(u64, Hash),
     End,
     Token(TokenRecord),
+    /// A file chunk's bytes under their BLAKE3 hash (version 2: a backup with its files).
+    Chunk(Hash, #[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 fn invalid(message: impl Into<String>) -> StoreError {
@@ -105,13 +115,17 @@ struct Writer<W: Write> {
 
 impl<W: Write> Writer<W> {
     fn new(out: W) -> Result<Self, StoreError> {
+        Self::with_version(out, FORMAT_VERSION)
+    }
+
+    fn with_version(out: W, version: u32) -> Result<Self, StoreError> {
         let mut writer = Writer {
             out,
             hasher: blake3::Hasher::new(),
             buf: Vec::new(),
         };
         writer.raw(&MAGIC)?;
-        writer.raw(&FORMAT_VERSION.to_le_bytes())?;
+        writer.raw(&version.to_le_bytes())?;
         Ok(writer)
     }
 
@@ -166,9 +180,10 @@ impl<R: Read> Reader<R> {
             return Err(invalid("not a kith snapshot (no KITHSNAP header)"));
         }
         let version = u32::from_le_bytes(reader.take(4)?.try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_CHUNKS {
             return Err(invalid(format!(
-                "snapshot format version {version}; this node reads {FORMAT_VERSION}"
+                "snapshot format version {version}; this node reads {FORMAT_VERSION} and \
+                 {FORMAT_VERSION_CHUNKS}"
             )));
         }
         Ok(reader)
@@ -317,13 +332,43 @@ fn save_copy(dir: &Path, txn: &ReadTransaction, meta: &Meta) -> Result<(), Store
     publish(dir, tmp)
 }
 
+/// Where a backup with its files gets a chunk's bytes, by hash.
+pub(crate) type ChunkSource<'a> = &'a mut dyn FnMut(Hash) -> Result<Vec<u8>, StoreError>;
+
 /// Writes the state as `txn` sees it to `out` in the snapshot format, carrying `meta`.
 pub(crate) fn write_copy<W: Write>(
     out: W,
     txn: &ReadTransaction,
     meta: &Meta,
 ) -> Result<W, StoreError> {
-    let mut w = Writer::new(out)?;
+    write_tables(Writer::new(out)?, txn, meta)?.finish()
+}
+
+/// As [`write_copy`], in version 2, followed by the bytes of every chunk a file references
+/// (each asked of `chunk` once, in hash order; one in memory at a time).
+pub(crate) fn write_copy_with_chunks<W: Write>(
+    out: W,
+    txn: &ReadTransaction,
+    meta: &Meta,
+    chunk: ChunkSource<'_>,
+) -> Result<W, StoreError> {
+    let mut w = write_tables(Writer::with_version(out, FORMAT_VERSION_CHUNKS)?, txn, meta)?;
+    for item in txn.open_table(CHUNK_REFS)?.iter()? {
+        let (hash, _) = item?;
+        let hash: Hash = hash
+            .value()
+            .try_into()
+            .map_err(|_| StoreError::Io(std::io::Error::other("chunk hash is not 32 bytes")))?;
+        w.record(&Record::Chunk(hash, chunk(hash)?))?;
+    }
+    w.finish()
+}
+
+fn write_tables<W: Write>(
+    mut w: Writer<W>,
+    txn: &ReadTransaction,
+    meta: &Meta,
+) -> Result<Writer<W>, StoreError> {
     w.record(&Record::Meta(meta.clone()))?;
     let m = txn.open_table(META)?;
     w.record(&Record::Head(Head {
@@ -372,7 +417,7 @@ pub(crate) fn write_copy<W: Write>(
             .map_err(|_| StoreError::Io(std::io::Error::other("ledger hash is not 32 bytes")))?;
         w.record(&Record::Ledger(index.value(), hash))?;
     }
-    w.finish()
+    Ok(w)
 }
 
 /// Checks that the file at `path` is a whole snapshot, whatever it carries; returns its
@@ -387,8 +432,14 @@ pub(crate) fn verify_any(path: &Path) -> Result<(Meta, u64), StoreError> {
 }
 
 /// Copies the snapshot file at `from` to `to` with `meta` in place of its own, checking
-/// the source's checksum on the way; every other record is copied as it is.
-pub(crate) fn copy_with_meta(from: &Path, to: &Path, meta: &Meta) -> Result<(), StoreError> {
+/// the source's checksum on the way; every other record is copied as it is, except chunks,
+/// which go to `chunk` (so `to` is always a version 1 file, as a node installs).
+pub(crate) fn copy_with_meta(
+    from: &Path,
+    to: &Path,
+    meta: &Meta,
+    chunk: &mut dyn FnMut(Hash, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let file = File::open(from).map_err(StoreError::Io)?;
     let len = file_len(&file)?;
     let mut reader = Reader::open(BufReader::new(file), len)?;
@@ -407,6 +458,7 @@ pub(crate) fn copy_with_meta(from: &Path, to: &Path, meta: &Meta) -> Result<(), 
         match reader.next()? {
             Record::End => break,
             Record::Meta(_) | Record::Head(_) => return Err(invalid("a second meta or head")),
+            Record::Chunk(hash, bytes) => chunk(hash, &bytes)?,
             record => w.record(&record)?,
         }
     }
@@ -592,6 +644,9 @@ impl<'t> InstallTables<'t> {
             Record::Ledger(index, hash) => {
                 self.ledger.insert(index, hash.as_slice())?;
             }
+            // Chunks belong in a chunk store, never in the state: only a restore's copy
+            // takes them out (`copy_with_meta`), and a peer's snapshot has none.
+            Record::Chunk(..) => return Err(invalid("a snapshot to install carries file chunks")),
             Record::Meta(_) | Record::Head(_) | Record::End => {
                 unreachable!("read_records hands on table records only")
             }
@@ -821,5 +876,34 @@ mod tests {
         bytes.extend([0u8; 40]);
         let err = check(&bytes).unwrap_err();
         assert!(matches!(err, StoreError::InvalidSnapshot(_)), "{err}");
+    }
+
+    #[test]
+    fn a_snapshot_to_install_with_a_file_chunk_is_refused_and_changes_nothing() {
+        let bytes = {
+            let mut w = Writer::with_version(Vec::new(), FORMAT_VERSION_CHUNKS).unwrap();
+            for r in [
+                Record::Meta(meta()),
+                head(),
+                Record::Ledger(3, [9; 32]),
+                Record::Chunk([1; 32], vec![0; 10]),
+            ] {
+                w.record(&r).unwrap();
+            }
+            w.finish().unwrap()
+        };
+        assert_eq!(check(&bytes).unwrap(), 2, "a whole version 2 file reads");
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("state.redb")).unwrap();
+        let len = bytes.len() as u64;
+        let err = install_from(&db, &meta(), bytes.as_slice(), len)
+            .err()
+            .expect("installed a snapshot carrying a chunk");
+        assert!(err.to_string().contains("chunks"), "{err}");
+        let txn = db.begin_read().unwrap();
+        assert!(
+            txn.open_table(LEDGER).is_err(),
+            "the refused install committed its tables"
+        );
     }
 }

@@ -6,9 +6,10 @@
 //! FILE and `--peers`; it checks the file whole before it creates anything (see
 //! `kith_storage::backup` for what the new data directory holds).
 //!
-//! Refuses: overwriting a FILE, restoring into a non-empty directory, and `--with-files`,
-//! which would carry the files' bytes: backups hold the files' manifests but not their
-//! chunks yet.
+//! `--with-files` makes the backup carry every file's bytes too, and a restore gives each
+//! member all of them.
+//!
+//! Refuses: overwriting a FILE, and restoring into a non-empty directory.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -24,8 +25,8 @@ use kith_core::NodeId;
 pub struct BackupArgs {
     /// Where to save the backup (must not exist).
     file: PathBuf,
-    /// Also carry every file's bytes (not available yet: backups hold the files'
-    /// manifests, and each node's chunks stay in its DATA/chunks).
+    /// Also carry every file's bytes (without it the backup holds the files' manifests,
+    /// and a restored cluster cannot read them back).
     #[arg(long)]
     with_files: bool,
     #[command(flatten)]
@@ -49,12 +50,6 @@ pub struct RestoreArgs {
 }
 
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    if args.with_files {
-        bail!(
-            "--with-files is not available yet: backups carry every file's manifest but not \
-             its bytes; copy each node's DATA/chunks directory alongside"
-        );
-    }
     let client = args.common.client()?;
     if args.file.exists() {
         bail!(
@@ -89,7 +84,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             let _ = std::io::stderr().flush();
         }
     };
-    let saved = client.backup(&mut out, &progress).await;
+    let saved = client.backup(&mut out, args.with_files, &progress).await;
     if terminal {
         eprintln!();
     }
