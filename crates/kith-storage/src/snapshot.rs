@@ -335,6 +335,9 @@ fn save_copy(dir: &Path, txn: &ReadTransaction, meta: &Meta) -> Result<(), Store
 /// Where a backup with its files gets a chunk's bytes, by hash.
 pub(crate) type ChunkSource<'a> = &'a mut dyn FnMut(Hash) -> Result<Vec<u8>, StoreError>;
 
+/// Where a restore puts each chunk a backup carries.
+pub(crate) type ChunkSink<'a> = &'a mut dyn FnMut(Hash, &[u8]) -> Result<(), StoreError>;
+
 /// Writes the state as `txn` sees it to `out` in the snapshot format, carrying `meta`.
 pub(crate) fn write_copy<W: Write>(
     out: W,
@@ -438,7 +441,7 @@ pub(crate) fn copy_with_meta(
     from: &Path,
     to: &Path,
     meta: &Meta,
-    chunk: &mut dyn FnMut(Hash, &[u8]) -> Result<(), StoreError>,
+    chunk: ChunkSink<'_>,
 ) -> Result<(), StoreError> {
     let file = File::open(from).map_err(StoreError::Io)?;
     let len = file_len(&file)?;
