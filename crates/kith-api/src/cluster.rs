@@ -62,13 +62,28 @@ pub(crate) async fn livez() -> &'static str {
 /// within its storage quota; else 503 with the first check that failed as the error code
 /// (`no_leader`, `applying`, `quota_exceeded`). A load balancer sends traffic only to nodes
 /// that answer 200; none of the checks needs a round trip, so probing is cheap.
+///
+/// A leader cut off from its quorum still calls itself leader (openraft 0.9 does not step
+/// down), so on the leader "knows a leader" also means a quorum acknowledged it within
+/// [`quorum_ack_ms_max`]; past that it answers `no_leader` too.
 pub(crate) async fn readyz(State(node): Shared) -> Response {
     let h = node.health();
+    let ack_max = quorum_ack_ms_max(&node);
     let failed = if h.leader_id.is_none() || !h.ready {
         Some((
             "no_leader",
             "this node knows no leader (an election is under way, or it is cut off or not a member)"
                 .to_owned(),
+        ))
+    } else if h.leader_id == Some(h.node_id) && h.quorum_ack_age_ms.is_none_or(|age| age > ack_max)
+    {
+        Some((
+            "no_leader",
+            format!(
+                "this node leads, but no quorum has acknowledged it for {} ms (more than {ack_max}): \
+                 it is cut off from the other members",
+                h.quorum_ack_age_ms.map_or("unknown".into(), |a| a.to_string())
+            ),
         ))
     } else if h.applied_index < h.commit_index {
         Some((
@@ -101,6 +116,14 @@ pub(crate) async fn readyz(State(node): Shared) -> Response {
         }))
         .into_response(),
     }
+}
+
+/// How long ago a leader's quorum may last have acknowledged it for `/readyz`: twice the
+/// longest election timeout (a live quorum answers every heartbeat, and by then its
+/// followers have begun to elect another leader), and at least a second, so a loaded
+/// machine's late heartbeats do not flap the probe.
+fn quorum_ack_ms_max(node: &Node) -> u64 {
+    (2 * node.config.election_timeout_ms_max).max(1000)
 }
 
 pub(crate) async fn add_member(

@@ -92,6 +92,10 @@ pub struct Health {
     /// This node's links to the other members, as its last messages found them.
     #[serde(default)]
     pub links: Vec<crate::peer::links::LinkStatus>,
+    /// On the leader, how long ago a quorum last acknowledged it (openraft's clock as of
+    /// its last tick); `None` on any other node.
+    #[serde(default)]
+    pub quorum_ack_age_ms: Option<u64>,
     /// The kith version this node runs (empty from a node too old to say).
     #[serde(default)]
     pub version: String,
@@ -623,6 +627,7 @@ impl Node {
                     .map(|m| m.len())
                     .sum::<u64>(),
             ready: m.current_leader.is_some() && member && m.state != ServerState::Shutdown,
+            quorum_ack_age_ms: m.millis_since_quorum_ack,
             file_chunks: self.files.store.usage().0,
             file_chunk_bytes: self.files.store.usage().1,
             quota: self.quota.usage(),

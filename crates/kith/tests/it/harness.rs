@@ -115,6 +115,16 @@ impl TestCluster {
         self.inner.kill(id);
     }
 
+    /// SIGSTOPs node `id`: it keeps its sockets but answers nothing until [`Self::resume`].
+    pub fn pause(&mut self, id: u64) {
+        self.inner.pause(id);
+    }
+
+    /// SIGCONTs a paused node `id`.
+    pub fn resume(&mut self, id: u64) {
+        self.inner.resume(id);
+    }
+
     /// Sends SIGTERM to node `id` and waits (bounded) for it to exit; returns its status.
     pub async fn terminate(&mut self, id: u64, within: Duration) -> std::process::ExitStatus {
         self.inner

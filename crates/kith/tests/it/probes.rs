@@ -1,5 +1,5 @@
 //! The probes a load balancer or Kubernetes uses: `/livez` answers while the process serves;
-//! `/readyz` answers 200 only while the node knows a leader (and has applied what it saw
+//! `/readyz` answers 200 only while the node knows a leader a quorum follows (and has applied what it saw
 //! committed, and is within its quota: the quota case is in quota.rs), and says which
 //! check failed otherwise. And what an operator reads: `--log-format json` logs, and
 //! `kith cluster status` with each node's version, quota use and alarm.
@@ -44,6 +44,31 @@ async fn readyz_is_200_with_a_leader_and_503_no_leader_without_quorum() {
             .await
             .expect("livez answers");
         assert_eq!(live.status(), StatusCode::OK);
+    }
+
+    // Both followers frozen: the leader still calls itself leader, but no quorum answers it,
+    // so it is not ready either; once they wake, it is.
+    let leader = cluster.wait_for_leader(&[1, 2, 3], WITHIN).await;
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &followers {
+        cluster.pause(*id);
+    }
+    wait_until("the cut-off leader to say no_leader", WITHIN, || async {
+        let (status, code) = readyz(&cluster, leader).await?;
+        (status == StatusCode::SERVICE_UNAVAILABLE && code.as_deref() == Some("no_leader"))
+            .then_some(())
+    })
+    .await;
+    for id in &followers {
+        cluster.resume(*id);
+    }
+    for id in 1..=3 {
+        wait_until(
+            &format!("node {id} ready after the pause"),
+            WITHIN,
+            || async { (readyz(&cluster, id).await? == (StatusCode::OK, None)).then_some(()) },
+        )
+        .await;
     }
 
     // Two of three gone: the survivor loses its leader and cannot elect one.
