@@ -251,6 +251,8 @@ pub async fn claim(
     let _permit = claim_permit(&node, wait_s)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait_s);
     let mut wake = node.applied_changes();
+    let stop = node.stop_signal();
+    tokio::pin!(stop);
     loop {
         wake.borrow_and_update();
         // This node's own view, no barrier: "ready" here is a hint; the replicated claim
@@ -267,12 +269,15 @@ pub async fn claim(
             // Another worker took it first; look again.
             continue;
         }
-        // Nothing ready here yet: wait for the next apply (or the end of the wait).
-        if tokio::time::timeout_at(deadline, wake.changed())
-            .await
-            .is_err()
-        {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+        // Nothing ready here yet: wait for the next apply, or the end of the wait, or the
+        // node's planned stop (the worker then claims again, from another node).
+        tokio::select! {
+            woke = tokio::time::timeout_at(deadline, wake.changed()) => {
+                if !matches!(woke, Ok(Ok(()))) {
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+            }
+            () = &mut stop => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
 }

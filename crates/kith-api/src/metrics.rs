@@ -71,6 +71,12 @@ fn gauges(out: &mut String, node: &Node, h: &Health) {
         "Claim long-polls open on this node (bounded by CLAIM_WAITS_MAX).",
         claim_waits as u64,
     );
+    let streams = node.config.watchers_max - node.watchers.available_permits();
+    gauge(
+        "streams",
+        "Watch and room streams open on this node (bounded by --watchers-max).",
+        streams as u64,
+    );
     gauge(
         "file_chunk_bytes",
         "Bytes of file chunks held.",

@@ -263,6 +263,7 @@ pub async fn stream(
             "this node serves its maximum of live streams; try another node",
         )
     })?;
+    let stop = node.stop_signal();
     let stream = RoomStream {
         wake: node.applied_changes(),
         node,
@@ -272,7 +273,7 @@ pub async fn stream(
         done: false,
         _permit: permit,
     };
-    Ok(sse::response(messages_stream(stream)))
+    Ok(sse::response(messages_stream(stream), stop))
 }
 
 /// One reader's position in a room.

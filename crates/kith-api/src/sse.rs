@@ -9,7 +9,9 @@ use std::convert::Infallible;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use std::future::Future;
+
+use futures::{Stream, StreamExt};
 
 use crate::error::ApiError;
 use crate::params::next_after;
@@ -29,11 +31,13 @@ pub(crate) fn last_event_id(headers: &HeaderMap, what: &str) -> Result<Option<u6
 }
 
 /// The answer that streams `events`, with keep-alive comments while none is due, so an idle
-/// stream is not taken for a dead connection.
+/// stream is not taken for a dead connection. The stream ends (cleanly: the client resumes
+/// elsewhere from its `Last-Event-ID`) when `stop` resolves, the node's planned stop.
 pub(crate) fn response(
     events: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> Response {
-    Sse::new(events)
+    Sse::new(events.take_until(stop))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

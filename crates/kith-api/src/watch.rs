@@ -76,6 +76,7 @@ pub async fn watch(
             ),
         )
     })?;
+    let stop = node.stop_signal();
     let stream = WatchStream {
         revisions: node.applied_changes(),
         node,
@@ -85,7 +86,7 @@ pub async fn watch(
         done: false,
         _permit: permit,
     };
-    Ok(sse::response(events(stream)))
+    Ok(sse::response(events(stream), stop))
 }
 
 fn compacted_error(from: u64, compacted: u64) -> ApiError {

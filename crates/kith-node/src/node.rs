@@ -165,6 +165,9 @@ pub struct Node {
     /// writes, so a follower can hold its whole log and win the election it is asked to
     /// start.
     stepping_down: std::sync::atomic::AtomicBool,
+    /// Set once the node has begun a planned stop: long-lived answers (watch and room
+    /// streams, waiting claims) end, so in-flight requests finish and the server drains.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Counters a node keeps about the requests it served.
@@ -261,6 +264,7 @@ impl Node {
             files,
             quota,
             stepping_down: std::sync::atomic::AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
             batcher,
             read_batcher,
             forwarder: Forwarder::start(node.clone()),
@@ -577,6 +581,21 @@ impl Node {
     }
 
     /// Stops the Raft core; in-flight requests fail with `ShuttingDown`.
+    /// Begins a planned stop: every [`Node::stop_signal`] resolves. Raft keeps running, so
+    /// requests already in flight still commit (see `kith serve`'s stop order).
+    pub fn begin_stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`Node::begin_stop`] has been called: what a long-lived answer waits on
+    /// to end early.
+    pub fn stop_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Some(task) = self.expiry_task.lock().expect("expiry task lock").take() {
             task.abort();

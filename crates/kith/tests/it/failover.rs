@@ -228,3 +228,63 @@ async fn a_rolling_restart_under_writes_loses_nothing() {
         );
     }
 }
+
+/// The value of gauge `name` in node `id`'s `/metrics`.
+async fn gauge(cluster: &TestCluster, id: u64, name: &str) -> Option<u64> {
+    let text = cluster
+        .http()
+        .get(format!("{}/metrics", cluster.url(id)))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("kith_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_finishes_what_it_was_answering() {
+    use futures::StreamExt;
+
+    let mut cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], STARTUP_WITHIN).await;
+    let stopped = (1..=3).find(|id| *id != leader).expect("a follower");
+    let url = cluster.url(stopped);
+    // A watch stream and a claim that would wait 25 s, both open on the node that stops.
+    let watch = cluster
+        .http()
+        .get(format!("{url}/v1/watch?prefix=stop/"))
+        .send()
+        .await
+        .expect("watch");
+    assert!(watch.status().is_success(), "{}", watch.status());
+    let http = cluster.http().clone();
+    let claim_url = format!("{url}/v1/queues/stopq/claim?wait=25");
+    let claim = tokio::spawn(async move {
+        let answer = http.post(claim_url).send().await;
+        answer.map(|a| a.status())
+    });
+    crate::harness::wait_until("the watch and the claim open", STARTUP_WITHIN, || async {
+        (gauge(&cluster, stopped, "streams").await? >= 1
+            && gauge(&cluster, stopped, "claim_waits").await? == 1)
+            .then_some(())
+    })
+    .await;
+
+    let status = cluster.terminate(stopped, STARTUP_WITHIN).await;
+    assert!(status.success(), "kith serve exited with {status}");
+    // The claim was answered (no job, try again elsewhere), not cut off.
+    let claimed = claim.await.expect("claim task");
+    assert_eq!(
+        claimed.expect("the claim got an answer"),
+        reqwest::StatusCode::NO_CONTENT
+    );
+    // The stream ended cleanly: no error, just its end.
+    let mut body = watch.bytes_stream();
+    while let Some(piece) = body.next().await {
+        piece.expect("the watch stream ended with an error");
+    }
+}
