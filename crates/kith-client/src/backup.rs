@@ -25,12 +25,13 @@ pub struct BackupSaved {
 
 impl Client {
     /// Streams a backup of the cluster's state into `out`; with `with_files`, the backup also
-    /// carries the bytes of every file. `progress` sees the bytes so far.
+    /// carries the bytes of every file. `progress` sees the bytes so far, and the whole
+    /// backup's length once the node has said it.
     pub async fn backup<W: AsyncWrite + Unpin>(
         &self,
         out: &mut W,
         with_files: bool,
-        progress: &dyn Fn(u64),
+        progress: &dyn Fn(u64, Option<u64>),
     ) -> Result<BackupSaved, ClientError> {
         let query = if with_files { "?with_files=true" } else { "" };
         let n = self.endpoints.len();
@@ -82,7 +83,7 @@ impl Client {
                             source: e,
                         })?;
                         bytes += piece.len() as u64;
-                        progress(bytes);
+                        progress(bytes, expected);
                     }
                     Ok(Some(Err(e))) => {
                         return Err(ClientError::Unavailable(format!(

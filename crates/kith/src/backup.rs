@@ -11,9 +11,7 @@
 //!
 //! Refuses: overwriting a FILE, and restoring into a non-empty directory.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -71,23 +69,18 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             )
         })?;
     let mut out = tokio::fs::File::from_std(file);
-    let started = Instant::now();
-    let terminal = std::io::stderr().is_terminal();
-    let progress = |bytes: u64| {
-        if terminal {
-            let s = started.elapsed().as_secs_f64().max(0.001);
-            eprint!(
-                "\r  {:.1} MiB  {:.1} MiB/s   ",
-                bytes as f64 / 1048576.0,
-                bytes as f64 / 1048576.0 / s
-            );
-            let _ = std::io::stderr().flush();
+    // The node writes the whole copy before the first byte, so the bar spins until the
+    // answer says how long it is.
+    let bar = crate::files::progress_bar(None, "backing up");
+    let progress = |bytes: u64, total: Option<u64>| {
+        if let (Some(total), None) = (total, bar.length()) {
+            bar.set_length(total);
+            bar.set_style(crate::files::bar_style(true));
         }
+        bar.set_position(bytes);
     };
     let saved = client.backup(&mut out, args.with_files, &progress).await;
-    if terminal {
-        eprintln!();
-    }
+    bar.finish_and_clear();
     let result = async {
         let saved = saved?;
         out.sync_all().await.context("sync the backup")?;

@@ -433,18 +433,10 @@ fn placement_state(holders: &[u64], desired: &[u64], replicas: u64) -> &'static 
 }
 
 /// A progress bar on stderr, or a hidden one when stderr is not a terminal (scripts, tests).
-fn progress_bar(length: Option<u64>, verb: &'static str) -> ProgressBar {
+pub(crate) fn progress_bar(length: Option<u64>, verb: &'static str) -> ProgressBar {
     let bar = match length {
-        Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template(
-                "{msg} {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template"),
-        ),
-        None => ProgressBar::no_length().with_style(
-            ProgressStyle::with_template("{spinner} {msg} {bytes} {binary_bytes_per_sec}")
-                .expect("a valid template"),
-        ),
+        Some(n) => ProgressBar::new(n).with_style(bar_style(true)),
+        None => ProgressBar::no_length().with_style(bar_style(false)),
     };
     bar.set_message(verb);
     if std::io::stderr().is_terminal() {
@@ -454,6 +446,16 @@ fn progress_bar(length: Option<u64>, verb: &'static str) -> ProgressBar {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
     bar
+}
+
+/// A bar's look: with a length, a bar and an eta; without, a spinner and the bytes so far.
+pub(crate) fn bar_style(with_length: bool) -> ProgressStyle {
+    let template = if with_length {
+        "{msg} {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+    } else {
+        "{spinner} {msg} {bytes} {binary_bytes_per_sec}"
+    };
+    ProgressStyle::with_template(template).expect("a valid template")
 }
 
 fn progress_callback(bar: &ProgressBar) -> kith_client::Progress {
