@@ -152,7 +152,8 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
         | Applied::Job(_)
         | Applied::File(_)
         | Applied::RoomDeleted { .. }
-        | Applied::Token(_) => Err(ApiError::new(
+        | Applied::Token(_)
+        | Applied::Txn { .. } => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "a write produced no result",

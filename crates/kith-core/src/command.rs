@@ -50,6 +50,9 @@ pub enum Command {
     DeleteRoom { room: String },
     /// Create or revoke a client token.
     Token(crate::auth::TokenCommand),
+    /// A key-value transaction as etcd's v3 API means it (also its lone put and
+    /// delete-range): compares, then one branch, every change at one revision.
+    Txn(crate::txn::Txn),
 }
 
 /// The outcome of applying one log entry.
@@ -86,6 +89,12 @@ pub enum Response {
     RoomDeleted { deleted: bool, messages: u64 },
     /// What a token command did.
     Token(crate::auth::TokenOutcome),
+    /// What a transaction did; `revision` is the store's revision after it (unchanged when
+    /// it changed nothing).
+    Txn {
+        revision: u64,
+        outcome: crate::txn::TxnOutcome,
+    },
 }
 
 impl Command {
@@ -120,6 +129,7 @@ impl Command {
                 message,
                 too_large: false,
             }),
+            Command::Txn(txn) => txn.validate(limits.value_bytes_max),
         }
     }
 }

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::limits::Limits;
+use crate::txn::KeyRange;
 use crate::{Command, Proposal, Response};
 
 /// Most keys one applied proposal expires; the rest expire with the next one. Bounds the
@@ -78,7 +79,16 @@ pub trait KvTable {
     fn expiry_remove(&mut self, at_ms: u64, key: &str) -> Result<(), Self::Error>;
     /// Up to `limit` (expiry, key) pairs with expiry ≤ `now_ms`, earliest first, ties by key.
     fn expiry_due(&mut self, now_ms: u64, limit: usize) -> Result<Vec<(u64, String)>, Self::Error>;
+    /// Records `event`; several events may share a revision (one transaction's changes).
     fn record(&mut self, event: &KvEvent) -> Result<(), Self::Error>;
+    /// Up to `limit` keys of `range` with their entries, in key order, and how many keys the
+    /// range holds, counted up to `count_max`.
+    fn range(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+        count_max: u64,
+    ) -> Result<(Vec<(String, KvEntry)>, u64), Self::Error>;
 }
 
 /// Applies one proposal to `table`: first the expiries its clock makes due, then its command.
@@ -95,7 +105,7 @@ pub fn apply<T: KvTable>(
     expire_due(table, meta)?;
     if matches!(
         proposal.command,
-        Command::Put { .. } | Command::Delete { .. }
+        Command::Put { .. } | Command::Delete { .. } | Command::Txn(_)
     ) {
         if let Err(e) = proposal.command.validate(&Limits::CEILING) {
             return Ok(Response::Rejected {
@@ -173,6 +183,13 @@ pub fn apply<T: KvTable>(
                 deleted: true,
             })
         }
+        Command::Txn(txn) => Ok(match crate::txn::apply(table, meta, txn)? {
+            Ok(outcome) => Response::Txn {
+                revision: meta.revision,
+                outcome,
+            },
+            Err(reason) => Response::Rejected { reason },
+        }),
         // Not a key-value command: only the clock (and so expiry) applied here.
         Command::Expire
         | Command::Post(_)
@@ -251,6 +268,27 @@ impl KvTable for MemTable {
     fn record(&mut self, event: &KvEvent) -> Result<(), Self::Error> {
         self.events.push(event.clone());
         Ok(())
+    }
+    fn range(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+        count_max: u64,
+    ) -> Result<(Vec<(String, KvEntry)>, u64), Self::Error> {
+        let mut out = Vec::new();
+        let mut count = 0;
+        for (k, e) in self.keys.range::<str, _>((std::ops::Bound::Included(range.key.as_str()), std::ops::Bound::Unbounded)) {
+            if !range.continues_at(k) || count >= count_max {
+                break;
+            }
+            if range.contains(k) {
+                count += 1;
+                if out.len() < limit {
+                    out.push((k.clone(), e.clone()));
+                }
+            }
+        }
+        Ok((out, count))
     }
 }
 

@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod limits;
 pub mod machine;
 pub mod rooms;
+pub mod txn;
 
 pub use command::{Command, Proposal, Response};
 pub use faults::FaultSettings;

@@ -137,6 +137,7 @@ fn added_bytes(command: &Command) -> Option<u64> {
     let len = |s: &str| s.len() as u64;
     let bytes = match command {
         Command::Put { key, value, .. } => len(key) + value.len() as u64,
+        Command::Txn(txn) => txn_put_bytes(txn),
         Command::Post(p) => len(&p.room) + len(&p.author) + len(&p.text) + len(&p.id),
         Command::Job(JobCommand::Enqueue(e)) => {
             len(&e.queue) + len(&e.payload) + e.idempotency_key.as_deref().map_or(0, len)
@@ -156,6 +157,20 @@ fn added_bytes(command: &Command) -> Option<u64> {
         | Command::Token(_) => return None,
     };
     Some(bytes)
+}
+
+/// What a transaction's puts (in either branch, nested ones too) may add.
+fn txn_put_bytes(txn: &kith_core::txn::Txn) -> u64 {
+    use kith_core::txn::TxnOp;
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .map(|op| match op {
+            TxnOp::Put { key, value, .. } => (key.len() + value.len()) as u64,
+            TxnOp::Txn(inner) => txn_put_bytes(inner),
+            TxnOp::Delete { .. } | TxnOp::Range { .. } => 0,
+        })
+        .sum()
 }
 
 /// Measures the state once; returns how long the walk took.

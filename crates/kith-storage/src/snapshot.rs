@@ -36,6 +36,7 @@ use crate::codec::{decode, encode};
 use crate::durability::advance;
 use crate::state::files::RedbFiles;
 use crate::state::jobs::index_job;
+use crate::state::kv::{decode_events, encode_events};
 use crate::state::ledger::LedgerHead;
 use crate::state::tables::{
     applied_index, meta_get, meta_put, Membership, SResult, CHUNK_REFS, EVENTS, EXPIRY, FILES,
@@ -410,7 +411,9 @@ fn write_tables<W: Write>(
         w.record(&Record::Token(decode(item?.1.value())?))?;
     }
     for item in txn.open_table(EVENTS)?.iter()? {
-        w.record(&Record::Event(decode(item?.1.value())?))?;
+        for event in decode_events(item?.1.value())? {
+            w.record(&Record::Event(event))?;
+        }
     }
     for item in txn.open_table(LEDGER)?.iter()? {
         let (index, hash) = item?;
@@ -641,8 +644,14 @@ impl<'t> InstallTables<'t> {
                     .insert(token.id.as_str(), encode(&token)?.as_slice())?;
             }
             Record::Event(event) => {
+                // One transaction's events follow each other in the file: they join.
+                let mut group = match self.events.get(event.revision)? {
+                    Some(old) => decode_events(old.value())?,
+                    None => Vec::new(),
+                };
+                group.push(event);
                 self.events
-                    .insert(event.revision, encode(&event)?.as_slice())?;
+                    .insert(group[0].revision, encode_events(&group)?.as_slice())?;
             }
             Record::Ledger(index, hash) => {
                 self.ledger.insert(index, hash.as_slice())?;

@@ -17,6 +17,7 @@ use crate::state::tables::{
     META,
 };
 use crate::StoreError;
+use kith_core::txn::KeyRange;
 use kith_core::{KvEntry, KvEvent, KvMeta, KvTable};
 
 /// Backs [`KvTable`] with open redb tables inside one write transaction.
@@ -171,7 +172,16 @@ impl KvTable for RedbKv<'_> {
         Ok(due)
     }
     fn record(&mut self, event: &KvEvent) -> Result<(), StoreError> {
-        let bytes = encode(event)?;
+        // A transaction's later changes join the events already at its revision.
+        let group = match self.events.get(event.revision)? {
+            Some(old) => {
+                let mut group = decode_events(old.value())?;
+                group.push(event.clone());
+                group
+            }
+            None => vec![event.clone()],
+        };
+        let bytes = encode_events(&group)?;
         self.events_bytes = self.events_bytes.saturating_add(event_bytes(bytes.len()));
         if let Some(old) = self.events.insert(event.revision, bytes.as_slice())? {
             self.events_bytes = self
@@ -179,6 +189,63 @@ impl KvTable for RedbKv<'_> {
                 .saturating_sub(event_bytes(old.value().len()));
         }
         self.trim_events(event.revision)
+    }
+
+    fn range(
+        &mut self,
+        range: &KeyRange,
+        limit: usize,
+        count_max: u64,
+    ) -> Result<(Vec<ListedKey>, u64), StoreError> {
+        scan_range(&self.kv, range, limit, count_max)
+    }
+}
+
+/// Up to `limit` keys of `range` in key order, and how many it holds (up to `count_max`).
+fn scan_range(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    range: &KeyRange,
+    limit: usize,
+    count_max: u64,
+) -> Result<(Vec<ListedKey>, u64), StoreError> {
+    let mut out = Vec::new();
+    let mut count = 0u64;
+    for item in table.range::<&str>(range.key.as_str()..)? {
+        let (k, v) = item?;
+        let key = k.value();
+        if !range.continues_at(key) || count >= count_max {
+            break;
+        }
+        if range.contains(key) {
+            count += 1;
+            if out.len() < limit {
+                out.push((key.to_owned(), decode(v.value())?));
+            }
+        }
+    }
+    Ok((out, count))
+}
+
+/// The events of one revision as stored: a lone event in its own encoding (postcard, whose
+/// first byte, the revision's varint, is never 0 since revisions start at 1), or several
+/// (one transaction's changes) as a 0 byte and the postcard list. Stores written before
+/// transactions existed hold only the first form, and read on unchanged.
+pub(crate) fn encode_events(events: &[KvEvent]) -> Result<Vec<u8>, StoreError> {
+    match events {
+        [one] => encode(one),
+        many => {
+            let mut bytes = vec![0u8];
+            bytes.extend(encode(&many)?);
+            Ok(bytes)
+        }
+    }
+}
+
+/// Reads what [`encode_events`] wrote.
+pub(crate) fn decode_events(bytes: &[u8]) -> Result<Vec<KvEvent>, StoreError> {
+    match bytes.split_first() {
+        Some((0, group)) => decode(group),
+        _ => Ok(vec![decode(bytes)?]),
     }
 }
 
@@ -239,6 +306,21 @@ impl StateReader {
         Ok((out, more, kv_meta.revision))
     }
 
+    /// Up to `limit` keys of `range` in key order, the number of keys it holds (counted up
+    /// to `count_max`), and the store revision, from one consistent read.
+    pub fn range(
+        &self,
+        range: &KeyRange,
+        limit: usize,
+        count_max: u64,
+    ) -> Result<(Vec<ListedKey>, u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let kv_meta: KvMeta = meta_get(&meta, KEY_KV_META)?.unwrap_or_default();
+        let (kvs, count) = scan_range(&txn.open_table(KV)?, range, limit, count_max)?;
+        Ok((kvs, count, kv_meta.revision))
+    }
+
     /// The store's revision and clock as of the latest applied state.
     pub fn kv_meta(&self) -> Result<KvMeta, StoreError> {
         read_kv_meta(&self.db)
@@ -266,9 +348,10 @@ impl StateReader {
         for item in table.range(from..)?.take(scan_max) {
             let (k, v) = item?;
             next_revision = k.value() + 1;
-            let event: KvEvent = decode(v.value())?;
-            if event.key.starts_with(prefix) {
-                events.push(event);
+            for event in decode_events(v.value())? {
+                if event.key.starts_with(prefix) {
+                    events.push(event);
+                }
             }
         }
         Ok(EventPage {
