@@ -151,6 +151,9 @@ pub fn router(node: Arc<Node>) -> Router {
             count_requests,
         ))
         .merge(other)
+        // etcd's v3 API (gRPC): its paths are `/etcdserverpb.<Service>/<Call>`, none of
+        // which is a kith route.
+        .merge(kith_etcd::routes(node.clone()))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::limits::Limits;
-use crate::txn::KeyRange;
+use crate::txn::{KeyEntry, KeyRange};
 use crate::{Command, Proposal, Response};
 
 /// Most keys one applied proposal expires; the rest expire with the next one. Bounds the
@@ -88,7 +88,7 @@ pub trait KvTable {
         range: &KeyRange,
         limit: usize,
         count_max: u64,
-    ) -> Result<(Vec<(String, KvEntry)>, u64), Self::Error>;
+    ) -> Result<(Vec<KeyEntry>, u64), Self::Error>;
 }
 
 /// Applies one proposal to `table`: first the expiries its clock makes due, then its command.
@@ -274,10 +274,13 @@ impl KvTable for MemTable {
         range: &KeyRange,
         limit: usize,
         count_max: u64,
-    ) -> Result<(Vec<(String, KvEntry)>, u64), Self::Error> {
+    ) -> Result<(Vec<KeyEntry>, u64), Self::Error> {
         let mut out = Vec::new();
         let mut count = 0;
-        for (k, e) in self.keys.range::<str, _>((std::ops::Bound::Included(range.key.as_str()), std::ops::Bound::Unbounded)) {
+        for (k, e) in self.keys.range::<str, _>((
+            std::ops::Bound::Included(range.key.as_str()),
+            std::ops::Bound::Unbounded,
+        )) {
             if !range.continues_at(k) || count >= count_max {
                 break;
             }

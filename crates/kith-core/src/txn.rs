@@ -133,7 +133,10 @@ pub enum TxnOp {
         ignore_value: bool,
     },
     /// Deletes every key in the range.
-    Delete { range: KeyRange, prev_kv: bool },
+    Delete {
+        range: KeyRange,
+        prev_kv: bool,
+    },
     /// Reads the range as the transaction has left it so far; `limit` 0 is no limit.
     Range {
         range: KeyRange,
@@ -356,7 +359,11 @@ impl<T: KvTable> Apply<'_, T> {
                 break;
             }
         }
-        let branch = if succeeded { &txn.success } else { &txn.failure };
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
         let mut results = Vec::with_capacity(branch.len());
         for op in branch {
             results.push(self.op(op)?);
@@ -365,7 +372,9 @@ impl<T: KvTable> Apply<'_, T> {
     }
 
     fn compare(&mut self, c: &Compare) -> Result<bool, T::Error> {
-        let (kvs, _) = self.table.range(&c.range, RANGE_KEYS_MAX as usize, u64::MAX)?;
+        let (kvs, _) = self
+            .table
+            .range(&c.range, RANGE_KEYS_MAX as usize, u64::MAX)?;
         if kvs.is_empty() {
             if matches!(c.target, CompareTarget::Value(_)) {
                 return Ok(false);
@@ -390,7 +399,11 @@ impl<T: KvTable> Apply<'_, T> {
                 keys_only,
                 count_only,
             } => {
-                let limit = if *limit == 0 { usize::MAX } else { *limit as usize };
+                let limit = if *limit == 0 {
+                    usize::MAX
+                } else {
+                    *limit as usize
+                };
                 let (mut kvs, count) = self.table.range(range, limit, u64::MAX)?;
                 let mut bytes = 0usize;
                 let mut more = (kvs.len() as u64) < count;
@@ -592,13 +605,21 @@ mod tests {
                 count_only: false,
             }],
         };
-        let lost = run(&mut t, &mut m, cas(CompareTarget::ModRevision(7), CompareOp::Equal));
+        let lost = run(
+            &mut t,
+            &mut m,
+            cas(CompareTarget::ModRevision(7), CompareOp::Equal),
+        );
         assert!(!lost.succeeded);
         let OpResult::Range { kvs, count, .. } = &lost.results[0] else {
             panic!()
         };
         assert_eq!((kvs[0].1.value.as_slice(), *count), (&b"v1"[..], 1));
-        let won = run(&mut t, &mut m, cas(CompareTarget::ModRevision(1), CompareOp::Equal));
+        let won = run(
+            &mut t,
+            &mut m,
+            cas(CompareTarget::ModRevision(1), CompareOp::Equal),
+        );
         assert!(won.succeeded);
         assert_eq!(t.keys["k"].value, b"won");
         assert_eq!(t.keys["k"].version, 2);
@@ -638,7 +659,9 @@ mod tests {
         assert!(overlap.validate(1 << 20).is_err());
         let many = Txn {
             compares: vec![],
-            success: (0..=TXN_OPS_MAX).map(|i| put(&format!("k{i}"), "v")).collect(),
+            success: (0..=TXN_OPS_MAX)
+                .map(|i| put(&format!("k{i}"), "v"))
+                .collect(),
             failure: vec![],
         };
         assert!(many.validate(1 << 20).is_err());

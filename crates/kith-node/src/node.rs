@@ -409,6 +409,32 @@ impl Node {
         found
     }
 
+    /// The current Raft term as this node knows it.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
+    /// The current leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether this node is a voter in the membership it knows.
+    pub fn is_voter(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == self.config.id);
+        voter
+    }
+
+    /// The cluster's id, where TLS names one (`kith init`).
+    pub fn cluster_name(&self) -> Option<String> {
+        self.config.tls.as_ref().map(|t| t.cluster_id().to_owned())
+    }
+
     /// Whether public requests must carry a token: on wherever TLS is on (see
     /// `kith_api::access`).
     pub fn auth_required(&self) -> bool {
