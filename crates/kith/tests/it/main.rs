@@ -7,6 +7,7 @@ mod bench;
 mod browser;
 mod config;
 mod durability;
+mod etcd_api;
 mod failover;
 mod fault;
 mod files;

@@ -1,0 +1,300 @@
+//! etcd's own command-line client, Debian's `etcdctl` (package `etcd-client`), against a
+//! three-node kith cluster: the calls real programs make, answered with etcd's meaning, on
+//! the same keys and revisions kith's own API sees.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kith_client::Consistency;
+use serde_json::Value;
+
+use crate::harness::{wait_until, TestCluster};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Runs etcdctl against `endpoints` with `args` (and `stdin`), API version 3.
+fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("etcdctl (Debian package etcd-client) is installed");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write etcdctl's stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("etcdctl ran")
+}
+
+/// etcdctl's stdout, after checking it succeeded.
+fn ok(endpoints: &str, args: &[&str]) -> String {
+    let out = etcdctl(endpoints, args, None);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+fn json(endpoints: &str, args: &[&str]) -> Value {
+    let mut with = args.to_vec();
+    with.extend(["-w", "json"]);
+    serde_json::from_str(&ok(endpoints, &with)).expect("etcdctl's JSON")
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Node `id` as etcdctl's endpoints are usually written, HOST:PORT. (etcdctl 3.4's
+/// `endpoint status` and `endpoint health` send an endpoint written as a URL as the HTTP/2
+/// `:authority`, which kith's HTTP/2 server, hyper, refuses as malformed.)
+fn endpoint(cluster: &TestCluster, id: u64) -> String {
+    cluster
+        .url(id)
+        .trim_start_matches("http://")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_works_against_a_kith_cluster() {
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], WITHIN).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    // Every call through a follower: it forwards writes and reads through the read index.
+    let ep = endpoint(&cluster, follower);
+    let all = [1, 2, 3].map(|id| endpoint(&cluster, id)).join(",");
+
+    // put and get; the key is the same key kith's own API sees, at the same revision.
+    assert_eq!(ok(&ep, &["put", "app/a", "1"]).trim(), "OK");
+    let put = json(&ep, &["put", "app/b", "2"]);
+    let rev_b = put["header"]["revision"].as_i64().expect("revision");
+    ok(&ep, &["put", "app/c", "3"]);
+    ok(&ep, &["put", "other", "x"]);
+    let kith = cluster.client(leader);
+    let b = kith
+        .get("app/b", Consistency::Linearizable)
+        .await
+        .expect("kith get")
+        .expect("app/b through kith");
+    assert_eq!((b.value.as_slice(), b.revision as i64), (&b"2"[..], rev_b));
+    kith.put("app/d", b"4", None).await.expect("kith put");
+    assert_eq!(ok(&ep, &["get", "app/d", "--print-value-only"]).trim(), "4");
+
+    // get: prefix, limit, sort, keys-only, an earlier revision.
+    let got = json(&ep, &["get", "app/", "--prefix"]);
+    assert_eq!(got["count"], 4, "{got}");
+    let keys: Vec<&str> = got["kvs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| kv["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [b64("app/a"), b64("app/b"), b64("app/c"), b64("app/d")]
+    );
+    let limited = json(&ep, &["get", "app/", "--prefix", "--limit", "2"]);
+    assert_eq!(limited["kvs"].as_array().unwrap().len(), 2);
+    assert_eq!(limited["more"], true);
+    assert_eq!(limited["count"], 4);
+    let newest = json(
+        &ep,
+        &[
+            "get",
+            "app/",
+            "--prefix",
+            "--sort-by=MODIFY",
+            "--order=DESCEND",
+            "--limit=1",
+        ],
+    );
+    assert_eq!(newest["kvs"][0]["key"], b64("app/d"), "{newest}");
+    let keys_only = ok(&ep, &["get", "app/", "--prefix", "--keys-only"]);
+    assert_eq!(
+        keys_only.split_whitespace().collect::<Vec<_>>(),
+        ["app/a", "app/b", "app/c", "app/d"]
+    );
+    ok(&ep, &["put", "app/b", "22"]);
+    let then = ok(
+        &ep,
+        &[
+            "get",
+            "app/b",
+            "--print-value-only",
+            &format!("--rev={rev_b}"),
+        ],
+    );
+    assert_eq!(then.trim(), "2", "app/b as it was at revision {rev_b}");
+
+    // del: one key with its previous value, then a prefix, in one revision.
+    let del = json(&ep, &["del", "app/a", "--prev-kv"]);
+    assert_eq!(del["deleted"], 1);
+    assert_eq!(del["prev_kvs"][0]["value"], b64("1"));
+    let before = json(&ep, &["get", "other"])["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    let gone = json(&ep, &["del", "app/", "--prefix"]);
+    assert_eq!(gone["deleted"], 3, "{gone}");
+    assert_eq!(
+        gone["header"]["revision"].as_i64().unwrap(),
+        before + 1,
+        "a range delete is one revision"
+    );
+    assert_eq!(ok(&ep, &["get", "app/", "--prefix"]), "");
+
+    // txn, scripted: compares, then the success and failure operations.
+    ok(&ep, &["put", "lock", "free"]);
+    let script = "value(\"lock\") = \"free\"\n\nput lock taken\nput owner me\n\nget lock\n\n";
+    let out = etcdctl(&ep, &["txn", "-w", "json"], Some(script));
+    let txn: Value = serde_json::from_slice(&out.stdout).expect("txn JSON");
+    assert_eq!(txn["succeeded"], true, "{txn}");
+    let again = etcdctl(&ep, &["txn", "-w", "json"], Some(script));
+    let again: Value = serde_json::from_slice(&again.stdout).expect("txn JSON");
+    // etcdctl leaves a false `succeeded` out of its JSON.
+    assert_eq!(again["succeeded"].as_bool(), None, "{again}");
+    let read = &again["responses"][0]["Response"]["ResponseRange"]["kvs"][0]["value"];
+    assert_eq!(*read, b64("taken"), "{again}");
+    assert_eq!(
+        ok(&ep, &["get", "owner", "--print-value-only"]).trim(),
+        "me"
+    );
+
+    // watch: a prefix from now while another client writes, and one from a revision with
+    // previous values.
+    let start = json(&ep, &["get", "lock"])["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    let (lines, watcher) = watch(&ep, &["watch", "jobs/", "--prefix", "--prev-kv"]);
+    wait_until("the watch to be open", WITHIN, || async {
+        let (status, _) = cluster_streams(&cluster).await?;
+        (status > 0).then_some(())
+    })
+    .await;
+    kith.put("jobs/1", b"queued", None).await.expect("put");
+    kith.put("jobs/1", b"running", None).await.expect("put");
+    kith.delete("jobs/1", None).await.expect("delete");
+    let seen = read_lines(&lines, 11);
+    assert_eq!(
+        seen,
+        [
+            "PUT", "jobs/1", "queued", "PUT", "jobs/1", "queued", "jobs/1", "running", "DELETE",
+            "jobs/1", "running"
+        ],
+        "the watch's output"
+    );
+    drop(watcher);
+    let (lines, watcher) = watch(&ep, &["watch", "lock", &format!("--rev={}", start - 2)]);
+    let replay = read_lines(&lines, 3);
+    assert_eq!(replay[0], "PUT");
+    assert_eq!(replay[1], "lock");
+    drop(watcher);
+
+    // The cluster, as etcdctl shows it.
+    let members = ok(&ep, &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for id in 1..=3 {
+        assert!(members.contains(&cluster.url(id)), "{members}");
+    }
+    let status = json(&all, &["endpoint", "status"]);
+    let statuses = status.as_array().expect("one status per endpoint");
+    assert_eq!(statuses.len(), 3);
+    for s in statuses {
+        assert_eq!(s["Status"]["leader"], leader, "{s}");
+    }
+    let health = etcdctl(&all, &["endpoint", "health"], None);
+    assert!(health.status.success(), "{health:?}");
+    let said = String::from_utf8_lossy(&health.stdout).to_string()
+        + &String::from_utf8_lossy(&health.stderr);
+    assert_eq!(said.matches("is healthy").count(), 3, "{said}");
+
+    // What kith does not do is said, not faked.
+    let lease = etcdctl(&ep, &["lease", "grant", "10"], None);
+    assert!(!lease.status.success());
+    assert!(
+        String::from_utf8_lossy(&lease.stderr).contains("Lease.LeaseGrant"),
+        "{lease:?}"
+    );
+}
+
+/// The number of streams open on the cluster's nodes, summed, and how many nodes answered.
+async fn cluster_streams(cluster: &TestCluster) -> Option<(u64, u64)> {
+    let mut total = 0;
+    let mut answered = 0;
+    for id in 1..=3 {
+        let text = cluster
+            .http()
+            .get(format!("{}/metrics", cluster.url(id)))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("kith_streams "))
+            .and_then(|v| v.trim().parse().ok())?;
+        total += n;
+        answered += 1;
+    }
+    Some((total, answered))
+}
+
+/// A running `etcdctl watch`, killed when dropped.
+struct Watcher(std::process::Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts etcdctl with `args`; its stdout's lines arrive on the receiver.
+fn watch(endpoints: &str, args: &[&str]) -> (mpsc::Receiver<String>, Watcher) {
+    let mut child = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, Watcher(child))
+}
+
+/// The next `n` lines, each within the deadline.
+fn read_lines(lines: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            lines
+                .recv_timeout(WITHIN)
+                .unwrap_or_else(|_| panic!("line {} of the watch did not come", i + 1))
+        })
+        .collect()
+}
