@@ -4,7 +4,8 @@
 //!
 //! Owns the mapping of etcd's messages onto kith: [`kv`] (Range, Put, DeleteRange, Txn,
 //! Compact), [`watch`], and in [`cluster`] the member list, status, alarms, logging in with
-//! a kith token, and `Unimplemented` (naming the call) for what kith does not do. The
+//! a kith token, and `Unimplemented` (naming the call) for what kith does not do; and
+//! [`gateway`], the same calls as etcd's JSON gateway (`/v3/kv/range` and the rest). The
 //! message types and service traits are generated at build time from etcd's own `.proto`
 //! files in `proto/` (see `build.rs`).
 //!
@@ -13,6 +14,7 @@
 
 pub mod cluster;
 pub mod common;
+pub mod gateway;
 pub mod history;
 pub mod kv;
 pub mod watch;
@@ -28,12 +30,15 @@ pub use common::Etcd;
 pub mod pb {
     pub mod mvccpb {
         tonic::include_proto!("mvccpb");
+        include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
     }
     pub mod authpb {
         tonic::include_proto!("authpb");
+        include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
     }
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
+        include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
     }
 }
 
@@ -63,5 +68,6 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> axum::Router
             &path::<MaintenanceServer<Etcd>>(),
             MaintenanceServer::new(etcd.clone()),
         )
-        .route_service(&path::<AuthServer<Etcd>>(), AuthServer::new(etcd))
+        .route_service(&path::<AuthServer<Etcd>>(), AuthServer::new(etcd.clone()))
+        .merge(gateway::routes(etcd.node))
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -62,6 +62,20 @@ impl Watch for Etcd {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let auth = request.metadata().clone();
+        let stream = self.open_watch(auth, request.into_inner())?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+impl Etcd {
+    /// Serves the watch requests `inbound` carries (checked against the token in `auth`),
+    /// answering on the returned stream, until either side ends.
+    pub fn open_watch(
+        &self,
+        auth: tonic::metadata::MetadataMap,
+        inbound: impl Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+    ) -> Result<ReceiverStream<Result<WatchResponse, Status>>, Status> {
         let permit = self
             .node
             .watchers
@@ -72,9 +86,6 @@ impl Watch for Etcd {
                     "etcdserver: this node serves its maximum of streams; try another node",
                 )
             })?;
-        // The stream's token is checked once per watch it creates, for that watch's range.
-        let auth = request.metadata().clone();
-        let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(QUEUE);
         let etcd = self.clone();
         tokio::spawn(async move {
@@ -90,7 +101,7 @@ impl Watch for Etcd {
                 let _ = stream.tx.send(Err(e)).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(ReceiverStream::new(rx))
     }
 }
 
@@ -106,7 +117,11 @@ struct StreamTask {
 struct Gone;
 
 impl StreamTask {
-    async fn run(&mut self, mut inbound: Streaming<WatchRequest>) -> Result<(), Status> {
+    /// Runs the stream: the token is checked once per watch it creates, for that range.
+    async fn run(
+        &mut self,
+        mut inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin,
+    ) -> Result<(), Status> {
         let node = self.etcd.node.clone();
         let mut applied = node.applied_changes();
         let stop = node.stop_signal();
@@ -115,8 +130,8 @@ impl StreamTask {
         progress.tick().await;
         loop {
             tokio::select! {
-                message = inbound.message() => {
-                    let Some(message) = message? else { return Ok(()) };
+                message = inbound.next() => {
+                    let Some(message) = message.transpose()? else { return Ok(()) };
                     if self.handle(message).await.is_err() {
                         return Ok(());
                     }

@@ -64,10 +64,7 @@ fn b64(s: &str) -> String {
 /// `endpoint status` and `endpoint health` send an endpoint written as a URL as the HTTP/2
 /// `:authority`, which kith's HTTP/2 server, hyper, refuses as malformed.)
 fn endpoint(cluster: &TestCluster, id: u64) -> String {
-    cluster
-        .url(id)
-        .trim_start_matches("http://")
-        .to_owned()
+    cluster.url(id).trim_start_matches("http://").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,4 +294,148 @@ fn read_lines(lines: &mpsc::Receiver<String>, n: usize) -> Vec<String> {
                 .unwrap_or_else(|_| panic!("line {} of the watch did not come", i + 1))
         })
         .collect()
+}
+
+/// POSTs `body` to etcd's JSON gateway path `path` on node `id`.
+async fn gateway(cluster: &TestCluster, id: u64, path: &str, body: Value) -> (u16, Value) {
+    let answer = cluster
+        .http()
+        .post(format!("{}{path}", cluster.url(id)))
+        .json(&body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let status = answer.status().as_u16();
+    (status, answer.json().await.expect("a JSON answer"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcds_json_gateway_serves_the_same_keys() {
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], WITHIN).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+
+    let (status, put) = gateway(
+        &cluster,
+        follower,
+        "/v3/kv/put",
+        serde_json::json!({"key": b64("svc/a"), "value": b64("up")}),
+    )
+    .await;
+    assert_eq!(status, 200, "{put}");
+    // 64-bit integers are strings in proto3's JSON, as etcd's gateway writes them.
+    let revision: u64 = put["header"]["revision"]
+        .as_str()
+        .expect("a string revision")
+        .parse()
+        .unwrap();
+    let kith = cluster.client(leader);
+    let got = kith
+        .get("svc/a", Consistency::Linearizable)
+        .await
+        .expect("get")
+        .expect("the key");
+    assert_eq!((got.value.as_slice(), got.revision), (&b"up"[..], revision));
+
+    let (_, range) = gateway(
+        &cluster,
+        follower,
+        "/v3/kv/range",
+        serde_json::json!({"key": b64("svc/"), "range_end": b64("svc0")}),
+    )
+    .await;
+    assert_eq!(range["count"], "1", "{range}");
+    assert_eq!(range["kvs"][0]["value"], b64("up"));
+
+    // A compare-and-set through /v3/kv/txn.
+    let cas = |expect: &str| {
+        serde_json::json!({
+            "compare": [{"key": b64("svc/a"), "result": "EQUAL", "target": "VALUE", "value": b64(expect)}],
+            "success": [{"request_put": {"key": b64("svc/a"), "value": b64("down")}}],
+        })
+    };
+    let (_, won) = gateway(&cluster, follower, "/v3/kv/txn", cas("up")).await;
+    assert_eq!(won["succeeded"], true, "{won}");
+    let (_, lost) = gateway(&cluster, follower, "/v3/kv/txn", cas("up")).await;
+    assert_eq!(lost["succeeded"].as_bool(), None, "{lost}");
+
+    // /v3/watch streams JSON lines from the revision asked for.
+    let watch = cluster
+        .http()
+        .post(format!("{}/v3/watch", cluster.url(follower)))
+        .json(&serde_json::json!({"create_request": {
+            "key": b64("svc/a"), "start_revision": revision.to_string()}}))
+        .send()
+        .await
+        .expect("watch");
+    let mut body = watch.bytes_stream();
+    let mut text = String::new();
+    let events = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .flat_map(|v| {
+                v["result"]["events"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .map(|e| e["kv"]["value"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    while events(&text).len() < 2 {
+        let piece = tokio::time::timeout(WITHIN, futures::StreamExt::next(&mut body))
+            .await
+            .expect("the gateway's watch sends its events")
+            .expect("the stream goes on")
+            .expect("a piece");
+        text.push_str(&String::from_utf8_lossy(&piece));
+    }
+    let values = events(&text);
+    assert_eq!(values, [b64("up"), b64("down")]);
+
+    let (_, members) = gateway(
+        &cluster,
+        follower,
+        "/v3/cluster/member/list",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(
+        members["members"].as_array().map(Vec::len),
+        Some(3),
+        "{members}"
+    );
+    let version: Value = cluster
+        .http()
+        .get(format!("{}/version", cluster.url(follower)))
+        .send()
+        .await
+        .expect("version")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(version["etcdserver"].is_string(), "{version}");
+
+    // Bad input is a 400 with etcd's error body; what kith lacks is a 501 naming it.
+    let (status, bad) = gateway(
+        &cluster,
+        follower,
+        "/v3/kv/range",
+        serde_json::json!({"key": 7}),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["code"], 3);
+    let (status, lease) = gateway(
+        &cluster,
+        follower,
+        "/v3/lease/grant",
+        serde_json::json!({"TTL": 5}),
+    )
+    .await;
+    assert_eq!(status, 501, "{lease}");
+    assert!(lease["message"]
+        .as_str()
+        .unwrap()
+        .contains("Lease.LeaseGrant"));
 }
