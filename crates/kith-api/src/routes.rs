@@ -136,6 +136,11 @@ pub fn rules() -> Vec<RouteRule> {
     let mut rules = counted_routes().finish().1;
     rules.extend(other_routes().finish().1);
     rules.extend(crate::files::routes().finish().1);
+    rules.extend(
+        kith_etcd::paths()
+            .into_iter()
+            .map(|(method, path)| (method, path, Rule::Etcd)),
+    );
     rules
 }
 

@@ -31,6 +31,28 @@ use crate::pb::etcdserverpb::{watch_request, WatchRequest};
 use crate::Etcd;
 use kith_node::Node;
 
+/// Every path the gateway answers with POST.
+pub const POST_PATHS: [&str; 18] = [
+    "/v3/kv/range",
+    "/v3/kv/put",
+    "/v3/kv/deleterange",
+    "/v3/kv/txn",
+    "/v3/kv/compaction",
+    "/v3/lease/grant",
+    "/v3/lease/revoke",
+    "/v3/kv/lease/revoke",
+    "/v3/lease/timetolive",
+    "/v3/kv/lease/timetolive",
+    "/v3/lease/leases",
+    "/v3/lease/keepalive",
+    "/v3/cluster/member/list",
+    "/v3/maintenance/status",
+    "/v3/maintenance/alarm",
+    "/v3/auth/authenticate",
+    "/v3/auth/status",
+    "/v3/watch",
+];
+
 /// Largest request body the gateway reads (a put's value is bounded again by the node).
 pub const BODY_BYTES_MAX: usize = 4 << 20;
 

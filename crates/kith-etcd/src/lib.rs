@@ -51,23 +51,62 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> axum::Router
         lease_server::LeaseServer, maintenance_server::MaintenanceServer,
         watch_server::WatchServer,
     };
-    use tonic::server::NamedService;
-    fn path<T: NamedService>() -> String {
-        format!("/{}/{{*call}}", T::NAME)
-    }
     let etcd = Etcd { node };
     axum::Router::new()
-        .route_service(&path::<KvServer<Etcd>>(), KvServer::new(etcd.clone()))
-        .route_service(&path::<WatchServer<Etcd>>(), WatchServer::new(etcd.clone()))
-        .route_service(&path::<LeaseServer<Etcd>>(), LeaseServer::new(etcd.clone()))
-        .route_service(
-            &path::<ClusterServer<Etcd>>(),
-            ClusterServer::new(etcd.clone()),
-        )
-        .route_service(
-            &path::<MaintenanceServer<Etcd>>(),
-            MaintenanceServer::new(etcd.clone()),
-        )
-        .route_service(&path::<AuthServer<Etcd>>(), AuthServer::new(etcd.clone()))
+        .route_service(GRPC_PATHS[0], KvServer::new(etcd.clone()))
+        .route_service(GRPC_PATHS[1], WatchServer::new(etcd.clone()))
+        .route_service(GRPC_PATHS[2], LeaseServer::new(etcd.clone()))
+        .route_service(GRPC_PATHS[3], ClusterServer::new(etcd.clone()))
+        .route_service(GRPC_PATHS[4], MaintenanceServer::new(etcd.clone()))
+        .route_service(GRPC_PATHS[5], AuthServer::new(etcd.clone()))
         .merge(gateway::routes(etcd.node))
+}
+
+/// The gRPC services' paths, in the order [`routes`] mounts them.
+const GRPC_PATHS: [&str; 6] = [
+    "/etcdserverpb.KV/{*call}",
+    "/etcdserverpb.Watch/{*call}",
+    "/etcdserverpb.Lease/{*call}",
+    "/etcdserverpb.Cluster/{*call}",
+    "/etcdserverpb.Maintenance/{*call}",
+    "/etcdserverpb.Auth/{*call}",
+];
+
+/// Every method and path [`routes`] serves, for the node's access table (each checks its
+/// token itself: `common::Etcd::authorize`).
+pub fn paths() -> Vec<(axum::http::Method, &'static str)> {
+    use axum::http::Method;
+    let mut paths: Vec<_> = GRPC_PATHS.iter().map(|p| (Method::POST, *p)).collect();
+    paths.extend(gateway::POST_PATHS.iter().map(|p| (Method::POST, *p)));
+    paths.push((Method::GET, "/version"));
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pb::etcdserverpb::{
+        auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+        lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+        watch_server::WatchServer,
+    };
+    use super::*;
+    use tonic::server::NamedService;
+
+    #[test]
+    fn each_service_is_mounted_at_its_own_name() {
+        fn path<T: NamedService>() -> String {
+            format!("/{}/{{*call}}", T::NAME)
+        }
+        assert_eq!(
+            GRPC_PATHS.map(str::to_owned),
+            [
+                path::<KvServer<Etcd>>(),
+                path::<WatchServer<Etcd>>(),
+                path::<LeaseServer<Etcd>>(),
+                path::<ClusterServer<Etcd>>(),
+                path::<MaintenanceServer<Etcd>>(),
+                path::<AuthServer<Etcd>>(),
+            ]
+        );
+    }
 }

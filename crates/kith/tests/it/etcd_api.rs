@@ -439,3 +439,92 @@ async fn etcds_json_gateway_serves_the_same_keys() {
         .unwrap()
         .contains("Lease.LeaseGrant"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_calls_need_a_token_that_covers_their_keys() {
+    let cluster = TestCluster::start_secure(1, &[]);
+    cluster.wait_for_leader(&[1], WITHIN).await;
+    let certs = cluster
+        .inner()
+        .certs_dir()
+        .expect("the cluster's certificates");
+    let ca = certs.join("ca.crt");
+    let admin = std::fs::read_to_string(certs.join("admin.token")).expect("admin.token");
+    let admin = admin.trim();
+    let ep = endpoint(&cluster, 1).replace("https://", "");
+    let cacert = format!("--cacert={}", ca.display());
+    let as_user = |token: &str| format!("--user=someone:{token}");
+
+    // No token: refused, as etcd refuses a client that did not authenticate.
+    let out = etcdctl(&ep, &[&cacert, "put", "app/a", "1"], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("user name is empty"),
+        "{out:?}"
+    );
+    // The admin token as the password: everything.
+    assert_eq!(
+        ok(&ep, &[&cacert, &as_user(admin), "put", "app/a", "1"]).trim(),
+        "OK"
+    );
+    ok(&ep, &[&cacert, &as_user(admin), "put", "pub/x", "2"]);
+    let wrong = etcdctl(
+        &ep,
+        &[&cacert, &as_user("x.nonsense"), "get", "app/a"],
+        None,
+    );
+    assert!(!wrong.status.success(), "{wrong:?}");
+
+    // A read token limited to kv:pub/ reads pub/ and nothing else, and writes nothing.
+    let reader = cluster
+        .client(1)
+        .create_token(&serde_json::json!({"role": "read", "prefixes": ["kv:pub/"]}))
+        .await
+        .expect("create a token");
+    let reader = reader["token"].as_str().expect("token").to_owned();
+    assert_eq!(
+        ok(
+            &ep,
+            &[
+                &cacert,
+                &as_user(&reader),
+                "get",
+                "pub/x",
+                "--print-value-only"
+            ]
+        )
+        .trim(),
+        "2"
+    );
+    for args in [
+        vec!["get", "app/a"],
+        vec!["put", "pub/x", "3"],
+        vec!["get", "", "--prefix"],
+    ] {
+        let mut all = vec![cacert.as_str()];
+        let user = as_user(&reader);
+        all.push(&user);
+        all.extend(args.iter().copied());
+        let out = etcdctl(&ep, &all, None);
+        assert!(!out.status.success(), "{args:?} was allowed");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+            "{args:?}: {out:?}"
+        );
+    }
+
+    // The gateway takes the token in Authorization.
+    let range = serde_json::json!({"key": b64("app/a")});
+    let url = format!("{}/v3/kv/range", cluster.url(1));
+    let bare = crate::auth::bare_client(&cluster);
+    let without = bare.post(&url).json(&range).send().await.expect("answer");
+    assert_eq!(without.status().as_u16(), 401);
+    let with = bare
+        .post(&url)
+        .header("authorization", admin)
+        .json(&range)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(with.status().as_u16(), 200);
+}
