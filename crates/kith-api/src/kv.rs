@@ -153,7 +153,8 @@ fn write_answer(applied: Applied) -> Result<Response, ApiError> {
         | Applied::File(_)
         | Applied::RoomDeleted { .. }
         | Applied::Token(_)
-        | Applied::Txn { .. } => Err(ApiError::new(
+        | Applied::Txn { .. }
+        | Applied::Lease { .. } => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "a write produced no result",

@@ -53,6 +53,8 @@ pub enum Command {
     /// A key-value transaction as etcd's v3 API means it (also its lone put and
     /// delete-range): compares, then one branch, every change at one revision.
     Txn(crate::txn::Txn),
+    /// Grant, revoke or keep alive a lease (etcd's): keys attached to it go when it ends.
+    Lease(crate::lease::LeaseCommand),
 }
 
 /// The outcome of applying one log entry.
@@ -95,6 +97,11 @@ pub enum Response {
         revision: u64,
         outcome: crate::txn::TxnOutcome,
     },
+    /// What a lease command did; `revision` is the store's revision after it.
+    Lease {
+        revision: u64,
+        outcome: crate::lease::LeaseOutcome,
+    },
 }
 
 impl Command {
@@ -130,6 +137,7 @@ impl Command {
                 too_large: false,
             }),
             Command::Txn(txn) => txn.validate(limits.value_bytes_max),
+            Command::Lease(lease) => lease.validate(),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::lease::{self, Lease};
 use crate::limits::Limits;
 use crate::txn::{KeyEntry, KeyRange};
 use crate::{Command, Proposal, Response};
@@ -89,6 +90,27 @@ pub trait KvTable {
         limit: usize,
         count_max: u64,
     ) -> Result<(Vec<KeyEntry>, u64), Self::Error>;
+    /// Lease `id`, if granted and not yet ended.
+    fn lease(&mut self, id: i64) -> Result<Option<Lease>, Self::Error>;
+    /// Stores `lease` (its timer is the caller's).
+    fn lease_set(&mut self, lease: &Lease) -> Result<(), Self::Error>;
+    /// Forgets lease `id` (its keys were detached first).
+    fn lease_remove(&mut self, id: i64) -> Result<(), Self::Error>;
+    fn lease_count(&mut self) -> Result<usize, Self::Error>;
+    /// The keys attached to lease `id`.
+    fn lease_keys(&mut self, id: i64) -> Result<Vec<String>, Self::Error>;
+    /// The lease `key` is attached to (0: none).
+    fn key_lease(&mut self, key: &str) -> Result<i64, Self::Error>;
+    /// Attaches `key` to lease `lease` (0: to none), detaching it from any other.
+    fn key_lease_set(&mut self, key: &str, lease: i64) -> Result<(), Self::Error>;
+}
+
+/// Takes `key` off any lease, as any change but a put on a lease does.
+pub(crate) fn detach<T: KvTable>(table: &mut T, key: &str) -> Result<(), T::Error> {
+    if table.key_lease(key)? != 0 {
+        table.key_lease_set(key, 0)?;
+    }
+    Ok(())
 }
 
 /// Applies one proposal to `table`: first the expiries its clock makes due, then its command.
@@ -105,7 +127,7 @@ pub fn apply<T: KvTable>(
     expire_due(table, meta)?;
     if matches!(
         proposal.command,
-        Command::Put { .. } | Command::Delete { .. } | Command::Txn(_)
+        Command::Put { .. } | Command::Delete { .. } | Command::Txn(_) | Command::Lease(_)
     ) {
         if let Err(e) = proposal.command.validate(&Limits::CEILING) {
             return Ok(Response::Rejected {
@@ -148,6 +170,7 @@ pub fn apply<T: KvTable>(
                 expires_at_ms,
             };
             table.put(key, &entry)?;
+            detach(table, key)?;
             if let Some(at) = expires_at_ms {
                 table.expiry_add(at, key)?;
             }
@@ -183,6 +206,13 @@ pub fn apply<T: KvTable>(
                 deleted: true,
             })
         }
+        Command::Lease(command) => {
+            let outcome = lease::apply(table, meta, command)?;
+            Ok(Response::Lease {
+                revision: meta.revision,
+                outcome,
+            })
+        }
         Command::Txn(txn) => Ok(match crate::txn::apply(table, meta, txn)? {
             Ok(outcome) => Response::Txn {
                 revision: meta.revision,
@@ -202,7 +232,16 @@ pub fn apply<T: KvTable>(
 
 fn expire_due<T: KvTable>(table: &mut T, meta: &mut KvMeta) -> Result<(), T::Error> {
     for (at, key) in table.expiry_due(meta.now_ms, EXPIRE_PER_APPLY_MAX)? {
-        delete(table, meta, &key, Some(at), EventKind::Expire)?;
+        match lease::lease_of_timer(&key) {
+            // A lease ran out: its keys go, at one revision.
+            Some(id) => match table.lease(id)? {
+                Some(lease) => {
+                    lease::revoke(table, meta, &lease, EventKind::Expire)?;
+                }
+                None => table.expiry_remove(at, &key)?,
+            },
+            None => delete(table, meta, &key, Some(at), EventKind::Expire)?,
+        }
     }
     Ok(())
 }
@@ -218,6 +257,7 @@ fn delete<T: KvTable>(
         table.expiry_remove(at, key)?;
     }
     table.remove(key)?;
+    detach(table, key)?;
     // Cannot saturate in practice (2^64 changes); saturating keeps apply panic-free.
     meta.revision = meta.revision.saturating_add(1);
     table.record(&KvEvent {
@@ -233,6 +273,8 @@ pub struct MemTable {
     pub keys: std::collections::BTreeMap<String, KvEntry>,
     pub expiry: std::collections::BTreeSet<(u64, String)>,
     pub events: Vec<KvEvent>,
+    pub leases: std::collections::BTreeMap<i64, Lease>,
+    pub key_leases: std::collections::BTreeMap<String, i64>,
 }
 
 impl KvTable for MemTable {
@@ -292,6 +334,39 @@ impl KvTable for MemTable {
             }
         }
         Ok((out, count))
+    }
+    fn lease(&mut self, id: i64) -> Result<Option<Lease>, Self::Error> {
+        Ok(self.leases.get(&id).copied())
+    }
+    fn lease_set(&mut self, lease: &Lease) -> Result<(), Self::Error> {
+        self.leases.insert(lease.id, *lease);
+        Ok(())
+    }
+    fn lease_remove(&mut self, id: i64) -> Result<(), Self::Error> {
+        self.leases.remove(&id);
+        Ok(())
+    }
+    fn lease_count(&mut self) -> Result<usize, Self::Error> {
+        Ok(self.leases.len())
+    }
+    fn lease_keys(&mut self, id: i64) -> Result<Vec<String>, Self::Error> {
+        Ok(self
+            .key_leases
+            .iter()
+            .filter(|(_, l)| **l == id)
+            .map(|(k, _)| k.clone())
+            .collect())
+    }
+    fn key_lease(&mut self, key: &str) -> Result<i64, Self::Error> {
+        Ok(self.key_leases.get(key).copied().unwrap_or(0))
+    }
+    fn key_lease_set(&mut self, key: &str, lease: i64) -> Result<(), Self::Error> {
+        if lease == 0 {
+            self.key_leases.remove(key);
+        } else {
+            self.key_leases.insert(key.to_owned(), lease);
+        }
+        Ok(())
     }
 }
 

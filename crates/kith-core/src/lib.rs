@@ -28,6 +28,7 @@ pub mod faults;
 pub mod files;
 pub mod jobs;
 pub mod kv;
+pub mod lease;
 pub mod ledger;
 pub mod limits;
 pub mod machine;

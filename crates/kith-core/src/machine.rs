@@ -57,9 +57,11 @@ pub fn apply<T: Tables>(
         Command::Job(job) => jobs::apply(tables.jobs()?, now_ms, job),
         Command::File(file) => files::apply(tables.files()?, now_ms, file),
         Command::Token(token) => auth::apply(tables.tokens()?, now_ms, token).map(Response::Token),
-        Command::Put { .. } | Command::Delete { .. } | Command::Txn(_) | Command::Expire => {
-            Ok(response)
-        }
+        Command::Put { .. }
+        | Command::Delete { .. }
+        | Command::Txn(_)
+        | Command::Lease(_)
+        | Command::Expire => Ok(response),
     }
 }
 

@@ -5,8 +5,8 @@
 //!
 //! Owns what a transaction means and its bounds ([`TXN_OPS_MAX`], [`TXN_DEPTH_MAX`],
 //! [`RANGE_KEYS_MAX`]), checked by [`Txn::validate`] before proposing and again when
-//! applied. Refuses the wire format (`kith-etcd` maps etcd's messages onto these types)
-//! and leases, which kith's keys do not have yet (their lease is always 0).
+//! applied, and what leases mean to a put (`lease`). Refuses the wire format (`kith-etcd`
+//! maps etcd's messages onto these types).
 
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +100,7 @@ pub enum CompareTarget {
     CreateRevision(u64),
     ModRevision(u64),
     Value(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// kith keys carry no lease, so this compares with 0.
+    /// The key's lease (0: none).
     Lease(i64),
 }
 
@@ -124,13 +124,16 @@ pub struct Compare {
 /// One operation of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
-    /// Sets the key. `ignore_value` keeps its current value (and needs the key to exist).
+    /// Sets the key, attached to `lease` (0: none). `ignore_value` keeps its current value,
+    /// `ignore_lease` its current lease.
     Put {
         key: String,
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
         prev_kv: bool,
         ignore_value: bool,
+        lease: i64,
+        ignore_lease: bool,
     },
     /// Deletes every key in the range.
     Delete {
@@ -239,9 +242,14 @@ impl Txn {
             let mut put_keys: Vec<KeyRange> = Vec::new();
             for op in branch {
                 match op {
-                    TxnOp::Put { key, value, .. } => {
+                    TxnOp::Put {
+                        key, value, lease, ..
+                    } => {
                         limits::validate_key(key)?;
                         limits::validate_value(value, value_bytes_max)?;
+                        if *lease < 0 {
+                            return Err(refused("a lease id is a positive integer"));
+                        }
                         put_keys.push(KeyRange::one(key.clone()));
                     }
                     TxnOp::Delete { range, .. } => {
@@ -293,6 +301,9 @@ pub(crate) fn apply<T: KvTable>(
     if let Some(refusal) = too_wide(table, txn)? {
         return Ok(Err(refusal));
     }
+    if let Some(missing) = missing_lease(table, txn)? {
+        return Ok(Err(format!("requested lease not found: {missing}")));
+    }
     let mut apply = Apply {
         table,
         meta,
@@ -330,6 +341,25 @@ fn too_wide<T: KvTable>(table: &mut T, txn: &Txn) -> Result<Option<String>, T::E
         return Ok(Some(format!(
             "a transaction may delete at most {RANGE_KEYS_MAX} keys"
         )));
+    }
+    Ok(None)
+}
+
+/// A lease some put of `txn` (in either branch) names and the store does not hold.
+fn missing_lease<T: KvTable>(table: &mut T, txn: &Txn) -> Result<Option<i64>, T::Error> {
+    for op in txn.success.iter().chain(&txn.failure) {
+        let missing = match op {
+            TxnOp::Put {
+                lease,
+                ignore_lease: false,
+                ..
+            } if *lease != 0 => table.lease(*lease)?.is_none().then_some(*lease),
+            TxnOp::Txn(inner) => missing_lease(table, inner)?,
+            _ => None,
+        };
+        if missing.is_some() {
+            return Ok(missing);
+        }
     }
     Ok(None)
 }
@@ -379,9 +409,15 @@ impl<T: KvTable> Apply<'_, T> {
             if matches!(c.target, CompareTarget::Value(_)) {
                 return Ok(false);
             }
-            return Ok(compare_entry(c, None));
+            return Ok(compare_entry(c, None, 0));
         }
-        Ok(kvs.iter().all(|(_, e)| compare_entry(c, Some(e))))
+        for (k, e) in &kvs {
+            let lease = self.table.key_lease(k)?;
+            if !compare_entry(c, Some(e), lease) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn op(&mut self, op: &TxnOp) -> Result<OpResult, T::Error> {
@@ -391,7 +427,12 @@ impl<T: KvTable> Apply<'_, T> {
                 value,
                 prev_kv,
                 ignore_value,
-            } => self.put(key, value, *prev_kv, *ignore_value),
+                lease,
+                ignore_lease,
+            } => {
+                let lease = (!ignore_lease).then_some(*lease);
+                self.put(key, value, *prev_kv, *ignore_value, lease)
+            }
             TxnOp::Delete { range, prev_kv } => self.delete(range, *prev_kv),
             TxnOp::Range {
                 range,
@@ -433,8 +474,15 @@ impl<T: KvTable> Apply<'_, T> {
         value: &[u8],
         prev_kv: bool,
         ignore_value: bool,
+        lease: Option<i64>,
     ) -> Result<OpResult, T::Error> {
         let current = self.table.get(key)?;
+        // `None`: the key keeps the lease it has.
+        if let Some(lease) = lease {
+            if self.table.key_lease(key)? != lease {
+                self.table.key_lease_set(key, lease)?;
+            }
+        }
         let value = match (&current, ignore_value) {
             (Some(prev), true) => prev.value.clone(),
             // etcd: "ignore_value" on a key that does not exist is an error; as a
@@ -484,6 +532,7 @@ impl<T: KvTable> Apply<'_, T> {
                 self.table.expiry_remove(at, key)?;
             }
             self.table.remove(key)?;
+            crate::kv::detach(self.table, key)?;
             self.table.record(&KvEvent {
                 revision: self.revision,
                 key: key.clone(),
@@ -496,13 +545,13 @@ impl<T: KvTable> Apply<'_, T> {
     }
 }
 
-fn compare_entry(c: &Compare, entry: Option<&KvEntry>) -> bool {
+fn compare_entry(c: &Compare, entry: Option<&KvEntry>, lease: i64) -> bool {
     use std::cmp::Ordering;
     let ordering = match (&c.target, entry) {
         (CompareTarget::Version(v), e) => e.map_or(0, |e| e.version).cmp(v),
         (CompareTarget::CreateRevision(v), e) => e.map_or(0, |e| e.create_revision).cmp(v),
         (CompareTarget::ModRevision(v), e) => e.map_or(0, |e| e.mod_revision).cmp(v),
-        (CompareTarget::Lease(v), _) => 0i64.cmp(v),
+        (CompareTarget::Lease(v), _) => lease.cmp(v),
         (CompareTarget::Value(v), Some(e)) => e.value.as_slice().cmp(v.as_slice()),
         (CompareTarget::Value(_), None) => return false,
     };
@@ -525,6 +574,8 @@ mod tests {
             value: value.into(),
             prev_kv: true,
             ignore_value: false,
+            lease: 0,
+            ignore_lease: false,
         }
     }
 

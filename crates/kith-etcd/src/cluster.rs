@@ -1,4 +1,4 @@
-//! etcd's Cluster, Maintenance, Auth and Lease services: what maps onto kith (the member
+//! etcd's Cluster, Maintenance and Auth services: what maps onto kith (the member
 //! list, a node's status, the quota alarm, logging in with a kith token) and an
 //! `Unimplemented` status naming every call that does not.
 //!
@@ -10,13 +10,12 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use crate::common::{unimplemented, Etcd};
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
-use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::*;
 use kith_core::auth::Need;
@@ -43,7 +42,6 @@ macro_rules! refuse {
     };
 }
 
-const NO_LEASES: &str = "kith's keys have no leases yet (a key may have a TTL through /v1/kv)";
 const KITH_TOKENS: &str = "kith's users are its tokens (`kith token create`), not etcd's users \
                            and roles";
 
@@ -215,24 +213,5 @@ impl Auth for Etcd {
         role_delete(AuthRoleDeleteRequest) -> AuthRoleDeleteResponse: "Auth.RoleDelete", KITH_TOKENS;
         role_grant_permission(AuthRoleGrantPermissionRequest) -> AuthRoleGrantPermissionResponse: "Auth.RoleGrantPermission", KITH_TOKENS;
         role_revoke_permission(AuthRoleRevokePermissionRequest) -> AuthRoleRevokePermissionResponse: "Auth.RoleRevokePermission", KITH_TOKENS;
-    }
-}
-
-#[tonic::async_trait]
-impl Lease for Etcd {
-    type LeaseKeepAliveStream = Boxed<LeaseKeepAliveResponse>;
-
-    async fn lease_keep_alive(
-        &self,
-        _request: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Answer<Self::LeaseKeepAliveStream> {
-        Err(unimplemented("Lease.LeaseKeepAlive", NO_LEASES))
-    }
-
-    refuse! {
-        lease_grant(LeaseGrantRequest) -> LeaseGrantResponse: "Lease.LeaseGrant", NO_LEASES;
-        lease_revoke(LeaseRevokeRequest) -> LeaseRevokeResponse: "Lease.LeaseRevoke", NO_LEASES;
-        lease_time_to_live(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse: "Lease.LeaseTimeToLive", NO_LEASES;
-        lease_leases(LeaseLeasesRequest) -> LeaseLeasesResponse: "Lease.LeaseLeases", NO_LEASES;
     }
 }

@@ -37,6 +37,19 @@ impl Etcd {
         if !self.node.auth_required() {
             return Ok(());
         }
+        let record = self.token_record(request)?;
+        if record.allows(&need, wall_clock_ms()) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied("etcdserver: permission denied"))
+        }
+    }
+
+    /// The live token record the caller presents.
+    pub fn token_record<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<kith_core::auth::TokenRecord, Status> {
         let metadata = request.metadata();
         let token = metadata
             .get("token")
@@ -48,15 +61,9 @@ impl Etcd {
                     .and_then(|v| v.strip_prefix("Bearer ").or(Some(v)))
             })
             .ok_or_else(|| Status::unauthenticated("etcdserver: user name is empty"))?;
-        let record = self
-            .node
+        self.node
             .authenticate(token.trim())
-            .map_err(|_| Status::unauthenticated("etcdserver: invalid auth token"))?;
-        if record.allows(&need, wall_clock_ms()) {
-            Ok(())
-        } else {
-            Err(Status::permission_denied("etcdserver: permission denied"))
-        }
+            .map_err(|_| Status::unauthenticated("etcdserver: invalid auth token"))
     }
 }
 

@@ -27,7 +27,7 @@ use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
-use crate::pb::etcdserverpb::{watch_request, WatchRequest};
+use crate::pb::etcdserverpb::{watch_request, LeaseKeepAliveRequest, WatchRequest};
 use crate::Etcd;
 use kith_node::Node;
 
@@ -74,6 +74,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
         }};
     }
     let watch_etcd = etcd.clone();
+    let keepalive_etcd = etcd.clone();
     Router::new()
         .route("/v3/kv/range", call!(Kv::range))
         .route("/v3/kv/put", call!(Kv::put))
@@ -86,7 +87,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
         .route("/v3/lease/timetolive", call!(Lease::lease_time_to_live))
         .route("/v3/kv/lease/timetolive", call!(Lease::lease_time_to_live))
         .route("/v3/lease/leases", call!(Lease::lease_leases))
-        .route("/v3/lease/keepalive", post(keepalive))
+        .route(
+            "/v3/lease/keepalive",
+            post(move |headers: HeaderMap, body: Bytes| {
+                keepalive(keepalive_etcd.clone(), headers, body)
+            }),
+        )
         .route("/v3/cluster/member/list", call!(Cluster::member_list))
         .route("/v3/maintenance/status", call!(Maintenance::status))
         .route("/v3/maintenance/alarm", call!(Maintenance::alarm))
@@ -217,10 +223,14 @@ async fn watch(etcd: Etcd, headers: HeaderMap, body: Bytes) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// `POST /v3/lease/keepalive`: kith has no leases, and says so.
-async fn keepalive() -> Response {
-    failure(crate::common::unimplemented(
-        "Lease.LeaseKeepAlive",
-        "kith's keys have no leases yet (a key may have a TTL through /v1/kv)",
-    ))
+/// `POST /v3/lease/keepalive`: one keep-alive, answered as the stream's one message.
+async fn keepalive(etcd: Etcd, headers: HeaderMap, body: Bytes) -> Response {
+    let request: Request<LeaseKeepAliveRequest> = match decode(&headers, &body) {
+        Ok(r) => r,
+        Err(e) => return failure(e),
+    };
+    match etcd.keep_alive_once(request).await {
+        Ok(answer) => axum::Json(serde_json::json!({ "result": answer })).into_response(),
+        Err(e) => failure(e),
+    }
 }

@@ -7,8 +7,8 @@
 //! (`history`). Sorting, revision filters and limits follow etcd's order: filter, sort,
 //! then cut to the limit, with `count` the keys in the range before any of it.
 //!
-//! Refuses leases (kith's keys have none yet: a put with a lease is `Unimplemented`), and
-//! bounds every answer by [`RANGE_BYTES_MAX`].
+//! A key's `lease` in an answer is the lease it is attached to when the answer is made.
+//! Bounds every answer by [`RANGE_BYTES_MAX`].
 
 use tonic::{Request, Response, Status};
 
@@ -87,7 +87,10 @@ impl Kv for Etcd {
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         let (kvs, count, revision) = answer;
-        let (kvs, more) = shape(kvs, &r)?;
+        let (mut kvs, more) = shape(kvs, &r)?;
+        if !r.keys_only {
+            fill_leases(&self.node.read_stale(), &mut kvs);
+        }
         Ok(Response::new(RangeResponse {
             header: self.header(revision),
             kvs,
@@ -183,6 +186,9 @@ impl Etcd {
             .map_err(common::status)?
         {
             Applied::Txn { revision, outcome } => Ok((revision, outcome)),
+            Applied::Rejected { reason } if reason.starts_with("requested lease not found") => {
+                Err(Status::not_found("etcdserver: requested lease not found"))
+            }
             Applied::Rejected { reason } => {
                 Err(Status::invalid_argument(format!("etcdserver: {reason}")))
             }
@@ -218,7 +224,8 @@ impl Etcd {
                     })
                 }
                 (OpResult::Range { kvs, count, more }, Shape::Range(r)) => {
-                    let (kvs, cut) = shape(kvs, r)?;
+                    let (mut kvs, cut) = shape(kvs, r)?;
+                    fill_leases(&self.node.read_stale(), &mut kvs);
                     response_op::Response::ResponseRange(RangeResponse {
                         header: self.header(revision),
                         kvs,
@@ -320,10 +327,9 @@ fn shape(
 }
 
 fn put_op(key: String, r: PutRequest) -> Result<TxnOp, Status> {
-    if r.lease != 0 {
-        return Err(common::unimplemented(
-            "Put with a lease",
-            "kith's keys have no leases yet (a key may have a TTL through /v1/kv)",
+    if r.lease < 0 {
+        return Err(Status::invalid_argument(
+            "etcdserver: a lease id is a positive integer",
         ));
     }
     Ok(TxnOp::Put {
@@ -331,7 +337,25 @@ fn put_op(key: String, r: PutRequest) -> Result<TxnOp, Status> {
         value: r.value,
         prev_kv: r.prev_kv,
         ignore_value: r.ignore_value,
+        lease: r.lease,
+        ignore_lease: r.ignore_lease,
     })
+}
+
+/// Fills in each key's lease, as the node's state has it now.
+fn fill_leases(state: &kith_storage::StateReader, kvs: &mut [crate::pb::mvccpb::KeyValue]) {
+    let keys: Vec<&str> = kvs
+        .iter()
+        .filter_map(|kv| std::str::from_utf8(&kv.key).ok())
+        .collect();
+    if keys.len() != kvs.len() {
+        return;
+    }
+    if let Ok(leases) = state.key_leases(&keys) {
+        for (kv, lease) in kvs.iter_mut().zip(leases) {
+            kv.lease = lease;
+        }
+    }
 }
 
 /// How each range read of a transaction is shaped once it comes back.

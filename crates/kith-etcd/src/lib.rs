@@ -3,20 +3,20 @@
 //! watch events as `/v1/kv` and `kith kv`.
 //!
 //! Owns the mapping of etcd's messages onto kith: [`kv`] (Range, Put, DeleteRange, Txn,
-//! Compact), [`watch`], and in [`cluster`] the member list, status, alarms, logging in with
+//! Compact), [`watch`], [`lease`], and in [`cluster`] the member list, status, alarms, logging in with
 //! a kith token, and `Unimplemented` (naming the call) for what kith does not do; and
 //! [`gateway`], the same calls as etcd's JSON gateway (`/v3/kv/range` and the rest). The
 //! message types and service traits are generated at build time from etcd's own `.proto`
 //! files in `proto/` (see `build.rs`).
 //!
-//! Refuses: leases (kith's keys have TTLs, not leases, so far), etcd's users and roles
-//! (kith's tokens stand in), and keys that are not UTF-8.
+//! Refuses: etcd's users and roles (kith's tokens stand in), and keys that are not UTF-8.
 
 pub mod cluster;
 pub mod common;
 pub mod gateway;
 pub mod history;
 pub mod kv;
+pub mod lease;
 pub mod watch;
 
 use std::sync::Arc;

@@ -154,7 +154,9 @@ fn added_bytes(command: &Command) -> Option<u64> {
         | Command::DeleteRoom { .. }
         // Tokens have their own bound (`kith_core::auth::TOKENS_MAX`), and administration
         // must keep working over quota.
-        | Command::Token(_) => return None,
+        | Command::Token(_)
+        // Leases are small and bounded in number (`kith_core::lease::LEASES_MAX`).
+        | Command::Lease(_) => return None,
     };
     Some(bytes)
 }

@@ -9,7 +9,8 @@
 //! header   "KITHSNAP" | format version u32 LE
 //! records  len u32 LE | postcard Record        (len ≤ RECORD_BYTES_MAX)
 //!          Meta, Head, then Kv / Room / Message / Job / JobStats / File / Share / Token / Event /
-//!          Ledger in any number and order, then (version 2 only) Chunk records, then End
+//!          Ledger / Lease / LeaseKey in any number and order, then (version 2 only) Chunk
+//!          records, then End
 //! trailer  BLAKE3 of every byte before it (32 bytes), then nothing
 //! ```
 //!
@@ -41,13 +42,15 @@ use crate::state::ledger::LedgerHead;
 use crate::state::tables::{
     applied_index, meta_get, meta_put, Membership, SResult, CHUNK_REFS, EVENTS, EXPIRY, FILES,
     JOBS, JOB_KEYS, JOB_READY, JOB_STATS, JOB_TIMERS, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED,
-    KEY_FILES_VERSION, KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEDGER_HEAD,
-    KEY_MEMBERSHIP, KEY_SNAPSHOT, KV, LEDGER, MESSAGES, MESSAGE_IDS, META, ROOMS, SHARES, TOKENS,
+    KEY_FILES_VERSION, KEY_JOB_NEXT_ID, KEY_KV_META, KEY_LAST_APPLIED, KEY_LEASES, KEY_LEDGER_HEAD,
+    KEY_MEMBERSHIP, KEY_SNAPSHOT, KV, LEASES, LEASE_KEYS, LEDGER, MESSAGES, MESSAGE_IDS, META,
+    ROOMS, SHARES, TOKENS,
 };
 use crate::{StoreError, TypeConfig};
 use kith_core::auth::TokenRecord;
 use kith_core::files::{Manifest, Share};
 use kith_core::jobs::{Job, QueueStats};
+use kith_core::lease::{timer_key, Lease};
 use kith_core::ledger::Hash;
 use kith_core::rooms::{Message, RoomMeta};
 use kith_core::{KvEntry, KvEvent, KvMeta, NodeId};
@@ -101,6 +104,9 @@ enum Record {
     Token(TokenRecord),
     /// A file chunk's bytes under their BLAKE3 hash (version 2: a backup with its files).
     Chunk(Hash, #[serde(with = "serde_bytes")] Vec<u8>),
+    /// An etcd lease, and (one record each) a key attached to one.
+    Lease(Lease),
+    LeaseKey(i64, String),
 }
 
 fn invalid(message: impl Into<String>) -> StoreError {
@@ -423,6 +429,14 @@ fn write_tables<W: Write>(
             .map_err(|_| StoreError::Io(std::io::Error::other("ledger hash is not 32 bytes")))?;
         w.record(&Record::Ledger(index.value(), hash))?;
     }
+    for item in txn.open_table(LEASES)?.iter()? {
+        w.record(&Record::Lease(decode(item?.1.value())?))?;
+    }
+    for item in txn.open_table(LEASE_KEYS)?.iter()? {
+        let (k, _) = item?;
+        let (id, key) = k.value();
+        w.record(&Record::LeaseKey(id as i64, key.to_owned()))?;
+    }
     Ok(w)
 }
 
@@ -573,6 +587,9 @@ struct InstallTables<'t> {
     tokens: Table<'t, &'static str, &'static [u8]>,
     events: Table<'t, u64, &'static [u8]>,
     ledger: Table<'t, u64, &'static [u8]>,
+    leases: Table<'t, u64, &'static [u8]>,
+    lease_keys: Table<'t, (u64, &'static str), ()>,
+    key_leases: Table<'t, &'static str, u64>,
 }
 
 impl<'t> InstallTables<'t> {
@@ -593,8 +610,14 @@ impl<'t> InstallTables<'t> {
             tokens: txn.open_table(TOKENS)?,
             events: txn.open_table(EVENTS)?,
             ledger: txn.open_table(LEDGER)?,
+            leases: txn.open_table(LEASES)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
+            key_leases: txn.open_table(KEY_LEASES)?,
         };
         t.kv.retain(|_, _| false)?;
+        t.leases.retain(|_, _| false)?;
+        t.lease_keys.retain(|_, _| false)?;
+        t.key_leases.retain(|_, _| false)?;
         t.expiry.retain(|_, _| false)?;
         t.rooms.retain(|_, _| false)?;
         t.messages.retain(|_, _| false)?;
@@ -655,6 +678,16 @@ impl<'t> InstallTables<'t> {
             }
             Record::Ledger(index, hash) => {
                 self.ledger.insert(index, hash.as_slice())?;
+            }
+            Record::Lease(lease) => {
+                self.leases
+                    .insert(lease.id as u64, encode(&lease)?.as_slice())?;
+                self.expiry
+                    .insert((lease.expires_at_ms, timer_key(lease.id).as_str()), ())?;
+            }
+            Record::LeaseKey(id, key) => {
+                self.lease_keys.insert((id as u64, key.as_str()), ())?;
+                self.key_leases.insert(key.as_str(), id as u64)?;
             }
             // Chunks belong in a chunk store, never in the state: only a restore's copy
             // takes them out (`copy_with_meta`), and a peer's snapshot has none.

@@ -7,22 +7,28 @@
 //! `meta.events_bytes` (recounted after a snapshot install or when absent), in the apply's
 //! own transaction, so every replica trims the same events at the same revision.
 
-use redb::{Database, ReadableDatabase, ReadableTable, Table, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table, WriteTransaction,
+};
 
 use crate::codec::{decode, encode};
 use crate::state::history::{history_cutoff, StoreConfig};
 use crate::state::reader::StateReader;
 use crate::state::tables::{
-    meta_get, meta_put, EVENTS, EXPIRY, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED, KEY_KV_META, KV,
-    META,
+    meta_get, meta_put, EVENTS, EXPIRY, KEY_EVENTS_BYTES, KEY_EVENTS_COMPACTED, KEY_KV_META,
+    KEY_LEASES, KV, LEASES, LEASE_KEYS, META,
 };
 use crate::StoreError;
+use kith_core::lease::Lease;
 use kith_core::txn::KeyRange;
 use kith_core::{KvEntry, KvEvent, KvMeta, KvTable};
 
 /// Backs [`KvTable`] with open redb tables inside one write transaction.
 pub(crate) struct RedbKv<'t> {
     kv: Table<'t, &'static str, &'static [u8]>,
+    leases: Table<'t, u64, &'static [u8]>,
+    lease_keys: Table<'t, (u64, &'static str), ()>,
+    key_leases: Table<'t, &'static str, u64>,
     expiry: Table<'t, (u64, &'static str), ()>,
     events: Table<'t, u64, &'static [u8]>,
     /// What the kept events take (`meta.events_bytes`), updated as events are recorded.
@@ -53,6 +59,9 @@ impl<'t> RedbKv<'t> {
         let events_compacted_stored: u64 = meta_get(meta, KEY_EVENTS_COMPACTED)?.unwrap_or(0);
         Ok(RedbKv {
             kv: txn.open_table(KV)?,
+            leases: txn.open_table(LEASES)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
+            key_leases: txn.open_table(KEY_LEASES)?,
             expiry: txn.open_table(EXPIRY)?,
             events,
             events_bytes,
@@ -199,6 +208,59 @@ impl KvTable for RedbKv<'_> {
     ) -> Result<(Vec<ListedKey>, u64), StoreError> {
         scan_range(&self.kv, range, limit, count_max)
     }
+    fn lease(&mut self, id: i64) -> Result<Option<Lease>, StoreError> {
+        match self.leases.get(id as u64)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+    fn lease_set(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        self.leases
+            .insert(lease.id as u64, encode(lease)?.as_slice())?;
+        Ok(())
+    }
+    fn lease_remove(&mut self, id: i64) -> Result<(), StoreError> {
+        self.leases.remove(id as u64)?;
+        Ok(())
+    }
+    fn lease_count(&mut self) -> Result<usize, StoreError> {
+        Ok(self.leases.len()? as usize)
+    }
+    fn lease_keys(&mut self, id: i64) -> Result<Vec<String>, StoreError> {
+        lease_keys_of(&self.lease_keys, id)
+    }
+    fn key_lease(&mut self, key: &str) -> Result<i64, StoreError> {
+        Ok(self.key_leases.get(key)?.map_or(0, |v| v.value() as i64))
+    }
+    fn key_lease_set(&mut self, key: &str, lease: i64) -> Result<(), StoreError> {
+        if let Some(old) = self.key_leases.remove(key)? {
+            let old = old.value();
+            self.lease_keys.remove((old, key))?;
+        }
+        if lease != 0 {
+            self.key_leases.insert(key, lease as u64)?;
+            self.lease_keys.insert((lease as u64, key), ())?;
+        }
+        Ok(())
+    }
+}
+
+/// The keys attached to lease `id`, in key order.
+fn lease_keys_of(
+    table: &impl ReadableTable<(u64, &'static str), ()>,
+    id: i64,
+) -> Result<Vec<String>, StoreError> {
+    let id = id as u64;
+    let mut keys = Vec::new();
+    for item in table.range((id, "")..)? {
+        let (k, _) = item?;
+        let (lease, key) = k.value();
+        if lease != id {
+            break;
+        }
+        keys.push(key.to_owned());
+    }
+    Ok(keys)
 }
 
 /// Up to `limit` keys of `range` in key order, and how many it holds (up to `count_max`).
@@ -319,6 +381,37 @@ impl StateReader {
         let kv_meta: KvMeta = meta_get(&meta, KEY_KV_META)?.unwrap_or_default();
         let (kvs, count) = scan_range(&txn.open_table(KV)?, range, limit, count_max)?;
         Ok((kvs, count, kv_meta.revision))
+    }
+
+    /// Lease `id` and the keys attached to it, if it is live.
+    pub fn lease(&self, id: i64) -> Result<Option<(Lease, Vec<String>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(lease) = txn.open_table(LEASES)?.get(id as u64)? else {
+            return Ok(None);
+        };
+        let lease: Lease = decode(lease.value())?;
+        let keys = lease_keys_of(&txn.open_table(LEASE_KEYS)?, id)?;
+        Ok(Some((lease, keys)))
+    }
+
+    /// Every live lease's id, at most `limit`.
+    pub fn lease_ids(&self, limit: usize) -> Result<Vec<i64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASES)?;
+        let mut ids = Vec::new();
+        for item in table.iter()?.take(limit) {
+            ids.push(item?.0.value() as i64);
+        }
+        Ok(ids)
+    }
+
+    /// The lease each of `keys` is attached to (0: none).
+    pub fn key_leases(&self, keys: &[&str]) -> Result<Vec<i64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KEY_LEASES)?;
+        keys.iter()
+            .map(|k| Ok(table.get(*k)?.map_or(0, |v| v.value() as i64)))
+            .collect()
     }
 
     /// The store's revision and clock as of the latest applied state.

@@ -64,6 +64,11 @@ pub(crate) const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("sh
 pub(crate) const SHARE_EXPIRY: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("share_expiry");
 pub(crate) const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Leases by id (a positive `i64`), each an encoded `kith_core::lease::Lease`.
+pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("leases");
+/// (lease, key) for every key attached to a lease; `KEY_LEASES` is the same, by key.
+pub(crate) const LEASE_KEYS: TableDefinition<(u64, &str), ()> = TableDefinition::new("lease_keys");
+pub(crate) const KEY_LEASES: TableDefinition<&str, u64> = TableDefinition::new("key_leases");
 
 pub(crate) type SResult<T> = Result<T, StorageError<NodeId>>;
 pub(crate) type Membership = StoredMembership<NodeId, BasicNode>;
@@ -88,6 +93,9 @@ pub(crate) fn create_all(txn: &redb::WriteTransaction) -> Result<(), StoreError>
     txn.open_table(SHARES)?;
     txn.open_table(SHARE_EXPIRY)?;
     txn.open_table(TOKENS)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(LEASE_KEYS)?;
+    txn.open_table(KEY_LEASES)?;
     Ok(())
 }
 

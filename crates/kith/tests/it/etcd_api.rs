@@ -219,12 +219,61 @@ async fn etcdctl_works_against_a_kith_cluster() {
         + &String::from_utf8_lossy(&health.stderr);
     assert_eq!(said.matches("is healthy").count(), 3, "{said}");
 
-    // What kith does not do is said, not faked.
-    let lease = etcdctl(&ep, &["lease", "grant", "10"], None);
-    assert!(!lease.status.success());
+    // Leases: keys attached to one live while it is kept alive, and go on every node at
+    // one revision when it is revoked.
+    let granted = ok(&ep, &["lease", "grant", "60"]);
+    let lease = granted
+        .split_whitespace()
+        .nth(1)
+        .expect("lease ID")
+        .to_owned();
+    ok(&ep, &["put", "svc/a", "up", &format!("--lease={lease}")]);
+    ok(&ep, &["put", "svc/b", "up", &format!("--lease={lease}")]);
+    let attached = json(&ep, &["get", "svc/a"]);
+    assert_eq!(
+        format!("{:016x}", attached["kvs"][0]["lease"].as_i64().unwrap()),
+        lease,
+        "{attached}"
+    );
+    let ttl = ok(&ep, &["lease", "timetolive", &lease, "--keys"]);
+    assert!(ttl.contains("granted with TTL(60s)"), "{ttl}");
+    assert!(ttl.contains("svc/a") && ttl.contains("svc/b"), "{ttl}");
+    let kept = ok(&ep, &["lease", "keep-alive", "--once", &lease]);
+    assert!(kept.contains("keepalived with TTL(60)"), "{kept}");
+    let before = json(&ep, &["get", "svc/a"])["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    assert!(ok(&ep, &["lease", "revoke", &lease]).contains("revoked"));
+    for id in 1..=3 {
+        let node = endpoint(&cluster, id);
+        wait_until(&format!("svc/ gone on node {id}"), WITHIN, || async {
+            let left = json(&node, &["get", "svc/", "--prefix", "--consistency=s"]);
+            (left["kvs"].is_null() && left["header"]["revision"].as_i64()? == before + 1)
+                .then_some(())
+        })
+        .await;
+    }
+    let gone = etcdctl(
+        &ep,
+        &["put", "svc/c", "up", &format!("--lease={lease}")],
+        None,
+    );
+    assert!(!gone.status.success(), "a put on a revoked lease");
     assert!(
-        String::from_utf8_lossy(&lease.stderr).contains("Lease.LeaseGrant"),
-        "{lease:?}"
+        String::from_utf8_lossy(&gone.stderr).contains("requested lease not found"),
+        "{gone:?}"
+    );
+
+    // What kith does not do is said, not faked.
+    let add = etcdctl(
+        &ep,
+        &["member", "add", "n4", "--peer-urls=http://127.0.0.1:1"],
+        None,
+    );
+    assert!(!add.status.success());
+    assert!(
+        String::from_utf8_lossy(&add.stderr).contains("Cluster.MemberAdd"),
+        "{add:?}"
     );
 }
 
@@ -416,7 +465,7 @@ async fn etcds_json_gateway_serves_the_same_keys() {
         .expect("JSON");
     assert!(version["etcdserver"].is_string(), "{version}");
 
-    // Bad input is a 400 with etcd's error body; what kith lacks is a 501 naming it.
+    // Bad input is a 400 with etcd's error body; leases work here too.
     let (status, bad) = gateway(
         &cluster,
         follower,
@@ -430,14 +479,18 @@ async fn etcds_json_gateway_serves_the_same_keys() {
         &cluster,
         follower,
         "/v3/lease/grant",
-        serde_json::json!({"TTL": 5}),
+        serde_json::json!({"TTL": "30"}),
     )
     .await;
-    assert_eq!(status, 501, "{lease}");
-    assert!(lease["message"]
-        .as_str()
-        .unwrap()
-        .contains("Lease.LeaseGrant"));
+    assert_eq!(status, 200, "{lease}");
+    let (_, kept) = gateway(
+        &cluster,
+        follower,
+        "/v3/lease/keepalive",
+        serde_json::json!({"ID": lease["ID"]}),
+    )
+    .await;
+    assert_eq!(kept["result"]["TTL"], "30", "{kept}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
