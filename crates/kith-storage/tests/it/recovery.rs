@@ -623,6 +623,74 @@ async fn tokens_apply_survive_reopen_and_travel_in_snapshots() {
     assert!(copy.token("admin").unwrap().unwrap().revoked_ms.is_some());
 }
 
+fn command(index: u64, now_ms: u64, command: Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(vec![Proposal { now_ms, command }]),
+    }
+}
+
+/// A lease with keys attached travels in a snapshot, and the copy expires it on the same
+/// clock: both keys go at one revision.
+#[tokio::test]
+async fn leases_travel_in_snapshots_and_expire_there() {
+    use kith_core::lease::{LeaseCommand, LeaseOutcome};
+    use kith_core::txn::{Txn, TxnOp};
+    let put = |key: &str| {
+        Command::Txn(Txn::single(TxnOp::Put {
+            key: key.into(),
+            value: b"v".to_vec(),
+            prev_kv: false,
+            ignore_value: false,
+            lease: 42,
+            ignore_lease: false,
+        }))
+    };
+    let src = tempfile::TempDir::new().unwrap();
+    let (_, mut sm) = kith_storage::open_ungated(src.path(), Default::default()).unwrap();
+    let responses = sm
+        .apply(vec![
+            command(
+                1,
+                1_000,
+                Command::Lease(LeaseCommand::Grant { id: 42, ttl_s: 10 }),
+            ),
+            command(2, 1_000, put("svc/a")),
+            command(3, 1_000, put("svc/b")),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(
+        responses[0][0],
+        Response::Lease {
+            outcome: LeaseOutcome::Granted { id: 42, ttl_s: 10 },
+            ..
+        }
+    ));
+    let snapshot = snapshot_to_send(&mut sm).await;
+    let dst = tempfile::TempDir::new().unwrap();
+    let (_, mut other) = kith_storage::open_ungated(dst.path(), Default::default()).unwrap();
+    other
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await
+        .unwrap();
+    let copy = other.reader();
+    let (lease, keys) = copy.lease(42).unwrap().expect("the lease travelled");
+    assert_eq!((lease.ttl_s, lease.expires_at_ms), (10, 11_000));
+    assert_eq!(keys, ["svc/a", "svc/b"]);
+    assert_eq!(copy.key_leases(&["svc/a", "other"]).unwrap(), [42, 0]);
+    // The copy's timer fires: the proposal carrying the clock past it takes both keys.
+    assert_eq!(copy.next_timer_ms().unwrap(), Some(11_000));
+    let before = copy.kv_meta().unwrap().revision;
+    other
+        .apply(vec![command(4, 11_000, Command::Expire)])
+        .await
+        .unwrap();
+    assert!(copy.lease(42).unwrap().is_none());
+    assert!(copy.get("svc/a").unwrap().is_none() && copy.get("svc/b").unwrap().is_none());
+    assert_eq!(copy.kv_meta().unwrap().revision, before + 1);
+}
+
 #[tokio::test]
 async fn a_store_told_to_tamper_departs_from_the_chain_at_that_index_only() {
     let honest = kith_storage::StoreConfig::default();
