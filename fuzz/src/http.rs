@@ -212,6 +212,19 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         ("dashboard", "GET /".into()),
         ("dev", "POST /v1/dev/nodes/2/stop".into()),
         ("preflight", "OPTIONS /v1/kv/a\nOrigin: http://x\nAccess-Control-Request-Method: PUT".into()),
+        // etcd's API: its JSON gateway, and gRPC calls (a 5-byte frame header, then the
+        // protobuf message: field 1, the key "a"; field 2, the value "b").
+        ("etcd_range", "POST /v3/kv/range\ncontent-type: application/json\n\n{\"key\":\"YQ==\",\"range_end\":\"AA==\",\"limit\":\"10\",\"revision\":\"1\",\"sort_order\":\"DESCEND\"}".into()),
+        ("etcd_put", "POST /v3/kv/put\n\n{\"key\":\"YQ==\",\"value\":\"Yg==\",\"lease\":\"5\",\"prev_kv\":true}".into()),
+        ("etcd_txn", "POST /v3/kv/txn\n\n{\"compare\":[{\"key\":\"YQ==\",\"target\":\"MOD\",\"mod_revision\":\"1\"}],\"success\":[{\"request_delete_range\":{\"key\":\"YQ==\",\"range_end\":\"Yg==\"}},{\"request_txn\":{}}],\"failure\":[{\"request_range\":{\"key\":\"YQ==\"}}]}".into()),
+        ("etcd_lease", "POST /v3/lease/grant\n\n{\"TTL\":\"10\",\"ID\":\"7\"}".into()),
+        ("etcd_keepalive", "POST /v3/lease/keepalive\n\n{\"ID\":\"7\"}".into()),
+        ("etcd_ttl", "POST /v3/lease/timetolive\n\n{\"ID\":\"7\",\"keys\":true}".into()),
+        ("etcd_watch", "POST /v3/watch\n\n{\"create_request\":{\"key\":\"YQ==\",\"start_revision\":\"1\",\"prev_kv\":true}}".into()),
+        ("etcd_version", "GET /version".into()),
+        ("grpc_range", "POST /etcdserverpb.KV/Range\ncontent-type: application/grpc\nte: trailers\n\n\u{0}\u{0}\u{0}\u{0}\u{3}\n\u{1}a".into()),
+        ("grpc_put", "POST /etcdserverpb.KV/Put\ncontent-type: application/grpc\n\n\u{0}\u{0}\u{0}\u{0}\u{6}\n\u{1}a\u{12}\u{1}b".into()),
+        ("grpc_status", "POST /etcdserverpb.Maintenance/Status\ncontent-type: application/grpc\n\n\u{0}\u{0}\u{0}\u{0}\u{0}".into()),
     ];
     requests
         .into_iter()
