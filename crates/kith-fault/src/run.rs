@@ -120,6 +120,8 @@ pub struct ScheduleReport {
     pub undecided_keys: usize,
     /// Watch events checked (all watchers).
     pub watch_events: usize,
+    /// Register operations through etcd's API that got an answer.
+    pub etcd_ops: usize,
     /// Nodes whose process exited on its own (a fatal error), restarted at a heal.
     pub self_exits: usize,
     pub elapsed: Duration,
@@ -314,6 +316,11 @@ pub async fn run_schedule(
     }
     let mut recorded: Recorded = recorded;
     report.ops_invoked = recorded.ops_invoked;
+    report.etcd_ops = recorded
+        .registers
+        .iter()
+        .filter(|e| e.via_etcd && e.op.ret.is_some())
+        .count();
     report.faults = faults;
     if config.verbose {
         for line in &log {
@@ -518,6 +525,7 @@ async fn final_reads(
                     output: RegOutput::Read(value),
                 },
                 revision,
+                via_etcd: false,
             });
         }
     }
@@ -999,6 +1007,7 @@ pub struct Summary {
     pub acked_lost: usize,
     pub undecided_keys: usize,
     pub watch_events: usize,
+    pub etcd_ops: usize,
     pub chat_messages: usize,
     /// File uploads checked on every node.
     pub files_checked: usize,
@@ -1027,6 +1036,7 @@ impl Summary {
         self.acked_lost += r.acked_lost;
         self.undecided_keys += r.undecided_keys;
         self.watch_events += r.watch_events;
+        self.etcd_ops += r.etcd_ops;
         self.chat_messages += r.chat_messages;
         self.files_checked += r.files_checked;
         self.self_exits += r.self_exits;
@@ -1046,6 +1056,10 @@ impl Summary {
             ),
         ];
         let total: u32 = self.faults.values().sum();
+        rows.push((
+            "register ops answered through etcd's API".into(),
+            self.etcd_ops.to_string(),
+        ));
         rows.push(("watch events checked".into(), self.watch_events.to_string()));
         rows.push((
             "chat messages checked".into(),

@@ -7,6 +7,10 @@
 //!   binds a client to a host), read, write and compare-and-set a few keys. Each client
 //!   remembers the last (value, revision) it saw per key and uses it for compare-and-set.
 //!   Every written value is unique: `client << 32 | seq`.
+//!   With `etcd_clients`, every second register client speaks etcd's v3 API instead (the
+//!   JSON gateway, which runs the same service code as gRPC): a linearizable Range, a Put,
+//!   and compare-and-set as a Txn comparing the key's mod revision. Both kinds share the keys
+//!   and the history, so the checker sees one register written through both APIs.
 //! - **Set.** One client per node appends unique elements to one key holding a
 //!   comma-separated list: a linearizable read, then `PUT ?if_revision=` of the list plus the
 //!   element; a 409 means someone else appended first, so it reads and tries again (a
@@ -55,6 +59,8 @@ pub struct WorkloadConfig {
     pub chat_clients: bool,
     /// One file-upload client per node, when true.
     pub file_clients: bool,
+    /// Every second register client uses etcd's API, when true.
+    pub etcd_clients: bool,
     /// How long a client waits for an answer before recording "unknown".
     pub op_timeout: Duration,
 }
@@ -69,6 +75,7 @@ impl Default for WorkloadConfig {
             set_clients: true,
             chat_clients: true,
             file_clients: true,
+            etcd_clients: true,
             op_timeout: Duration::from_secs(3),
         }
     }
@@ -83,6 +90,8 @@ pub struct RegisterEvent {
     pub op: Operation<RegInput, RegOutput>,
     /// The revision the answer carried (`kith-revision` of a read, `revision` of a put).
     pub revision: Option<u64>,
+    /// Whether the operation went through etcd's API rather than `/v1/kv`.
+    pub via_etcd: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -264,6 +273,91 @@ impl NodeClient {
             .send()
             .await;
         self.classify(sent, true).await
+    }
+
+    /// A linearizable read through etcd's API (`POST /v3/kv/range`).
+    pub async fn etcd_get(&self, key: &str) -> Answer {
+        let body = serde_json::json!({"key": b64(key.as_bytes())});
+        let sent = self.etcd_call("/v3/kv/range", body).await;
+        let Some(answer) = sent else {
+            return Answer::NotDelivered;
+        };
+        let Ok(v) = answer else {
+            return Answer::Unknown;
+        };
+        match v["kvs"].get(0) {
+            None => Answer::NotFound,
+            Some(kv) => {
+                let value = kv["value"].as_str().and_then(unb64);
+                let revision = kv["mod_revision"].as_str().and_then(|r| r.parse().ok());
+                match (value, revision) {
+                    (Some(body), Some(revision)) => Answer::Ok { body, revision },
+                    _ => Answer::Unknown,
+                }
+            }
+        }
+    }
+
+    /// A put through etcd's API; with `if_revision`, a Txn that puts only if the key's mod
+    /// revision is that (0: the key must not exist), else answers `Mismatch`.
+    pub async fn etcd_put(&self, key: &str, value: Vec<u8>, if_revision: Option<u64>) -> Answer {
+        let put = serde_json::json!({"key": b64(key.as_bytes()), "value": b64(&value)});
+        let sent = match if_revision {
+            None => self.etcd_call("/v3/kv/put", put).await,
+            Some(r) => {
+                let txn = serde_json::json!({
+                    "compare": [{"key": b64(key.as_bytes()), "result": "EQUAL",
+                                 "target": "MOD", "mod_revision": r.to_string()}],
+                    "success": [{"request_put": put}],
+                });
+                self.etcd_call("/v3/kv/txn", txn).await
+            }
+        };
+        let Some(answer) = sent else {
+            return Answer::NotDelivered;
+        };
+        let Ok(v) = answer else {
+            return Answer::Unknown;
+        };
+        // etcd's JSON leaves a false `succeeded` out.
+        if if_revision.is_some() && v["succeeded"] != true {
+            return Answer::Mismatch;
+        }
+        match v["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+        {
+            Some(revision) => Answer::Ok {
+                body: Vec::new(),
+                revision,
+            },
+            None => Answer::Unknown,
+        }
+    }
+
+    /// POSTs `body` to etcd's gateway `path`: `None` when the request was never delivered,
+    /// `Some(Err)` for any answer but a 200 with JSON.
+    async fn etcd_call(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Option<Result<serde_json::Value, ()>> {
+        let sent = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .timeout(self.timeout)
+            .json(&body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return None,
+            Err(_) => return Some(Err(())),
+        };
+        if response.status() != StatusCode::OK {
+            return Some(Err(()));
+        }
+        Some(response.json().await.map_err(drop))
     }
 
     /// Posts a message with a client-chosen `id` to `room`.
@@ -495,6 +589,7 @@ pub async fn run(
 }
 
 async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared>) {
+    let etcd = shared.config.etcd_clients && client % 2 == 0;
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ u64::from(client));
     // Last (value, revision) this client saw per key, for compare-and-set.
     let mut seen: HashMap<usize, (Option<u64>, u64)> = HashMap::new();
@@ -510,7 +605,11 @@ async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<S
         let roll = rng.random_range(0..100);
         let call = shared.clock.now_ns();
         if roll < 50 {
-            let answer = node.get(&name).await;
+            let answer = if etcd {
+                node.etcd_get(&name).await
+            } else {
+                node.get(&name).await
+            };
             let ret = shared.clock.now_ns();
             let (value, revision) = match answer {
                 Answer::Ok { body, revision } => (Some(parse_value(&body)), revision),
@@ -533,6 +632,7 @@ async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<S
                     output: RegOutput::Read(value),
                 },
                 revision: value.map(|_| revision),
+                via_etcd: etcd,
             });
             continue;
         }
@@ -550,9 +650,12 @@ async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<S
                 Some(revision),
             )
         };
-        let answer = node
-            .put(&name, value.to_string().into_bytes(), if_revision)
-            .await;
+        let bytes = value.to_string().into_bytes();
+        let answer = if etcd {
+            node.etcd_put(&name, bytes, if_revision).await
+        } else {
+            node.put(&name, bytes, if_revision).await
+        };
         let ret = shared.clock.now_ns();
         let (output, ret, revision) = match answer {
             Answer::Ok { revision, .. } => {
@@ -576,6 +679,7 @@ async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<S
                 output,
             },
             revision,
+            via_etcd: etcd,
         });
     }
 }
@@ -700,4 +804,14 @@ async fn file_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Share
             outcome,
         });
     }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
