@@ -589,7 +589,7 @@ pub async fn run(
 }
 
 async fn register_client(node: NodeClient, client: u32, seed: u64, shared: Arc<Shared>) {
-    let etcd = shared.config.etcd_clients && client % 2 == 0;
+    let etcd = shared.config.etcd_clients && client.is_multiple_of(2);
     let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ u64::from(client));
     // Last (value, revision) this client saw per key, for compare-and-set.
     let mut seen: HashMap<usize, (Option<u64>, u64)> = HashMap::new();
