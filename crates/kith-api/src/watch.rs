@@ -83,6 +83,7 @@ pub async fn watch(
         prefix: query.prefix,
         next: from,
         pending: VecDeque::new(),
+        sent: (0, 0),
         done: false,
         _permit: permit,
     };
@@ -110,8 +111,10 @@ struct WatchStream {
     prefix: String,
     /// The next revision to deliver or skip.
     next: u64,
-    /// Events read from storage and not yet sent; at most one page.
+    /// Events read from storage and not yet sent; at most one page, of whole revisions.
     pending: VecDeque<KvEvent>,
+    /// The revision of the last event sent, and its place among that revision's events.
+    sent: (u64, u64),
     done: bool,
     _permit: OwnedSemaphorePermit,
 }
@@ -130,7 +133,17 @@ impl WatchStream {
                 return None;
             }
             if let Some(event) = self.pending.pop_front() {
-                return Some(to_sse(&event));
+                let index = if self.sent.0 == event.revision {
+                    self.sent.1 + 1
+                } else {
+                    0
+                };
+                self.sent = (event.revision, index);
+                let last = self
+                    .pending
+                    .front()
+                    .is_none_or(|next| next.revision != event.revision);
+                return Some(to_sse(&event, index, last));
             }
             let state = self.node.read_stale();
             let compacted = match state.events_compacted() {
@@ -189,8 +202,12 @@ impl WatchStream {
     }
 }
 
-fn to_sse(event: &KvEvent) -> Event {
-    let mut data = json!({"revision": event.revision, "key": event.key});
+/// One event as SSE. One revision may hold several events (a transaction's changes through
+/// etcd's API): each carries its `index` among them, and only the revision's last event
+/// carries the SSE id, so a client that reconnects mid-revision (`Last-Event-ID` = the last
+/// whole revision) gets the whole revision again and skips what it already has by index.
+fn to_sse(event: &KvEvent, index: u64, last_of_revision: bool) -> Event {
+    let mut data = json!({"revision": event.revision, "index": index, "key": event.key});
     let kind = match &event.kind {
         EventKind::Put {
             value,
@@ -216,8 +233,10 @@ fn to_sse(event: &KvEvent) -> Event {
         }
     };
     data["type"] = json!(kind);
-    Event::default()
-        .id(event.revision.to_string())
-        .event(kind)
-        .data(data.to_string())
+    let sse = Event::default().event(kind).data(data.to_string());
+    if last_of_revision {
+        sse.id(event.revision.to_string())
+    } else {
+        sse
+    }
 }

@@ -47,6 +47,10 @@ impl Client {
             }
         };
         let path = format!("/v1/watch?prefix={}", encode_query(prefix));
+        // The last event delivered: its revision and its place among that revision's
+        // events. A revision's events carry the SSE id on the last one only, so a reconnect
+        // in the middle of one gets all of it again; this skips what was delivered.
+        let mut delivered: (u64, u64) = (start_after, u64::MAX);
         self.follow(&path, start_after, |frame| {
             if frame.event == "cut" {
                 let reason = frame.data["reason"]
@@ -62,9 +66,16 @@ impl Client {
                     Next::Fail(ClientError::WatchCut { reason, message })
                 };
             }
-            let Some(revision) = frame.id else {
+            let Some(revision) = frame.data["revision"].as_u64().or(frame.id) else {
                 return Next::Continue;
             };
+            let index = frame.data["index"].as_u64().unwrap_or(0);
+            let seen = revision < delivered.0
+                || (revision == delivered.0 && (delivered.1 == u64::MAX || index <= delivered.1));
+            if seen {
+                return Next::Continue;
+            }
+            delivered = (revision, index);
             let event = WatchEvent {
                 revision,
                 kind: frame.event,

@@ -581,3 +581,40 @@ async fn etcd_calls_need_a_token_that_covers_their_keys() {
         .expect("answer");
     assert_eq!(with.status().as_u16(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kiths_own_watch_sees_every_change_of_an_etcd_transaction() {
+    let cluster = TestCluster::start(1, &[]);
+    cluster.wait_for_leader(&[1], WITHIN).await;
+    let ep = endpoint(&cluster, 1);
+    for key in ["multi/a", "multi/b", "multi/c"] {
+        ok(&ep, &["put", key, "1"]);
+    }
+    let before = json(&ep, &["get", "multi/a"])["header"]["revision"]
+        .as_u64()
+        .unwrap();
+    let gone = json(&ep, &["del", "multi/", "--prefix"]);
+    assert_eq!(gone["deleted"], 3);
+    // Three deletes at one revision, each delivered once, to kith's own watch API.
+    let client = cluster.client(1);
+    let mut seen = Vec::new();
+    tokio::time::timeout(
+        WITHIN,
+        client.watch("multi/", Some(before + 1), |e| {
+            seen.push((e.revision, e.kind.clone(), e.key.clone()));
+            if seen.len() == 3 {
+                kith_client::WatchControl::Stop
+            } else {
+                kith_client::WatchControl::Continue
+            }
+        }),
+    )
+    .await
+    .expect("the watch sees the deletes")
+    .expect("watch");
+    let delete = |key: &str| (before + 1, "delete".to_owned(), key.to_owned());
+    assert_eq!(
+        seen,
+        [delete("multi/a"), delete("multi/b"), delete("multi/c")]
+    );
+}
