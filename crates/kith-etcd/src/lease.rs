@@ -46,6 +46,18 @@ impl Etcd {
         }
     }
 
+    /// The state after a read barrier, and its revision.
+    async fn fresh(&self) -> Result<(kith_storage::StateReader, u64), Status> {
+        let fresh = self
+            .node
+            .read(Consistency::Linearizable)
+            .await
+            .map_err(common::status)?;
+        let state = (*fresh).clone();
+        let revision = state.kv_meta().map_or(0, |m| m.revision);
+        Ok((state, revision))
+    }
+
     async fn lease_command(&self, command: LeaseCommand) -> Result<(u64, LeaseOutcome), Status> {
         command
             .validate()
@@ -176,12 +188,7 @@ impl Lease for Etcd {
     ) -> Answer<LeaseTimeToLiveResponse> {
         self.authorize(&request, kith_core::auth::Need::Monitor)?;
         let r = request.into_inner();
-        let fresh = self
-            .node
-            .read(Consistency::Linearizable)
-            .await
-            .map_err(common::status)?;
-        let revision = fresh.kv_meta().map_or(0, |m| m.revision);
+        let (fresh, revision) = self.fresh().await?;
         let found = fresh
             .lease(r.id)
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -214,12 +221,7 @@ impl Lease for Etcd {
         request: Request<LeaseLeasesRequest>,
     ) -> Answer<LeaseLeasesResponse> {
         self.authorize(&request, kith_core::auth::Need::Monitor)?;
-        let fresh = self
-            .node
-            .read(Consistency::Linearizable)
-            .await
-            .map_err(common::status)?;
-        let revision = fresh.kv_meta().map_or(0, |m| m.revision);
+        let (fresh, revision) = self.fresh().await?;
         let ids = fresh
             .lease_ids(LEASES_MAX)
             .map_err(|e| Status::internal(e.to_string()))?;

@@ -178,8 +178,7 @@ async fn etcdctl_works_against_a_kith_cluster() {
         .unwrap();
     let (lines, watcher) = watch(&ep, &["watch", "jobs/", "--prefix", "--prev-kv"]);
     wait_until("the watch to be open", WITHIN, || async {
-        let (status, _) = cluster_streams(&cluster).await?;
-        (status > 0).then_some(())
+        (crate::harness::gauge(&cluster, follower, "streams").await? > 0).then_some(())
     })
     .await;
     kith.put("jobs/1", b"queued", None).await.expect("put");
@@ -275,30 +274,6 @@ async fn etcdctl_works_against_a_kith_cluster() {
         String::from_utf8_lossy(&add.stderr).contains("Cluster.MemberAdd"),
         "{add:?}"
     );
-}
-
-/// The number of streams open on the cluster's nodes, summed, and how many nodes answered.
-async fn cluster_streams(cluster: &TestCluster) -> Option<(u64, u64)> {
-    let mut total = 0;
-    let mut answered = 0;
-    for id in 1..=3 {
-        let text = cluster
-            .http()
-            .get(format!("{}/metrics", cluster.url(id)))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let n: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("kith_streams "))
-            .and_then(|v| v.trim().parse().ok())?;
-        total += n;
-        answered += 1;
-    }
-    Some((total, answered))
 }
 
 /// A running `etcdctl watch`, killed when dropped.

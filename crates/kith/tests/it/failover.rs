@@ -229,22 +229,6 @@ async fn a_rolling_restart_under_writes_loses_nothing() {
     }
 }
 
-/// The value of gauge `name` in node `id`'s `/metrics`.
-async fn gauge(cluster: &TestCluster, id: u64, name: &str) -> Option<u64> {
-    let text = cluster
-        .http()
-        .get(format!("{}/metrics", cluster.url(id)))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("kith_{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_finishes_what_it_was_answering() {
     use futures::StreamExt;
@@ -268,8 +252,8 @@ async fn a_node_stopped_with_sigterm_finishes_what_it_was_answering() {
         answer.map(|a| a.status())
     });
     crate::harness::wait_until("the watch and the claim open", STARTUP_WITHIN, || async {
-        (gauge(&cluster, stopped, "streams").await? >= 1
-            && gauge(&cluster, stopped, "claim_waits").await? == 1)
+        (crate::harness::gauge(&cluster, stopped, "streams").await? >= 1
+            && crate::harness::gauge(&cluster, stopped, "claim_waits").await? == 1)
             .then_some(())
     })
     .await;

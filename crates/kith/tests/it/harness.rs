@@ -27,6 +27,22 @@ pub fn free_port_run(count: u16) -> u16 {
     kith_fault::cluster::free_ports(std::net::Ipv4Addr::LOCALHOST, count).expect("free ports")
 }
 
+/// The value of gauge `name` in node `id`'s `/metrics` (`None`: no answer, or no gauge).
+pub async fn gauge(cluster: &TestCluster, id: u64, name: &str) -> Option<u64> {
+    let text = cluster
+        .http()
+        .get(format!("{}/metrics", cluster.url(id)))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("kith_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Polls `probe` until it yields a value; panics once `within` has passed.
 pub async fn wait_until<T, F, Fut>(what: &str, within: Duration, probe: F) -> T
 where
