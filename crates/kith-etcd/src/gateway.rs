@@ -8,11 +8,13 @@
 //! gives its gRPC code and `{"error", "code", "message"}`.
 //!
 //! The token travels in `Authorization` (etcd's gateway header; `Bearer ` may precede it).
-//! Bodies are bounded by [`BODY_BYTES_MAX`].
+//! Bodies are bounded by [`BODY_BYTES_MAX`] (a larger one is a 413 with the error body).
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body as HttpBody, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -62,12 +64,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
     macro_rules! call {
         ($trait:ident :: $method:ident) => {{
             let etcd = etcd.clone();
-            post(move |headers: HeaderMap, body: Bytes| {
+            post(move |headers: HeaderMap, body: Body| {
                 let etcd = etcd.clone();
                 async move {
-                    match decode(&headers, &body) {
+                    match decode(&headers, body) {
                         Ok(request) => answer($trait::$method(&etcd, request).await),
-                        Err(e) => failure(e),
+                        Err(refused) => *refused,
                     }
                 }
             })
@@ -89,7 +91,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
         .route("/v3/lease/leases", call!(Lease::lease_leases))
         .route(
             "/v3/lease/keepalive",
-            post(move |headers: HeaderMap, body: Bytes| {
+            post(move |headers: HeaderMap, body: Body| {
                 keepalive(keepalive_etcd.clone(), headers, body)
             }),
         )
@@ -100,10 +102,15 @@ pub fn routes<S: Clone + Send + Sync + 'static>(node: Arc<Node>) -> Router<S> {
         .route("/v3/auth/status", call!(Auth::auth_status))
         .route(
             "/v3/watch",
-            post(move |headers: HeaderMap, body: Bytes| watch(watch_etcd.clone(), headers, body)),
+            post(move |headers: HeaderMap, body: Body| watch(watch_etcd.clone(), headers, body)),
         )
         .route("/version", get(version))
+        // Above the node's own bound on /v1 bodies: a value travels in base64 here.
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
 }
+
+/// A body the gateway refused before parsing it: too large (413) or unreadable (400).
+type Body = Result<Bytes, BytesRejection>;
 
 /// `GET /version`, as etcd answers it (the API level kith speaks).
 async fn version() -> Response {
@@ -115,21 +122,38 @@ async fn version() -> Response {
     .into_response()
 }
 
-/// The body as the call's message, with the caller's token as metadata.
-fn decode<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<Request<T>, Status> {
-    if body.len() > BODY_BYTES_MAX {
-        return Err(Status::invalid_argument(format!(
-            "the body is larger than the limit of {BODY_BYTES_MAX} bytes"
-        )));
-    }
+/// The body as the call's message, with the caller's token as metadata; or the answer
+/// that refuses it.
+fn decode<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Request<T>, Box<Response>> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("the body is larger than the limit of {BODY_BYTES_MAX} bytes")
+        } else {
+            e.body_text()
+        };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Code::ResourceExhausted
+        } else {
+            Code::InvalidArgument
+        };
+        let body = serde_json::json!({"error": message, "code": code as i32, "message": message});
+        Box::new((status, axum::Json(body)).into_response())
+    })?;
     // An empty body is the empty message, as etcd's gateway takes it.
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        &b"{}"[..]
+    let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
     } else {
-        body
+        &body
     };
-    let message: T = serde_json::from_slice(body)
-        .map_err(|e| Status::invalid_argument(format!("the body is not the call's JSON: {e}")))?;
+    let message: T = serde_json::from_slice(text).map_err(|e| {
+        Box::new(failure(Status::invalid_argument(format!(
+            "the body is not the call's JSON: {e}"
+        ))))
+    })?;
     let mut request = Request::new(message);
     if let Some(token) = headers
         .get(header::AUTHORIZATION)
@@ -180,10 +204,10 @@ fn failure(status: Status) -> Response {
 }
 
 /// `POST /v3/watch`: the body creates one watch; its responses stream as JSON lines.
-async fn watch(etcd: Etcd, headers: HeaderMap, body: Bytes) -> Response {
-    let request: Request<WatchRequest> = match decode(&headers, &body) {
+async fn watch(etcd: Etcd, headers: HeaderMap, body: Body) -> Response {
+    let request: Request<WatchRequest> = match decode(&headers, body) {
         Ok(r) => r,
-        Err(e) => return failure(e),
+        Err(refused) => return *refused,
     };
     let (metadata, _, message) = request.into_parts();
     if !matches!(
@@ -219,15 +243,15 @@ async fn watch(etcd: Etcd, headers: HeaderMap, body: Bytes) -> Response {
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(lines))
+        .body(HttpBody::from_stream(lines))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 /// `POST /v3/lease/keepalive`: one keep-alive, answered as the stream's one message.
-async fn keepalive(etcd: Etcd, headers: HeaderMap, body: Bytes) -> Response {
-    let request: Request<LeaseKeepAliveRequest> = match decode(&headers, &body) {
+async fn keepalive(etcd: Etcd, headers: HeaderMap, body: Body) -> Response {
+    let request: Request<LeaseKeepAliveRequest> = match decode(&headers, body) {
         Ok(r) => r,
-        Err(e) => return failure(e),
+        Err(refused) => return *refused,
     };
     match etcd.keep_alive_once(request).await {
         Ok(answer) => axum::Json(serde_json::json!({ "result": answer })).into_response(),

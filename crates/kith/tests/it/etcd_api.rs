@@ -450,6 +450,13 @@ async fn etcds_json_gateway_serves_the_same_keys() {
     .await;
     assert_eq!(status, 400, "{bad}");
     assert_eq!(bad["code"], 3);
+    let huge = serde_json::json!({"key": b64("k"), "value": "A".repeat(5 << 20)});
+    let (status, refused) = gateway(&cluster, follower, "/v3/kv/put", huge).await;
+    assert_eq!(status, 413, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("limit"),
+        "{refused}"
+    );
     let (status, lease) = gateway(
         &cluster,
         follower,
