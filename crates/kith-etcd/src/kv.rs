@@ -150,15 +150,7 @@ impl Kv for Etcd {
     async fn compact(&self, request: Request<CompactionRequest>) -> Answer<CompactionResponse> {
         self.authorize(&request, kith_core::auth::Need::Admin)?;
         let at = revision(request.get_ref().revision, "revision")?;
-        let fresh = self
-            .node
-            .read(Consistency::Linearizable)
-            .await
-            .map_err(common::status)?;
-        let current = fresh
-            .kv_meta()
-            .map_err(|e| Status::internal(e.to_string()))?
-            .revision;
+        let (fresh, current) = self.fresh().await?;
         let kept_from = fresh
             .events_compacted()
             .map_err(|e| Status::internal(e.to_string()))?;

@@ -47,7 +47,7 @@ impl Etcd {
     }
 
     /// The state after a read barrier, and its revision.
-    async fn fresh(&self) -> Result<(kith_storage::StateReader, u64), Status> {
+    pub(crate) async fn fresh(&self) -> Result<(kith_storage::StateReader, u64), Status> {
         let fresh = self
             .node
             .read(Consistency::Linearizable)
