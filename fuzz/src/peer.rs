@@ -211,7 +211,34 @@ pub fn seeds() -> Vec<(String, Vec<u8>)> {
         keep: 10_000,
         rooms_max: 10_000,
     };
-    let writes = ForwardRequest::Writes(vec![put("k", b"v"), Command::Expire, Command::Post(post)]);
+    let txn = kith_core::txn::Txn {
+        compares: vec![kith_core::txn::Compare {
+            range: kith_core::txn::KeyRange::one("k"),
+            op: kith_core::txn::CompareOp::Equal,
+            target: kith_core::txn::CompareTarget::ModRevision(3),
+        }],
+        success: vec![kith_core::txn::TxnOp::Delete {
+            range: kith_core::txn::KeyRange {
+                key: "a/".into(),
+                end: kith_core::txn::RangeEnd::Before(b"a0".to_vec()),
+            },
+            prev_kv: true,
+        }],
+        failure: vec![kith_core::txn::TxnOp::Range {
+            range: kith_core::txn::KeyRange::one("k"),
+            limit: 1,
+            keys_only: false,
+            count_only: false,
+        }],
+    };
+    let lease = kith_core::lease::LeaseCommand::Grant { id: 7, ttl_s: 10 };
+    let writes = ForwardRequest::Writes(vec![
+        put("k", b"v"),
+        Command::Expire,
+        Command::Post(post),
+        Command::Txn(txn),
+        Command::Lease(lease),
+    ]);
     let each: ForwardAnswer = Ok(ForwardResponse::WrittenEach(vec![
         Ok(Response::Put { revision: 4 }),
         Err(ForwardError::NotLeader { leader_id: Some(2) }),
